@@ -1,0 +1,13 @@
+//! Rhizomorph: a multiplexed binary-protocol transport for RPC systems.
+//!
+//! Many prioritized channels — `control` > `rpc` > `stream` > `bulk` — over one QUIC or
+//! WebSocket connection, specified in `spec/wire.md`. This crate is layered as the spec is:
+//!
+//! - [`frame`]: the sans-IO frame codec (bytes ⇄ frames), checked against negotiated limits.
+//!
+//! Arrows run one way: transport → session → frame. The codec never knows about sockets.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod frame;
+pub mod inspect;
