@@ -1,1 +1,63 @@
-fn main() {}
+//! Criterion micro-benchmarks for the frame codec: encoding and decoding a 256-byte rpc
+//! MESSAGE, a 64 KiB bulk chunk, and a batch of 64 small frames as one WebSocket message.
+//!
+//! Throughput is reported per byte, so runs on different machines compare as ratios.
+
+use bytes::{Bytes, BytesMut};
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use rhizomorph::frame::{Channel, Frame, FrameDecoder, MessageFrame, PayloadEncoding, Settings};
+
+fn message(len: usize) -> Frame {
+    Frame::Message(MessageFrame::single(
+        Channel::Rpc,
+        PayloadEncoding::Raw,
+        Bytes::from_static(&[0x80, 0x83, 0xa0]),
+        Bytes::from(vec![0x5a; len]),
+    ))
+}
+
+fn bench_codec(c: &mut Criterion) {
+    let decoder = FrameDecoder::new(Settings::default());
+    let mut group = c.benchmark_group("frame");
+    for (name, len) in [("message_256B", 256), ("message_64KiB", 65_000)] {
+        let frame = message(len);
+        let mut wire = BytesMut::new();
+        frame.encode(&mut wire).unwrap();
+        let wire = wire.freeze();
+        group.throughput(Throughput::Bytes(wire.len() as u64));
+        group.bench_function(format!("encode/{name}"), |b| {
+            let mut buf = BytesMut::with_capacity(wire.len() * 2);
+            b.iter(|| {
+                buf.clear();
+                black_box(&frame).encode(&mut buf).unwrap();
+                black_box(buf.len())
+            })
+        });
+        group.bench_function(format!("decode/{name}"), |b| {
+            b.iter(|| {
+                let mut src = black_box(wire.clone());
+                black_box(decoder.decode_bytes(&mut src).unwrap())
+            })
+        });
+    }
+    let mut batch = BytesMut::new();
+    for _ in 0..64 {
+        message(256).encode(&mut batch).unwrap();
+    }
+    let batch = batch.freeze();
+    group.throughput(Throughput::Elements(64));
+    group.bench_function("decode_batch/64x256B", |b| {
+        b.iter(|| {
+            black_box(
+                decoder
+                    .decode_batch(black_box(batch.clone()))
+                    .unwrap()
+                    .len(),
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_codec);
+criterion_main!(benches);

@@ -10,4 +10,11 @@
 #![warn(missing_docs)]
 
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inspect;
+
+/// The README's examples, compiled and run as doc tests so they cannot go stale.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

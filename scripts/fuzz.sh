@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Seeds the corpora from spec/vectors and runs cargo-fuzz targets.
+#   scripts/fuzz.sh [SECONDS] [TARGET...]    default: 600 s, every target, one after another
+# Needs cargo-fuzz (`cargo install cargo-fuzz`); on a stable toolchain it sets RUSTC_BOOTSTRAP=1.
+# A crash leaves fuzz/artifacts/<target>/crash-*: copy it into fuzz/regressions/<target>/ and fix.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-600}
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(frame_decoder hello_decoder)
+
+python3 - <<'PY'
+import json, os
+doc = json.load(open("spec/vectors/frames.json"))
+for target in ("frame_decoder", "hello_decoder"):
+    os.makedirs(f"fuzz/corpus/{target}", exist_ok=True)
+for v in doc["valid"] + doc["invalid"]:
+    raw = bytes.fromhex(v["hex"].replace(" ", ""))
+    for sel in range(3):
+        open(f"fuzz/corpus/frame_decoder/{v['name']}-{sel}", "wb").write(bytes([sel]) + raw)
+    if raw[:1] == b"\x01" and len(raw) > 3:
+        # HELLO payload: strip Type, Flags and a 1- or 2-byte Length.
+        n = 1 << (raw[2] >> 6)
+        open(f"fuzz/corpus/hello_decoder/{v['name']}", "wb").write(raw[2 + n:])
+PY
+
+export RUSTC_BOOTSTRAP=1
+for t in "${targets[@]}"; do
+  echo "== fuzzing $t for ${seconds}s"
+  (cd fuzz && cargo fuzz run "$t" "corpus/$t" -- -max_total_time="$seconds" -print_final_stats=1)
+done

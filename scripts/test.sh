@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite — the README's test command, and what CI (.ci/run) runs.
+# Installs nothing globally; needs a Rust toolchain (cargo) and python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "spec vectors are up to date with their generator (spec/vectors/make_vectors.py)"
+tmp=$(mktemp -d)
+cp spec/vectors/frames.json "$tmp/frames.json"
+python3 spec/vectors/make_vectors.py >/dev/null
+if ! cmp -s spec/vectors/frames.json "$tmp/frames.json"; then
+  cp "$tmp/frames.json" spec/vectors/frames.json
+  echo "spec/vectors/frames.json differs from what make_vectors.py writes: regenerate and commit" >&2
+  exit 1
+fi
+
+step "clippy (warnings are errors)"
+cargo clippy --release --all-targets -- -D warnings
+
+step "tests: unit, vectors, properties, allocation bounds, fuzz regressions, doc examples"
+cargo test --release
+
+step "benchmarks and fuzz targets still build"
+cargo bench --no-run --quiet
+cargo check --quiet --manifest-path fuzz/Cargo.toml
+
+step "the README's main command runs"
+cargo run --release --quiet -- inspect >/dev/null
+echo "all checks passed"
