@@ -1,0 +1,1018 @@
+//! The sans-IO multiplexing session (wire.md §3, §7–§10, §13, §14).
+//!
+//! A [`Session`] is one end of a connection as a value: received bytes go in
+//! ([`Session::handle_batch`], [`Session::handle_bytes`]), bytes to send come out
+//! ([`Session::poll_transmit`]), and so do events ([`Session::poll_event`]); time is passed in
+//! (`Instant`s, a virtual clock in tests). It owns the HELLO exchange, the four channels and
+//! their scheduling, chunking and reassembly, flow-control credit, the header tables,
+//! keepalive, CANCEL, GOAWAY and CLOSE.
+//!
+//! It must never do I/O, spawn tasks, read the clock, or hold more than its windows and the
+//! application's queued messages allow.
+
+mod error;
+mod header;
+mod header_table;
+mod incoming;
+mod keepalive;
+mod outgoing;
+mod scheduler;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tracing::{debug, trace, warn};
+
+pub use error::{SendError, SessionError};
+pub use header::{HeaderField, RoutingHeader};
+pub use header_table::{HeaderDecoder, HeaderEncoder, HeaderError, STATIC_TABLE};
+pub use incoming::IncomingMessage;
+pub use keepalive::Keepalive;
+pub use outgoing::OutgoingMessage;
+pub use scheduler::ChannelScheduler;
+
+use crate::frame::{
+    Cancel, Channel, Close, Compression, Credit, CreditTarget, ErrorCode, Frame, FrameDecoder,
+    GoAway, Hello, MessageFrame, Ping, SchemaFrame, Settings, MAX_WINDOW, WIRE_VERSION_1_0,
+};
+use incoming::InChannel;
+use outgoing::OutChannel;
+
+/// Which side of the connection this session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Opened the connection; speaks first (wire.md §3.2.1).
+    Client,
+    /// Accepted it; answers the client's HELLO.
+    Server,
+}
+
+/// Session configuration: local settings and local policy. Build with the `with_*` methods.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// What this side accepts (announced in HELLO, enforced on receive).
+    pub settings: Settings,
+    /// Largest chunk of payload per MESSAGE frame this side sends (also bounded by the peer's
+    /// `MAX_FRAME_PAYLOAD`). Smaller chunks let higher channels through sooner (§7.5).
+    pub chunk_size: u64,
+    /// Largest batch [`Session::poll_transmit`] returns (also bounded by the peer's
+    /// `MAX_BATCH_SIZE`).
+    pub max_batch: usize,
+    /// PING after this much silence (§13.1).
+    pub keepalive_interval: Duration,
+    /// Give up after this much silence (§13.1).
+    pub keepalive_timeout: Duration,
+    /// Give up if the HELLO exchange has not finished by then (§18).
+    pub hello_timeout: Duration,
+    /// The client's auth token (§3.2.7).
+    pub token: Bytes,
+    /// The agent string sent in HELLO.
+    pub agent: String,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            settings: Settings::default(),
+            chunk_size: 16 * 1024,
+            max_batch: 64 * 1024,
+            keepalive_interval: Duration::from_secs(15),
+            keepalive_timeout: Duration::from_secs(30),
+            hello_timeout: Duration::from_secs(10),
+            token: Bytes::new(),
+            agent: concat!("rhizomorph/", env!("CARGO_PKG_VERSION")).to_string(),
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Returns the config with these local settings.
+    pub fn with_settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+    /// Returns the config with this chunk size.
+    pub fn with_chunk_size(mut self, bytes: u64) -> Self {
+        self.chunk_size = bytes.max(1);
+        self
+    }
+    /// Returns the config with this batch size.
+    pub fn with_max_batch(mut self, bytes: usize) -> Self {
+        self.max_batch = bytes.max(1);
+        self
+    }
+    /// Returns the config with this auth token.
+    pub fn with_token(mut self, token: impl Into<Bytes>) -> Self {
+        self.token = token.into();
+        self
+    }
+    /// Returns the config with these keepalive timings.
+    pub fn with_keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keepalive_interval = interval;
+        self.keepalive_timeout = timeout;
+        self
+    }
+}
+
+/// Who ended the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initiator {
+    /// This side sent CLOSE (or detected an error).
+    Local,
+    /// The peer sent CLOSE.
+    Peer,
+}
+
+/// Something the application should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Server only: the client's HELLO arrived; call [`Session::accept`] or [`Session::reject`].
+    HelloReceived {
+        /// The client's auth token.
+        token: Bytes,
+        /// The client's agent string.
+        agent: String,
+    },
+    /// The HELLO exchange finished: messages flow.
+    Connected {
+        /// The negotiated wire version.
+        version: u64,
+        /// The peer's settings.
+        peer_settings: Settings,
+        /// The peer's HELLO token (server: its reply token; client side sees the server's).
+        token: Bytes,
+        /// The peer's agent.
+        agent: String,
+    },
+    /// A message arrived whole. Call [`Session::release`] with its `credit` when done.
+    Message(IncomingMessage),
+    /// The peer abandoned a message it was sending us (§5.7.1).
+    MessageAborted {
+        /// Channel.
+        channel: Channel,
+        /// Its sequence number.
+        sequence: u64,
+        /// The peer's reason.
+        code: ErrorCode,
+    },
+    /// A message we queued will not be delivered (refused by GOAWAY, cancelled, closed).
+    SendFailed {
+        /// Channel.
+        channel: Channel,
+        /// Its sequence number.
+        sequence: u64,
+        /// Why.
+        code: ErrorCode,
+    },
+    /// A SCHEMA binding arrived for a channel (§11.2).
+    SchemaBound(SchemaFrame),
+    /// A PONG answered our PING.
+    Rtt {
+        /// The measured round trip.
+        rtt: Duration,
+    },
+    /// The peer is draining (§14.1): no new messages from us.
+    GoAway {
+        /// Its code.
+        code: ErrorCode,
+        /// Its reason.
+        reason: String,
+    },
+    /// The connection is over. Nothing more will be sent or received.
+    Closed {
+        /// The CLOSE code.
+        code: ErrorCode,
+        /// The CLOSE reason.
+        reason: String,
+        /// Who closed.
+        initiator: Initiator,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for the peer's HELLO (client: after sending its own).
+    AwaitingHello,
+    /// Server: the client's HELLO arrived; waiting for the application's decision.
+    AwaitingAccept,
+    /// Messages flow.
+    Open,
+    /// CLOSE queued: nothing but it leaves.
+    Closing,
+    /// CLOSE sent or received.
+    Closed,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::AwaitingHello => "awaiting HELLO",
+            State::AwaitingAccept => "awaiting the application's accept",
+            State::Open => "open",
+            State::Closing => "closing",
+            State::Closed => "closed",
+        }
+    }
+}
+
+/// Counters a user can read (bytes per channel, batching, stalls).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// MESSAGE payload bytes sent, per channel.
+    pub bytes_sent: [u64; 4],
+    /// MESSAGE payload bytes received, per channel.
+    pub bytes_received: [u64; 4],
+    /// Messages sent, per channel.
+    pub messages_sent: [u64; 4],
+    /// Messages received, per channel.
+    pub messages_received: [u64; 4],
+    /// Frames sent.
+    pub frames_sent: u64,
+    /// Batches (transport writes) sent.
+    pub batches_sent: u64,
+    /// Times a channel had data queued but no credit when a batch was built.
+    pub credit_stalls: u64,
+}
+
+/// One end of a rhizomorph connection, without I/O (see the module docs).
+#[derive(Debug)]
+pub struct Session {
+    role: Role,
+    state: State,
+    config: SessionConfig,
+    peer: Settings,
+    decoder: FrameDecoder,
+    stream_buf: BytesMut,
+    control: VecDeque<Frame>,
+    /// A PONG to send, coalesced (§13.3).
+    pong: Option<u64>,
+    outgoing: [OutChannel; 4],
+    incoming: [InChannel; 4],
+    scheduler: ChannelScheduler,
+    /// Credit the peer granted on the connection (§9.1).
+    send_window: u64,
+    /// Credit we granted the peer on the connection, left.
+    recv_window: u64,
+    /// Per channel, credit we granted, left.
+    recv_channel_window: [u64; 4],
+    /// Connection bytes creditable now.
+    conn_creditable: u64,
+    /// Per channel, bytes creditable now.
+    pending_channel_credit: [u64; 4],
+    keepalive: Keepalive,
+    created: Instant,
+    now: Instant,
+    events: VecDeque<Event>,
+    /// We sent GOAWAY: drain, then CLOSE.
+    draining: bool,
+    /// The peer's GOAWAY accepted counts.
+    peer_goaway: Option<[u64; 4]>,
+    /// Server: the client's HELLO token and agent, until the application accepts.
+    client_hello: Option<(Bytes, String)>,
+    stats: SessionStats,
+}
+
+impl Session {
+    /// A client session: its HELLO is queued at once.
+    pub fn client(config: SessionConfig, now: Instant) -> Session {
+        let mut s = Session::new(Role::Client, config, now);
+        let hello = Hello::new(
+            &s.config.settings,
+            s.config.token.clone(),
+            s.config.agent.clone(),
+        );
+        s.control.push_back(Frame::Hello(hello));
+        s
+    }
+
+    /// A server session: it waits for the client's HELLO.
+    pub fn server(config: SessionConfig, now: Instant) -> Session {
+        Session::new(Role::Server, config, now)
+    }
+
+    fn new(role: Role, config: SessionConfig, now: Instant) -> Session {
+        let local = config.settings;
+        let table = local.header_table_size as usize;
+        let list = local.max_header_list_size;
+        Session {
+            role,
+            state: State::AwaitingHello,
+            peer: Settings::default(),
+            decoder: FrameDecoder::new(local),
+            stream_buf: BytesMut::new(),
+            control: VecDeque::new(),
+            pong: None,
+            outgoing: Channel::ALL.map(OutChannel::new),
+            incoming: Channel::ALL.map(|c| InChannel::new(c, table, list)),
+            scheduler: ChannelScheduler::default(),
+            send_window: 0,
+            recv_window: local.initial_connection_window,
+            recv_channel_window: [local.initial_channel_window; 4],
+            conn_creditable: 0,
+            pending_channel_credit: [0; 4],
+            keepalive: Keepalive::new(now, config.keepalive_interval, config.keepalive_timeout),
+            created: now,
+            now,
+            events: VecDeque::new(),
+            draining: false,
+            peer_goaway: None,
+            client_hello: None,
+            stats: SessionStats::default(),
+            config,
+        }
+    }
+
+    /// Client or server.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Whether the HELLO exchange has finished and the connection is not closing.
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// Whether the connection is over (CLOSE sent or received): the driver closes the
+    /// transport once [`poll_transmit`](Self::poll_transmit) returns `None`.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The peer's settings (defaults until its HELLO arrives).
+    pub fn peer_settings(&self) -> &Settings {
+        &self.peer
+    }
+
+    /// This side's settings.
+    pub fn local_settings(&self) -> &Settings {
+        &self.config.settings
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &SessionStats {
+        &self.stats
+    }
+
+    /// The smoothed RTT, once a PING has been answered.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.keepalive.srtt()
+    }
+
+    /// Payload bytes queued on `channel` and not yet sent (the sender's buffered memory).
+    pub fn queued_bytes(&self, channel: Channel) -> u64 {
+        self.outgoing[channel.index()].queued_bytes()
+    }
+
+    /// Bytes received on `channel` and not yet credited back: what the receiver holds.
+    pub fn held_bytes(&self, channel: Channel) -> u64 {
+        self.incoming[channel.index()].held_bytes()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ---------------------------------------------------------------- input
+
+    /// Handles one transport message holding whole frames (a WebSocket binary message,
+    /// wire.md §16.2.1). Payloads are handed out as slices of `batch` (no copy).
+    pub fn handle_batch(&mut self, now: Instant, mut batch: Bytes) {
+        self.now = now;
+        if self.state == State::Closed {
+            return;
+        }
+        self.keepalive.on_receive(now);
+        while !batch.is_empty() {
+            let frame = match self.decoder.decode_bytes(&mut batch) {
+                Ok(Some(f)) => f,
+                Ok(None) => {
+                    let e = crate::frame::FrameError::FrameTruncated {
+                        frame_type: batch.first().copied().unwrap_or_default(),
+                        field: "batch",
+                    };
+                    return self.fail(e.into());
+                }
+                Err(e) => return self.fail(e.into()),
+            };
+            if let Err(e) = self.on_frame(frame) {
+                return self.fail(e);
+            }
+            if self.state == State::Closed {
+                return;
+            }
+        }
+    }
+
+    /// Handles bytes from a byte stream (partial frames are buffered, wire.md §4.3.1).
+    pub fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) {
+        self.now = now;
+        if self.state == State::Closed {
+            return;
+        }
+        self.keepalive.on_receive(now);
+        self.stream_buf.extend_from_slice(bytes);
+        loop {
+            match self.decoder.decode(&mut self.stream_buf) {
+                Ok(Some(frame)) => {
+                    if let Err(e) = self.on_frame(frame) {
+                        return self.fail(e);
+                    }
+                    if self.state == State::Closed {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => return self.fail(e.into()),
+            }
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame) -> Result<(), SessionError> {
+        trace!(frame = %crate::inspect::describe(&frame), "recv");
+        let state = self.state;
+        let unexpected = |frame: &'static str| SessionError::UnexpectedFrame {
+            frame,
+            state: state.name(),
+        };
+        match (frame, state) {
+            (Frame::Padding { .. } | Frame::Ignored { .. }, _) => Ok(()),
+            (Frame::Close(c), _) => {
+                self.state = State::Closed;
+                self.fail_all_queued(ErrorCode::CANCELLED);
+                self.events.push_back(Event::Closed {
+                    code: c.code,
+                    reason: c.reason,
+                    initiator: Initiator::Peer,
+                });
+                Ok(())
+            }
+            (Frame::Hello(h), State::AwaitingHello) => self.on_hello(h),
+            (Frame::Hello(_), _) => Err(unexpected("a second HELLO")),
+            (_, State::AwaitingHello) => Err(unexpected("a frame before HELLO")),
+            (_, State::AwaitingAccept) => Err(unexpected("a frame before the server's HELLO")),
+            (Frame::Message(m), _) => self.on_message(m),
+            (Frame::Credit(c), _) => self.on_credit(c),
+            (Frame::Schema(s), _) => {
+                self.events.push_back(Event::SchemaBound(s));
+                Ok(())
+            }
+            (Frame::Ping(p), _) => {
+                self.pong = Some(p.opaque); // §13.3: only the newest is answered
+                Ok(())
+            }
+            (Frame::Pong(p), _) => {
+                if let Some(rtt) = self.keepalive.on_pong(self.now, p.opaque) {
+                    self.events.push_back(Event::Rtt { rtt });
+                }
+                Ok(())
+            }
+            (Frame::Cancel(c), _) => {
+                self.on_cancel(c);
+                Ok(())
+            }
+            (Frame::GoAway(g), _) => self.on_goaway(g),
+        }
+    }
+
+    fn on_hello(&mut self, hello: Hello) -> Result<(), SessionError> {
+        // Settings were validated by the decoder; resolving cannot fail here.
+        let peer = hello.resolved_settings()?;
+        let supported = vec![WIRE_VERSION_1_0];
+        match self.role {
+            Role::Server => {
+                // spec: wire.md §3.2.2 — pick the highest version both support.
+                if !hello.versions.contains(&WIRE_VERSION_1_0) {
+                    return Err(SessionError::VersionMismatch {
+                        offered: hello.versions,
+                        supported,
+                    });
+                }
+                self.peer = peer;
+                self.state = State::AwaitingAccept;
+                self.events.push_back(Event::HelloReceived {
+                    token: hello.token,
+                    agent: hello.agent,
+                });
+            }
+            Role::Client => {
+                // spec: wire.md §3.2.3 — exactly one version, one we offered.
+                if hello.versions != supported {
+                    return Err(SessionError::VersionMismatch {
+                        offered: hello.versions,
+                        supported,
+                    });
+                }
+                self.peer = peer;
+                self.open(hello.token, hello.agent);
+            }
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, token: Bytes, agent: String) {
+        self.state = State::Open;
+        self.send_window = self.peer.initial_connection_window;
+        for out in &mut self.outgoing {
+            out.configure(
+                self.peer.initial_channel_window,
+                self.peer.header_table_size as usize,
+            );
+        }
+        debug!(role = ?self.role, peer_agent = %agent, "connected");
+        self.events.push_back(Event::Connected {
+            version: WIRE_VERSION_1_0,
+            peer_settings: self.peer,
+            token,
+            agent,
+        });
+    }
+
+    /// Server: accepts the client (after [`Event::HelloReceived`]) and sends its HELLO with
+    /// `token` (empty, or e.g. a reconnection token).
+    pub fn accept(&mut self, token: Bytes) {
+        if self.state != State::AwaitingAccept {
+            return;
+        }
+        let mut hello = Hello::new(&self.config.settings, token, self.config.agent.clone());
+        hello.versions = vec![WIRE_VERSION_1_0];
+        self.control.push_back(Frame::Hello(hello));
+        let (token, agent) = self.client_hello.take().unwrap_or_default();
+        self.open(token, agent);
+    }
+
+    /// Server: refuses the client (e.g. `AUTH_FAILED`, §3.2.7).
+    pub fn reject(&mut self, code: ErrorCode, reason: &str) {
+        self.close(code, reason);
+    }
+
+    fn on_message(&mut self, m: MessageFrame) -> Result<(), SessionError> {
+        let ch = m.channel.index();
+        let len = m.payload_len();
+        // spec: wire.md §9.2 — more than the window allows is FLOW_CONTROL_ERROR.
+        if len > self.recv_channel_window[ch] {
+            return Err(SessionError::WindowExceeded {
+                target: m.channel.name(),
+                len,
+                window: self.recv_channel_window[ch],
+            });
+        }
+        if len > self.recv_window {
+            return Err(SessionError::WindowExceeded {
+                target: "connection",
+                len,
+                window: self.recv_window,
+            });
+        }
+        self.recv_channel_window[ch] -= len;
+        self.recv_window -= len;
+        self.stats.bytes_received[ch] += m.data.len() as u64;
+        if let Some(msg) = self.incoming[ch].on_frame(m, len)? {
+            self.stats.messages_received[ch] += 1;
+            self.events.push_back(Event::Message(msg));
+        }
+        self.collect_credit(ch);
+        self.maybe_finish_drain();
+        Ok(())
+    }
+
+    fn on_credit(&mut self, c: Credit) -> Result<(), SessionError> {
+        let (window, target) = match c.target {
+            CreditTarget::Connection => (&mut self.send_window, "connection"),
+            CreditTarget::Channel(ch) => (&mut self.outgoing[ch.index()].window, ch.name()),
+        };
+        // spec: wire.md §9.7 — a window over 2^32 − 1 is FLOW_CONTROL_ERROR.
+        if *window + c.increment > MAX_WINDOW {
+            return Err(SessionError::WindowOverflow {
+                target,
+                window: *window,
+                increment: c.increment,
+            });
+        }
+        *window += c.increment;
+        Ok(())
+    }
+
+    fn on_cancel(&mut self, c: Cancel) {
+        let ch = c.channel.index();
+        if c.abort {
+            // spec: wire.md §5.7.1 — discard what was reassembled and release its credit.
+            if self.incoming[ch].abort(c.sequence) {
+                self.events.push_back(Event::MessageAborted {
+                    channel: c.channel,
+                    sequence: c.sequence,
+                    code: c.code,
+                });
+                self.collect_credit(ch);
+            }
+        } else {
+            // spec: wire.md §5.7.2 — stop sending our message, ABORT it if started.
+            self.cancel_outgoing(c.channel, c.sequence, c.code);
+        }
+    }
+
+    fn on_goaway(&mut self, g: GoAway) -> Result<(), SessionError> {
+        if let Some(prev) = self.peer_goaway {
+            for (i, (&p, &n)) in prev.iter().zip(&g.accepted).enumerate() {
+                if n > p {
+                    return Err(SessionError::GoAwayRaised {
+                        channel: Channel::ALL[i],
+                        previous: p,
+                        new: n,
+                    });
+                }
+            }
+        }
+        self.peer_goaway = Some(g.accepted);
+        // spec: wire.md §14.1.2 — messages at or above the accepted count were not processed.
+        for ch in Channel::ALL {
+            let from = g.accepted[ch.index()];
+            let out = &mut self.outgoing[ch.index()];
+            if let Some(seq) = out.in_progress().filter(|&s| s >= from) {
+                out.abort_front(Some(seq));
+                self.control.push_back(Frame::Cancel(Cancel {
+                    channel: ch,
+                    sequence: seq,
+                    code: ErrorCode::REFUSED,
+                    abort: true,
+                }));
+                self.events.push_back(Event::SendFailed {
+                    channel: ch,
+                    sequence: seq,
+                    code: ErrorCode::REFUSED,
+                });
+            }
+            for seq in self.outgoing[ch.index()].drop_unstarted_from(from) {
+                self.events.push_back(Event::SendFailed {
+                    channel: ch,
+                    sequence: seq,
+                    code: ErrorCode::REFUSED,
+                });
+            }
+        }
+        self.events.push_back(Event::GoAway {
+            code: g.code,
+            reason: g.reason,
+        });
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- application calls
+
+    /// Queues `message` on `channel`; returns its sequence number. It leaves as credit and the
+    /// scheduler allow (§7, §9). Messages queued before the HELLO exchange finishes wait.
+    pub fn send(&mut self, channel: Channel, message: OutgoingMessage) -> Result<u64, SendError> {
+        match self.state {
+            State::Closing | State::Closed => return Err(SendError::Closed),
+            _ if self.peer_goaway.is_some() => return Err(SendError::GoingAway),
+            _ => {}
+        }
+        self.check_outgoing(&message)?;
+        Ok(self.outgoing[channel.index()].push(message))
+    }
+
+    fn check_outgoing(&self, m: &OutgoingMessage) -> Result<(), SendError> {
+        let len = m.payload.len() as u64;
+        if len > self.peer.max_message_size {
+            return Err(SendError::MessageTooLarge {
+                len,
+                max: self.peer.max_message_size,
+            });
+        }
+        if m.header.len() > header_table::MAX_HEADER_FIELDS {
+            return Err(SendError::TooManyHeaderFields {
+                count: m.header.len(),
+            });
+        }
+        if let Some(f) = m
+            .header
+            .fields()
+            .iter()
+            .find(|f| f.name.is_empty() || f.name.len() > header_table::MAX_NAME_LEN)
+        {
+            return Err(SendError::BadHeaderName { len: f.name.len() });
+        }
+        // spec: wire.md §8.1 — the header block must fit the first frame; an encoded block is
+        // never longer than the list size (§6.5), and the other metadata takes ≤ 40 bytes.
+        let size = m.header.list_size() as u64;
+        let max = self
+            .peer
+            .max_header_list_size
+            .min(self.peer.max_frame_payload.saturating_sub(40));
+        if size > max {
+            return Err(SendError::HeaderTooLarge { size, max });
+        }
+        if let Compression::Compressed { codec, .. } = m.compression {
+            if !self.peer.accepts_codec(codec) {
+                return Err(SendError::CodecNotAccepted {
+                    codec: codec.name(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a SCHEMA binding on `channel` (§11.2); it leaves before any later message.
+    pub fn bind_schema(&mut self, schema: SchemaFrame) {
+        self.control.push_back(Frame::Schema(schema));
+    }
+
+    /// The application is done with `bytes` of messages received on `channel` (their `credit`):
+    /// the credit goes back to the peer (§9.3).
+    pub fn release(&mut self, channel: Channel, bytes: u64) {
+        self.incoming[channel.index()].release(bytes);
+        self.collect_credit(channel.index());
+    }
+
+    /// Cancels our message `sequence` on `channel` (§5.7.1): dropped if not started, aborted if
+    /// in progress, nothing if already sent.
+    pub fn cancel(&mut self, channel: Channel, sequence: u64) {
+        self.cancel_outgoing(channel, sequence, ErrorCode::CANCELLED);
+    }
+
+    fn cancel_outgoing(&mut self, channel: Channel, sequence: u64, code: ErrorCode) {
+        let out = &mut self.outgoing[channel.index()];
+        if out.remove_unstarted(sequence) {
+            self.events.push_back(Event::SendFailed {
+                channel,
+                sequence,
+                code,
+            });
+        } else if out.abort_front(Some(sequence)).is_some() {
+            self.control.push_back(Frame::Cancel(Cancel {
+                channel,
+                sequence,
+                code,
+                abort: true,
+            }));
+            self.events.push_back(Event::SendFailed {
+                channel,
+                sequence,
+                code,
+            });
+        }
+    }
+
+    /// Refuses the peer's message `sequence` on `channel` that is still arriving (§5.7.2).
+    pub fn reject_incoming(&mut self, channel: Channel, sequence: u64, code: ErrorCode) {
+        if self.incoming[channel.index()].reject(sequence) {
+            self.control.push_back(Frame::Cancel(Cancel {
+                channel,
+                sequence,
+                code,
+                abort: false,
+            }));
+            self.collect_credit(channel.index());
+        }
+    }
+
+    /// Starts a graceful shutdown (§14.1): GOAWAY now, CLOSE when our queued messages have left
+    /// and accepted incoming messages are complete.
+    pub fn goaway(&mut self, code: ErrorCode, reason: &str) {
+        if self.state != State::Open || self.draining {
+            return;
+        }
+        self.draining = true;
+        let accepted = Channel::ALL.map(|c| self.incoming[c.index()].started());
+        for (i, inc) in self.incoming.iter_mut().enumerate() {
+            inc.refuse_from(accepted[i]);
+        }
+        let reason = Close::new(code, reason).reason;
+        self.control.push_back(Frame::GoAway(GoAway {
+            code,
+            accepted,
+            reason,
+        }));
+        self.maybe_finish_drain();
+    }
+
+    /// Closes now with `code` (§14.2): CLOSE is the last frame; queued messages fail.
+    pub fn close(&mut self, code: ErrorCode, reason: &str) {
+        if matches!(self.state, State::Closing | State::Closed) {
+            return;
+        }
+        self.control.clear();
+        self.pong = None;
+        self.control
+            .push_back(Frame::Close(Close::new(code, reason)));
+        self.state = State::Closing;
+        self.fail_all_queued(ErrorCode::CANCELLED);
+    }
+
+    fn fail(&mut self, e: SessionError) {
+        warn!(error = %e, code = %e.code(), "connection error");
+        self.close(e.code(), &e.to_string());
+    }
+
+    fn fail_all_queued(&mut self, code: ErrorCode) {
+        for ch in Channel::ALL {
+            for sequence in self.outgoing[ch.index()].drop_unstarted_from(0) {
+                self.events.push_back(Event::SendFailed {
+                    channel: ch,
+                    sequence,
+                    code,
+                });
+            }
+            if let Some(sequence) = self.outgoing[ch.index()].abort_front(None) {
+                self.events.push_back(Event::SendFailed {
+                    channel: ch,
+                    sequence,
+                    code,
+                });
+            }
+        }
+    }
+
+    fn maybe_finish_drain(&mut self) {
+        // spec: wire.md §14.1.4 — CLOSE once nothing is left to send and no accepted message
+        // is incomplete.
+        if self.draining
+            && self.state == State::Open
+            && self.outgoing.iter().all(OutChannel::is_idle)
+            && !self.incoming.iter().any(InChannel::has_accepted_partial)
+        {
+            self.close(ErrorCode::NO_ERROR, "drained");
+        }
+    }
+
+    fn collect_credit(&mut self, ch: usize) {
+        let n = self.incoming[ch].take_creditable();
+        if n == 0 {
+            return;
+        }
+        self.pending_channel_credit[ch] += n;
+        self.conn_creditable += n;
+    }
+
+    // ---------------------------------------------------------------- output
+
+    /// The next batch of frames to send, at most the batch size, or `None` if nothing is ready.
+    ///
+    /// spec: wire.md §10 — everything ready now leaves in one write; nothing waits for more.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
+        self.now = now;
+        if self.state == State::Closed {
+            return None;
+        }
+        let limit = self.config.max_batch.min(self.peer.max_batch_size as usize);
+        let mut buf = BytesMut::new();
+        let mut frames = 0u64;
+        self.queue_credit();
+        if let Some(opaque) = self.pong.take() {
+            self.control.push_back(Frame::Pong(Ping { opaque }));
+        }
+        while buf.len() < limit {
+            if let Some(frame) = self.control.pop_front() {
+                let is_close = matches!(frame, Frame::Close(_));
+                trace!(frame = %crate::inspect::describe(&frame), "send");
+                if let Err(e) = frame.encode(&mut buf) {
+                    // Only frames this session built are queued; they are within every bound.
+                    warn!(error = %e, "dropping a control frame that does not encode");
+                }
+                frames += 1;
+                if is_close {
+                    self.state = State::Closed;
+                    if let Frame::Close(c) = frame {
+                        self.events.push_back(Event::Closed {
+                            code: c.code,
+                            reason: c.reason,
+                            initiator: Initiator::Local,
+                        });
+                    }
+                    break;
+                }
+                continue;
+            }
+            if self.state != State::Open {
+                break;
+            }
+            let Some(frame) = self.next_message_frame(limit - buf.len()) else {
+                break;
+            };
+            let ch = frame.channel.index();
+            self.stats.bytes_sent[ch] += frame.data.len() as u64;
+            if frame.last {
+                self.stats.messages_sent[ch] += 1;
+            }
+            if let Err(e) = frame.encode(&mut buf) {
+                warn!(error = %e, "dropping a message frame that does not encode");
+            }
+            frames += 1;
+        }
+        self.maybe_finish_drain();
+        if buf.is_empty() {
+            return None;
+        }
+        self.stats.frames_sent += frames;
+        self.stats.batches_sent += 1;
+        Some(buf.freeze())
+    }
+
+    fn next_message_frame(&mut self, room: usize) -> Option<MessageFrame> {
+        let max_payload = self
+            .peer
+            .max_frame_payload
+            .min(room.saturating_sub(10) as u64);
+        let mut ready = [false; 4];
+        for ch in Channel::ALL {
+            let i = ch.index();
+            let available = self
+                .send_window
+                .min(self.outgoing[i].window)
+                .min(max_payload);
+            ready[i] = self.outgoing[i].ready(available);
+            if !ready[i] && !self.outgoing[i].is_idle() {
+                self.stats.credit_stalls += 1;
+            }
+        }
+        let ch = self.scheduler.pick(ready)?;
+        let i = ch.index();
+        let available = self
+            .send_window
+            .min(self.outgoing[i].window)
+            .min(max_payload);
+        let frame = self.outgoing[i].next_frame(available, self.config.chunk_size)?;
+        let len = frame.payload_len();
+        self.send_window -= len;
+        self.outgoing[i].window -= len;
+        Some(frame)
+    }
+
+    fn queue_credit(&mut self) {
+        // spec: wire.md §9.5 — batch credit: send it when half the initial window (or 16 KiB)
+        // is releasable, or when the remaining window is low.
+        let threshold = |initial: u64| (initial / 2).clamp(1, 16 * 1024);
+        let initial_ch = self.config.settings.initial_channel_window;
+        for ch in Channel::ALL {
+            let i = ch.index();
+            let pending = self.pending_channel_credit[i];
+            let low = self.recv_channel_window[i] < initial_ch / 4;
+            if pending > 0 && (pending >= threshold(initial_ch) || low) {
+                self.pending_channel_credit[i] = 0;
+                self.recv_channel_window[i] += pending;
+                self.control.push_back(Frame::Credit(Credit {
+                    target: CreditTarget::Channel(ch),
+                    increment: pending,
+                }));
+            }
+        }
+        let initial_conn = self.config.settings.initial_connection_window;
+        let pending = self.conn_creditable;
+        let low = self.recv_window < initial_conn / 4;
+        if pending > 0 && (pending >= threshold(initial_conn) || low) {
+            self.conn_creditable = 0;
+            self.recv_window += pending;
+            self.control.push_back(Frame::Credit(Credit {
+                target: CreditTarget::Connection,
+                increment: pending,
+            }));
+        }
+    }
+
+    // ---------------------------------------------------------------- time
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Closed | State::Closing => None,
+            State::AwaitingHello | State::AwaitingAccept => {
+                Some(self.created + self.config.hello_timeout)
+            }
+            State::Open => Some(self.keepalive.next_deadline()),
+        }
+    }
+
+    /// Advances timers: HELLO timeout, keepalive PING, dead peer (§13, §18).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        match self.state {
+            State::AwaitingHello | State::AwaitingAccept => {
+                if now >= self.created + self.config.hello_timeout {
+                    self.fail(SessionError::Timeout {
+                        what: "HELLO exchange not finished",
+                    });
+                }
+            }
+            State::Open => {
+                if self.keepalive.expired(now) {
+                    self.fail(SessionError::Timeout {
+                        what: "peer silent past the keepalive timeout",
+                    });
+                } else if let Some(opaque) = self.keepalive.poll_ping(now) {
+                    self.control.push_back(Frame::Ping(Ping { opaque }));
+                }
+            }
+            State::Closing | State::Closed => {}
+        }
+    }
+
+    /// Sends a PING now to measure the RTT (answered by [`Event::Rtt`]).
+    pub fn ping(&mut self, now: Instant) {
+        if self.state == State::Open {
+            if let Some(opaque) = self.keepalive.force_ping(now) {
+                self.control.push_back(Frame::Ping(Ping { opaque }));
+            }
+        }
+    }
+}

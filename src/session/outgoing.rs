@@ -1,0 +1,260 @@
+//! The send side of one channel: the queue of messages, chunking (wire.md §8.1) and the
+//! channel's send window (§9.2).
+//!
+//! Owns the channel's header encoder, its queue and sequence numbers, and the cutting of the
+//! front message into MESSAGE frames that fit the credit and the peer's frame size. Never
+//! decides which channel goes next (the scheduler does) and never holds more than the messages
+//! the application queued.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use super::header::RoutingHeader;
+use super::header_table::HeaderEncoder;
+use crate::frame::{Channel, Compression, MessageFrame, MessageStart, PayloadEncoding};
+
+/// A message to send: routing header, payload and how the payload is encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// The routing header.
+    pub header: RoutingHeader,
+    /// The payload, as it goes on the wire (already compressed if `compression` says so).
+    pub payload: Bytes,
+    /// How the payload is encoded.
+    pub encoding: PayloadEncoding,
+    /// How the payload is compressed.
+    pub compression: Compression,
+}
+
+impl OutgoingMessage {
+    /// A raw, uncompressed message.
+    pub fn new(header: RoutingHeader, payload: impl Into<Bytes>) -> Self {
+        OutgoingMessage {
+            header,
+            payload: payload.into(),
+            encoding: PayloadEncoding::Raw,
+            compression: Compression::None,
+        }
+    }
+
+    /// The same message with another payload encoding.
+    pub fn with_encoding(mut self, encoding: PayloadEncoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+}
+
+#[derive(Debug)]
+struct Queued {
+    sequence: u64,
+    message: OutgoingMessage,
+    /// Encoded once, when the message reaches the front (table order = wire order).
+    header_block: Option<Bytes>,
+    /// Payload bytes already sent.
+    offset: usize,
+    /// The first frame (with the metadata) has left: the message has started.
+    first_sent: bool,
+}
+
+/// The smallest chunk worth sending when credit is short (avoids a silly-window trickle).
+const MIN_CHUNK: u64 = 1024;
+
+/// Send state of one channel.
+#[derive(Debug)]
+pub struct OutChannel {
+    channel: Channel,
+    queue: VecDeque<Queued>,
+    queued_bytes: u64,
+    /// Credit the peer has granted on this channel (§9.2).
+    pub window: u64,
+    encoder: HeaderEncoder,
+    next_sequence: u64,
+}
+
+impl OutChannel {
+    /// A channel with no credit yet (set when the peer's HELLO arrives).
+    pub fn new(channel: Channel) -> Self {
+        OutChannel {
+            channel,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            window: 0,
+            encoder: HeaderEncoder::new(0),
+            next_sequence: 0,
+        }
+    }
+
+    /// Applies the peer's settings: initial window and header table capacity.
+    pub fn configure(&mut self, window: u64, table_capacity: usize) {
+        self.window = window;
+        self.encoder = HeaderEncoder::new(table_capacity);
+    }
+
+    /// Queues a message; returns its sequence number.
+    pub fn push(&mut self, message: OutgoingMessage) -> u64 {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        self.queued_bytes += message.payload.len() as u64;
+        self.queue.push_back(Queued {
+            sequence,
+            message,
+            header_block: None,
+            offset: 0,
+            first_sent: false,
+        });
+        sequence
+    }
+
+    /// Payload bytes queued and not yet sent.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued_bytes
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Sequence number of the message in progress (partly sent), if any.
+    pub fn in_progress(&self) -> Option<u64> {
+        self.queue
+            .front()
+            .filter(|q| q.first_sent)
+            .map(|q| q.sequence)
+    }
+
+    /// Removes every queued message with sequence ≥ `from` that has not started; returns their
+    /// sequence numbers. A started one stays (the caller aborts it with [`abort_front`]).
+    pub fn drop_unstarted_from(&mut self, from: u64) -> Vec<u64> {
+        let started = self.front_started();
+        let mut dropped = Vec::new();
+        let mut kept = VecDeque::new();
+        for (i, q) in std::mem::take(&mut self.queue).into_iter().enumerate() {
+            if q.sequence >= from && !(i == 0 && started) {
+                self.queued_bytes -= (q.message.payload.len() - q.offset) as u64;
+                dropped.push(q.sequence);
+            } else {
+                kept.push_back(q);
+            }
+        }
+        self.queue = kept;
+        dropped
+    }
+
+    fn front_started(&self) -> bool {
+        self.queue.front().is_some_and(|q| q.started())
+    }
+
+    /// Removes the message with `sequence` if it has not started. Returns whether it did.
+    pub fn remove_unstarted(&mut self, sequence: u64) -> bool {
+        let Some(pos) = self
+            .queue
+            .iter()
+            .position(|q| q.sequence == sequence && !q.started())
+        else {
+            return false;
+        };
+        if let Some(q) = self.queue.remove(pos) {
+            self.queued_bytes -= q.message.payload.len() as u64;
+        }
+        true
+    }
+
+    /// Abandons the front message if it has started and is `sequence` (or any, with `None`);
+    /// returns its sequence number (the caller sends CANCEL with ABORT, §5.7.1).
+    pub fn abort_front(&mut self, sequence: Option<u64>) -> Option<u64> {
+        let front = self.queue.front()?;
+        if !front.started() || sequence.is_some_and(|s| s != front.sequence) {
+            return None;
+        }
+        let q = self.queue.pop_front()?;
+        self.queued_bytes -= (q.message.payload.len() - q.offset) as u64;
+        Some(q.sequence)
+    }
+
+    /// Whether the front message can produce a frame with `available` bytes of credit.
+    pub fn ready(&mut self, available: u64) -> bool {
+        match self.frame_size_needed() {
+            Some(needed) => available >= needed,
+            None => false,
+        }
+    }
+
+    /// The smallest frame payload worth sending for the front message.
+    fn frame_size_needed(&mut self) -> Option<u64> {
+        let front = self.queue.front_mut()?;
+        let encoder = &mut self.encoder;
+        let meta = front.metadata_len(encoder);
+        let remaining = (front.message.payload.len() - front.offset) as u64;
+        Some(meta + remaining.min(MIN_CHUNK))
+    }
+
+    /// Cuts the next frame of the front message: at most `max_payload` bytes of frame payload
+    /// and at most `chunk` bytes of data. Returns the frame; the caller charges the windows.
+    pub fn next_frame(&mut self, max_payload: u64, chunk: u64) -> Option<MessageFrame> {
+        let channel = self.channel;
+        let front = self.queue.front_mut()?;
+        let meta = front.metadata_len(&mut self.encoder);
+        let remaining = front.message.payload.len() - front.offset;
+        let room = max_payload.saturating_sub(meta).min(chunk) as usize;
+        let take = remaining.min(room);
+        if take == 0 && remaining > 0 {
+            return None;
+        }
+        let data = front
+            .message
+            .payload
+            .slice(front.offset..front.offset + take);
+        let first = !front.first_sent;
+        let start = first.then(|| MessageStart {
+            message_len: front.message.payload.len() as u64,
+            encoding: front.message.encoding,
+            compression: front.message.compression,
+            header_block: front.header_block.clone().unwrap_or_default(),
+        });
+        front.offset += take;
+        front.first_sent = true;
+        let last = front.offset == front.message.payload.len();
+        self.queued_bytes -= take as u64;
+        if last {
+            self.queue.pop_front();
+        }
+        Some(MessageFrame {
+            channel,
+            start,
+            last,
+            data,
+        })
+    }
+}
+
+impl Queued {
+    fn started(&self) -> bool {
+        self.first_sent
+    }
+
+    /// Frame payload bytes before the chunk data, encoding the header block on first use.
+    fn metadata_len(&mut self, encoder: &mut HeaderEncoder) -> u64 {
+        if self.started() {
+            return 1;
+        }
+        let block = self.header_block.get_or_insert_with(|| {
+            let mut buf = BytesMut::new();
+            encoder.encode(&self.message.header, &mut buf);
+            buf.freeze()
+        });
+        let probe = MessageFrame {
+            channel: Channel::Control,
+            start: Some(MessageStart {
+                message_len: self.message.payload.len() as u64,
+                encoding: self.message.encoding,
+                compression: self.message.compression,
+                header_block: block.clone(),
+            }),
+            last: false,
+            data: Bytes::new(),
+        };
+        probe.payload_len()
+    }
+}
