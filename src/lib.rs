@@ -6,16 +6,40 @@
 //! - [`frame`]: the sans-IO frame codec (bytes ⇄ frames), checked against negotiated limits.
 //! - [`session`]: the sans-IO multiplexing state machine: channels, scheduling, credit,
 //!   chunking, header tables, keepalive, shutdown.
+//! - [`transport`]: thin tokio drivers that pump a session over a socket (WebSocket now).
+//! - [`Endpoint`], [`Listener`], [`Connection`]: the async API an RPC server links against.
 //!
 //! Arrows run one way: transport → session → frame. The codec never knows about sockets.
+//!
+//! ```no_run
+//! use rhizomorph::{Channel, Config, Endpoint, RoutingHeader};
+//! # async fn demo() -> Result<(), rhizomorph::Error> {
+//! let mut conn = Endpoint::connect("ws://127.0.0.1:7878/", Config::default()).await?;
+//! conn.send(Channel::Rpc, RoutingHeader::new().with("to", "echo"), "ping").await?;
+//! let reply = conn.recv().await;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bench;
+pub mod config;
+pub mod connection;
+pub mod endpoint;
+pub mod error;
 pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod inspect;
 pub mod session;
+pub mod transport;
+
+pub use config::{AuthRequest, Config};
+pub use connection::{CloseReason, Connection, Message, Mode, Sender};
+pub use endpoint::{Endpoint, Listener};
+pub use error::Error;
+pub use frame::{Channel, ErrorCode};
+pub use session::RoutingHeader;
 
 /// The README's examples, compiled and run as doc tests so they cannot go stale.
 #[doc = include_str!("../README.md")]

@@ -1,0 +1,240 @@
+//! Connection configuration: builder-style, sensible defaults, environment overrides.
+//!
+//! Owns every knob of an endpoint (protocol settings, chunk and batch sizes, send buffer, TLS,
+//! authentication). Never opens a socket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::frame::{ErrorCode, Settings};
+use crate::session::SessionConfig;
+
+/// What a server learns about a client before it decides to accept it (wire.md §3.2.7).
+#[derive(Debug, Clone)]
+pub struct AuthRequest {
+    /// The client's HELLO token.
+    pub token: Bytes,
+    /// The client's agent string.
+    pub agent: String,
+    /// The client's address.
+    pub peer_addr: std::net::SocketAddr,
+}
+
+/// A server's decision on a client: `Ok(reply_token)` accepts, `Err((code, reason))` refuses.
+pub type AuthDecision = Result<Bytes, (ErrorCode, String)>;
+
+/// The authentication hook: called once per connection with the client's HELLO.
+pub type Authenticator = Arc<dyn Fn(&AuthRequest) -> AuthDecision + Send + Sync>;
+
+/// TLS for a server: certificate chain and key.
+#[derive(Clone)]
+pub struct ServerTls {
+    /// The rustls server configuration.
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+/// TLS for a client: how the server is verified.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// The rustls client configuration.
+    pub config: Arc<rustls::ClientConfig>,
+}
+
+/// Endpoint configuration. `Config::default()` is right for most uses; override with the
+/// `with_*` methods, or with environment variables through [`Config::with_env`]:
+///
+/// ```
+/// use rhizomorph::Config;
+/// let config = Config::default().with_chunk_size(32 * 1024).with_send_buffer(4 << 20);
+/// assert_eq!(config.session.chunk_size, 32 * 1024);
+/// ```
+#[derive(Clone)]
+pub struct Config {
+    /// Protocol settings and session policy.
+    pub session: SessionConfig,
+    /// Payload bytes a channel may have queued before `send` waits (sender-side memory bound).
+    pub send_buffer: u64,
+    /// `TCP_NOTSENT_LOWAT`: unsent bytes the kernel may hold (wire.md §16.4). `None` leaves the
+    /// system default.
+    pub notsent_lowat: Option<u32>,
+    /// Allow plain `ws://` to or on non-loopback addresses (off: TLS is required there).
+    pub allow_plain_non_loopback: bool,
+    /// Server: TLS configuration (makes the listener `wss://`).
+    pub server_tls: Option<ServerTls>,
+    /// Client: TLS configuration for `wss://` (default: the bundled web PKI roots).
+    pub client_tls: Option<ClientTls>,
+    /// Server: the authentication hook (default: accept everyone).
+    pub authenticator: Option<Authenticator>,
+    /// Time allowed for TCP + TLS + WebSocket + HELLO.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            session: SessionConfig::default(),
+            send_buffer: 1 << 20,
+            notsent_lowat: Some(16 * 1024),
+            allow_plain_non_loopback: false,
+            server_tls: None,
+            client_tls: None,
+            authenticator: None,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("session", &self.session)
+            .field("send_buffer", &self.send_buffer)
+            .field("notsent_lowat", &self.notsent_lowat)
+            .field("allow_plain_non_loopback", &self.allow_plain_non_loopback)
+            .field("server_tls", &self.server_tls.is_some())
+            .field("client_tls", &self.client_tls.is_some())
+            .field("authenticator", &self.authenticator.is_some())
+            .finish()
+    }
+}
+
+/// Environment variables read by [`Config::with_env`], with what they set.
+pub const ENV_OVERRIDES: [(&str, &str); 8] = [
+    (
+        "RHIZOMORPH_MAX_FRAME",
+        "MAX_FRAME_PAYLOAD we accept (bytes)",
+    ),
+    (
+        "RHIZOMORPH_MAX_MESSAGE",
+        "MAX_MESSAGE_SIZE we accept (bytes)",
+    ),
+    (
+        "RHIZOMORPH_CHANNEL_WINDOW",
+        "INITIAL_CHANNEL_WINDOW (bytes)",
+    ),
+    (
+        "RHIZOMORPH_CONNECTION_WINDOW",
+        "INITIAL_CONNECTION_WINDOW (bytes)",
+    ),
+    (
+        "RHIZOMORPH_CHUNK_SIZE",
+        "payload bytes per MESSAGE frame we send",
+    ),
+    ("RHIZOMORPH_MAX_BATCH", "bytes per transport write"),
+    (
+        "RHIZOMORPH_SEND_BUFFER",
+        "queued bytes per channel before send waits",
+    ),
+    (
+        "RHIZOMORPH_NOTSENT_LOWAT",
+        "TCP_NOTSENT_LOWAT (bytes, 0 = system default)",
+    ),
+];
+
+impl Config {
+    /// Applies the `RHIZOMORPH_*` environment overrides ([`ENV_OVERRIDES`]). A variable that
+    /// does not parse as a number is an error naming it.
+    pub fn with_env(mut self) -> Result<Self, String> {
+        let read = |name: &str| -> Result<Option<u64>, String> {
+            match std::env::var(name) {
+                Ok(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .map(Some)
+                    .map_err(|e| format!("{name}={v:?}: {e}")),
+                Err(_) => Ok(None),
+            }
+        };
+        let s = &mut self.session.settings;
+        if let Some(v) = read("RHIZOMORPH_MAX_FRAME")? {
+            s.max_frame_payload = v;
+        }
+        if let Some(v) = read("RHIZOMORPH_MAX_MESSAGE")? {
+            s.max_message_size = v;
+        }
+        if let Some(v) = read("RHIZOMORPH_CHANNEL_WINDOW")? {
+            s.initial_channel_window = v;
+        }
+        if let Some(v) = read("RHIZOMORPH_CONNECTION_WINDOW")? {
+            s.initial_connection_window = v;
+        }
+        s.validate()
+            .map_err(|e| format!("RHIZOMORPH_* settings: {e}"))?;
+        if let Some(v) = read("RHIZOMORPH_CHUNK_SIZE")? {
+            self.session.chunk_size = v.max(1);
+        }
+        if let Some(v) = read("RHIZOMORPH_MAX_BATCH")? {
+            self.session.max_batch = v.max(1) as usize;
+        }
+        if let Some(v) = read("RHIZOMORPH_SEND_BUFFER")? {
+            self.send_buffer = v;
+        }
+        if let Some(v) = read("RHIZOMORPH_NOTSENT_LOWAT")? {
+            self.notsent_lowat = (v > 0).then_some(v as u32);
+        }
+        Ok(self)
+    }
+
+    /// Returns the config with these protocol settings.
+    pub fn with_settings(mut self, settings: Settings) -> Self {
+        self.session.settings = settings;
+        self
+    }
+    /// Returns the config with this chunk size (payload bytes per frame we send).
+    pub fn with_chunk_size(mut self, bytes: u64) -> Self {
+        self.session.chunk_size = bytes.max(1);
+        self
+    }
+    /// Returns the config with this batch size (bytes per transport write).
+    pub fn with_max_batch(mut self, bytes: usize) -> Self {
+        self.session.max_batch = bytes.max(1);
+        self
+    }
+    /// Returns the config with this per-channel send buffer.
+    pub fn with_send_buffer(mut self, bytes: u64) -> Self {
+        self.send_buffer = bytes;
+        self
+    }
+    /// Returns the config with this client auth token (sent in HELLO).
+    pub fn with_token(mut self, token: impl Into<Bytes>) -> Self {
+        self.session.token = token.into();
+        self
+    }
+    /// Returns the config with this server authentication hook.
+    pub fn with_authenticator(
+        mut self,
+        f: impl Fn(&AuthRequest) -> AuthDecision + Send + Sync + 'static,
+    ) -> Self {
+        self.authenticator = Some(Arc::new(f));
+        self
+    }
+    /// Returns the config with server TLS.
+    pub fn with_server_tls(mut self, tls: ServerTls) -> Self {
+        self.server_tls = Some(tls);
+        self
+    }
+    /// Returns the config with client TLS.
+    pub fn with_client_tls(mut self, tls: ClientTls) -> Self {
+        self.client_tls = Some(tls);
+        self
+    }
+    /// Allows plain `ws://` on non-loopback addresses. Traffic, including the HELLO token,
+    /// is then unencrypted (wire.md §18).
+    pub fn allow_plain_non_loopback(mut self, allow: bool) -> Self {
+        self.allow_plain_non_loopback = allow;
+        self
+    }
+    /// Returns the config with this `TCP_NOTSENT_LOWAT` (`None`: system default).
+    pub fn with_notsent_lowat(mut self, bytes: Option<u32>) -> Self {
+        self.notsent_lowat = bytes;
+        self
+    }
+    /// Returns the config with these keepalive timings (wire.md §13).
+    pub fn with_keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.session.keepalive_interval = interval;
+        self.session.keepalive_timeout = timeout;
+        self
+    }
+}

@@ -1,0 +1,329 @@
+//! The public connection API: send on a channel, receive messages, close.
+//!
+//! Owns the application's side of a connection: waiting for send-buffer room (backpressure),
+//! handing out received messages and releasing their credit when the application takes them
+//! (wire.md §9.3), and the connection's visible state. Never touches a socket: the transport's
+//! driver tasks do, through the shared [`Session`](crate::session::Session).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, Notify};
+
+use crate::error::Error;
+use crate::frame::{Channel, Compression, ErrorCode, PayloadEncoding};
+use crate::session::{OutgoingMessage, RoutingHeader, Session, SessionStats};
+
+/// How the connection talks: the native protocol, or legacy msgpack (hypha-rpc peers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The rhizomorph wire protocol (`spec/wire.md`).
+    Native,
+}
+
+/// A received message: routing header and payload, readable without decoding the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The channel it arrived on.
+    pub channel: Channel,
+    /// Its sequence number on the channel (wire.md §5.3.8).
+    pub sequence: u64,
+    /// The routing header.
+    pub header: RoutingHeader,
+    /// The payload (a view of the received bytes when it arrived in one frame).
+    pub payload: Bytes,
+    /// How the payload is encoded.
+    pub encoding: PayloadEncoding,
+    /// How the payload is compressed.
+    pub compression: Compression,
+}
+
+/// How the connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// A CLOSE frame (from either side).
+    Closed {
+        /// Its code.
+        code: ErrorCode,
+        /// Its reason.
+        reason: String,
+    },
+    /// The transport ended without CLOSE (peer died, network failed).
+    Lost(String),
+}
+
+impl CloseReason {
+    pub(crate) fn to_error(&self) -> Error {
+        match self {
+            CloseReason::Closed { code, reason } => Error::Closed {
+                code: *code,
+                reason: reason.clone(),
+            },
+            CloseReason::Lost(why) => Error::ConnectionLost(why.clone()),
+        }
+    }
+}
+
+/// State shared by the application's handles and the transport's driver tasks.
+pub(crate) struct Shared {
+    pub(crate) session: Mutex<Session>,
+    /// Wakes the writer: something may be ready to send.
+    pub(crate) wake_writer: Notify,
+    /// Wakes senders waiting for send-buffer room, and anyone waiting for state changes.
+    pub(crate) changed: Notify,
+    pub(crate) send_buffer: u64,
+    pub(crate) closed: Mutex<Option<CloseReason>>,
+    pub(crate) peer_goaway: Mutex<bool>,
+}
+
+impl Shared {
+    pub(crate) fn new(session: Session, send_buffer: u64) -> Arc<Shared> {
+        Arc::new(Shared {
+            session: Mutex::new(session),
+            wake_writer: Notify::new(),
+            changed: Notify::new(),
+            send_buffer,
+            closed: Mutex::new(None),
+            peer_goaway: Mutex::new(false),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Session> {
+        // A panic while holding the lock would be a bug in this crate; keep going with the
+        // state as it is rather than poisoning every handle.
+        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
+        self.closed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_closed(&self, reason: CloseReason) {
+        let mut c = self.closed.lock().unwrap_or_else(|p| p.into_inner());
+        if c.is_none() {
+            *c = Some(reason);
+        }
+        drop(c);
+        self.changed.notify_waiters();
+        self.wake_writer.notify_one();
+    }
+}
+
+/// One rhizomorph connection. Cloneable senders come from [`Connection::sender`]; the
+/// connection itself receives.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), rhizomorph::Error> {
+/// use rhizomorph::{Channel, Config, Endpoint, RoutingHeader};
+/// let mut conn = Endpoint::connect("ws://127.0.0.1:7878/", Config::default()).await?;
+/// let header = RoutingHeader::new().with("to", "echo");
+/// conn.send(Channel::Rpc, header, "hello").await?;
+/// let reply = conn.recv().await.expect("a reply");
+/// println!("{:?}", reply.payload);
+/// conn.close().await;
+/// # Ok(()) }
+/// ```
+pub struct Connection {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) incoming: mpsc::UnboundedReceiver<crate::session::IncomingMessage>,
+    pub(crate) peer_addr: SocketAddr,
+    pub(crate) mode: Mode,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer_addr", &self.peer_addr)
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+/// A cloneable handle that sends on a connection (e.g. one per task).
+#[derive(Clone)]
+pub struct Sender {
+    shared: Arc<Shared>,
+}
+
+impl Sender {
+    /// Queues a message on `channel`, waiting while the channel's send buffer is full
+    /// (backpressure: the peer's credit, wire.md §9.2). Returns its sequence number.
+    pub async fn send(
+        &self,
+        channel: Channel,
+        header: RoutingHeader,
+        payload: impl Into<Bytes>,
+    ) -> Result<u64, Error> {
+        self.send_message(channel, OutgoingMessage::new(header, payload))
+            .await
+    }
+
+    /// Like [`send`](Self::send) with full control of encoding and compression.
+    pub async fn send_message(
+        &self,
+        channel: Channel,
+        message: OutgoingMessage,
+    ) -> Result<u64, Error> {
+        let shared = &self.shared;
+        loop {
+            let notified = shared.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                if let Some(reason) = shared.close_reason() {
+                    return Err(reason.to_error());
+                }
+                let mut s = shared.lock();
+                let queued = s.queued_bytes(channel);
+                if queued == 0 || queued + message.payload.len() as u64 <= shared.send_buffer {
+                    let seq = s.send(channel, message)?;
+                    drop(s);
+                    shared.wake_writer.notify_one();
+                    return Ok(seq);
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Connection {
+    /// A cloneable sender for this connection.
+    pub fn sender(&self) -> Sender {
+        Sender {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Queues a message on `channel` (see [`Sender::send`]).
+    pub async fn send(
+        &self,
+        channel: Channel,
+        header: RoutingHeader,
+        payload: impl Into<Bytes>,
+    ) -> Result<u64, Error> {
+        self.sender().send(channel, header, payload).await
+    }
+
+    /// Queues a message with full control of encoding and compression.
+    pub async fn send_message(
+        &self,
+        channel: Channel,
+        message: OutgoingMessage,
+    ) -> Result<u64, Error> {
+        self.sender().send_message(channel, message).await
+    }
+
+    /// The next message, or `None` when the connection is over ([`close_reason`] says why).
+    ///
+    /// Taking a message returns its flow-control credit to the peer (wire.md §9.3): a
+    /// connection whose application stops calling `recv` stops its peer at the windows.
+    ///
+    /// [`close_reason`]: Connection::close_reason
+    pub async fn recv(&mut self) -> Option<Message> {
+        let m = self.incoming.recv().await?;
+        {
+            let mut s = self.shared.lock();
+            s.release(m.channel, m.credit);
+        }
+        self.shared.wake_writer.notify_one();
+        Some(Message {
+            channel: m.channel,
+            sequence: m.sequence,
+            header: m.header,
+            payload: m.payload,
+            encoding: m.encoding,
+            compression: m.compression,
+        })
+    }
+
+    /// Graceful shutdown (wire.md §14.1): GOAWAY, finish what is in flight, then CLOSE. Waits
+    /// up to 10 s for the drain, then closes.
+    pub async fn close(&self) {
+        {
+            self.shared.lock().goaway(ErrorCode::NO_ERROR, "closing");
+        }
+        self.shared.wake_writer.notify_one();
+        if tokio::time::timeout(Duration::from_secs(10), self.closed())
+            .await
+            .is_err()
+        {
+            self.close_now(ErrorCode::NO_ERROR, "drain timed out");
+        }
+    }
+
+    /// Closes at once with `code` (wire.md §14.2): queued messages fail.
+    pub fn close_now(&self, code: ErrorCode, reason: &str) {
+        self.shared.lock().close(code, reason);
+        self.shared.wake_writer.notify_one();
+    }
+
+    /// Waits until the connection is over and returns why.
+    pub async fn closed(&self) -> CloseReason {
+        loop {
+            let notified = self.shared.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(r) = self.shared.close_reason() {
+                return r;
+            }
+            notified.await;
+        }
+    }
+
+    /// Why the connection ended, if it has.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.shared.close_reason()
+    }
+
+    /// Whether the peer has sent GOAWAY (no new messages may be sent).
+    pub fn peer_going_away(&self) -> bool {
+        *self
+            .shared
+            .peer_goaway
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Native or legacy.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// Counters: bytes and messages per channel, frames, batches, credit stalls.
+    pub fn stats(&self) -> SessionStats {
+        self.shared.lock().stats().clone()
+    }
+
+    /// The smoothed round-trip time measured by PING (wire.md §13.2), once known.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.shared.lock().rtt()
+    }
+
+    /// Payload bytes queued on `channel` and not yet sent.
+    pub fn queued_bytes(&self, channel: Channel) -> u64 {
+        self.shared.lock().queued_bytes(channel)
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Dropping the receiving half ends the connection: nobody can take messages any more.
+        if self.shared.close_reason().is_none() {
+            self.shared
+                .lock()
+                .close(ErrorCode::NO_ERROR, "connection dropped");
+            self.shared.wake_writer.notify_one();
+        }
+    }
+}

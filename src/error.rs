@@ -1,0 +1,67 @@
+//! The crate's public error type for the async API.
+//!
+//! Owns what a user of `Endpoint`/`Connection` can see go wrong, each with the offending value.
+//! Protocol-level causes keep their wire error code. Never wraps errors in `Box<dyn Error>`.
+
+use crate::frame::ErrorCode;
+use crate::session::SendError;
+
+/// An error from the async API (connecting, accepting, sending).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A socket or TLS I/O error.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The WebSocket layer failed (handshake or framing).
+    #[error("WebSocket error: {0}")]
+    WebSocket(String),
+    /// TLS configuration or handshake failed.
+    #[error("TLS error: {0}")]
+    Tls(String),
+    /// The URL or address cannot be used.
+    #[error("invalid address {addr:?}: {reason}")]
+    InvalidAddress {
+        /// The address given.
+        addr: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// Plain (unencrypted) WebSocket to or on a non-loopback address without opting in.
+    #[error("refusing plain ws:// for non-loopback address {addr}: use wss:// (TLS), or allow it explicitly with Config::allow_plain_non_loopback (wire.md §18)")]
+    PlainNotAllowed {
+        /// The address.
+        addr: String,
+    },
+    /// The peer does not speak rhizomorph (it did not select the `rhizomorph.v1` subprotocol).
+    #[error("peer at {addr} did not select the rhizomorph.v1 subprotocol (wire.md §3.4.2)")]
+    NotRhizomorph {
+        /// The address.
+        addr: String,
+    },
+    /// The connection was closed, by either side, with this code and reason.
+    #[error("connection closed: {code} {reason:?}")]
+    Closed {
+        /// The CLOSE code (`NO_ERROR` for a graceful close).
+        code: ErrorCode,
+        /// The reason.
+        reason: String,
+    },
+    /// The transport ended without a CLOSE (the peer died or the network failed).
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
+    /// The message could not be queued.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The operation did not finish in time.
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+}
+
+impl From<tokio_tungstenite::tungstenite::Error> for Error {
+    fn from(e: tokio_tungstenite::tungstenite::Error) -> Self {
+        match e {
+            tokio_tungstenite::tungstenite::Error::Io(io) => Error::Io(io),
+            other => Error::WebSocket(other.to_string()),
+        }
+    }
+}

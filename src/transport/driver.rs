@@ -1,0 +1,235 @@
+//! The driver: two tokio tasks per connection that move bytes between a message transport
+//! (a stream of received batches and a sink for batches to send) and the shared session.
+//!
+//! The reader task feeds received batches into the session and hands out events; the writer
+//! task sends what the session produces, as soon as it is ready (no timer, wire.md §10.2), and
+//! runs the session's timers. Reading never waits for writing, so two peers that both send a
+//! lot cannot deadlock. Never decodes anything itself.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tracing::{debug, Instrument};
+
+use crate::config::{AuthRequest, Authenticator};
+use crate::connection::{CloseReason, Shared};
+use crate::session::{Event, IncomingMessage, Session};
+
+/// Delivers session events: messages to the application, state to the shared handle.
+pub(crate) struct Dispatch {
+    pub(crate) incoming: mpsc::UnboundedSender<IncomingMessage>,
+    pub(crate) authenticator: Option<Authenticator>,
+    pub(crate) peer_addr: std::net::SocketAddr,
+    pub(crate) connected: Option<tokio::sync::oneshot::Sender<Result<(), CloseReason>>>,
+}
+
+impl Dispatch {
+    fn drain(&mut self, session: &mut Session, shared: &Shared) {
+        while let Some(event) = session.poll_event() {
+            match event {
+                Event::Message(m) => {
+                    // Bounded by flow control: only what the windows allow is ever queued here.
+                    if let Err(mpsc::error::SendError(m)) = self.incoming.send(m) {
+                        // The application dropped its receiver; release so the peer is not stuck.
+                        session.release(m.channel, m.credit);
+                    }
+                }
+                Event::HelloReceived { token, agent } => {
+                    let request = AuthRequest {
+                        token,
+                        agent,
+                        peer_addr: self.peer_addr,
+                    };
+                    let decision = match &self.authenticator {
+                        Some(auth) => auth(&request),
+                        None => Ok(Bytes::new()),
+                    };
+                    match decision {
+                        Ok(reply) => session.accept(reply),
+                        Err((code, reason)) => session.reject(code, &reason),
+                    }
+                }
+                Event::Connected { agent, .. } => {
+                    debug!(peer_agent = %agent, "connected");
+                    if let Some(tx) = self.connected.take() {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                Event::GoAway { code, reason } => {
+                    debug!(%code, %reason, "peer going away");
+                    *shared.peer_goaway.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                    shared.changed.notify_waiters();
+                }
+                Event::Closed {
+                    code,
+                    reason,
+                    initiator,
+                } => {
+                    debug!(%code, %reason, ?initiator, "closed");
+                    let r = CloseReason::Closed { code, reason };
+                    if let Some(tx) = self.connected.take() {
+                        let _ = tx.send(Err(r.clone()));
+                    }
+                    shared.set_closed(r);
+                }
+                Event::SendFailed {
+                    channel,
+                    sequence,
+                    code,
+                } => {
+                    debug!(%channel, sequence, %code, "message not delivered");
+                }
+                Event::MessageAborted {
+                    channel,
+                    sequence,
+                    code,
+                } => {
+                    debug!(%channel, sequence, %code, "peer aborted a message");
+                }
+                Event::SchemaBound(_) | Event::Rtt { .. } => {}
+            }
+        }
+    }
+
+    fn lost(&mut self, shared: &Shared, why: String) {
+        let r = CloseReason::Lost(why);
+        if let Some(tx) = self.connected.take() {
+            let _ = tx.send(Err(r.clone()));
+        }
+        shared.set_closed(r);
+    }
+}
+
+/// Spawns the reader and writer tasks for one connection.
+pub(crate) fn spawn<R, W>(
+    shared: Arc<Shared>,
+    reader: R,
+    writer: W,
+    dispatch: Dispatch,
+    span: tracing::Span,
+) where
+    R: Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
+    W: Sink<Bytes, Error = io::Error> + Send + Unpin + 'static,
+{
+    let dispatch = Arc::new(std::sync::Mutex::new(dispatch));
+    tokio::spawn(read_loop(shared.clone(), reader, dispatch.clone()).instrument(span.clone()));
+    tokio::spawn(write_loop(shared, writer, dispatch).instrument(span));
+}
+
+type SharedDispatch = Arc<std::sync::Mutex<Dispatch>>;
+
+fn with_session(shared: &Shared, dispatch: &SharedDispatch, f: impl FnOnce(&mut Session)) {
+    let mut s = shared.lock();
+    f(&mut s);
+    dispatch
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain(&mut s, shared);
+}
+
+async fn read_loop<R>(shared: Arc<Shared>, mut reader: R, dispatch: SharedDispatch)
+where
+    R: Stream<Item = io::Result<Bytes>> + Unpin,
+{
+    loop {
+        match reader.next().await {
+            Some(Ok(batch)) => {
+                with_session(&shared, &dispatch, |s| {
+                    s.handle_batch(Instant::now(), batch)
+                });
+                shared.wake_writer.notify_one();
+                if shared.close_reason().is_some() {
+                    return;
+                }
+            }
+            Some(Err(e)) => {
+                let closed = shared.lock().is_closed();
+                if !closed {
+                    dispatch
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .lost(&shared, e.to_string());
+                }
+                return;
+            }
+            None => {
+                let closed = shared.lock().is_closed();
+                if !closed {
+                    let why = "the transport ended without CLOSE".to_string();
+                    dispatch
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .lost(&shared, why);
+                }
+                return;
+            }
+        }
+    }
+}
+
+async fn write_loop<W>(shared: Arc<Shared>, mut writer: W, dispatch: SharedDispatch)
+where
+    W: Sink<Bytes, Error = io::Error> + Unpin,
+{
+    let mut unflushed = false;
+    loop {
+        let notified = shared.wake_writer.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let mut batch = None;
+        let mut deadline = None;
+        let mut closed = false;
+        with_session(&shared, &dispatch, |s| {
+            let now = Instant::now();
+            if s.poll_timeout().is_some_and(|t| t <= now) {
+                s.handle_timeout(now);
+            }
+            batch = s.poll_transmit(now);
+            deadline = s.poll_timeout();
+            closed = s.is_closed();
+        });
+        match batch {
+            Some(b) => {
+                shared.changed.notify_waiters(); // send-buffer room may have opened
+                if let Err(e) = writer.feed(b).await {
+                    dispatch
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .lost(&shared, e.to_string());
+                    return;
+                }
+                unflushed = true;
+                continue;
+            }
+            None if unflushed => {
+                if let Err(e) = writer.flush().await {
+                    dispatch
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .lost(&shared, e.to_string());
+                    return;
+                }
+                unflushed = false;
+                continue;
+            }
+            None => {}
+        }
+        if closed || shared.close_reason().is_some() {
+            let _ = writer.close().await;
+            return;
+        }
+        match deadline {
+            Some(t) => {
+                tokio::select! {
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep_until(t.into()) => {}
+                }
+            }
+            None => notified.await,
+        }
+    }
+}
