@@ -1,13 +1,19 @@
 //! The `rhizomorph` command-line tool.
 //!
-//! `inspect` decodes a hex frame dump into readable lines (no input: a sample conversation).
+//! - `bench`: the main job — loopback scenarios for rhizomorph and its baselines, as a table.
+//! - `serve`: an echo server (plain `ws://` on loopback, or `wss://` with a certificate).
+//! - `inspect`: decode a hex frame dump into readable lines.
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use rhizomorph::bench::{self, BenchOptions};
 use rhizomorph::frame::Settings;
-use rhizomorph::inspect;
+use rhizomorph::transport::tls;
+use rhizomorph::{inspect, Config, Listener};
 
 /// Rhizomorph: many prioritized channels over one QUIC or WebSocket connection.
 #[derive(Parser)]
@@ -19,7 +25,60 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Decode frames from a hex dump (argument, file, or `-` for stdin) into readable lines.
+    /// Run the loopback benchmark: the hypha-rpc report's scenarios, head-of-line blocking and
+    /// a stalled reader, for rhizomorph and plain msgpack over WebSocket, in one run.
+    Bench {
+        /// Scenario to run (repeatable): small, medium, large, mixed, hol, stall, all.
+        #[arg(long = "scenario", default_value = "all")]
+        scenarios: Vec<String>,
+        /// Multiply the echo scenarios' message counts (1 = the report's counts).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// Messages in flight for the pipelined runs.
+        #[arg(long, default_value_t = 64)]
+        in_flight: usize,
+        /// Seconds the head-of-line scenario measures, per implementation.
+        #[arg(long, default_value_t = 4.0)]
+        hol_seconds: f64,
+        /// Shaped link rate for the head-of-line scenario, Mbit/s.
+        #[arg(long, default_value_t = 100.0)]
+        hol_mbit: f64,
+        /// Bottleneck queue of the shaped link, kB.
+        #[arg(long, default_value_t = 64)]
+        hol_queue_kb: usize,
+        /// Seconds the reader stalls in the stall scenario.
+        #[arg(long, default_value_t = 2.0)]
+        stall_seconds: f64,
+        /// MiB the stall scenario pushes.
+        #[arg(long, default_value_t = 256)]
+        stall_mib: u64,
+        /// Write every figure as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Run an echo server: every message comes back on its channel.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7878")]
+        addr: String,
+        /// Serve wss:// with a freshly generated self-signed certificate (prints its
+        /// fingerprint for clients to pin).
+        #[arg(long)]
+        self_signed: bool,
+        /// Serve wss:// with this PEM certificate chain (needs --key).
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// PEM private key for --cert.
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// Allow plain ws:// on a non-loopback address (unencrypted).
+        #[arg(long)]
+        insecure_plain: bool,
+    },
+    /// Decode frames from a hex dump (argument, `@file`, or `-` for stdin) into readable lines.
     ///
     /// With no input, encodes and decodes a sample conversation.
     Inspect {
@@ -35,44 +94,180 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Inspect {
             input,
             max_frame_payload,
             max_message_size,
+        } => inspect_cmd(&input, max_frame_payload, max_message_size),
+        Command::Bench {
+            scenarios,
+            scale,
+            in_flight,
+            hol_seconds,
+            hol_mbit,
+            hol_queue_kb,
+            stall_seconds,
+            stall_mib,
+            json,
+            quiet,
         } => {
-            let limits = Settings::default()
-                .with_max_frame_payload(max_frame_payload)
-                .with_max_message_size(max_message_size);
-            let bytes = match read_input(&input) {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => {
-                    let demo = inspect::demo_conversation();
-                    println!(
-                        "sample conversation ({} bytes):\n{}\n",
-                        demo.len(),
-                        inspect::to_hex(&demo)
-                    );
-                    demo.to_vec()
-                }
+            let config = match Config::default().with_env() {
+                Ok(c) => c,
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::from(2);
                 }
             };
-            let lines = inspect::inspect(&bytes, limits);
-            println!("  offset     len  frame");
-            print!("{}", inspect::render(&lines));
-            let failed = lines
-                .iter()
-                .any(|l| !matches!(l, inspect::InspectLine::Frame { .. }));
-            if failed {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
+            let options = BenchOptions {
+                scenarios,
+                scale,
+                in_flight: in_flight.max(1),
+                hol_duration: Duration::from_secs_f64(hol_seconds),
+                hol_link: bench::shaper::LinkShape::mbit(hol_mbit, hol_queue_kb),
+                stall: Duration::from_secs_f64(stall_seconds),
+                stall_bytes: stall_mib << 20,
+                progress: !quiet,
+                config,
+            };
+            runtime().block_on(bench_cmd(options, json))
+        }
+        Command::Serve {
+            addr,
+            self_signed,
+            cert,
+            key,
+            insecure_plain,
+        } => runtime().block_on(serve_cmd(addr, self_signed, cert, key, insecure_plain)),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+async fn bench_cmd(options: BenchOptions, json: Option<PathBuf>) -> ExitCode {
+    println!(
+        "rhizomorph bench: loopback, {} cores; baseline msgpack-ws = one msgpack message per WebSocket frame (hypha-rpc style)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let results = match bench::run(&options).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", bench::render_table(&results));
+    if let Some(path) = json {
+        let doc = serde_json::json!({
+            "command": std::env::args().collect::<Vec<_>>().join(" "),
+            "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+            "results": results,
+        });
+        if let Err(e) = std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&doc).unwrap_or_default(),
+        ) {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!("wrote {}", path.display());
+    }
+    ExitCode::SUCCESS
+}
+
+async fn serve_cmd(
+    addr: String,
+    self_signed: bool,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    insecure_plain: bool,
+) -> ExitCode {
+    let mut config = match Config::default().with_env() {
+        Ok(c) => c.allow_plain_non_loopback(insecure_plain),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if self_signed {
+        match tls::self_signed(&["localhost", "127.0.0.1"])
+            .and_then(|(c, k, fp)| Ok((tls::server_tls(vec![c], k)?, fp)))
+        {
+            Ok((t, fp)) => {
+                println!(
+                    "self-signed certificate, SHA-256 fingerprint (pin it on clients):\n  {fp}"
+                );
+                config = config.with_server_tls(t);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
             }
         }
+    } else if let (Some(cert), Some(key)) = (cert, key) {
+        match tls::load_pem(&cert, &key).and_then(|(c, k)| tls::server_tls(c, k)) {
+            Ok(t) => config = config.with_server_tls(t),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let listener = match Listener::bind(&addr, config).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("rhizomorph echo server listening on {}", listener.url());
+    bench::echo_server::serve(listener).await;
+    ExitCode::SUCCESS
+}
+
+fn inspect_cmd(input: &[String], max_frame_payload: u64, max_message_size: u64) -> ExitCode {
+    let limits = Settings::default()
+        .with_max_frame_payload(max_frame_payload)
+        .with_max_message_size(max_message_size);
+    let bytes = match read_input(input) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            let demo = inspect::demo_conversation();
+            println!(
+                "sample conversation ({} bytes):\n{}\n",
+                demo.len(),
+                inspect::to_hex(&demo)
+            );
+            demo.to_vec()
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let lines = inspect::inspect(&bytes, limits);
+    println!("  offset     len  frame");
+    print!("{}", inspect::render(&lines));
+    if lines
+        .iter()
+        .all(|l| matches!(l, inspect::InspectLine::Frame { .. }))
+    {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -851,11 +851,22 @@ impl Session {
     ///
     /// spec: wire.md §10 — everything ready now leaves in one write; nothing waits for more.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
+        self.poll_transmit_limited(now, usize::MAX)
+    }
+
+    /// Like [`poll_transmit`](Self::poll_transmit) with a smaller batch limit, for a driver that
+    /// sees its transport back up (a congested link wants small writes, so that a higher
+    /// channel's frame never waits behind a large batch already handed to the socket).
+    pub fn poll_transmit_limited(&mut self, now: Instant, max_batch: usize) -> Option<Bytes> {
         self.now = now;
         if self.state == State::Closed {
             return None;
         }
-        let limit = self.config.max_batch.min(self.peer.max_batch_size as usize);
+        let limit = self
+            .config
+            .max_batch
+            .min(self.peer.max_batch_size as usize)
+            .min(max_batch.max(1));
         let mut buf = BytesMut::new();
         let mut frames = 0u64;
         self.queue_credit();

@@ -171,12 +171,43 @@ where
     }
 }
 
+/// Batch limit while the transport is backed up (the previous write had to wait).
+const CONGESTED_BATCH: usize = 16 * 1024;
+
 async fn write_loop<W>(shared: Arc<Shared>, mut writer: W, dispatch: SharedDispatch)
 where
     W: Sink<Bytes, Error = io::Error> + Unpin,
 {
+    let lost = |e: io::Error| {
+        dispatch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .lost(&shared, e.to_string())
+    };
     let mut unflushed = false;
+    // The link is the bottleneck: the transport made us wait since we last ran out of frames.
+    let mut congested = false;
     loop {
+        // Take a batch from the session only once the transport can accept it, so frames that
+        // become ready meanwhile (an rpc reply behind a bulk transfer) are still scheduled
+        // first (wire.md §7.5, §16.4). If we had to wait, the link is the bottleneck: small
+        // batches keep what sits below the scheduler short.
+        let mut waited = false;
+        let ready = futures_util::future::poll_fn(|cx| {
+            let r = std::pin::Pin::new(&mut writer).poll_ready(cx);
+            waited |= r.is_pending();
+            r
+        })
+        .await;
+        if let Err(e) = ready {
+            return lost(e);
+        }
+        congested |= waited;
+        let limit = if congested {
+            CONGESTED_BATCH
+        } else {
+            usize::MAX
+        };
         let notified = shared.wake_writer.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
@@ -188,35 +219,28 @@ where
             if s.poll_timeout().is_some_and(|t| t <= now) {
                 s.handle_timeout(now);
             }
-            batch = s.poll_transmit(now);
+            batch = s.poll_transmit_limited(now, limit);
             deadline = s.poll_timeout();
             closed = s.is_closed();
         });
         match batch {
             Some(b) => {
                 shared.changed.notify_waiters(); // send-buffer room may have opened
-                if let Err(e) = writer.feed(b).await {
-                    dispatch
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .lost(&shared, e.to_string());
-                    return;
+                if let Err(e) = std::pin::Pin::new(&mut writer).start_send(b) {
+                    return lost(e);
                 }
                 unflushed = true;
                 continue;
             }
             None if unflushed => {
+                congested = false;
                 if let Err(e) = writer.flush().await {
-                    dispatch
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .lost(&shared, e.to_string());
-                    return;
+                    return lost(e);
                 }
                 unflushed = false;
                 continue;
             }
-            None => {}
+            None => congested = false,
         }
         if closed || shared.close_reason().is_some() {
             let _ = writer.close().await;

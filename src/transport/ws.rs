@@ -38,7 +38,8 @@ fn ws_config(config: &Config) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
-        .write_buffer_size(128 * 1024)
+        // Write each batch at once: bytes queued here are out of the scheduler's reach (§16.4).
+        .write_buffer_size(0)
 }
 
 fn is_loopback(host: &str) -> bool {
