@@ -152,7 +152,8 @@ pub struct Sender {
 
 impl Sender {
     /// Queues a message on `channel`, waiting while the channel's send buffer is full
-    /// (backpressure: the peer's credit, wire.md §9.2). Returns its sequence number.
+    /// (backpressure: the peer's credit, wire.md §9.2). Returns its id on the channel
+    /// (for [`Connection::cancel`]).
     pub async fn send(
         &self,
         channel: Channel,
@@ -240,6 +241,13 @@ impl Connection {
             encoding: m.encoding,
             compression: m.compression,
         })
+    }
+
+    /// Cancels our message `id` (as `send` returned it) on `channel` (wire.md §5.7.1): dropped
+    /// if it has not started, aborted mid-transfer if it has, nothing if it has been sent.
+    pub fn cancel(&self, channel: Channel, id: u64) {
+        self.shared.lock().cancel(channel, id);
+        self.shared.wake_writer.notify_one();
     }
 
     /// Graceful shutdown (wire.md §14.1): GOAWAY, finish what is in flight, then CLOSE. Waits

@@ -398,7 +398,7 @@ fn session_5_7_1_cancel_aborts_a_message_in_progress() {
                     assert_eq!((sequence, code), (seq, ErrorCode::CANCELLED));
                     aborted = true;
                 }
-                (Side::Client, Event::SendFailed { sequence, .. }) => {
+                (Side::Client, Event::SendFailed { id: sequence, .. }) => {
                     assert_eq!(sequence, seq);
                     failed = true;
                 }
@@ -444,7 +444,13 @@ fn session_5_7_2_receiver_rejects_an_incoming_message() {
                 !matches!((side, &e), (Side::Server, Event::Message(_))),
                 "rejected message delivered"
             );
-            if let (Side::Client, Event::SendFailed { sequence, code, .. }) = (side, e) {
+            if let (
+                Side::Client,
+                Event::SendFailed {
+                    id: sequence, code, ..
+                },
+            ) = (side, e)
+            {
                 failed = Some((sequence, code));
             }
         }
@@ -496,7 +502,7 @@ fn session_14_1_goaway_drains_then_closes() {
                     sim.server.release(m.channel, m.credit);
                     delivered.push(m.sequence);
                 }
-                (Side::Client, Event::SendFailed { sequence, .. }) => refused.push(sequence),
+                (Side::Client, Event::SendFailed { id, .. }) => refused.push(id),
                 (s, Event::Closed { code, .. }) => closed.push((s, code)),
                 _ => {}
             }

@@ -160,8 +160,8 @@ pub enum Event {
     SendFailed {
         /// Channel.
         channel: Channel,
-        /// Its sequence number.
-        sequence: u64,
+        /// The id [`Session::send`] returned for it.
+        id: u64,
         /// Why.
         code: ErrorCode,
     },
@@ -607,8 +607,11 @@ impl Session {
                 self.collect_credit(ch);
             }
         } else {
-            // spec: wire.md §5.7.2 — stop sending our message, ABORT it if started.
-            self.cancel_outgoing(c.channel, c.sequence, c.code);
+            // spec: wire.md §5.7.2 — stop sending our message, ABORT it if started; a sequence
+            // that is finished (or not started) is ignored.
+            if let Some(id) = self.outgoing[ch].id_of_sequence(c.sequence) {
+                self.cancel_outgoing(c.channel, id, c.code);
+            }
         }
     }
 
@@ -629,24 +632,25 @@ impl Session {
         for ch in Channel::ALL {
             let from = g.accepted[ch.index()];
             let out = &mut self.outgoing[ch.index()];
-            if let Some(seq) = out.in_progress().filter(|&s| s >= from) {
-                out.abort_front(Some(seq));
+            if let Some((id, sequence)) = out.in_progress().filter(|&(_, s)| s >= from) {
+                out.abort_front(Some(id));
                 self.control.push_back(Frame::Cancel(Cancel {
                     channel: ch,
-                    sequence: seq,
+                    sequence,
                     code: ErrorCode::REFUSED,
                     abort: true,
                 }));
                 self.events.push_back(Event::SendFailed {
                     channel: ch,
-                    sequence: seq,
+                    id,
                     code: ErrorCode::REFUSED,
                 });
             }
-            for seq in self.outgoing[ch.index()].drop_unstarted_from(from) {
+            // Messages not started yet would get sequence numbers at or above the count.
+            for id in self.outgoing[ch.index()].drop_unstarted() {
                 self.events.push_back(Event::SendFailed {
                     channel: ch,
-                    sequence: seq,
+                    id,
                     code: ErrorCode::REFUSED,
                 });
             }
@@ -660,7 +664,8 @@ impl Session {
 
     // ---------------------------------------------------------------- application calls
 
-    /// Queues `message` on `channel`; returns its sequence number. It leaves as credit and the
+    /// Queues `message` on `channel`; returns its id on that channel (enqueue order; the wire
+    /// sequence number, §5.3.8, is assigned when it starts). It leaves as credit and the
     /// scheduler allow (§7, §9). Messages queued before the HELLO exchange finishes wait.
     pub fn send(&mut self, channel: Channel, message: OutgoingMessage) -> Result<u64, SendError> {
         match self.state {
@@ -725,32 +730,26 @@ impl Session {
         self.collect_credit(channel.index());
     }
 
-    /// Cancels our message `sequence` on `channel` (§5.7.1): dropped if not started, aborted if
-    /// in progress, nothing if already sent.
-    pub fn cancel(&mut self, channel: Channel, sequence: u64) {
-        self.cancel_outgoing(channel, sequence, ErrorCode::CANCELLED);
+    /// Cancels our message `id` (as [`send`](Self::send) returned it) on `channel` (§5.7.1):
+    /// dropped if not started, aborted if in progress, nothing if already sent.
+    pub fn cancel(&mut self, channel: Channel, id: u64) {
+        self.cancel_outgoing(channel, id, ErrorCode::CANCELLED);
     }
 
-    fn cancel_outgoing(&mut self, channel: Channel, sequence: u64, code: ErrorCode) {
+    fn cancel_outgoing(&mut self, channel: Channel, id: u64, code: ErrorCode) {
         let out = &mut self.outgoing[channel.index()];
-        if out.remove_unstarted(sequence) {
-            self.events.push_back(Event::SendFailed {
-                channel,
-                sequence,
-                code,
-            });
-        } else if out.abort_front(Some(sequence)).is_some() {
+        if out.remove_unstarted(id) {
+            self.events
+                .push_back(Event::SendFailed { channel, id, code });
+        } else if let Some((id, sequence)) = out.abort_front(Some(id)) {
             self.control.push_back(Frame::Cancel(Cancel {
                 channel,
                 sequence,
                 code,
                 abort: true,
             }));
-            self.events.push_back(Event::SendFailed {
-                channel,
-                sequence,
-                code,
-            });
+            self.events
+                .push_back(Event::SendFailed { channel, id, code });
         }
     }
 
@@ -807,17 +806,17 @@ impl Session {
 
     fn fail_all_queued(&mut self, code: ErrorCode) {
         for ch in Channel::ALL {
-            for sequence in self.outgoing[ch.index()].drop_unstarted_from(0) {
+            for id in self.outgoing[ch.index()].drop_unstarted() {
                 self.events.push_back(Event::SendFailed {
                     channel: ch,
-                    sequence,
+                    id,
                     code,
                 });
             }
-            if let Some(sequence) = self.outgoing[ch.index()].abort_front(None) {
+            if let Some((id, _)) = self.outgoing[ch.index()].abort_front(None) {
                 self.events.push_back(Event::SendFailed {
                     channel: ch,
-                    sequence,
+                    id,
                     code,
                 });
             }

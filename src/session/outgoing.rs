@@ -47,7 +47,10 @@ impl OutgoingMessage {
 
 #[derive(Debug)]
 struct Queued {
-    sequence: u64,
+    /// The application's id for the message (enqueue order), for `cancel`.
+    id: u64,
+    /// The wire sequence number (wire.md §5.3.8), assigned when the first frame leaves.
+    sequence: Option<u64>,
     message: OutgoingMessage,
     /// Encoded once, when the message reaches the front (table order = wire order).
     header_block: Option<Bytes>,
@@ -69,6 +72,7 @@ pub struct OutChannel {
     /// Credit the peer has granted on this channel (§9.2).
     pub window: u64,
     encoder: HeaderEncoder,
+    next_id: u64,
     next_sequence: u64,
 }
 
@@ -81,6 +85,7 @@ impl OutChannel {
             queued_bytes: 0,
             window: 0,
             encoder: HeaderEncoder::new(0),
+            next_id: 0,
             next_sequence: 0,
         }
     }
@@ -91,19 +96,20 @@ impl OutChannel {
         self.encoder = HeaderEncoder::new(table_capacity);
     }
 
-    /// Queues a message; returns its sequence number.
+    /// Queues a message; returns its id (enqueue order on this channel).
     pub fn push(&mut self, message: OutgoingMessage) -> u64 {
-        let sequence = self.next_sequence;
-        self.next_sequence += 1;
+        let id = self.next_id;
+        self.next_id += 1;
         self.queued_bytes += message.payload.len() as u64;
         self.queue.push_back(Queued {
-            sequence,
+            id,
+            sequence: None,
             message,
             header_block: None,
             offset: 0,
             first_sent: false,
         });
-        sequence
+        id
     }
 
     /// Payload bytes queued and not yet sent.
@@ -116,43 +122,37 @@ impl OutChannel {
         self.queue.is_empty()
     }
 
-    /// Sequence number of the message in progress (partly sent), if any.
-    pub fn in_progress(&self) -> Option<u64> {
-        self.queue
-            .front()
-            .filter(|q| q.first_sent)
-            .map(|q| q.sequence)
+    /// `(id, wire sequence)` of the message in progress (partly sent), if any.
+    pub fn in_progress(&self) -> Option<(u64, u64)> {
+        self.queue.front().and_then(|q| Some((q.id, q.sequence?)))
     }
 
-    /// Removes every queued message with sequence ≥ `from` that has not started; returns their
-    /// sequence numbers. A started one stays (the caller aborts it with [`abort_front`]).
-    pub fn drop_unstarted_from(&mut self, from: u64) -> Vec<u64> {
-        let started = self.front_started();
+    /// The id of the message whose wire sequence is `sequence`, if it is in progress.
+    pub fn id_of_sequence(&self, sequence: u64) -> Option<u64> {
+        self.in_progress()
+            .filter(|&(_, s)| s == sequence)
+            .map(|(id, _)| id)
+    }
+
+    /// Removes every message that has not started; returns their ids. A started one stays
+    /// (the caller aborts it with [`abort_front`](Self::abort_front)).
+    pub fn drop_unstarted(&mut self) -> Vec<u64> {
         let mut dropped = Vec::new();
-        let mut kept = VecDeque::new();
-        for (i, q) in std::mem::take(&mut self.queue).into_iter().enumerate() {
-            if q.sequence >= from && !(i == 0 && started) {
-                self.queued_bytes -= (q.message.payload.len() - q.offset) as u64;
-                dropped.push(q.sequence);
-            } else {
-                kept.push_back(q);
+        let queued_bytes = &mut self.queued_bytes;
+        self.queue.retain(|q| {
+            if q.started() {
+                return true;
             }
-        }
-        self.queue = kept;
+            *queued_bytes -= q.message.payload.len() as u64;
+            dropped.push(q.id);
+            false
+        });
         dropped
     }
 
-    fn front_started(&self) -> bool {
-        self.queue.front().is_some_and(|q| q.started())
-    }
-
-    /// Removes the message with `sequence` if it has not started. Returns whether it did.
-    pub fn remove_unstarted(&mut self, sequence: u64) -> bool {
-        let Some(pos) = self
-            .queue
-            .iter()
-            .position(|q| q.sequence == sequence && !q.started())
-        else {
+    /// Removes the message `id` if it has not started. Returns whether it did.
+    pub fn remove_unstarted(&mut self, id: u64) -> bool {
+        let Some(pos) = self.queue.iter().position(|q| q.id == id && !q.started()) else {
             return false;
         };
         if let Some(q) = self.queue.remove(pos) {
@@ -161,16 +161,16 @@ impl OutChannel {
         true
     }
 
-    /// Abandons the front message if it has started and is `sequence` (or any, with `None`);
-    /// returns its sequence number (the caller sends CANCEL with ABORT, §5.7.1).
-    pub fn abort_front(&mut self, sequence: Option<u64>) -> Option<u64> {
-        let front = self.queue.front()?;
-        if !front.started() || sequence.is_some_and(|s| s != front.sequence) {
+    /// Abandons the front message if it has started and is `id` (or any, with `None`);
+    /// returns `(id, wire sequence)` (the caller sends CANCEL with ABORT, §5.7.1).
+    pub fn abort_front(&mut self, id: Option<u64>) -> Option<(u64, u64)> {
+        let (front_id, sequence) = self.in_progress()?;
+        if id.is_some_and(|i| i != front_id) {
             return None;
         }
         let q = self.queue.pop_front()?;
         self.queued_bytes -= (q.message.payload.len() - q.offset) as u64;
-        Some(q.sequence)
+        Some((front_id, sequence))
     }
 
     /// Whether the front message can produce a frame with `available` bytes of credit.
@@ -213,6 +213,11 @@ impl OutChannel {
             compression: front.message.compression,
             header_block: front.header_block.clone().unwrap_or_default(),
         });
+        if first {
+            // spec: wire.md §5.3.8 — the n-th message started on the channel has sequence n.
+            front.sequence = Some(self.next_sequence);
+            self.next_sequence += 1;
+        }
         front.offset += take;
         front.first_sent = true;
         let last = front.offset == front.message.payload.len();

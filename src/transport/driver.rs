@@ -76,12 +76,8 @@ impl Dispatch {
                     }
                     shared.set_closed(r);
                 }
-                Event::SendFailed {
-                    channel,
-                    sequence,
-                    code,
-                } => {
-                    debug!(%channel, sequence, %code, "message not delivered");
+                Event::SendFailed { channel, id, code } => {
+                    debug!(%channel, id, %code, "message not delivered");
                 }
                 Event::MessageAborted {
                     channel,

@@ -116,13 +116,24 @@ async fn connect_inner(url: &str, config: &Config) -> Result<Connection, Error> 
     } else {
         Some(Connector::Plain)
     };
-    let (ws, response) = tokio_tungstenite::client_async_tls_with_config(
+    let handshake = tokio_tungstenite::client_async_tls_with_config(
         request,
         tcp,
         Some(ws_config(config)),
         connector,
-    )
-    .await?;
+    );
+    let (ws, response) = match handshake.await {
+        Ok(r) => r,
+        // spec: wire.md §3.4.2 — the server selected no subprotocol: not rhizomorph.
+        Err(tokio_tungstenite::tungstenite::Error::Protocol(
+            tokio_tungstenite::tungstenite::error::ProtocolError::SecWebSocketSubProtocolError(_),
+        )) => {
+            return Err(Error::NotRhizomorph {
+                addr: url.to_string(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
     // spec: wire.md §3.4.2 — a server that selects no subprotocol is not rhizomorph.
     let selected = response
         .headers()
