@@ -171,25 +171,54 @@ impl Sender {
         message: OutgoingMessage,
     ) -> Result<u64, Error> {
         let shared = &self.shared;
+        let mut message = Some(message);
+        // Fast path: room in the send buffer (no waiter registration needed).
+        if let Some(reason) = shared.close_reason() {
+            return Err(reason.to_error());
+        }
+        if let Some(id) = self.try_queue(channel, &mut message)? {
+            return Ok(id);
+        }
         loop {
+            // Registered before the check, so a wake-up between the check and the wait is not
+            // lost.
             let notified = shared.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
-                if let Some(reason) = shared.close_reason() {
-                    return Err(reason.to_error());
-                }
-                let mut s = shared.lock();
-                let queued = s.queued_bytes(channel);
-                if queued == 0 || queued + message.payload.len() as u64 <= shared.send_buffer {
-                    let seq = s.send(channel, message)?;
-                    drop(s);
-                    shared.wake_writer.notify_one();
-                    return Ok(seq);
-                }
+            if let Some(reason) = shared.close_reason() {
+                return Err(reason.to_error());
+            }
+            if let Some(id) = self.try_queue(channel, &mut message)? {
+                return Ok(id);
             }
             notified.await;
         }
+    }
+}
+
+impl Sender {
+    /// Queues `message` if the channel's send buffer has room; takes it out of the option
+    /// when it does.
+    fn try_queue(
+        &self,
+        channel: Channel,
+        message: &mut Option<OutgoingMessage>,
+    ) -> Result<Option<u64>, Error> {
+        let shared = &self.shared;
+        let Some(m) = message.as_ref() else {
+            return Ok(None);
+        };
+        let len = m.payload.len() as u64;
+        let mut s = shared.lock();
+        let queued = s.queued_bytes(channel);
+        if queued != 0 && queued + len > shared.send_buffer {
+            return Ok(None);
+        }
+        let m = message.take().expect("checked above");
+        let id = s.send(channel, m)?;
+        drop(s);
+        shared.wake_writer.notify_one();
+        Ok(Some(id))
     }
 }
 
@@ -228,11 +257,14 @@ impl Connection {
     /// [`close_reason`]: Connection::close_reason
     pub async fn recv(&mut self) -> Option<Message> {
         let m = self.incoming.recv().await?;
-        {
+        let credit_due = {
             let mut s = self.shared.lock();
             s.release(m.channel, m.credit);
+            s.credit_due()
+        };
+        if credit_due {
+            self.shared.wake_writer.notify_one();
         }
-        self.shared.wake_writer.notify_one();
         Some(Message {
             channel: m.channel,
             sequence: m.sequence,

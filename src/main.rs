@@ -138,7 +138,13 @@ fn main() -> ExitCode {
                 progress: !quiet,
                 config,
             };
-            runtime().block_on(bench_cmd(options, json))
+            // The clients on one thread, the servers on another (bench::ServerSide): two cores,
+            // as a client process and a server process would use them.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            rt.block_on(bench_cmd(options, json))
         }
         Command::Serve {
             addr,

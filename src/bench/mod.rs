@@ -83,14 +83,80 @@ fn bar(options: &BenchOptions, len: u64, label: String) -> ProgressBar {
 }
 
 /// Runs the selected scenarios; returns every measurement.
+/// The servers of a benchmark run, on their own thread and single-threaded runtime (as a
+/// separate server process would be), so the client side and the server side each have a
+/// core and only talk through sockets.
+pub struct ServerSide {
+    /// The rhizomorph echo server's address.
+    pub rhizomorph: std::net::SocketAddr,
+    /// The baseline echo server's address.
+    pub baseline: std::net::SocketAddr,
+    handle: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl ServerSide {
+    /// Starts both echo servers on a new thread.
+    pub fn start(config: Config) -> io::Result<ServerSide> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("bench-server".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => return drop(tx.send(Err(e))),
+                };
+                rt.block_on(async move {
+                    let started = async {
+                        let listener = Listener::bind("127.0.0.1:0", config)
+                            .await
+                            .map_err(io::Error::other)?;
+                        let rhizomorph = listener.local_addr()?;
+                        tokio::spawn(echo_server::serve(listener));
+                        let baseline = baseline::start_server().await?;
+                        Ok::<_, io::Error>((
+                            rhizomorph,
+                            baseline,
+                            tokio::runtime::Handle::current(),
+                        ))
+                    };
+                    let _ = tx.send(started.await);
+                    let _ = stop_rx.await;
+                });
+            })?;
+        let (rhizomorph, baseline, handle) = rx.recv().map_err(io::Error::other)??;
+        Ok(ServerSide {
+            rhizomorph,
+            baseline,
+            handle,
+            _stop: stop_tx,
+        })
+    }
+
+    /// Starts a shaping proxy in front of `upstream`, on the server thread.
+    pub async fn shaper(
+        &self,
+        upstream: std::net::SocketAddr,
+        link: LinkShape,
+    ) -> io::Result<Shaper> {
+        self.handle
+            .spawn(Shaper::start(upstream, link))
+            .await
+            .map_err(io::Error::other)?
+    }
+}
+
+/// Runs the selected scenarios; returns every measurement. Servers run on their own thread
+/// ([`ServerSide`]); the clients run on the caller's runtime.
 pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
-    let listener = Listener::bind("127.0.0.1:0", options.config.clone())
-        .await
-        .map_err(io::Error::other)?;
-    let rhizo_addr = listener.local_addr()?;
-    let url = listener.url();
-    tokio::spawn(echo_server::serve(listener));
-    let base_addr = baseline::start_server().await?;
+    let servers = ServerSide::start(options.config.clone())?;
+    let rhizo_addr = servers.rhizomorph;
+    let url = format!("ws://{rhizo_addr}/");
+    let base_addr = servers.baseline;
     let mut results = Vec::new();
 
     for scenario in scenarios::report_scenarios(options.scale) {
@@ -130,8 +196,8 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
     }
 
     if options.wants("hol") {
-        let shaped_rhizo = Shaper::start(rhizo_addr, options.hol_link).await?;
-        let shaped_base = Shaper::start(base_addr, options.hol_link).await?;
+        let shaped_rhizo = servers.shaper(rhizo_addr, options.hol_link).await?;
+        let shaped_base = servers.shaper(base_addr, options.hol_link).await?;
         let pb = bar(options, 0, "hol rhizomorph (rpc round trips)".into());
         let url = format!("ws://{}/", shaped_rhizo.addr());
         results.push(

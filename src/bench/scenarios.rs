@@ -214,15 +214,19 @@ pub async fn echo_rhizomorph(
         header: echo_header(),
     };
     let (lat, elapsed) = run_echo(tx, &mut conn, &scenario.sizes, in_flight, progress).await?;
+    let stats = conn.stats();
     conn.close().await;
-    Ok(lat.into_measurement(
+    let mut m = lat.into_measurement(
         scenario.name,
         &mode(in_flight),
         "rhizomorph",
         n(scenario),
         bytes(scenario),
         elapsed,
-    ))
+    );
+    let per_write = stats.frames_sent as f64 / stats.batches_sent.max(1) as f64;
+    m.notes.push(("client frames per write".into(), per_write));
+    Ok(m)
 }
 
 /// Runs an echo scenario over the baseline at `addr`.

@@ -7,8 +7,9 @@
 //! never panics on a block from the wire.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::header::{HeaderField, RoutingHeader};
 use crate::frame::{varint, ErrorCode};
@@ -60,6 +61,104 @@ pub const MAX_NAME_LEN: usize = 255;
 /// Names whose values are unique per message: inserting them would only evict useful entries
 /// (wire.md §6.4.4).
 const NEVER_INSERT: [&str; 6] = ["session", "parent", "trace-id", "seq", "deadline", "token"];
+
+/// A small, fast, non-cryptographic hasher (the Fx hash of rustc) for the encoder's indexes.
+/// Its keys are this side's own outgoing header fields, at most a table's worth, so hash
+/// flooding is not a concern; SipHash was a tenth of the per-message cost.
+#[derive(Debug, Default, Clone, Copy)]
+struct FxHasher {
+    hash: u64,
+}
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes([
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+            ]));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+type FxBuild = BuildHasherDefault<FxHasher>;
+
+/// The static index of `(name, value)` (Appendix B), without scanning the table.
+fn static_exact_index(name: &[u8], value: &[u8]) -> Option<u64> {
+    Some(match (name, value) {
+        (b"type", b"method") => 0,
+        (b"type", b"event") => 1,
+        (b"type", b"") => 2,
+        (b"to", b"*") => 3,
+        (b"to", b"") => 4,
+        (b"content-type", b"application/msgpack") => 17,
+        (b"content-type", b"application/json") => 18,
+        (b"content-type", b"application/octet-stream") => 19,
+        (b"status", b"ok") => 21,
+        (b"status", b"error") => 22,
+        (b"method", b"ping") => 29,
+        (b"method", b"pong") => 30,
+        (b"type", b"reply") => 31,
+        (n, b"") => match static_name_index(n)? {
+            i @ (5..=16 | 20 | 23..=28) => i,
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+/// The first static index whose name is `name` (Appendix B).
+fn static_name_index(name: &[u8]) -> Option<u64> {
+    Some(match name {
+        b"type" => 0,
+        b"to" => 3,
+        b"from" => 5,
+        b"method" => 6,
+        b"session" => 7,
+        b"parent" => 8,
+        b"workspace" => 9,
+        b"ws" => 10,
+        b"user" => 11,
+        b"service" => 12,
+        b"reply-to" => 13,
+        b"trace-id" => 14,
+        b"deadline" => 15,
+        b"content-type" => 16,
+        b"error" => 20,
+        b"status" => 21,
+        b"stream-id" => 23,
+        b"seq" => 24,
+        b"priority" => 25,
+        b"client-id" => 26,
+        b"token" => 27,
+        b"event" => 28,
+        _ => return None,
+    })
+}
 
 /// A header block could not be decoded (all are `HEADER_ERROR`, wire.md §15).
 #[allow(missing_docs)]
@@ -178,9 +277,9 @@ fn write_string(dst: &mut BytesMut, s: &[u8]) {
 pub struct HeaderEncoder {
     table: DynamicTable,
     /// (name, value) → absolute number of the newest dynamic entry holding it.
-    exact: HashMap<HeaderField, u64>,
+    exact: HashMap<HeaderField, u64, FxBuild>,
     /// name → absolute number of the newest dynamic entry with that name.
-    names: HashMap<Bytes, u64>,
+    names: HashMap<Bytes, u64, FxBuild>,
 }
 
 impl HeaderEncoder {
@@ -188,8 +287,8 @@ impl HeaderEncoder {
     pub fn new(capacity: usize) -> Self {
         HeaderEncoder {
             table: DynamicTable::new(capacity),
-            exact: HashMap::new(),
-            names: HashMap::new(),
+            exact: HashMap::default(),
+            names: HashMap::default(),
         }
     }
 
@@ -230,11 +329,8 @@ impl HeaderEncoder {
     }
 
     fn exact_index(&self, field: &HeaderField) -> Option<u64> {
-        if let Some(i) = STATIC_TABLE
-            .iter()
-            .position(|(n, v)| n.as_bytes() == &field.name[..] && v.as_bytes() == &field.value[..])
-        {
-            return Some(i as u64);
+        if let Some(i) = static_exact_index(&field.name, &field.value) {
+            return Some(i);
         }
         self.exact
             .get(field)
@@ -246,19 +342,10 @@ impl HeaderEncoder {
             if let Some(i) = self.table.index_of(abs) {
                 // A dynamic index may cost more bytes than a static one; prefer the static
                 // entry when it has the name.
-                if let Some(s) = STATIC_TABLE
-                    .iter()
-                    .position(|(n, _)| n.as_bytes() == &name[..])
-                {
-                    return Some(s as u64);
-                }
-                return Some(i);
+                return Some(static_name_index(name).unwrap_or(i));
             }
         }
-        STATIC_TABLE
-            .iter()
-            .position(|(n, _)| n.as_bytes() == &name[..])
-            .map(|i| i as u64)
+        static_name_index(name)
     }
 
     fn insert(&mut self, field: HeaderField) {
@@ -293,18 +380,16 @@ struct BlockReader {
 
 impl BlockReader {
     fn u8(&mut self, field: &'static str) -> Result<u8, HeaderError> {
-        let (&b, _) = self
-            .block
-            .split_first()
-            .ok_or(HeaderError::HeaderBlockTruncated { field })?;
-        self.block = self.block.slice(1..);
-        Ok(b)
+        if self.block.is_empty() {
+            return Err(HeaderError::HeaderBlockTruncated { field });
+        }
+        Ok(self.block.get_u8())
     }
 
     fn varint(&mut self, field: &'static str) -> Result<u64, HeaderError> {
         match varint::read(&self.block) {
             Ok((v, n)) => {
-                self.block = self.block.slice(n..);
+                self.block.advance(n);
                 Ok(v)
             }
             Err(varint::VarIntError::Incomplete { .. }) => {
@@ -454,6 +539,30 @@ mod tests {
             .with("to", "ws-user-1/echo")
             .with("method", "services.echo.echo")
             .with("session", "abcdefghijklmnopqrstuv")
+    }
+
+    #[test]
+    fn header_appendix_b_static_lookups_agree_with_the_table() {
+        for (i, (n, v)) in STATIC_TABLE.iter().enumerate() {
+            let first = STATIC_TABLE
+                .iter()
+                .position(|(m, w)| m == n && w == v)
+                .unwrap() as u64;
+            assert_eq!(
+                static_exact_index(n.as_bytes(), v.as_bytes()),
+                Some(first),
+                "entry {i}"
+            );
+            let first_name = STATIC_TABLE.iter().position(|(m, _)| m == n).unwrap() as u64;
+            assert_eq!(
+                static_name_index(n.as_bytes()),
+                Some(first_name),
+                "entry {i}"
+            );
+        }
+        assert_eq!(static_exact_index(b"to", b"ws-1/x"), None);
+        assert_eq!(static_exact_index(b"x-app", b""), None);
+        assert_eq!(static_name_index(b"x-app"), None);
     }
 
     #[test]

@@ -369,6 +369,11 @@ impl Session {
         self.incoming[channel.index()].held_bytes()
     }
 
+    /// Whether events are waiting for [`poll_event`](Self::poll_event).
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
@@ -949,16 +954,34 @@ impl Session {
         Some(frame)
     }
 
+    /// spec: wire.md §9.5 — batch credit: send it when half the initial window (or 16 KiB) is
+    /// releasable, or when the remaining window is low.
+    fn credit_worth_sending(pending: u64, window: u64, initial: u64) -> bool {
+        pending > 0 && (pending >= (initial / 2).clamp(1, 16 * 1024) || window < initial / 4)
+    }
+
+    /// Whether a CREDIT frame is due (so the driver knows a release needs a write).
+    pub fn credit_due(&self) -> bool {
+        let s = &self.config.settings;
+        (0..4).any(|i| {
+            Self::credit_worth_sending(
+                self.pending_channel_credit[i],
+                self.recv_channel_window[i],
+                s.initial_channel_window,
+            )
+        }) || Self::credit_worth_sending(
+            self.conn_creditable,
+            self.recv_window,
+            s.initial_connection_window,
+        )
+    }
+
     fn queue_credit(&mut self) {
-        // spec: wire.md §9.5 — batch credit: send it when half the initial window (or 16 KiB)
-        // is releasable, or when the remaining window is low.
-        let threshold = |initial: u64| (initial / 2).clamp(1, 16 * 1024);
         let initial_ch = self.config.settings.initial_channel_window;
         for ch in Channel::ALL {
             let i = ch.index();
             let pending = self.pending_channel_credit[i];
-            let low = self.recv_channel_window[i] < initial_ch / 4;
-            if pending > 0 && (pending >= threshold(initial_ch) || low) {
+            if Self::credit_worth_sending(pending, self.recv_channel_window[i], initial_ch) {
                 self.pending_channel_credit[i] = 0;
                 self.recv_channel_window[i] += pending;
                 self.control.push_back(Frame::Credit(Credit {
@@ -969,8 +992,7 @@ impl Session {
         }
         let initial_conn = self.config.settings.initial_connection_window;
         let pending = self.conn_creditable;
-        let low = self.recv_window < initial_conn / 4;
-        if pending > 0 && (pending >= threshold(initial_conn) || low) {
+        if Self::credit_worth_sending(pending, self.recv_window, initial_conn) {
             self.conn_creditable = 0;
             self.recv_window += pending;
             self.control.push_back(Frame::Credit(Credit {
