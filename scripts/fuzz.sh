@@ -8,12 +8,12 @@ cd "$(dirname "$0")/.."
 seconds=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frame_decoder hello_decoder)
+[ ${#targets[@]} -gt 0 ] || targets=(frame_decoder hello_decoder header_block session_input)
 
 python3 - <<'PY'
 import json, os
 doc = json.load(open("spec/vectors/frames.json"))
-for target in ("frame_decoder", "hello_decoder"):
+for target in ("frame_decoder", "hello_decoder", "header_block", "session_input"):
     os.makedirs(f"fuzz/corpus/{target}", exist_ok=True)
 for v in doc["valid"] + doc["invalid"]:
     raw = bytes.fromhex(v["hex"].replace(" ", ""))
@@ -23,6 +23,13 @@ for v in doc["valid"] + doc["invalid"]:
         # HELLO payload: strip Type, Flags and a 1- or 2-byte Length.
         n = 1 << (raw[2] >> 6)
         open(f"fuzz/corpus/hello_decoder/{v['name']}", "wb").write(raw[2 + n:])
+    if len(raw) < 65536:
+        # As one session batch: a 2-byte length, then the bytes.
+        open(f"fuzz/corpus/session_input/{v['name']}", "wb").write(len(raw).to_bytes(2, "big") + raw)
+hdr = json.load(open("spec/vectors/headers.json"))
+for seq in hdr["sequences"]:
+    blocks = b"".join(bytes([len(bytes.fromhex(b["hex"])) & 0xff]) + bytes.fromhex(b["hex"]) for b in seq["blocks"])
+    open(f"fuzz/corpus/header_block/{seq['name']}", "wb").write(b"\x0e" + blocks)
 PY
 
 export RUSTC_BOOTSTRAP=1

@@ -9,15 +9,19 @@ step() { printf '\n== %s\n' "$*"; }
 step "format"
 cargo fmt --all -- --check
 
-step "spec vectors are up to date with their generator (spec/vectors/make_vectors.py)"
+step "spec vectors are up to date with their generators (spec/vectors/make_*.py)"
 tmp=$(mktemp -d)
 cp spec/vectors/frames.json "$tmp/frames.json"
+cp spec/vectors/headers.json "$tmp/headers.json"
 python3 spec/vectors/make_vectors.py >/dev/null
-if ! cmp -s spec/vectors/frames.json "$tmp/frames.json"; then
-  cp "$tmp/frames.json" spec/vectors/frames.json
-  echo "spec/vectors/frames.json differs from what make_vectors.py writes: regenerate and commit" >&2
-  exit 1
-fi
+python3 spec/vectors/make_header_vectors.py >/dev/null
+for f in frames headers; do
+  if ! cmp -s "spec/vectors/$f.json" "$tmp/$f.json"; then
+    cp "$tmp/$f.json" "spec/vectors/$f.json"
+    echo "spec/vectors/$f.json differs from what its generator writes: regenerate and commit" >&2
+    exit 1
+  fi
+done
 
 step "clippy (warnings are errors)"
 cargo clippy --release --all-targets -- -D warnings

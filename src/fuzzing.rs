@@ -84,6 +84,90 @@ pub fn frame_decoder(data: &[u8]) {
     }
 }
 
+/// The `header_block` target: the first byte picks the table size and list limit; the rest is
+/// split into header blocks (each prefixed by a length byte) decoded in order by one decoder.
+/// Every decoded header must survive the encoder and a second decoder kept in step.
+pub fn header_block(data: &[u8]) {
+    use crate::session::{HeaderDecoder, HeaderEncoder};
+    let Some((&selector, mut rest)) = data.split_first() else {
+        return;
+    };
+    let capacity = [0usize, 64, 256, 4096][usize::from(selector & 3)];
+    let max_list = [64u64, 1024, 16_384, 1 << 20][usize::from((selector >> 2) & 3)];
+    let mut decoder = HeaderDecoder::new(capacity, max_list);
+    let mut encoder = HeaderEncoder::new(capacity);
+    let mut redecoder = HeaderDecoder::new(capacity, max_list.max(1 << 20));
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = usize::from(len).min(tail.len());
+        let (block, tail) = tail.split_at(len);
+        rest = tail;
+        let Ok(header) = decoder.decode(Bytes::copy_from_slice(block)) else {
+            return;
+        };
+        assert!(
+            header.list_size() as u64 <= max_list,
+            "decoded past the list limit"
+        );
+        assert!(
+            decoder.dynamic_size() <= capacity,
+            "table past its capacity"
+        );
+        let mut again = BytesMut::new();
+        encoder.encode(&header, &mut again);
+        let round = redecoder
+            .decode(again.freeze())
+            .expect("own encoding decodes");
+        assert_eq!(round, header, "encoder/decoder round trip");
+    }
+}
+
+/// The `session_input` target: a server session that has accepted a client's HELLO gets the
+/// input as WebSocket batches (each prefixed by a 2-byte length). Whatever arrives, the session
+/// never panics, keeps its memory within its windows, and its output always decodes.
+pub fn session_input(data: &[u8]) {
+    use crate::frame::Hello;
+    use crate::session::{Event, Session, SessionConfig};
+    use std::time::{Duration, Instant};
+    let now = Instant::now();
+    let settings = Settings::default()
+        .with_initial_channel_window(64 * 1024)
+        .with_max_message_size(256 * 1024);
+    let mut server = Session::server(SessionConfig::default().with_settings(settings), now);
+    let mut hello = BytesMut::new();
+    Frame::Hello(Hello::new(&Settings::default(), Bytes::new(), "fuzz"))
+        .encode(&mut hello)
+        .expect("valid HELLO");
+    server.handle_batch(now, hello.freeze());
+    server.accept(Bytes::new());
+    let out_decoder = FrameDecoder::new(Settings::default());
+    let mut rest = data;
+    let mut t = now;
+    while rest.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
+        let batch = Bytes::copy_from_slice(&rest[2..2 + len]);
+        rest = &rest[2 + len..];
+        t += Duration::from_millis(u64::from(len as u8));
+        server.handle_batch(t, batch);
+        server.handle_timeout(t);
+        while let Some(out) = server.poll_transmit(t) {
+            out_decoder
+                .decode_batch(out)
+                .expect("the session's own output decodes");
+        }
+        while let Some(e) = server.poll_event() {
+            if let Event::Message(m) = e {
+                server.release(m.channel, m.credit);
+            }
+        }
+        for ch in crate::frame::Channel::ALL {
+            assert!(
+                server.held_bytes(ch) <= 64 * 1024 + 256 * 1024 + 70_000,
+                "held past the window"
+            );
+        }
+    }
+}
+
 /// The `hello_decoder` target: the input is a HELLO payload.
 pub fn hello_decoder(data: &[u8]) {
     let header = FrameHeader {

@@ -32,6 +32,16 @@ fn fuzz_regressions_hello_decoder() {
 }
 
 #[test]
+fn fuzz_regressions_header_block() {
+    replay("header_block", rhizomorph::fuzzing::header_block);
+}
+
+#[test]
+fn fuzz_regressions_session_input() {
+    replay("session_input", rhizomorph::fuzzing::session_input);
+}
+
+#[test]
 fn fuzz_harness_accepts_every_valid_vector() {
     // The harness's oracles (round trip, stream == batch) hold on every valid vector, so a
     // harness bug cannot hide behind inputs the fuzzer never finds.

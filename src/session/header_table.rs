@@ -192,6 +192,19 @@ impl HeaderError {
     pub fn code(&self) -> ErrorCode {
         ErrorCode::HEADER_ERROR
     }
+
+    /// The variant's name, as the test vectors' `kind` field writes it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HeaderError::BadHeaderIndex { .. } => "BadHeaderIndex",
+            HeaderError::BadHeaderRepresentation { .. } => "BadHeaderRepresentation",
+            HeaderError::HeaderBlockTruncated { .. } => "HeaderBlockTruncated",
+            HeaderError::NonMinimalVarint { .. } => "NonMinimalVarint",
+            HeaderError::HeaderListTooLarge { .. } => "HeaderListTooLarge",
+            HeaderError::TooManyHeaderFields { .. } => "TooManyHeaderFields",
+            HeaderError::BadHeaderName { .. } => "BadHeaderName",
+        }
+    }
 }
 
 /// The dynamic table of one channel in one direction (wire.md §6.3): FIFO, newest first.
@@ -515,6 +528,11 @@ impl HeaderDecoder {
             index,
             entries: self.table.entries.len(),
         })
+    }
+
+    /// The dynamic table's entries, newest first (wire.md §6.3).
+    pub fn dynamic_table(&self) -> impl Iterator<Item = &HeaderField> {
+        self.table.entries.iter()
     }
 
     /// Number of entries in the dynamic table (for tests and metrics).

@@ -130,58 +130,59 @@ impl Sim {
         }
     }
 
+    /// One pass at the current time: senders write while their bottleneck queue has room
+    /// (a bounded send queue, wire.md §16.4), arrivals are handled, due timers run. Returns
+    /// whether anything moved, and the events (auto-accepting HELLOs if asked to).
+    fn pump(&mut self) -> (bool, Vec<(Side, Event)>) {
+        let mut progressed = false;
+        while self.to_server.has_room(self.now) {
+            let Some(b) = self.client.poll_transmit(self.now) else {
+                break;
+            };
+            self.to_server.push(self.now, b);
+            progressed = true;
+        }
+        while self.to_client.has_room(self.now) {
+            let Some(b) = self.server.poll_transmit(self.now) else {
+                break;
+            };
+            self.to_client.push(self.now, b);
+            progressed = true;
+        }
+        while let Some(b) = self.to_server.pop_arrived(self.now) {
+            self.server.handle_batch(self.now, b);
+            progressed = true;
+        }
+        while let Some(b) = self.to_client.pop_arrived(self.now) {
+            self.client.handle_batch(self.now, b);
+            progressed = true;
+        }
+        for side in [Side::Client, Side::Server] {
+            let now = self.now;
+            let s = self.session(side);
+            if s.poll_timeout().is_some_and(|t| t <= now) {
+                s.handle_timeout(now);
+                progressed = true;
+            }
+        }
+        let mut events = Vec::new();
+        while let Some(e) = self.client.poll_event() {
+            events.push((Side::Client, e));
+        }
+        while let Some(e) = self.server.poll_event() {
+            if self.auto_accept && matches!(e, Event::HelloReceived { .. }) {
+                self.server.accept(Bytes::new());
+            }
+            events.push((Side::Server, e));
+        }
+        (progressed, events)
+    }
+
     /// Moves bytes and time until something happens; returns the events (both sides), or an
     /// empty list when nothing at all is pending (idle).
     pub fn step(&mut self) -> Vec<(Side, Event)> {
         loop {
-            let mut progressed = false;
-            // Senders write while their bottleneck queue has room (bounded send queue, §16.4).
-            while self.to_server.has_room(self.now) {
-                match self.client.poll_transmit(self.now) {
-                    Some(b) => {
-                        self.to_server.push(self.now, b);
-                        progressed = true;
-                    }
-                    None => break,
-                }
-            }
-            while self.to_client.has_room(self.now) {
-                match self.server.poll_transmit(self.now) {
-                    Some(b) => {
-                        self.to_client.push(self.now, b);
-                        progressed = true;
-                    }
-                    None => break,
-                }
-            }
-            while let Some(b) = self.to_server.pop_arrived(self.now) {
-                self.server.handle_batch(self.now, b);
-                progressed = true;
-            }
-            while let Some(b) = self.to_client.pop_arrived(self.now) {
-                self.client.handle_batch(self.now, b);
-                progressed = true;
-            }
-            for side in [Side::Client, Side::Server] {
-                let now = self.now;
-                let s = self.session(side);
-                if s.poll_timeout().is_some_and(|t| t <= now) {
-                    s.handle_timeout(now);
-                    progressed = true;
-                }
-            }
-            let mut events = Vec::new();
-            while let Some(e) = self.client.poll_event() {
-                events.push((Side::Client, e));
-            }
-            while let Some(e) = self.server.poll_event() {
-                if self.auto_accept {
-                    if let Event::HelloReceived { .. } = e {
-                        self.server.accept(Bytes::new());
-                    }
-                }
-                events.push((Side::Server, e));
-            }
+            let (progressed, events) = self.pump();
             if !events.is_empty() {
                 return events;
             }
@@ -266,51 +267,12 @@ impl Sim {
     /// Runs everything due at the current time until nothing more happens, without advancing
     /// the clock; returns the events.
     pub fn step_now(&mut self) -> Vec<(Side, Event)> {
-        let mut events = Vec::new();
+        let mut all = Vec::new();
         loop {
-            let mut progressed = false;
-            while let Some(b) = self.to_server.pop_arrived(self.now) {
-                self.server.handle_batch(self.now, b);
-                progressed = true;
-            }
-            while let Some(b) = self.to_client.pop_arrived(self.now) {
-                self.client.handle_batch(self.now, b);
-                progressed = true;
-            }
-            for side in [Side::Client, Side::Server] {
-                let now = self.now;
-                let s = self.session(side);
-                if s.poll_timeout().is_some_and(|t| t <= now) {
-                    s.handle_timeout(now);
-                    progressed = true;
-                }
-            }
-            while self.to_server.has_room(self.now) {
-                match self.client.poll_transmit(self.now) {
-                    Some(b) => {
-                        self.to_server.push(self.now, b);
-                        progressed = true;
-                    }
-                    None => break,
-                }
-            }
-            while self.to_client.has_room(self.now) {
-                match self.server.poll_transmit(self.now) {
-                    Some(b) => {
-                        self.to_client.push(self.now, b);
-                        progressed = true;
-                    }
-                    None => break,
-                }
-            }
-            while let Some(e) = self.client.poll_event() {
-                events.push((Side::Client, e));
-            }
-            while let Some(e) = self.server.poll_event() {
-                events.push((Side::Server, e));
-            }
+            let (progressed, mut events) = self.pump();
+            all.append(&mut events);
             if !progressed {
-                return events;
+                return all;
             }
         }
     }

@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Writes headers.json: header-block vectors for wire.md §6.3-§6.5 (header compression).
+
+Like make_vectors.py, an independent implementation written from the spec alone (standard
+library only): it builds blocks from explicit representations and tracks the dynamic table as
+§6.3 says, so the vectors check rhizomorph's decoder against a second reading of the spec. Each
+sequence is decoded in order by one decoder (one channel, one direction).
+Run: `python3 spec/vectors/make_header_vectors.py`.
+"""
+import json
+import os
+import struct
+
+STATIC = [("type", "method"), ("type", "event"), ("type", ""), ("to", "*"), ("to", ""),
+          ("from", ""), ("method", ""), ("session", ""), ("parent", ""), ("workspace", ""),
+          ("ws", ""), ("user", ""), ("service", ""), ("reply-to", ""), ("trace-id", ""),
+          ("deadline", ""), ("content-type", ""), ("content-type", "application/msgpack"),
+          ("content-type", "application/json"), ("content-type", "application/octet-stream"),
+          ("error", ""), ("status", "ok"), ("status", "error"), ("stream-id", ""), ("seq", ""),
+          ("priority", ""), ("client-id", ""), ("token", ""), ("event", ""), ("method", "ping"),
+          ("method", "pong"), ("type", "reply")]
+
+
+def varint(v):
+    if v < 1 << 6:
+        return bytes([v])
+    if v < 1 << 14:
+        return struct.pack(">H", 0x4000 | v)
+    if v < 1 << 30:
+        return struct.pack(">I", 0x80000000 | v)
+    return struct.pack(">Q", 0xC000000000000000 | v)
+
+
+def prefix_int(first, bits, value):
+    """§6.4: N-bit prefix integer; overflow continues as a varint of value - (2^N - 1)."""
+    top = (1 << bits) - 1
+    if value < top:
+        return bytes([first | value])
+    return bytes([first | top]) + varint(value - top)
+
+
+def string(s):
+    b = s.encode()
+    return varint(len(b)) + b
+
+
+class Table:
+    """§6.3: FIFO dynamic table, newest first, entry size = len(name) + len(value) + 32."""
+
+    def __init__(self, capacity):
+        self.capacity = capacity
+        self.entries = []
+
+    def size(self):
+        return sum(len(n.encode()) + len(v.encode()) + 32 for n, v in self.entries)
+
+    def insert(self, name, value):
+        size = len(name.encode()) + len(value.encode()) + 32
+        while self.entries and self.size() + size > self.capacity:
+            self.entries.pop()
+        if size <= self.capacity:
+            self.entries.insert(0, (name, value))
+
+    def get(self, index):
+        if index < len(STATIC):
+            return STATIC[index]
+        return self.entries[index - len(STATIC)]
+
+
+def block(table, reps):
+    """Encodes representations, applying their insertions; returns (bytes, decoded fields)."""
+    out, fields = b"", []
+    for rep in reps:
+        kind = rep[0]
+        if kind == "indexed":
+            out += prefix_int(0x80, 7, rep[1])
+            fields.append(table.get(rep[1]))
+            continue
+        if kind in ("name_ref_insert", "name_ref"):
+            name = table.get(rep[1])[0]
+            out += prefix_int(0x40 if kind == "name_ref_insert" else 0x20,
+                              6 if kind == "name_ref_insert" else 5, rep[1])
+            out += string(rep[2])
+            value = rep[2]
+        else:  # "literal_insert" / "literal"
+            out += bytes([0x10 if kind == "literal_insert" else 0x00]) + string(rep[1]) + string(rep[2])
+            name, value = rep[1], rep[2]
+        fields.append((name, value))
+        if kind.endswith("insert"):
+            table.insert(name, value)
+    return out, fields
+
+
+def sequence(name, section, capacity, blocks):
+    table = Table(capacity)
+    out = []
+    for reps in blocks:
+        hx, fields = block(table, reps)
+        out.append({"hex": hx.hex(), "fields": [list(f) for f in fields],
+                    "table": [list(e) for e in table.entries], "table_size": table.size()})
+    return {"name": name, "section": section, "table_capacity": capacity,
+            "max_list_size": 16384, "blocks": out}
+
+
+SESSION = "x4m2k9q0r7t1w8z3c6v5b1"
+SEQUENCES = [
+    sequence("hypha-routing-repeated", "§6.4.4", 4096, [
+        [("indexed", 0), ("name_ref_insert", 5, "ws-user-1/client-a"),
+         ("name_ref_insert", 3, "ws-user-1/echo"), ("name_ref_insert", 6, "services.echo.echo"),
+         ("name_ref", 7, SESSION)],
+        # Repeated: from, to, method are now dynamic entries 34, 33, 32.
+        [("indexed", 0), ("indexed", 34), ("indexed", 33), ("indexed", 32), ("name_ref", 7, "s2")],
+    ]),
+    sequence("literal-names", "§6.4", 4096, [
+        [("literal_insert", "x-tenant", "acme"), ("literal", "x-request", "r-1")],
+        [("indexed", 32), ("literal", "x-request", "r-2")],
+    ]),
+    sequence("eviction", "§6.3.2", 100, [
+        [("literal_insert", "a", "1" * 20)],          # 53 bytes
+        [("literal_insert", "b", "2" * 10)],          # 43: a is evicted (53 + 43 > 100)
+        [("indexed", 32), ("literal_insert", "c", "3" * 10)],   # b + c = 86
+        [("literal_insert", "big", "x" * 80)],        # 115 > 100: empties the table, not inserted
+    ]),
+    sequence("prefix-int-continuation", "§6.4", 4096,
+             [[("literal_insert", "k", "")] for _ in range(100)] +
+             [[("indexed", 130), ("indexed", 127), ("name_ref", 131, "v")]]),
+]
+
+# (name, section, capacity, max_list_size, hex, kind)
+INVALID = [
+    ("index-past-table", "§6.3.4", 4096, 16384, prefix_int(0x80, 7, 32).hex(), "BadHeaderIndex"),
+    ("name-index-past-table", "§6.3.4", 4096, 16384, (prefix_int(0x40, 6, 40) + string("v")).hex(), "BadHeaderIndex"),
+    ("undefined-representation", "§6.4.2", 4096, 16384, "11", "BadHeaderRepresentation"),
+    ("truncated-value", "§6.4.3", 4096, 16384, (prefix_int(0x20, 5, 5) + varint(10) + b"abc").hex(), "HeaderBlockTruncated"),
+    ("truncated-prefix-continuation", "§6.4.3", 4096, 16384, "ff", "HeaderBlockTruncated"),
+    ("non-minimal-string-length", "§6.4", 4096, 16384, (b"\x00\x40\x01" + b"a" + b"\x00").hex(), "NonMinimalVarint"),
+    ("empty-name", "§6.4.5", 4096, 16384, (b"\x00" + string("") + string("v")).hex(), "BadHeaderName"),
+    ("list-over-limit", "§6.5", 4096, 100, (b"\x00" + string("x") + string("v" * 80)).hex(), "HeaderListTooLarge"),
+    ("sixty-five-fields", "§6.5", 4096, 1 << 20, ("83" * 65), "TooManyHeaderFields"),
+]
+
+
+def main():
+    doc = {
+        "spec": "spec/wire.md §6",
+        "notes": "Each sequence is decoded in order by one decoder with the given table capacity "
+                 "(HEADER_TABLE_SIZE) and list limit (MAX_HEADER_LIST_SIZE). After each block "
+                 "the decoded fields and the dynamic table (newest first, §6.3) must match. "
+                 "Invalid blocks are decoded by a fresh decoder and fail with HEADER_ERROR of "
+                 "the named kind.",
+        "sequences": SEQUENCES,
+        "invalid": [{"name": n, "section": s, "table_capacity": c, "max_list_size": m, "hex": h,
+                     "error": {"code": "HEADER_ERROR", "kind": k}} for n, s, c, m, h, k in INVALID],
+    }
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "headers.json")
+    with open(path, "w") as fh:
+        json.dump(doc, fh, indent=1)
+        fh.write("\n")
+    print(f"wrote {len(SEQUENCES)} sequences and {len(INVALID)} invalid blocks to {path}")
+
+
+if __name__ == "__main__":
+    main()
