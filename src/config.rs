@@ -101,7 +101,7 @@ impl std::fmt::Debug for Config {
 }
 
 /// Environment variables read by [`Config::with_env`], with what they set.
-pub const ENV_OVERRIDES: [(&str, &str); 8] = [
+pub const ENV_OVERRIDES: [(&str, &str); 9] = [
     (
         "RHIZOMORPH_MAX_FRAME",
         "MAX_FRAME_PAYLOAD we accept (bytes)",
@@ -123,6 +123,10 @@ pub const ENV_OVERRIDES: [(&str, &str); 8] = [
         "payload bytes per MESSAGE frame we send",
     ),
     ("RHIZOMORPH_MAX_BATCH", "bytes per transport write"),
+    (
+        "RHIZOMORPH_MAX_BATCH_FRAMES",
+        "MESSAGE frames per transport write",
+    ),
     (
         "RHIZOMORPH_SEND_BUFFER",
         "queued bytes per channel before send waits",
@@ -167,6 +171,9 @@ impl Config {
         }
         if let Some(v) = read("RHIZOMORPH_MAX_BATCH")? {
             self.session.max_batch = v.max(1) as usize;
+        }
+        if let Some(v) = read("RHIZOMORPH_MAX_BATCH_FRAMES")? {
+            self.session.max_batch_frames = v.max(1) as usize;
         }
         if let Some(v) = read("RHIZOMORPH_SEND_BUFFER")? {
             self.send_buffer = v;
