@@ -8,12 +8,12 @@ cd "$(dirname "$0")/.."
 seconds=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frame_decoder hello_decoder header_block session_input)
+[ ${#targets[@]} -gt 0 ] || targets=(frame_decoder hello_decoder header_block session_input decompress)
 
 python3 - <<'PY'
 import json, os
 doc = json.load(open("spec/vectors/frames.json"))
-for target in ("frame_decoder", "hello_decoder", "header_block", "session_input"):
+for target in ("frame_decoder", "hello_decoder", "header_block", "session_input", "decompress"):
     os.makedirs(f"fuzz/corpus/{target}", exist_ok=True)
 for v in doc["valid"] + doc["invalid"]:
     raw = bytes.fromhex(v["hex"].replace(" ", ""))

@@ -168,6 +168,41 @@ pub fn session_input(data: &[u8]) {
     }
 }
 
+/// The `decompress` target: byte 0 picks codec and shuffle, bytes 1–4 the declared length
+/// (big-endian), the rest is the compressed data. Decompression never panics, never returns
+/// other than exactly the declared length, and never allocates past the 1 MiB limit.
+pub fn decompress(data: &[u8]) {
+    use crate::frame::{Codec, Compression, Shuffle};
+    if data.len() < 5 {
+        return;
+    }
+    let codec = if data[0] & 1 == 0 {
+        Codec::Lz4
+    } else {
+        Codec::Snappy
+    };
+    let shuffle = [
+        Shuffle::None,
+        Shuffle::Bytes2,
+        Shuffle::Bytes4,
+        Shuffle::Bytes8,
+    ][usize::from((data[0] >> 1) & 3)];
+    let declared = u64::from(u32::from_be_bytes([data[1], data[2], data[3], data[4]]));
+    let compression = Compression::Compressed {
+        codec,
+        shuffle,
+        uncompressed_len: declared,
+    };
+    let payload = Bytes::copy_from_slice(&data[5..]);
+    if let Ok(out) = crate::payload::decompress(&payload, compression, 1 << 20) {
+        assert_eq!(
+            out.len() as u64,
+            declared,
+            "decompressed length differs from the declared one"
+        );
+    }
+}
+
 /// The `hello_decoder` target: the input is a HELLO payload.
 pub fn hello_decoder(data: &[u8]) {
     let header = FrameHeader {

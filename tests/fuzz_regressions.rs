@@ -42,6 +42,11 @@ fn fuzz_regressions_session_input() {
 }
 
 #[test]
+fn fuzz_regressions_decompress() {
+    replay("decompress", rhizomorph::fuzzing::decompress);
+}
+
+#[test]
 fn fuzz_harness_accepts_every_valid_vector() {
     // The harness's oracles (round trip, stream == batch) hold on every valid vector, so a
     // harness bug cannot hide behind inputs the fuzzer never finds.

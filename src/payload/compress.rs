@@ -1,0 +1,389 @@
+//! Content-aware compression (wire.md §12): the sender's per-message choice, lz4/snappy with an
+//! optional byte shuffle, and the receiver's bounded decompression.
+//!
+//! Owns the choice (from a cheap look at the bytes), the byte shuffle, and decompression that
+//! can never produce more than the declared size: a decompression bomb is a
+//! [`CompressionError`], not an allocation. Never decides limits itself: the receiver's
+//! `MAX_MESSAGE_SIZE` is passed in.
+
+use bytes::Bytes;
+
+use crate::frame::{Codec, Compression, Settings, Shuffle};
+
+/// What the sender knows about a payload's content, beyond its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentHint {
+    /// Nothing: judge from the bytes.
+    Unknown,
+    /// A numeric array with elements of this many bytes (2, 4 or 8): shuffle before lz4.
+    NumericArray {
+        /// Element size in bytes.
+        element_size: usize,
+    },
+    /// Already compressed or encrypted: never compress.
+    Incompressible,
+}
+
+/// Payloads smaller than this are sent as they are (§12.2).
+pub const MIN_COMPRESS: usize = 512;
+
+/// Why a payload could not be decompressed (`COMPRESSION_ERROR` or `MESSAGE_TOO_LARGE`).
+#[allow(missing_docs)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompressionError {
+    /// wire.md §5.3.3, §12.3.1: the declared size is over the receiver's limit.
+    #[error("DeclaredTooLarge: uncompressed length {declared} > max {max} (wire.md §12.3.1)")]
+    DeclaredTooLarge { declared: u64, max: u64 },
+    /// wire.md §12.3.3: the codec cannot expand this much.
+    #[error("ImpossibleExpansion: {compressed} bytes of {codec} cannot become {declared} (wire.md §12.3.3)")]
+    ImpossibleExpansion {
+        codec: &'static str,
+        compressed: u64,
+        declared: u64,
+    },
+    /// wire.md §12.3.2: the data decompresses to more or fewer bytes than declared, or is corrupt.
+    #[error("DecompressedLengthMismatch: {codec} data does not decompress to exactly {declared} bytes: {detail} (wire.md §12.3.2)")]
+    DecompressedLengthMismatch {
+        codec: &'static str,
+        declared: u64,
+        detail: String,
+    },
+}
+
+/// A sampled byte-entropy estimate in bits per byte (0–8), from up to 4 × 256 bytes.
+pub fn sampled_entropy(data: &[u8]) -> f64 {
+    let mut counts = [0u32; 256];
+    let mut n = 0u32;
+    let window = 256.min(data.len());
+    for k in 0..4 {
+        let start = (data.len() - window) * k / 3;
+        for &b in &data[start..start + window] {
+            counts[b as usize] += 1;
+            n += 1;
+        }
+    }
+    if n == 0 {
+        return 0.0;
+    }
+    let n = f64::from(n);
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// The sender's choice for one payload (wire.md §12.2): `None` means send it as it is.
+pub fn choose(payload: &[u8], hint: ContentHint, peer: &Settings) -> Option<(Codec, Shuffle)> {
+    if payload.len() < MIN_COMPRESS || hint == ContentHint::Incompressible {
+        return None;
+    }
+    let shuffle = match hint {
+        ContentHint::NumericArray { element_size: 2 } => Shuffle::Bytes2,
+        ContentHint::NumericArray { element_size: 4 } => Shuffle::Bytes4,
+        ContentHint::NumericArray { element_size: 8 } => Shuffle::Bytes8,
+        _ => Shuffle::None,
+    };
+    // Random or already-compressed bytes sit near 8 bits/byte; leave them alone (the sample is
+    // 1 KiB, so its estimate of a uniform source is ~7.8).
+    if shuffle == Shuffle::None && sampled_entropy(payload) > 7.5 {
+        return None;
+    }
+    if peer.accepts_codec(Codec::Lz4) {
+        Some((Codec::Lz4, shuffle))
+    } else if peer.accepts_codec(Codec::Snappy) {
+        Some((Codec::Snappy, shuffle))
+    } else {
+        None
+    }
+}
+
+/// Compresses `payload` as `choose` decided; returns the bytes to send and the Compression
+/// field, or the payload unchanged when compressing saves less than 1/8 (§12.2).
+pub fn compress(payload: &Bytes, choice: Option<(Codec, Shuffle)>) -> (Bytes, Compression) {
+    let Some((codec, shuffle)) = choice else {
+        return (payload.clone(), Compression::None);
+    };
+    let shuffled;
+    let input: &[u8] = if shuffle == Shuffle::None {
+        payload
+    } else {
+        shuffled = shuffle_bytes(payload, shuffle.element_size());
+        &shuffled
+    };
+    let out = match codec {
+        Codec::Lz4 => lz4_flex::block::compress(input),
+        Codec::Snappy => match snap::raw::Encoder::new().compress_vec(input) {
+            Ok(v) => v,
+            Err(_) => return (payload.clone(), Compression::None),
+        },
+    };
+    if out.len() > payload.len() - payload.len() / 8 {
+        return (payload.clone(), Compression::None);
+    }
+    let compression = Compression::Compressed {
+        codec,
+        shuffle,
+        uncompressed_len: payload.len() as u64,
+    };
+    (Bytes::from(out), compression)
+}
+
+/// The most a codec can expand its input (wire.md §12.3.3), with slack for headers.
+fn max_expansion(codec: Codec, compressed: u64) -> u64 {
+    match codec {
+        Codec::Lz4 => compressed.saturating_mul(255).saturating_add(64),
+        Codec::Snappy => compressed.saturating_mul(22).saturating_add(64),
+    }
+}
+
+/// Decompresses a payload whose first frame said `compression`, enforcing `max_message_size`.
+///
+/// Allocates exactly the declared size, only after checking it against the limit and the
+/// codec's maximum expansion; a decoder that would write past it fails (§12.3).
+pub fn decompress(
+    data: &Bytes,
+    compression: Compression,
+    max_message_size: u64,
+) -> Result<Bytes, CompressionError> {
+    let Compression::Compressed {
+        codec,
+        shuffle,
+        uncompressed_len,
+    } = compression
+    else {
+        return Ok(data.clone());
+    };
+    // spec: wire.md §12.3.1 — refuse the declared size before allocating it.
+    if uncompressed_len > max_message_size {
+        return Err(CompressionError::DeclaredTooLarge {
+            declared: uncompressed_len,
+            max: max_message_size,
+        });
+    }
+    if uncompressed_len > max_expansion(codec, data.len() as u64) {
+        return Err(CompressionError::ImpossibleExpansion {
+            codec: codec.name(),
+            compressed: data.len() as u64,
+            declared: uncompressed_len,
+        });
+    }
+    let declared = uncompressed_len as usize;
+    let mismatch = |detail: String| CompressionError::DecompressedLengthMismatch {
+        codec: codec.name(),
+        declared: uncompressed_len,
+        detail,
+    };
+    let mut out = vec![0u8; declared];
+    let written = match codec {
+        // spec: wire.md §12.3.2 — the output buffer is exactly the declared size; lz4_flex's
+        // safe decoder fails instead of writing past it.
+        Codec::Lz4 => {
+            lz4_flex::block::decompress_into(data, &mut out).map_err(|e| mismatch(e.to_string()))?
+        }
+        Codec::Snappy => {
+            let own = snap::raw::decompress_len(data).map_err(|e| mismatch(e.to_string()))?;
+            if own != declared {
+                return Err(mismatch(format!("snappy preamble says {own}")));
+            }
+            snap::raw::Decoder::new()
+                .decompress(data, &mut out)
+                .map_err(|e| mismatch(e.to_string()))?
+        }
+    };
+    if written != declared {
+        return Err(mismatch(format!("produced {written}")));
+    }
+    if shuffle != Shuffle::None {
+        out = unshuffle_bytes(&out, shuffle.element_size());
+    }
+    Ok(Bytes::from(out))
+}
+
+/// The byte shuffle of wire.md §12.1: byte j of element i goes to `j·m + i`; the `n mod k`
+/// trailing bytes are copied unchanged to the end.
+pub fn shuffle_bytes(data: &[u8], k: usize) -> Vec<u8> {
+    let m = data.len() / k;
+    let mut out = vec![0u8; data.len()];
+    for i in 0..m {
+        for j in 0..k {
+            out[j * m + i] = data[i * k + j];
+        }
+    }
+    out[m * k..].copy_from_slice(&data[m * k..]);
+    out
+}
+
+/// The inverse of [`shuffle_bytes`].
+pub fn unshuffle_bytes(data: &[u8], k: usize) -> Vec<u8> {
+    let m = data.len() / k;
+    let mut out = vec![0u8; data.len()];
+    for i in 0..m {
+        for j in 0..k {
+            out[i * k + j] = data[j * m + i];
+        }
+    }
+    out[m * k..].copy_from_slice(&data[m * k..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(n: usize) -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn random_walk_f64(n: usize) -> Vec<u8> {
+        let mut v = 100.0f64;
+        let r = random(n);
+        (0..n)
+            .flat_map(|i| {
+                v += (f64::from(r[i]) - 127.5) / 1000.0;
+                v.to_le_bytes()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn compress_12_2_skips_random_bytes_and_small_payloads() {
+        let s = Settings::default();
+        assert_eq!(choose(&random(64 * 1024), ContentHint::Unknown, &s), None);
+        assert_eq!(choose(b"short", ContentHint::Unknown, &s), None);
+        let text = br#"{"type":"method","to":"ws-1/echo","args":[1,2,3]}"#.repeat(100);
+        assert_eq!(
+            choose(&text, ContentHint::Unknown, &s),
+            Some((Codec::Lz4, Shuffle::None))
+        );
+        let only_snappy = Settings::default().with_compression(0b10);
+        assert_eq!(
+            choose(&text, ContentHint::Unknown, &only_snappy),
+            Some((Codec::Snappy, Shuffle::None))
+        );
+        assert_eq!(
+            choose(
+                &text,
+                ContentHint::Unknown,
+                &Settings::default().with_compression(0)
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn compress_12_round_trips_every_codec_and_shuffle() {
+        let data = Bytes::from(random_walk_f64(4096));
+        for codec in [Codec::Lz4, Codec::Snappy] {
+            for shuffle in [
+                Shuffle::None,
+                Shuffle::Bytes2,
+                Shuffle::Bytes4,
+                Shuffle::Bytes8,
+            ] {
+                let (wire, c) = compress(&data, Some((codec, shuffle)));
+                assert_eq!(
+                    decompress(&wire, c, 64 << 20).unwrap(),
+                    data,
+                    "{codec:?} {shuffle:?}"
+                );
+            }
+        }
+    }
+
+    fn random_walk_u32(n: usize) -> Vec<u8> {
+        let mut v = 1_000_000u32;
+        let r = random(n);
+        (0..n)
+            .flat_map(|i| {
+                v = v.wrapping_add(u32::from(r[i] % 16)).wrapping_sub(7);
+                v.to_le_bytes()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn compress_12_1_shuffle_helps_numeric_arrays() {
+        let data = Bytes::from(random_walk_u32(32 * 1024));
+        let (plain, _) = compress(&data, Some((Codec::Lz4, Shuffle::None)));
+        let (shuffled, c) = compress(&data, Some((Codec::Lz4, Shuffle::Bytes4)));
+        assert!(matches!(c, Compression::Compressed { .. }));
+        assert!(
+            shuffled.len() < plain.len() * 3 / 4,
+            "shuffled {} vs plain {}",
+            shuffled.len(),
+            plain.len()
+        );
+    }
+
+    #[test]
+    fn compress_12_1_shuffle_inverts_with_a_tail() {
+        let data = random(1001);
+        for k in [2, 4, 8] {
+            assert_eq!(unshuffle_bytes(&shuffle_bytes(&data, k), k), data);
+        }
+    }
+
+    #[test]
+    fn compress_12_3_1_a_declared_bomb_is_refused_before_allocation() {
+        let data = Bytes::from_static(&[0u8; 16]);
+        let bomb = Compression::Compressed {
+            codec: Codec::Lz4,
+            shuffle: Shuffle::None,
+            uncompressed_len: 1 << 30,
+        };
+        assert_eq!(
+            decompress(&data, bomb, 64 << 20),
+            Err(CompressionError::DeclaredTooLarge {
+                declared: 1 << 30,
+                max: 64 << 20
+            })
+        );
+        let impossible = Compression::Compressed {
+            codec: Codec::Lz4,
+            shuffle: Shuffle::None,
+            uncompressed_len: 1 << 20,
+        };
+        assert!(matches!(
+            decompress(&data, impossible, 64 << 20),
+            Err(CompressionError::ImpossibleExpansion { .. })
+        ));
+    }
+
+    #[test]
+    fn compress_12_3_2_data_that_decompresses_past_its_declared_size_is_an_error() {
+        let data = Bytes::from(vec![7u8; 100_000]);
+        for codec in [Codec::Lz4, Codec::Snappy] {
+            let (wire, _) = compress(&data, Some((codec, Shuffle::None)));
+            let lie = Compression::Compressed {
+                codec,
+                shuffle: Shuffle::None,
+                uncompressed_len: 50_000,
+            };
+            assert!(
+                matches!(
+                    decompress(&wire, lie, 64 << 20),
+                    Err(CompressionError::DecompressedLengthMismatch { .. })
+                ),
+                "{codec:?}"
+            );
+            let short = Compression::Compressed {
+                codec,
+                shuffle: Shuffle::None,
+                uncompressed_len: 100_001,
+            };
+            assert!(decompress(&wire, short, 64 << 20).is_err(), "{codec:?}");
+        }
+    }
+}
