@@ -55,32 +55,15 @@ fn bench_scheduler(c: &mut Criterion) {
     });
 }
 
-fn connected_pair() -> (Session, Session) {
-    let now = Instant::now();
-    let mut a = Session::client(SessionConfig::default(), now);
-    let mut b = Session::server(SessionConfig::default(), now);
-    for _ in 0..3 {
-        while let Some(x) = a.poll_transmit(now) {
-            b.handle_batch(now, x);
-        }
-        while let Some(e) = b.poll_event() {
-            if let Event::HelloReceived { .. } = e {
-                b.accept(Bytes::new());
-            }
-        }
-        while let Some(x) = b.poll_transmit(now) {
-            a.handle_batch(now, x);
-        }
-        while a.poll_event().is_some() {}
-    }
-    (a, b)
-}
-
 fn bench_round(c: &mut Criterion) {
     let mut group = c.benchmark_group("session");
     group.throughput(Throughput::Elements(64));
     group.bench_function("64x256B_one_way", |bench| {
-        let (mut a, mut b) = connected_pair();
+        let (mut a, mut b) = Session::connected_pair(
+            SessionConfig::default(),
+            SessionConfig::default(),
+            Instant::now(),
+        );
         let now = Instant::now();
         let header = hypha_header();
         let payload = Bytes::from(vec![7u8; 256]);

@@ -11,23 +11,8 @@ use rhizomorph::session::{Event, OutgoingMessage, RoutingHeader, Session, Sessio
 
 fn main() {
     let now = Instant::now();
-    let mut a = Session::client(SessionConfig::default(), now);
-    let mut b = Session::server(SessionConfig::default(), now);
-    // Handshake.
-    for _ in 0..3 {
-        while let Some(x) = a.poll_transmit(now) {
-            b.handle_batch(now, x);
-        }
-        while let Some(e) = b.poll_event() {
-            if let Event::HelloReceived { .. } = e {
-                b.accept(Bytes::new());
-            }
-        }
-        while let Some(x) = b.poll_transmit(now) {
-            a.handle_batch(now, x);
-        }
-        while a.poll_event().is_some() {}
-    }
+    let (mut a, mut b) =
+        Session::connected_pair(SessionConfig::default(), SessionConfig::default(), now);
     let header = RoutingHeader::new()
         .with("type", "method")
         .with("from", "ws-user-1/bench-client")
