@@ -205,16 +205,17 @@ impl Sender {
         message: &mut Option<OutgoingMessage>,
     ) -> Result<Option<u64>, Error> {
         let shared = &self.shared;
-        let Some(m) = message.as_ref() else {
+        let Some(len) = message.as_ref().map(|m| m.payload.len() as u64) else {
             return Ok(None);
         };
-        let len = m.payload.len() as u64;
         let mut s = shared.lock();
         let queued = s.queued_bytes(channel);
         if queued != 0 && queued + len > shared.send_buffer {
             return Ok(None);
         }
-        let m = message.take().expect("checked above");
+        let Some(m) = message.take() else {
+            return Ok(None);
+        };
         let id = s.send(channel, m)?;
         drop(s);
         shared.wake_writer.notify_one();

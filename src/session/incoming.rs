@@ -208,13 +208,15 @@ impl InChannel {
     /// The peer abandoned message `sequence` (CANCEL with ABORT, §5.7.1). Returns whether it
     /// was the message in progress.
     pub fn abort(&mut self, sequence: u64) -> bool {
-        match &self.partial {
+        match self.partial.take() {
             Some(p) if p.sequence == sequence => {
-                let p = self.partial.take().expect("checked above");
                 self.creditable += p.held;
                 true
             }
-            _ => false,
+            other => {
+                self.partial = other;
+                false
+            }
         }
     }
 
@@ -234,10 +236,9 @@ impl InChannel {
 }
 
 /// One buffer of exactly `len` bytes from the chunks; a single chunk is returned as is.
-fn join(mut chunks: Vec<Bytes>, len: u64) -> Bytes {
+fn join(chunks: Vec<Bytes>, len: u64) -> Bytes {
     match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().expect("one chunk"),
+        0 | 1 => chunks.into_iter().next().unwrap_or_default(),
         _ => {
             // `len` was checked against MAX_MESSAGE_SIZE and every byte of it has arrived.
             let mut buf = BytesMut::with_capacity(len as usize);
