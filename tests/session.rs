@@ -369,8 +369,8 @@ fn session_13_keepalive_measures_rtt_and_detects_a_dead_peer() {
     assert_eq!(closed, Some(ErrorCode::TIMEOUT));
 }
 
-#[test]
-fn session_5_7_1_cancel_aborts_a_message_in_progress() {
+/// A 4 MiB bulk message 20 ms into its transfer over a 10 MB/s link: started, far from done.
+fn bulk_transfer_under_way() -> (Sim, u64) {
     let mut sim = Sim::with_links(
         SessionConfig::default(),
         SessionConfig::default(),
@@ -384,6 +384,12 @@ fn session_5_7_1_cancel_aborts_a_message_in_progress() {
         .send(Channel::Bulk, msg("x", pattern(4 << 20, 1)))
         .unwrap();
     sim.advance(Duration::from_millis(20));
+    (sim, seq)
+}
+
+#[test]
+fn session_5_7_1_cancel_aborts_a_message_in_progress() {
+    let (mut sim, seq) = bulk_transfer_under_way();
     sim.client.cancel(Channel::Bulk, seq);
     sim.client
         .send(Channel::Bulk, msg("x", Bytes::from_static(b"after")))
@@ -422,19 +428,7 @@ fn session_5_7_1_cancel_aborts_a_message_in_progress() {
 
 #[test]
 fn session_5_7_2_receiver_rejects_an_incoming_message() {
-    let mut sim = Sim::with_links(
-        SessionConfig::default(),
-        SessionConfig::default(),
-        Some(10e6),
-        Duration::from_millis(1),
-        64 * 1024,
-    );
-    sim.connect();
-    let seq = sim
-        .client
-        .send(Channel::Bulk, msg("x", pattern(4 << 20, 1)))
-        .unwrap();
-    sim.advance(Duration::from_millis(20));
+    let (mut sim, seq) = bulk_transfer_under_way();
     sim.server
         .reject_incoming(Channel::Bulk, seq, ErrorCode::MESSAGE_TOO_LARGE);
     let mut failed = None;

@@ -9,7 +9,10 @@ Run: `python3 spec/vectors/make_header_vectors.py`.
 """
 import json
 import os
-import struct
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_vectors import varint  # noqa: E402  (§2.2, shared with the frame vectors)
 
 STATIC = [("type", "method"), ("type", "event"), ("type", ""), ("to", "*"), ("to", ""),
           ("from", ""), ("method", ""), ("session", ""), ("parent", ""), ("workspace", ""),
@@ -19,16 +22,6 @@ STATIC = [("type", "method"), ("type", "event"), ("type", ""), ("to", "*"), ("to
           ("error", ""), ("status", "ok"), ("status", "error"), ("stream-id", ""), ("seq", ""),
           ("priority", ""), ("client-id", ""), ("token", ""), ("event", ""), ("method", "ping"),
           ("method", "pong"), ("type", "reply")]
-
-
-def varint(v):
-    if v < 1 << 6:
-        return bytes([v])
-    if v < 1 << 14:
-        return struct.pack(">H", 0x4000 | v)
-    if v < 1 << 30:
-        return struct.pack(">I", 0x80000000 | v)
-    return struct.pack(">Q", 0xC000000000000000 | v)
 
 
 def prefix_int(first, bits, value):

@@ -165,29 +165,16 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
         }
         for in_flight in [1, options.in_flight] {
             let len = scenario.sizes.len() as u64;
-            let label = format!(
-                "{} {} rhizomorph",
-                scenario.name,
-                if in_flight == 1 {
-                    "seq".into()
-                } else {
-                    format!("x{in_flight}")
-                }
-            );
-            let pb = bar(options, len, label);
+            let mode = if in_flight == 1 {
+                "seq".to_string()
+            } else {
+                format!("x{in_flight}")
+            };
+            let pb = bar(options, len, format!("{} {mode} rhizomorph", scenario.name));
             let r = scenarios::echo_rhizomorph(&url, &options.config, &scenario, in_flight, &pb)
                 .await?;
             pb.finish_and_clear();
-            let label = format!(
-                "{} {} msgpack-ws",
-                scenario.name,
-                if in_flight == 1 {
-                    "seq".into()
-                } else {
-                    format!("x{in_flight}")
-                }
-            );
-            let pb = bar(options, len, label);
+            let pb = bar(options, len, format!("{} {mode} msgpack-ws", scenario.name));
             let b = scenarios::echo_baseline(base_addr, &scenario, in_flight, &pb).await?;
             pb.finish_and_clear();
             results.push(r);

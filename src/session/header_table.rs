@@ -469,25 +469,18 @@ impl HeaderDecoder {
             let (field, insert) = if first & 0x80 != 0 {
                 let index = r.prefix_int(first, 7, "index")?;
                 (self.lookup(index)?, false)
-            } else if first & 0x40 != 0 {
-                let index = r.prefix_int(first, 6, "name_index")?;
+            } else if first & 0x60 != 0 {
+                // Literal with a name reference: `01` inserts (6-bit prefix), `001` does not
+                // (5-bit prefix).
+                let insert = first & 0x40 != 0;
+                let index = r.prefix_int(first, if insert { 6 } else { 5 }, "name_index")?;
                 let name = self.lookup(index)?.name;
                 (
                     HeaderField {
                         name,
                         value: r.string("value")?,
                     },
-                    true,
-                )
-            } else if first & 0x20 != 0 {
-                let index = r.prefix_int(first, 5, "name_index")?;
-                let name = self.lookup(index)?.name;
-                (
-                    HeaderField {
-                        name,
-                        value: r.string("value")?,
-                    },
-                    false,
+                    insert,
                 )
             } else if first == 0x10 || first == 0x00 {
                 let name = r.string("name")?;
