@@ -67,6 +67,13 @@ pub enum SessionError {
         previous: u64,
         new: u64,
     },
+    /// wire.md §17.2.3, §17.3, §17.5: over QUIC, a frame on a stream that must not carry it
+    /// (a MESSAGE for another channel, CREDIT at all, a second stream for a channel).
+    #[error("WrongStream: {frame} on the {stream} stream (wire.md §17.3)")]
+    WrongStream {
+        frame: &'static str,
+        stream: Channel,
+    },
     /// wire.md §13.1, §18: the peer went silent, or the HELLO exchange took too long.
     #[error("Timeout: {what} (wire.md §13.1)")]
     Timeout { what: &'static str },
@@ -82,7 +89,8 @@ impl SessionError {
             UnexpectedFrame { .. }
             | UnexpectedChunk { .. }
             | ChunkLengthMismatch { .. }
-            | GoAwayRaised { .. } => ErrorCode::PROTOCOL_ERROR,
+            | GoAwayRaised { .. }
+            | WrongStream { .. } => ErrorCode::PROTOCOL_ERROR,
             VersionMismatch { .. } => ErrorCode::VERSION_MISMATCH,
             WindowExceeded { .. } | WindowOverflow { .. } => ErrorCode::FLOW_CONTROL_ERROR,
             Timeout { .. } => ErrorCode::TIMEOUT,

@@ -48,6 +48,19 @@ pub enum Role {
     Server,
 }
 
+/// How frames map onto the transport (wire.md §16, §17).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// One ordered sequence of batches carries every frame (WebSocket, §16): the session
+    /// schedules the channels and runs CREDIT flow control (§7, §9).
+    #[default]
+    Batched,
+    /// One ordered byte stream per channel (QUIC, §17): [`Session::poll_transmit_channel`] and
+    /// [`Session::handle_stream`]. The transport prioritizes the streams and runs flow control
+    /// (§17.4, §17.5); CREDIT frames are neither sent nor accepted.
+    PerChannelStreams,
+}
+
 /// Session configuration: local settings and local policy. Build with the `with_*` methods.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -75,6 +88,8 @@ pub struct SessionConfig {
     pub token: Bytes,
     /// The agent string sent in HELLO.
     pub agent: String,
+    /// How frames map onto the transport (set by the transport's driver).
+    pub framing: Framing,
 }
 
 impl Default for SessionConfig {
@@ -89,6 +104,7 @@ impl Default for SessionConfig {
             hello_timeout: Duration::from_secs(10),
             token: Bytes::new(),
             agent: concat!("rhizomorph/", env!("CARGO_PKG_VERSION")).to_string(),
+            framing: Framing::Batched,
         }
     }
 }
@@ -120,7 +136,16 @@ impl SessionConfig {
         self.keepalive_timeout = timeout;
         self
     }
+    /// Returns the config with this framing.
+    pub fn with_framing(mut self, framing: Framing) -> Self {
+        self.framing = framing;
+        self
+    }
 }
+
+/// Over QUIC the session's own credit never runs out: QUIC's stream windows stop the sender
+/// instead (wire.md §17.5). 2^62 bytes is beyond any connection's lifetime.
+const UNLIMITED_WINDOW: u64 = 1 << 62;
 
 /// Who ended the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,6 +267,24 @@ pub struct SessionStats {
     pub credit_stalls: u64,
 }
 
+/// Frames encoded for one transport write.
+#[derive(Default)]
+struct Batch {
+    buf: BytesMut,
+    frames: u64,
+}
+
+impl Batch {
+    fn push(&mut self, frame: &Frame) {
+        trace!(frame = %crate::inspect::describe(frame), "send");
+        // Only frames this session built are queued; they are within every bound.
+        if let Err(e) = frame.encode(&mut self.buf) {
+            warn!(error = %e, "dropping a frame that does not encode");
+        }
+        self.frames += 1;
+    }
+}
+
 /// One end of a rhizomorph connection, without I/O (see the module docs).
 #[derive(Debug)]
 pub struct Session {
@@ -251,6 +294,11 @@ pub struct Session {
     peer: Settings,
     decoder: FrameDecoder,
     stream_buf: BytesMut,
+    /// Per-channel streams only: received bytes per channel stream, not yet decoded.
+    channel_bufs: [BytesMut; 4],
+    /// Per-channel streams only: SCHEMA and CANCEL-with-ABORT frames that travel on their
+    /// channel's stream (§17.3).
+    channel_frames: [VecDeque<Frame>; 4],
     control: VecDeque<Frame>,
     /// A PONG to send, coalesced (§13.3).
     pong: Option<u64>,
@@ -340,6 +388,8 @@ impl Session {
             peer: Settings::default(),
             decoder: FrameDecoder::new(local),
             stream_buf: BytesMut::new(),
+            channel_bufs: Default::default(),
+            channel_frames: Default::default(),
             control: VecDeque::new(),
             pong: None,
             outgoing: Channel::ALL.map(OutChannel::new),
@@ -473,6 +523,127 @@ impl Session {
         }
     }
 
+    /// Per-channel streams (wire.md §17.2): handles bytes received on the peer's stream for
+    /// `channel`, after the stream's channel-id preamble. Whole frames are decoded straight
+    /// from `bytes` (payloads stay slices of it); a partial frame waits for more. Channel
+    /// streams wait for the HELLO exchange, since QUIC may deliver them before the control
+    /// stream. The driver reads a stream only while [`can_read`](Self::can_read) allows.
+    pub fn handle_stream(&mut self, now: Instant, channel: Channel, mut bytes: Bytes) {
+        self.now = now;
+        if self.state == State::Closed {
+            return;
+        }
+        self.keepalive.on_receive(now);
+        let i = channel.index();
+        if let Err(e) = self.check_stream_timing(channel) {
+            return self.fail(e);
+        }
+        let was_open = self.state == State::Open;
+        if self.channel_bufs[i].is_empty() && self.stream_decodable(channel) {
+            loop {
+                match self.decoder.decode_bytes(&mut bytes) {
+                    Ok(Some(frame)) => {
+                        if !self.on_stream_frame(channel, frame) {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return self.fail(e.into()),
+                }
+            }
+        }
+        if !bytes.is_empty() {
+            self.channel_bufs[i].extend_from_slice(&bytes);
+            self.decode_stream(channel);
+        }
+        if !was_open && self.state == State::Open {
+            // The HELLO exchange just finished: frames that arrived early on other streams.
+            for ch in [Channel::Rpc, Channel::Stream, Channel::Bulk] {
+                self.decode_stream(ch);
+            }
+        }
+    }
+
+    /// Per-channel streams: whether the driver should read more of the peer's stream for
+    /// `channel`. The session holds at most the local windows (bytes received and not yet
+    /// released, plus undecoded bytes) and one read beyond; while the driver does not read,
+    /// QUIC's flow control stops the peer (§17.5).
+    pub fn can_read(&self, channel: Channel) -> bool {
+        let s = &self.config.settings;
+        let held = |i: usize| self.incoming[i].held_bytes() + self.channel_bufs[i].len() as u64;
+        held(channel.index()) < s.initial_channel_window
+            && (0..4).map(held).sum::<u64>() < s.initial_connection_window
+    }
+
+    fn stream_decodable(&self, stream: Channel) -> bool {
+        // spec: wire.md §17.2.2 — HELLO comes first on the control stream; frames on other
+        // streams are read once the exchange is over.
+        stream == Channel::Control || matches!(self.state, State::Open | State::Closing)
+    }
+
+    fn check_stream_timing(&self, stream: Channel) -> Result<(), SessionError> {
+        // A client opens channel streams only after the server's HELLO (§17.2.2); a server
+        // that has not sent it yet cannot be receiving them.
+        let early = self.role == Role::Server
+            && stream != Channel::Control
+            && matches!(self.state, State::AwaitingHello | State::AwaitingAccept);
+        if early {
+            return Err(SessionError::UnexpectedFrame {
+                frame: "a channel stream",
+                state: self.state.name(),
+            });
+        }
+        Ok(())
+    }
+
+    fn decode_stream(&mut self, stream: Channel) {
+        if !self.stream_decodable(stream) {
+            return;
+        }
+        loop {
+            match self.decoder.decode(&mut self.channel_bufs[stream.index()]) {
+                Ok(Some(frame)) => {
+                    if !self.on_stream_frame(stream, frame) {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => return self.fail(e.into()),
+            }
+        }
+    }
+
+    /// Handles one frame from `stream`; false when the connection ended.
+    fn on_stream_frame(&mut self, stream: Channel, frame: Frame) -> bool {
+        let r = Self::check_stream(stream, &frame).and_then(|()| self.on_frame(frame));
+        if let Err(e) = r {
+            self.fail(e);
+            return false;
+        }
+        self.state != State::Closed
+    }
+
+    /// spec: wire.md §17.3 — MESSAGE, SCHEMA and CANCEL-with-ABORT travel on their channel's
+    /// stream; every other frame on the control stream; CREDIT nowhere.
+    fn check_stream(stream: Channel, frame: &Frame) -> Result<(), SessionError> {
+        let home = match frame {
+            Frame::Padding { .. } | Frame::Ignored { .. } => return Ok(()),
+            Frame::Credit(_) => None,
+            Frame::Message(m) => Some(m.channel),
+            Frame::Schema(s) => Some(s.channel),
+            Frame::Cancel(c) if c.abort => Some(c.channel),
+            _ => Some(Channel::Control),
+        };
+        if home == Some(stream) {
+            Ok(())
+        } else {
+            Err(SessionError::WrongStream {
+                frame: crate::frame::FrameType::name(frame.frame_type()),
+                stream,
+            })
+        }
+    }
+
     fn on_frame(&mut self, frame: Frame) -> Result<(), SessionError> {
         trace!(frame = %crate::inspect::describe(&frame), "recv");
         let state = self.state;
@@ -557,12 +728,16 @@ impl Session {
 
     fn open(&mut self, token: Bytes, agent: String) {
         self.state = State::Open;
-        self.send_window = self.peer.initial_connection_window;
-        for out in &mut self.outgoing {
-            out.configure(
+        let (conn, channel) = match self.config.framing {
+            Framing::Batched => (
+                self.peer.initial_connection_window,
                 self.peer.initial_channel_window,
-                self.peer.header_table_size as usize,
-            );
+            ),
+            Framing::PerChannelStreams => (UNLIMITED_WINDOW, UNLIMITED_WINDOW),
+        };
+        self.send_window = conn;
+        for out in &mut self.outgoing {
+            out.configure(channel, self.peer.header_table_size as usize);
         }
         debug!(role = ?self.role, peer_agent = %agent, "connected");
         self.events.push_back(Event::Connected {
@@ -594,10 +769,25 @@ impl Session {
     fn on_message(&mut self, m: MessageFrame) -> Result<(), SessionError> {
         let ch = m.channel.index();
         let len = m.payload_len();
-        // spec: wire.md §9.2 — more than the window allows is FLOW_CONTROL_ERROR.
+        if self.config.framing == Framing::Batched {
+            self.charge_windows(m.channel, len)?;
+        }
+        self.stats.bytes_received[ch] += m.data.len() as u64;
+        if let Some(msg) = self.incoming[ch].on_frame(m, len)? {
+            self.stats.messages_received[ch] += 1;
+            self.events.push_back(Event::Message(msg));
+        }
+        self.collect_credit(ch);
+        self.maybe_finish_drain();
+        Ok(())
+    }
+
+    /// spec: wire.md §9.2 — more than the window allows is FLOW_CONTROL_ERROR.
+    fn charge_windows(&mut self, channel: Channel, len: u64) -> Result<(), SessionError> {
+        let ch = channel.index();
         if len > self.recv_channel_window[ch] {
             return Err(SessionError::WindowExceeded {
-                target: m.channel.name(),
+                target: channel.name(),
                 len,
                 window: self.recv_channel_window[ch],
             });
@@ -611,17 +801,17 @@ impl Session {
         }
         self.recv_channel_window[ch] -= len;
         self.recv_window -= len;
-        self.stats.bytes_received[ch] += m.data.len() as u64;
-        if let Some(msg) = self.incoming[ch].on_frame(m, len)? {
-            self.stats.messages_received[ch] += 1;
-            self.events.push_back(Event::Message(msg));
-        }
-        self.collect_credit(ch);
-        self.maybe_finish_drain();
         Ok(())
     }
 
     fn on_credit(&mut self, c: Credit) -> Result<(), SessionError> {
+        if self.config.framing == Framing::PerChannelStreams {
+            // spec: wire.md §17.5 — QUIC's flow control replaces CREDIT.
+            return Err(SessionError::WrongStream {
+                frame: "CREDIT",
+                stream: Channel::Control,
+            });
+        }
         let (window, target) = match c.target {
             CreditTarget::Connection => (&mut self.send_window, "connection"),
             CreditTarget::Channel(ch) => (&mut self.outgoing[ch.index()].window, ch.name()),
@@ -678,12 +868,13 @@ impl Session {
             let out = &mut self.outgoing[ch.index()];
             if let Some((id, sequence)) = out.in_progress().filter(|&(_, s)| s >= from) {
                 out.abort_front(Some(id));
-                self.control.push_back(Frame::Cancel(Cancel {
+                let cancel = Frame::Cancel(Cancel {
                     channel: ch,
                     sequence,
                     code: ErrorCode::REFUSED,
                     abort: true,
-                }));
+                });
+                self.queue_on_channel(ch, cancel);
                 self.events.push_back(Event::SendFailed {
                     channel: ch,
                     id,
@@ -764,7 +955,19 @@ impl Session {
 
     /// Queues a SCHEMA binding on `channel` (§11.2); it leaves before any later message.
     pub fn bind_schema(&mut self, schema: SchemaFrame) {
-        self.control.push_back(Frame::Schema(schema));
+        self.queue_on_channel(schema.channel, Frame::Schema(schema));
+    }
+
+    /// Queues a frame that is ordered with `channel`'s messages (SCHEMA, CANCEL with ABORT):
+    /// on that channel's stream with per-channel streams (§17.3), with the control frames
+    /// otherwise (they leave before any later message).
+    fn queue_on_channel(&mut self, channel: Channel, frame: Frame) {
+        match self.config.framing {
+            Framing::PerChannelStreams if channel != Channel::Control => {
+                self.channel_frames[channel.index()].push_back(frame)
+            }
+            _ => self.control.push_back(frame),
+        }
     }
 
     /// The application is done with `bytes` of messages received on `channel` (their `credit`):
@@ -786,12 +989,13 @@ impl Session {
             self.events
                 .push_back(Event::SendFailed { channel, id, code });
         } else if let Some((id, sequence)) = out.abort_front(Some(id)) {
-            self.control.push_back(Frame::Cancel(Cancel {
+            let cancel = Frame::Cancel(Cancel {
                 channel,
                 sequence,
                 code,
                 abort: true,
-            }));
+            });
+            self.queue_on_channel(channel, cancel);
             self.events
                 .push_back(Event::SendFailed { channel, id, code });
         }
@@ -836,6 +1040,9 @@ impl Session {
             return;
         }
         self.control.clear();
+        for frames in &mut self.channel_frames {
+            frames.clear();
+        }
         self.pong = None;
         self.control
             .push_back(Frame::Close(Close::new(code, reason)));
@@ -881,8 +1088,8 @@ impl Session {
 
     fn collect_credit(&mut self, ch: usize) {
         let n = self.incoming[ch].take_creditable();
-        if n == 0 {
-            return;
+        if n == 0 || self.config.framing == Framing::PerChannelStreams {
+            return; // over QUIC, reading the stream is the credit (§17.5)
         }
         self.pending_channel_credit[ch] += n;
         self.conn_creditable += n;
@@ -905,44 +1112,96 @@ impl Session {
         if self.state == State::Closed {
             return None;
         }
-        let limit = self
-            .config
+        let limit = self.batch_limit(max_batch);
+        let mut batch = Batch::default();
+        self.queue_credit();
+        if !self.encode_control(&mut batch, limit) {
+            self.encode_messages(&mut batch, limit, None);
+        }
+        self.finish_batch(batch)
+    }
+
+    /// Per-channel streams (wire.md §17.3): the next bytes for this side's stream of
+    /// `channel`, at most `max_batch` (and the batch size), or `None` if nothing is ready.
+    ///
+    /// The control stream carries HELLO, PING/PONG, GOAWAY, CLOSE, CANCEL without ABORT and
+    /// control-channel messages; each other stream its channel's MESSAGE, SCHEMA and
+    /// CANCEL-with-ABORT frames. The transport, not the session, prioritizes the streams.
+    pub fn poll_transmit_channel(
+        &mut self,
+        now: Instant,
+        channel: Channel,
+        max_batch: usize,
+    ) -> Option<Bytes> {
+        self.now = now;
+        if self.state == State::Closed {
+            return None;
+        }
+        let limit = self.batch_limit(max_batch);
+        let mut batch = Batch::default();
+        let closed = if channel == Channel::Control {
+            self.encode_control(&mut batch, limit)
+        } else {
+            let frames = &mut self.channel_frames[channel.index()];
+            while batch.buf.len() < limit {
+                let Some(frame) = frames.pop_front() else {
+                    break;
+                };
+                batch.push(&frame);
+            }
+            false
+        };
+        if !closed {
+            self.encode_messages(&mut batch, limit, Some(channel));
+        }
+        self.finish_batch(batch)
+    }
+
+    fn batch_limit(&self, max_batch: usize) -> usize {
+        self.config
             .max_batch
             .min(self.peer.max_batch_size as usize)
-            .min(max_batch.max(1));
-        let mut buf = BytesMut::new();
-        let mut frames = 0u64;
-        let mut message_frames = 0usize;
-        self.queue_credit();
+            .min(max_batch.max(1))
+    }
+
+    /// Encodes queued control frames (a PONG first) while the batch has room. Returns whether
+    /// CLOSE was encoded: it is the last frame, and the session is then closed.
+    fn encode_control(&mut self, batch: &mut Batch, limit: usize) -> bool {
         if let Some(opaque) = self.pong.take() {
             self.control.push_back(Frame::Pong(Ping { opaque }));
         }
-        while buf.len() < limit {
-            if let Some(frame) = self.control.pop_front() {
-                let is_close = matches!(frame, Frame::Close(_));
-                trace!(frame = %crate::inspect::describe(&frame), "send");
-                if let Err(e) = frame.encode(&mut buf) {
-                    // Only frames this session built are queued; they are within every bound.
-                    warn!(error = %e, "dropping a control frame that does not encode");
-                }
-                frames += 1;
-                if is_close {
-                    self.state = State::Closed;
-                    if let Frame::Close(c) = frame {
-                        self.events.push_back(Event::Closed {
-                            code: c.code,
-                            reason: c.reason,
-                            initiator: Initiator::Local,
-                        });
-                    }
-                    break;
-                }
-                continue;
-            }
-            if self.state != State::Open || message_frames >= self.config.max_batch_frames {
+        while batch.buf.len() < limit {
+            let Some(frame) = self.control.pop_front() else {
                 break;
+            };
+            batch.push(&frame);
+            if let Frame::Close(c) = frame {
+                self.state = State::Closed;
+                self.events.push_back(Event::Closed {
+                    code: c.code,
+                    reason: c.reason,
+                    initiator: Initiator::Local,
+                });
+                return true;
             }
-            let Some(frame) = self.next_message_frame(limit - buf.len()) else {
+        }
+        false
+    }
+
+    /// Encodes MESSAGE frames as the scheduler picks them (or of `only` that channel) while the
+    /// batch has room.
+    fn encode_messages(&mut self, batch: &mut Batch, limit: usize, only: Option<Channel>) {
+        if self.state != State::Open {
+            return;
+        }
+        let mut message_frames = 0;
+        while batch.buf.len() < limit && message_frames < self.config.max_batch_frames {
+            let room = limit - batch.buf.len();
+            let frame = match only {
+                None => self.next_message_frame(room),
+                Some(ch) => self.take_message_frame(ch, Self::payload_room(&self.peer, room)),
+            };
+            let Some(frame) = frame else {
                 break;
             };
             message_frames += 1;
@@ -951,25 +1210,27 @@ impl Session {
             if frame.last {
                 self.stats.messages_sent[ch] += 1;
             }
-            if let Err(e) = frame.encode(&mut buf) {
-                warn!(error = %e, "dropping a message frame that does not encode");
-            }
-            frames += 1;
+            batch.push(&Frame::Message(frame));
         }
+    }
+
+    fn finish_batch(&mut self, batch: Batch) -> Option<Bytes> {
         self.maybe_finish_drain();
-        if buf.is_empty() {
+        if batch.buf.is_empty() {
             return None;
         }
-        self.stats.frames_sent += frames;
+        self.stats.frames_sent += batch.frames;
         self.stats.batches_sent += 1;
-        Some(buf.freeze())
+        Some(batch.buf.freeze())
+    }
+
+    /// The largest chunk payload that fits `room` bytes of batch with its frame overhead.
+    fn payload_room(peer: &Settings, room: usize) -> u64 {
+        peer.max_frame_payload.min(room.saturating_sub(10) as u64)
     }
 
     fn next_message_frame(&mut self, room: usize) -> Option<MessageFrame> {
-        let max_payload = self
-            .peer
-            .max_frame_payload
-            .min(room.saturating_sub(10) as u64);
+        let max_payload = Self::payload_room(&self.peer, room);
         let mut ready = [false; 4];
         for ch in Channel::ALL {
             let i = ch.index();
@@ -983,6 +1244,12 @@ impl Session {
             }
         }
         let ch = self.scheduler.pick(ready)?;
+        self.take_message_frame(ch, max_payload)
+    }
+
+    /// The next frame of `ch`'s queue within the credit and `max_payload`, charged to the
+    /// windows.
+    fn take_message_frame(&mut self, ch: Channel, max_payload: u64) -> Option<MessageFrame> {
         let i = ch.index();
         let available = self
             .send_window
