@@ -73,6 +73,7 @@ fn connect(now: Instant) -> (Session, Session, Streams, Streams) {
     while down.deliver(now, Channel::Control, 0, &mut c) {}
     assert!(c.is_open() && s.is_open());
     events(&mut c);
+    events(&mut s);
     (c, s, up, down)
 }
 
@@ -312,4 +313,65 @@ proptest! {
         }
         prop_assert_eq!(got, expected);
     }
+}
+
+#[test]
+fn a_graceful_close_that_overtakes_data_waits_for_the_peers_streams_to_end() {
+    let now = Instant::now();
+    let (mut c, mut s, mut up, _down) = connect(now);
+    c.send(Channel::Bulk, msg(vec![9; 50_000])).unwrap();
+    up.collect(now, &mut c);
+    c.close(ErrorCode::NO_ERROR, "done");
+    up.collect(now, &mut c);
+    assert!(c.is_closed());
+    // CLOSE arrives first; the bulk stream's data after it.
+    while up.deliver(now, Channel::Control, 0, &mut s) {}
+    assert!(!s.is_closed());
+    let ev = events(&mut s);
+    assert!(ev.is_empty(), "{ev:?}");
+    while up.deliver(now, Channel::Bulk, 0, &mut s) {}
+    let ev = events(&mut s);
+    assert!(
+        matches!(&ev[..], [Event::Message(m)] if m.payload.len() == 50_000),
+        "{ev:?}"
+    );
+    // The closer finished every stream (FIN): then the connection is over.
+    for ch in Channel::ALL {
+        s.handle_stream_end(now, ch);
+    }
+    assert!(s.is_closed());
+    let ev = events(&mut s);
+    assert!(
+        matches!(
+            &ev[..],
+            [Event::Closed {
+                code: ErrorCode::NO_ERROR,
+                ..
+            }]
+        ),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn a_peer_that_never_finishes_its_streams_after_close_is_given_up_on() {
+    let now = Instant::now();
+    let (mut c, mut s, mut up, _down) = connect(now);
+    c.close(ErrorCode::NO_ERROR, "done");
+    up.collect(now, &mut c);
+    while up.deliver(now, Channel::Control, 0, &mut s) {}
+    assert!(!s.is_closed());
+    let deadline = s.poll_timeout().expect("a deadline");
+    s.handle_timeout(deadline);
+    assert!(s.is_closed());
+}
+
+#[test]
+fn an_error_close_ends_the_connection_at_once() {
+    let now = Instant::now();
+    let (mut c, mut s, mut up, _down) = connect(now);
+    c.close(ErrorCode::INTERNAL_ERROR, "boom");
+    up.collect(now, &mut c);
+    while up.deliver(now, Channel::Control, 0, &mut s) {}
+    assert!(s.is_closed());
 }

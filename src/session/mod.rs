@@ -232,6 +232,9 @@ enum State {
     Open,
     /// CLOSE queued: nothing but it leaves.
     Closing,
+    /// Per-channel streams: the peer sent CLOSE with `NO_ERROR`; its channel streams are read
+    /// to their end before the connection is over (wire.md §17.6).
+    Finishing,
     /// CLOSE sent or received.
     Closed,
 }
@@ -243,6 +246,7 @@ impl State {
             State::AwaitingAccept => "awaiting the application's accept",
             State::Open => "open",
             State::Closing => "closing",
+            State::Finishing => "finishing the peer's streams",
             State::Closed => "closed",
         }
     }
@@ -323,6 +327,10 @@ pub struct Session {
     draining: bool,
     /// The peer's GOAWAY accepted counts.
     peer_goaway: Option<[u64; 4]>,
+    /// Per-channel streams: which of the peer's streams have ended (FIN), §17.6.
+    peer_stream_ended: [bool; 4],
+    /// Per-channel streams: the peer's CLOSE while its streams finish, with the deadline.
+    peer_close: Option<(Close, Instant)>,
     /// Server: the client's HELLO token and agent, until the application accepts.
     client_hello: Option<(Bytes, String)>,
     stats: SessionStats,
@@ -406,6 +414,8 @@ impl Session {
             events: VecDeque::new(),
             draining: false,
             peer_goaway: None,
+            peer_stream_ended: [false; 4],
+            peer_close: None,
             client_hello: None,
             stats: SessionStats::default(),
             config,
@@ -575,10 +585,39 @@ impl Session {
             && (0..4).map(held).sum::<u64>() < s.initial_connection_window
     }
 
+    /// Per-channel streams: the peer's stream for `channel` ended (FIN). Once all of them have
+    /// after a graceful CLOSE, the connection is over (§17.6).
+    pub fn handle_stream_end(&mut self, now: Instant, channel: Channel) {
+        self.now = now;
+        self.peer_stream_ended[channel.index()] = true;
+        if self.state == State::Finishing && self.peer_stream_ended.iter().all(|&e| e) {
+            self.finish_peer_close();
+        }
+    }
+
+    fn must_finish_streams(&self, close: &Close) -> bool {
+        self.config.framing == Framing::PerChannelStreams
+            && close.code == ErrorCode::NO_ERROR
+            && self.state == State::Open
+            && !self.peer_stream_ended.iter().all(|&e| e)
+    }
+
+    fn finish_peer_close(&mut self) {
+        if let Some((c, _)) = self.peer_close.take() {
+            self.state = State::Closed;
+            self.events.push_back(Event::Closed {
+                code: c.code,
+                reason: c.reason,
+                initiator: Initiator::Peer,
+            });
+        }
+    }
+
     fn stream_decodable(&self, stream: Channel) -> bool {
         // spec: wire.md §17.2.2 — HELLO comes first on the control stream; frames on other
         // streams are read once the exchange is over.
-        stream == Channel::Control || matches!(self.state, State::Open | State::Closing)
+        stream == Channel::Control
+            || matches!(self.state, State::Open | State::Closing | State::Finishing)
     }
 
     fn check_stream_timing(&self, stream: Channel) -> Result<(), SessionError> {
@@ -653,6 +692,18 @@ impl Session {
         };
         match (frame, state) {
             (Frame::Padding { .. } | Frame::Ignored { .. }, _) => Ok(()),
+            (Frame::Close(c), _) if self.must_finish_streams(&c) => {
+                // spec: wire.md §17.6 — frames the peer sent before CLOSE may still be on its
+                // channel streams: read them to their end first.
+                self.control.clear();
+                self.channel_frames.iter_mut().for_each(VecDeque::clear);
+                self.pong = None;
+                self.fail_all_queued(ErrorCode::CANCELLED);
+                self.state = State::Finishing;
+                let deadline = self.now + self.config.keepalive_timeout;
+                self.peer_close = Some((c, deadline));
+                Ok(())
+            }
             (Frame::Close(c), _) => {
                 self.state = State::Closed;
                 self.fail_all_queued(ErrorCode::CANCELLED);
@@ -904,7 +955,7 @@ impl Session {
     /// scheduler allow (§7, §9). Messages queued before the HELLO exchange finishes wait.
     pub fn send(&mut self, channel: Channel, message: OutgoingMessage) -> Result<u64, SendError> {
         match self.state {
-            State::Closing | State::Closed => return Err(SendError::Closed),
+            State::Closing | State::Finishing | State::Closed => return Err(SendError::Closed),
             _ if self.peer_goaway.is_some() => return Err(SendError::GoingAway),
             _ => {}
         }
@@ -1036,7 +1087,10 @@ impl Session {
 
     /// Closes now with `code` (§14.2): CLOSE is the last frame; queued messages fail.
     pub fn close(&mut self, code: ErrorCode, reason: &str) {
-        if matches!(self.state, State::Closing | State::Closed) {
+        if matches!(
+            self.state,
+            State::Closing | State::Finishing | State::Closed
+        ) {
             return;
         }
         self.control.clear();
@@ -1316,6 +1370,7 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Closed | State::Closing => None,
+            State::Finishing => self.peer_close.as_ref().map(|(_, t)| *t),
             State::AwaitingHello | State::AwaitingAccept => {
                 Some(self.created + self.config.hello_timeout)
             }
@@ -1341,6 +1396,12 @@ impl Session {
                     });
                 } else if let Some(opaque) = self.keepalive.poll_ping(now) {
                     self.control.push_back(Frame::Ping(Ping { opaque }));
+                }
+            }
+            State::Finishing => {
+                if self.peer_close.as_ref().is_some_and(|(_, t)| now >= *t) {
+                    warn!("the peer's streams did not end after its CLOSE; giving up on them");
+                    self.finish_peer_close();
                 }
             }
             State::Closing | State::Closed => {}
