@@ -76,6 +76,10 @@ pub(crate) struct Shared {
     pub(crate) send_buffer: u64,
     pub(crate) closed: Mutex<Option<CloseReason>>,
     pub(crate) peer_goaway: Mutex<bool>,
+    /// Wakes stream readers waiting for the application to consume (QUIC, wire.md §17.5).
+    pub(crate) readable: Notify,
+    /// This side sent CLOSE.
+    pub(crate) closed_locally: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -87,6 +91,8 @@ impl Shared {
             send_buffer,
             closed: Mutex::new(None),
             peer_goaway: Mutex::new(false),
+            readable: Notify::new(),
+            closed_locally: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -110,6 +116,7 @@ impl Shared {
         }
         drop(c);
         self.changed.notify_waiters();
+        self.readable.notify_waiters();
         self.wake_writer.notify_one();
     }
 }
@@ -266,6 +273,7 @@ impl Connection {
         if credit_due {
             self.shared.wake_writer.notify_one();
         }
+        self.shared.readable.notify_waiters();
         Some(Message {
             channel: m.channel,
             sequence: m.sequence,

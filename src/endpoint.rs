@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::error::Error;
+use crate::transport::quic::{self, QuicListener};
 use crate::transport::ws::{self, WsListener};
 
 /// Opens client connections.
@@ -13,15 +14,25 @@ pub struct Endpoint;
 
 impl Endpoint {
     /// Connects to `url`: `ws://host:port/path` (loopback, or with
-    /// `allow_plain_non_loopback`) or `wss://host:port/path`.
+    /// `allow_plain_non_loopback`), `wss://host:port/path`, or `quic://host:port`.
     pub async fn connect(url: &str, config: Config) -> Result<Connection, Error> {
-        ws::connect(url, &config).await
+        if url.starts_with("quic://") {
+            quic::connect(url, &config).await
+        } else {
+            ws::connect(url, &config).await
+        }
     }
 }
 
-/// Accepts server connections.
+/// Which transport a listener serves.
+enum ListenerKind {
+    Ws(WsListener),
+    Quic(QuicListener),
+}
+
+/// Accepts server connections, over WebSocket or QUIC.
 pub struct Listener {
-    inner: WsListener,
+    inner: ListenerKind,
 }
 
 impl Listener {
@@ -29,36 +40,53 @@ impl Listener {
     /// server TLS.
     pub async fn bind(addr: &str, config: Config) -> Result<Listener, Error> {
         Ok(Listener {
-            inner: WsListener::bind(addr, config).await?,
+            inner: ListenerKind::Ws(WsListener::bind(addr, config).await?),
+        })
+    }
+
+    /// Listens on UDP `addr` over QUIC (wire.md §17). The config must carry server TLS.
+    pub fn bind_quic(addr: &str, config: Config) -> Result<Listener, Error> {
+        Ok(Listener {
+            inner: ListenerKind::Quic(QuicListener::bind(addr, config)?),
         })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.inner.local_addr()
+        match &self.inner {
+            ListenerKind::Ws(l) => l.local_addr(),
+            ListenerKind::Quic(l) => l.local_addr(),
+        }
     }
 
     /// The URL clients connect to.
     pub fn url(&self) -> String {
-        let scheme = if self.inner.is_tls() { "wss" } else { "ws" };
+        let scheme = match &self.inner {
+            ListenerKind::Ws(l) if l.is_tls() => "wss",
+            ListenerKind::Ws(_) => "ws",
+            ListenerKind::Quic(_) => "quic",
+        };
         match self.local_addr() {
             Ok(a) => format!("{scheme}://{a}/"),
             Err(_) => format!("{scheme}://?/"),
         }
     }
 
-    /// Accepts the next connection (TCP, TLS, WebSocket and HELLO handshakes).
+    /// Accepts the next connection (all handshakes, HELLO included).
     pub async fn accept(&self) -> Result<Connection, Error> {
-        self.inner.accept().await
+        self.accept_raw().await?.await
     }
 
-    /// Accepts the next TCP connection; the returned future completes its handshakes, so a
-    /// server can run it in a task and go back to accepting.
+    /// Waits for the next client; the returned future completes its handshakes, so a server
+    /// can run it in a task and go back to accepting.
     pub async fn accept_raw(
         &self,
     ) -> std::io::Result<
-        impl std::future::Future<Output = Result<Connection, Error>> + Send + 'static,
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Connection, Error>> + Send>>,
     > {
-        self.inner.accept_raw().await
+        Ok(match &self.inner {
+            ListenerKind::Ws(l) => Box::pin(l.accept_raw().await?),
+            ListenerKind::Quic(l) => Box::pin(l.accept_raw().await?),
+        })
     }
 }

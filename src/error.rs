@@ -15,6 +15,9 @@ pub enum Error {
     /// The WebSocket layer failed (handshake or framing).
     #[error("WebSocket error: {0}")]
     WebSocket(String),
+    /// The QUIC layer failed (endpoint, handshake or connection).
+    #[error("QUIC error: {0}")]
+    Quic(String),
     /// TLS configuration or handshake failed.
     #[error("TLS error: {0}")]
     Tls(String),

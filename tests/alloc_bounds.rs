@@ -3,7 +3,7 @@
 //! hostile inputs that declare huge lengths and counts.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::cell::Cell;
 
 use bytes::{Bytes, BytesMut};
 use rhizomorph::frame::{ErrorCode, FrameDecoder, Settings};
@@ -11,14 +11,21 @@ use rhizomorph::inspect::parse_hex;
 
 struct Counting;
 
-static TRACKING: AtomicBool = AtomicBool::new(false);
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
+// Per thread: tests run in parallel, and only the measuring thread's allocations count.
+thread_local! {
+    static TRACKING: Cell<bool> = const { Cell::new(false) };
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+fn note(size: usize) {
+    if TRACKING.with(Cell::get) {
+        LARGEST.with(|l| l.set(l.get().max(size)));
+    }
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if TRACKING.load(Ordering::Relaxed) {
-            LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
-        }
+        note(layout.size());
         // SAFETY: forwards the caller's layout unchanged to the system allocator.
         unsafe { System.alloc(layout) }
     }
@@ -27,9 +34,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if TRACKING.load(Ordering::Relaxed) {
-            LARGEST.fetch_max(new_size, Ordering::Relaxed);
-        }
+        note(new_size);
         // SAFETY: same contract as `GlobalAlloc::realloc`, forwarded to `System`.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -45,12 +50,12 @@ fn largest_allocation(hex: &str, limits: Settings) -> (usize, Option<ErrorCode>)
     let decoder = FrameDecoder::new(limits);
     let mut stream = BytesMut::from(&bytes[..]);
     let batch = Bytes::from(bytes);
-    LARGEST.store(0, Ordering::SeqCst);
-    TRACKING.store(true, Ordering::SeqCst);
+    LARGEST.with(|l| l.set(0));
+    TRACKING.with(|t| t.set(true));
     while let Ok(Some(_)) = decoder.decode(&mut stream) {}
     let code = decoder.decode_batch(batch).err().map(|e| e.code());
-    TRACKING.store(false, Ordering::SeqCst);
-    (LARGEST.load(Ordering::SeqCst), code)
+    TRACKING.with(|t| t.set(false));
+    (LARGEST.with(Cell::get), code)
 }
 
 #[test]

@@ -70,6 +70,11 @@ impl Dispatch {
                     initiator,
                 } => {
                     debug!(%code, %reason, ?initiator, "closed");
+                    if initiator == crate::session::Initiator::Local {
+                        shared
+                            .closed_locally
+                            .store(true, std::sync::atomic::Ordering::Release);
+                    }
                     let r = CloseReason::Closed { code, reason };
                     if let Some(tx) = self.connected.take() {
                         let _ = tx.send(Err(r.clone()));
@@ -92,7 +97,11 @@ impl Dispatch {
     }
 
     fn lost(&mut self, shared: &Shared, why: String) {
-        let r = CloseReason::Lost(why);
+        self.lost_with(shared, CloseReason::Lost(why));
+    }
+
+    /// The transport ended (for `reason`) without the session seeing CLOSE.
+    pub(crate) fn lost_with(&mut self, shared: &Shared, r: CloseReason) {
         if let Some(tx) = self.connected.take() {
             let _ = tx.send(Err(r.clone()));
         }
@@ -116,9 +125,14 @@ pub(crate) fn spawn<R, W>(
     tokio::spawn(write_loop(shared, writer, dispatch).instrument(span));
 }
 
-type SharedDispatch = Arc<std::sync::Mutex<Dispatch>>;
+pub(crate) type SharedDispatch = Arc<std::sync::Mutex<Dispatch>>;
 
-fn with_session(shared: &Shared, dispatch: &SharedDispatch, f: impl FnOnce(&mut Session)) {
+/// Runs `f` on the session, then delivers the events it produced.
+pub(crate) fn with_session(
+    shared: &Shared,
+    dispatch: &SharedDispatch,
+    f: impl FnOnce(&mut Session),
+) {
     let mut s = shared.lock();
     f(&mut s);
     dispatch

@@ -4,5 +4,6 @@
 //! session's.
 
 pub(crate) mod driver;
+pub mod quic;
 pub mod tls;
 pub mod ws;

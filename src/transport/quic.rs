@@ -1,0 +1,503 @@
+//! The QUIC transport (wire.md §17): quinn 0.11 over rustls with the `ring` provider.
+//!
+//! Owns the QUIC endpoint and handshake (ALPN `rhzm/1`), the mapping of channels onto
+//! unidirectional streams (one per channel and direction, opened with a channel-id preamble),
+//! their send priorities, QUIC's flow-control windows, and the close handshake. QUIC does what
+//! the WebSocket mapping needs the session for: stream flow control replaces CREDIT (§17.5)
+//! and each stream is retransmitted independently, so a lost bulk packet never holds an rpc
+//! reply. Never interprets frames: the session does.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{ConnectionError, RecvStream, SendStream, VarInt};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info_span, warn, Instrument};
+
+use crate::config::Config;
+use crate::connection::{CloseReason, Connection, Mode, Shared};
+use crate::error::Error;
+use crate::frame::{Channel, ErrorCode};
+use crate::session::{Framing, Session};
+use crate::transport::driver::{Dispatch, SharedDispatch};
+
+/// The ALPN protocol id that selects rhizomorph over QUIC (wire.md §3.1, §17.1).
+pub const ALPN: &[u8] = b"rhzm/1";
+
+/// Send priorities of the channel streams, control highest (wire.md §17.4).
+const PRIORITY: [i32; 4] = [3, 2, 1, 0];
+
+/// Largest chunk read from a stream at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// QUIC transport parameters from the rhizomorph settings (wire.md §17.5): the receive
+/// windows are the announced `INITIAL_*_WINDOW`s, and a peer may open exactly the four channel
+/// streams (§17.2.3: no bidirectional streams).
+fn transport_config(config: &Config) -> quinn::TransportConfig {
+    let s = &config.session.settings;
+    let varint = |v: u64| VarInt::from_u64(v).unwrap_or(VarInt::MAX);
+    let mut t = quinn::TransportConfig::default();
+    t.stream_receive_window(varint(s.initial_channel_window))
+        .receive_window(varint(s.initial_connection_window))
+        .send_window(s.initial_connection_window)
+        .max_concurrent_uni_streams(4u32.into())
+        .max_concurrent_bidi_streams(0u32.into())
+        // The session's keepalive (PING, §13) detects a silent peer; QUIC's idle timeout is a
+        // backstop just beyond it.
+        .max_idle_timeout(
+            quinn::IdleTimeout::try_from(config.session.keepalive_timeout + Duration::from_secs(5))
+                .ok(),
+        );
+    t
+}
+
+fn quic_config_error(e: impl std::fmt::Display) -> Error {
+    Error::Tls(format!("TLS configuration unusable for QUIC: {e}"))
+}
+
+/// A client: its own UDP endpoint, connected to `url` (`quic://host:port`).
+pub async fn connect(url: &str, config: &Config) -> Result<Connection, Error> {
+    tokio::time::timeout(config.connect_timeout, connect_inner(url, config))
+        .await
+        .map_err(|_| Error::Timeout("connect"))?
+}
+
+/// Splits `quic://host:port/...` into host and port.
+fn parse_url(url: &str) -> Result<(String, u16), Error> {
+    let bad = |reason: &str| Error::InvalidAddress {
+        addr: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let rest = url
+        .strip_prefix("quic://")
+        .ok_or_else(|| bad("expected quic://"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (host, port) = authority
+        .rsplit_once(':')
+        .ok_or_else(|| bad("no port (quic://host:port)"))?;
+    let port = port.parse::<u16>().map_err(|_| bad("bad port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    Ok((host.to_string(), port))
+}
+
+async fn connect_inner(url: &str, config: &Config) -> Result<Connection, Error> {
+    let (host, port) = parse_url(url)?;
+    let addr = tokio::net::lookup_host((host.as_str(), port))
+        .await?
+        .next()
+        .ok_or_else(|| Error::InvalidAddress {
+            addr: url.to_string(),
+            reason: "host did not resolve".into(),
+        })?;
+    let tls = match &config.client_tls {
+        Some(t) => t.clone(),
+        None => crate::transport::tls::client_tls_web_roots()?,
+    };
+    let mut rustls_config = (*tls.config).clone();
+    rustls_config.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = QuicClientConfig::try_from(Arc::new(rustls_config)).map_err(quic_config_error)?;
+    let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
+    client_config.transport_config(Arc::new(transport_config(config)));
+    let bind: SocketAddr = if addr.is_ipv6() {
+        "[::]:0".parse().expect("a valid address")
+    } else {
+        "0.0.0.0:0".parse().expect("a valid address")
+    };
+    let endpoint = quinn::Endpoint::client(bind)?;
+    let connecting = endpoint
+        .connect_with(client_config, addr, &host)
+        .map_err(|e| Error::Quic(e.to_string()))?;
+    let conn = connecting.await.map_err(handshake_error)?;
+    let session = Session::client(session_config(config), Instant::now());
+    start(conn, Some(endpoint), session, config).await
+}
+
+/// A failed QUIC handshake: certificate and ALPN problems are TLS errors (with rustls' reason).
+fn handshake_error(e: ConnectionError) -> Error {
+    match &e {
+        // QUIC carries TLS alerts as the crypto error codes 0x100 – 0x1FF (RFC 9001 §4.8).
+        ConnectionError::TransportError(t) if is_crypto(t.code) => Error::Tls(e.to_string()),
+        ConnectionError::ConnectionClosed(c) if is_crypto(c.error_code) => {
+            Error::Tls(e.to_string())
+        }
+        _ => Error::Quic(e.to_string()),
+    }
+}
+
+fn is_crypto(code: quinn::TransportErrorCode) -> bool {
+    (0x100..0x200).contains(&u64::from(code))
+}
+
+fn session_config(config: &Config) -> crate::session::SessionConfig {
+    config
+        .session
+        .clone()
+        .with_framing(Framing::PerChannelStreams)
+}
+
+/// Accepts QUIC connections on one UDP socket.
+pub struct QuicListener {
+    endpoint: quinn::Endpoint,
+    config: Arc<Config>,
+}
+
+impl QuicListener {
+    /// Binds `addr`. QUIC always runs TLS: the config must carry server TLS (a certificate).
+    pub fn bind(addr: &str, config: Config) -> Result<QuicListener, Error> {
+        let addr: SocketAddr = addr.parse().map_err(|e| Error::InvalidAddress {
+            addr: addr.to_string(),
+            reason: format!("{e}"),
+        })?;
+        let tls = config.server_tls.as_ref().ok_or_else(|| {
+            Error::Tls(
+                "QUIC needs a server certificate: set Config::with_server_tls \
+                 (or `serve --self-signed` / `--cert --key`)"
+                    .into(),
+            )
+        })?;
+        let mut rustls_config = (*tls.config).clone();
+        rustls_config.alpn_protocols = vec![ALPN.to_vec()];
+        let crypto =
+            QuicServerConfig::try_from(Arc::new(rustls_config)).map_err(quic_config_error)?;
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server_config.transport_config(Arc::new(transport_config(&config)));
+        let endpoint = quinn::Endpoint::server(server_config, addr)?;
+        Ok(QuicListener {
+            endpoint,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Waits for the next client; the returned future completes the QUIC and HELLO handshakes.
+    pub async fn accept_raw(
+        &self,
+    ) -> io::Result<impl std::future::Future<Output = Result<Connection, Error>> + Send + 'static>
+    {
+        let incoming = self.endpoint.accept().await.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotConnected, "the QUIC endpoint is closed")
+        })?;
+        let config = self.config.clone();
+        Ok(async move {
+            let handshake = async {
+                let conn = incoming.await.map_err(handshake_error)?;
+                let session = Session::server(session_config(&config), Instant::now());
+                start(conn, None, session, &config).await
+            };
+            tokio::time::timeout(config.connect_timeout, handshake)
+                .await
+                .map_err(|_| Error::Timeout("accept handshake"))?
+        })
+    }
+
+    /// Accepts the next connection (QUIC and HELLO handshakes).
+    pub async fn accept(&self) -> Result<Connection, Error> {
+        self.accept_raw().await?.await
+    }
+}
+
+impl Drop for QuicListener {
+    fn drop(&mut self) {
+        self.endpoint.close(VarInt::from_u32(0), b"listener closed");
+    }
+}
+
+async fn start(
+    conn: quinn::Connection,
+    endpoint: Option<quinn::Endpoint>,
+    session: Session,
+    config: &Config,
+) -> Result<Connection, Error> {
+    let peer_addr = conn.remote_address();
+    let role = session.role();
+    let shared = Shared::new(session, config.send_buffer);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (connected_tx, connected_rx) = oneshot::channel();
+    let dispatch = Arc::new(std::sync::Mutex::new(Dispatch {
+        incoming: tx,
+        authenticator: config.authenticator.clone(),
+        peer_addr,
+        connected: Some(connected_tx),
+    }));
+    let span = info_span!("connection", peer = %peer_addr, role = ?role, transport = "quic");
+    let linger = config.session.keepalive_timeout;
+    tokio::spawn(
+        accept_streams(conn.clone(), shared.clone(), dispatch.clone()).instrument(span.clone()),
+    );
+    tokio::spawn(watch(conn.clone(), shared.clone(), dispatch.clone()).instrument(span.clone()));
+    tokio::spawn(write_loop(conn, endpoint, shared.clone(), dispatch, linger).instrument(span));
+    let connection = Connection {
+        shared,
+        incoming: rx,
+        peer_addr,
+        mode: Mode::Native,
+    };
+    match connected_rx.await {
+        Ok(Ok(())) => Ok(connection),
+        Ok(Err(reason)) => Err(reason.to_error()),
+        Err(_) => Err(CloseReason::Lost("driver ended during the handshake".into()).to_error()),
+    }
+}
+
+/// Waits for the QUIC connection to end and reports why, if the session had not ended first.
+async fn watch(conn: quinn::Connection, shared: Arc<Shared>, dispatch: SharedDispatch) {
+    let e = conn.closed().await;
+    let reason = match e {
+        // spec: wire.md §17.6 — the application close code is the CLOSE's code.
+        ConnectionError::ApplicationClosed(a) => CloseReason::Closed {
+            code: ErrorCode(a.error_code.into_inner()),
+            reason: String::from_utf8_lossy(&a.reason).into_owned(),
+        },
+        ConnectionError::LocallyClosed => CloseReason::Lost("closed locally".into()),
+        ConnectionError::TimedOut => CloseReason::Lost("QUIC idle timeout: peer silent".into()),
+        other => CloseReason::Lost(other.to_string()),
+    };
+    dispatch
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .lost_with(&shared, reason);
+}
+
+/// Accepts the peer's channel streams (wire.md §17.2) and spawns a reader for each.
+async fn accept_streams(conn: quinn::Connection, shared: Arc<Shared>, dispatch: SharedDispatch) {
+    let mut seen = [false; 4];
+    loop {
+        let Ok(mut recv) = conn.accept_uni().await else {
+            return; // the connection ended; `watch` reports why
+        };
+        let channel = match read_preamble(&mut recv).await {
+            Ok(c) => c,
+            Err(why) => return protocol_error(&shared, &dispatch, why),
+        };
+        if std::mem::replace(&mut seen[channel.index()], true) {
+            // spec: wire.md §17.2.3 — a second stream for a channel.
+            return protocol_error(&shared, &dispatch, "a second stream for one channel");
+        }
+        let task = read_loop(channel, recv, shared.clone(), dispatch.clone());
+        tokio::spawn(task.instrument(tracing::Span::current()));
+    }
+}
+
+/// spec: wire.md §17.2.1 — a stream starts with its channel id as a varint (0 – 3, so one byte).
+async fn read_preamble(recv: &mut RecvStream) -> Result<Channel, &'static str> {
+    let mut byte = [0u8; 1];
+    recv.read_exact(&mut byte)
+        .await
+        .map_err(|_| "a stream that ended before its channel id")?;
+    // A one-byte varint has its top two bits clear; a longer encoding of 0 – 3 is not minimal.
+    Channel::from_id(byte[0]).map_err(|_| "a stream with a channel id over 3")
+}
+
+fn protocol_error(shared: &Shared, dispatch: &SharedDispatch, why: &'static str) {
+    warn!(why, "QUIC stream rule broken (wire.md §17.2.3, §17.6.4)");
+    super::driver::with_session(shared, dispatch, |s| {
+        s.close(ErrorCode::PROTOCOL_ERROR, &format!("{why} (wire.md §17)"))
+    });
+    shared.wake_writer.notify_one();
+}
+
+/// Feeds one peer stream into the session while the session has room for it (§17.5).
+async fn read_loop(
+    channel: Channel,
+    mut recv: RecvStream,
+    shared: Arc<Shared>,
+    dispatch: SharedDispatch,
+) {
+    loop {
+        // Read only while the session holds less than its window: QUIC's flow control then
+        // stops the peer at exactly the window the application has not consumed.
+        loop {
+            let readable = shared.readable.notified();
+            tokio::pin!(readable);
+            readable.as_mut().enable();
+            if shared.close_reason().is_some() {
+                return;
+            }
+            if shared.lock().can_read(channel) {
+                break;
+            }
+            readable.await;
+        }
+        match recv.read_chunk(READ_CHUNK, true).await {
+            Ok(Some(chunk)) => {
+                super::driver::with_session(&shared, &dispatch, |s| {
+                    s.handle_stream(Instant::now(), channel, chunk.bytes)
+                });
+                shared.wake_writer.notify_one();
+            }
+            Ok(None) => {
+                super::driver::with_session(&shared, &dispatch, |s| {
+                    s.handle_stream_end(Instant::now(), channel)
+                });
+                shared.wake_writer.notify_one();
+                return;
+            }
+            Err(quinn::ReadError::Reset(code)) => {
+                // spec: wire.md §17.6.4 — messages are cancelled with CANCEL, never by a reset.
+                debug!(%channel, %code, "peer reset a channel stream");
+                return protocol_error(&shared, &dispatch, "a channel stream reset by the peer");
+            }
+            Err(e) => {
+                debug!(%channel, error = %e, "stream read ended");
+                return; // the connection ended: `watch` reports why
+            }
+        }
+    }
+}
+
+type WriteResult = Result<(Channel, SendStream), String>;
+
+/// Writes `bytes` to this side's stream for `channel`, opening it first if needed.
+async fn write_one(
+    conn: quinn::Connection,
+    channel: Channel,
+    stream: Option<SendStream>,
+    bytes: Bytes,
+) -> WriteResult {
+    let mut stream = match stream {
+        Some(s) => s,
+        None => open_stream(&conn, channel).await?,
+    };
+    stream.write_chunk(bytes).await.map_err(|e| e.to_string())?;
+    Ok((channel, stream))
+}
+
+/// spec: wire.md §17.2.1, §17.4 — a unidirectional stream with the channel id first and the
+/// channel's priority.
+async fn open_stream(conn: &quinn::Connection, channel: Channel) -> Result<SendStream, String> {
+    let mut s = conn.open_uni().await.map_err(|e| e.to_string())?;
+    let _ = s.set_priority(PRIORITY[channel.index()]);
+    s.write_chunk(Bytes::from(vec![channel as u8]))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+/// Moves the session's output onto the streams. Each stream has at most one write in flight,
+/// so a stream that QUIC's flow control holds back never delays another (§17.4); the session
+/// is asked for a stream's next bytes only once its previous write is accepted.
+async fn write_loop(
+    conn: quinn::Connection,
+    endpoint: Option<quinn::Endpoint>,
+    shared: Arc<Shared>,
+    dispatch: SharedDispatch,
+    linger: Duration,
+) {
+    let mut streams: [Option<SendStream>; 4] = Default::default();
+    let mut busy = [false; 4];
+    let mut in_flight = FuturesUnordered::new();
+    let mut work: Vec<(Channel, Bytes)> = Vec::with_capacity(4);
+    loop {
+        let notified = shared.wake_writer.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let mut deadline = None;
+        let mut closed = false;
+        super::driver::with_session(&shared, &dispatch, |s| {
+            let now = Instant::now();
+            if s.poll_timeout().is_some_and(|t| t <= now) {
+                s.handle_timeout(now);
+            }
+            for ch in Channel::ALL {
+                if !busy[ch.index()] {
+                    if let Some(b) = s.poll_transmit_channel(now, ch, usize::MAX) {
+                        work.push((ch, b));
+                    }
+                }
+            }
+            deadline = s.poll_timeout();
+            closed = s.is_closed();
+        });
+        if !work.is_empty() {
+            shared.changed.notify_waiters(); // send-buffer room opened
+        }
+        for (ch, bytes) in work.drain(..) {
+            busy[ch.index()] = true;
+            let stream = streams[ch.index()].take();
+            in_flight.push(write_one(conn.clone(), ch, stream, bytes));
+        }
+        if in_flight.is_empty() && (closed || shared.close_reason().is_some()) {
+            break;
+        }
+        tokio::select! {
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => match done {
+                Ok((ch, s)) => {
+                    busy[ch.index()] = false;
+                    streams[ch.index()] = Some(s);
+                }
+                Err(e) => {
+                    debug!(error = %e, "stream write failed");
+                    if !closed {
+                        let reason = CloseReason::Lost(format!("QUIC write failed: {e}"));
+                        dispatch.lock().unwrap_or_else(|p| p.into_inner()).lost_with(&shared, reason);
+                    }
+                    break;
+                }
+            },
+            _ = &mut notified => {}
+            _ = sleep_until(deadline) => {}
+        }
+    }
+    finish(conn, endpoint, &shared, streams, linger).await;
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The close handshake (wire.md §17.6). The side that sent CLOSE finishes all its streams
+/// (opening any it never used, so the peer knows nothing more is coming) and lets the peer,
+/// which reads them to their end, close the QUIC connection; it closes it itself after
+/// `linger`. The side that received CLOSE closes the QUIC connection with its code at once.
+async fn finish(
+    conn: quinn::Connection,
+    endpoint: Option<quinn::Endpoint>,
+    shared: &Shared,
+    mut streams: [Option<SendStream>; 4],
+    linger: Duration,
+) {
+    let reason = shared.close_reason();
+    let (code, text) = match &reason {
+        Some(CloseReason::Closed { code, reason }) => (*code, reason.clone()),
+        Some(CloseReason::Lost(why)) => (ErrorCode::INTERNAL_ERROR, why.clone()),
+        None => (ErrorCode::NO_ERROR, String::new()),
+    };
+    let graceful_local = shared.closed_locally.load(Ordering::Acquire)
+        && code == ErrorCode::NO_ERROR
+        && matches!(reason, Some(CloseReason::Closed { .. }));
+    if graceful_local {
+        for ch in Channel::ALL {
+            if streams[ch.index()].is_none() {
+                streams[ch.index()] = open_stream(&conn, ch).await.ok();
+            }
+        }
+        for s in streams.iter_mut().flatten() {
+            let _ = s.finish();
+        }
+        let _ = tokio::time::timeout(linger, conn.closed()).await;
+    }
+    let code = VarInt::from_u64(code.0).unwrap_or(VarInt::from_u32(0x01));
+    let text = &text.as_bytes()[..text.len().min(256)];
+    conn.close(code, text);
+    if let Some(endpoint) = endpoint {
+        // A client's endpoint is its own: wait (briefly) for the CONNECTION_CLOSE to leave.
+        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    }
+}
