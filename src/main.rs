@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use rhizomorph::bench::{self, BenchOptions};
+use rhizomorph::bench::{self, BenchOptions, BenchTransport};
 use rhizomorph::frame::Settings;
 use rhizomorph::transport::tls;
 use rhizomorph::{inspect, Config, Listener};
@@ -46,6 +46,13 @@ enum Command {
         /// Bottleneck queue of the shaped link, kB.
         #[arg(long, default_value_t = 64)]
         hol_queue_kb: usize,
+        /// Datagram loss on the QUIC head-of-line link, percent.
+        #[arg(long, default_value_t = 1.0)]
+        hol_loss_percent: f64,
+        /// Transport to measure: ws (against msgpack over WebSocket), quic (against bare
+        /// quinn), or all.
+        #[arg(long, default_value = "all", value_parser = ["ws", "quic", "all"])]
+        transport: String,
         /// Seconds the reader stalls in the stall scenario.
         #[arg(long, default_value_t = 2.0)]
         stall_seconds: f64,
@@ -61,14 +68,18 @@ enum Command {
     },
     /// Run an echo server: every message comes back on its channel.
     Serve {
-        /// Address to listen on.
+        /// Address to listen on (TCP for ws, UDP for quic).
         #[arg(long, default_value = "127.0.0.1:7878")]
         addr: String,
-        /// Serve wss:// with a freshly generated self-signed certificate (prints its
-        /// fingerprint for clients to pin).
+        /// ws (WebSocket, wss:// with a certificate) or quic (always TLS: needs --self-signed or
+        /// --cert/--key).
+        #[arg(long, default_value = "ws", value_parser = ["ws", "quic"])]
+        transport: String,
+        /// Use a freshly generated self-signed certificate (development only; prints its
+        /// SHA-256 fingerprint for clients to pin).
         #[arg(long)]
         self_signed: bool,
-        /// Serve wss:// with this PEM certificate chain (needs --key).
+        /// Serve with this PEM certificate chain (needs --key).
         #[arg(long, requires = "key")]
         cert: Option<PathBuf>,
         /// PEM private key for --cert.
@@ -115,6 +126,8 @@ fn main() -> ExitCode {
             hol_seconds,
             hol_mbit,
             hol_queue_kb,
+            hol_loss_percent,
+            transport,
             stall_seconds,
             stall_mib,
             json,
@@ -133,6 +146,12 @@ fn main() -> ExitCode {
                 in_flight: in_flight.max(1),
                 hol_duration: Duration::from_secs_f64(hol_seconds),
                 hol_link: bench::shaper::LinkShape::mbit(hol_mbit, hol_queue_kb),
+                hol_loss: hol_loss_percent / 100.0,
+                transports: match transport.as_str() {
+                    "ws" => vec![BenchTransport::Ws],
+                    "quic" => vec![BenchTransport::Quic],
+                    _ => vec![BenchTransport::Ws, BenchTransport::Quic],
+                },
                 stall: Duration::from_secs_f64(stall_seconds),
                 stall_bytes: stall_mib << 20,
                 progress: !quiet,
@@ -148,11 +167,19 @@ fn main() -> ExitCode {
         }
         Command::Serve {
             addr,
+            transport,
             self_signed,
             cert,
             key,
             insecure_plain,
-        } => runtime().block_on(serve_cmd(addr, self_signed, cert, key, insecure_plain)),
+        } => runtime().block_on(serve_cmd(
+            addr,
+            transport == "quic",
+            self_signed,
+            cert,
+            key,
+            insecure_plain,
+        )),
     }
 }
 
@@ -196,6 +223,7 @@ async fn bench_cmd(options: BenchOptions, json: Option<PathBuf>) -> ExitCode {
 
 async fn serve_cmd(
     addr: String,
+    quic: bool,
     self_signed: bool,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
@@ -232,7 +260,16 @@ async fn serve_cmd(
             }
         }
     }
-    let listener = match Listener::bind(&addr, config).await {
+    if quic && config.server_tls.is_none() {
+        eprintln!("error: QUIC always runs TLS: add --self-signed (development) or --cert/--key");
+        return ExitCode::from(2);
+    }
+    let bound = if quic {
+        Listener::bind_quic(&addr, config)
+    } else {
+        Listener::bind(&addr, config).await
+    };
+    let listener = match bound {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");

@@ -22,6 +22,7 @@ async fn hol_7_5_rpc_p99_under_a_saturating_bulk_transfer() {
     let shaped = Shaper::start(addr, link).await.unwrap();
     let url = format!("ws://{}/", shaped.addr());
     let rhizo = hol_rhizomorph(
+        "rhizo-ws",
         &url,
         &Config::default(),
         Duration::from_secs(3),

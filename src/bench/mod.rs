@@ -4,11 +4,13 @@
 //! Owns the orchestration (servers, shaping proxies, progress bars, the report). Workloads are
 //! in [`scenarios`]; the legacy baseline in [`baseline`]; the link model in [`shaper`].
 
+pub mod bare_quinn;
 pub mod baseline;
 pub mod echo_server;
 pub mod measure;
 pub mod scenarios;
 pub mod shaper;
+pub mod udp_shaper;
 
 use std::fmt::Write as _;
 use std::io;
@@ -20,6 +22,15 @@ use crate::config::Config;
 use crate::endpoint::Listener;
 pub use measure::Measurement;
 use shaper::{LinkShape, Shaper};
+
+/// A transport to benchmark, with its baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchTransport {
+    /// Rhizomorph over WebSocket, against plain msgpack over WebSocket.
+    Ws,
+    /// Rhizomorph over QUIC, against bare quinn (one stream, same TLS).
+    Quic,
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -38,6 +49,10 @@ pub struct BenchOptions {
     pub stall: Duration,
     /// Bytes the `stall` scenario pushes.
     pub stall_bytes: u64,
+    /// Datagram loss on the QUIC head-of-line link (0.0 – 1.0).
+    pub hol_loss: f64,
+    /// Transports to measure.
+    pub transports: Vec<BenchTransport>,
     /// Show progress bars.
     pub progress: bool,
     /// Connection config for rhizomorph.
@@ -54,6 +69,8 @@ impl Default for BenchOptions {
             hol_link: LinkShape::mbit(100.0, 64),
             stall: Duration::from_secs(2),
             stall_bytes: 256 << 20,
+            hol_loss: 0.01,
+            transports: vec![BenchTransport::Ws, BenchTransport::Quic],
             progress: true,
             config: Config::default(),
         }
@@ -82,22 +99,36 @@ fn bar(options: &BenchOptions, len: u64, label: String) -> ProgressBar {
     pb
 }
 
-/// Runs the selected scenarios; returns every measurement.
 /// The servers of a benchmark run, on their own thread and single-threaded runtime (as a
 /// separate server process would be), so the client side and the server side each have a
 /// core and only talk through sockets.
 pub struct ServerSide {
-    /// The rhizomorph echo server's address.
+    /// The rhizomorph WebSocket echo server's address.
     pub rhizomorph: std::net::SocketAddr,
-    /// The baseline echo server's address.
+    /// The rhizomorph QUIC echo server's address.
+    pub rhizomorph_quic: std::net::SocketAddr,
+    /// The msgpack-over-WebSocket baseline echo server's address.
     pub baseline: std::net::SocketAddr,
+    /// The bare-quinn baseline echo server's address.
+    pub bare_quinn: std::net::SocketAddr,
+    /// Client config that trusts the servers' self-signed certificate (pinned).
+    pub quic_client: Config,
     handle: tokio::runtime::Handle,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl ServerSide {
-    /// Starts both echo servers on a new thread.
+    /// Starts the echo servers on a new thread: rhizomorph over WebSocket and over QUIC (with a
+    /// fresh self-signed certificate), and both baselines.
     pub fn start(config: Config) -> io::Result<ServerSide> {
+        let (cert, key, fingerprint) =
+            crate::transport::tls::self_signed(&["localhost"]).map_err(io::Error::other)?;
+        let server_tls =
+            crate::transport::tls::server_tls(vec![cert], key).map_err(io::Error::other)?;
+        let client_tls =
+            crate::transport::tls::client_tls_pinned(&fingerprint).map_err(io::Error::other)?;
+        let quic_server = config.clone().with_server_tls(server_tls);
+        let quic_client = config.clone().with_client_tls(client_tls);
         let (tx, rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -117,27 +148,42 @@ impl ServerSide {
                             .map_err(io::Error::other)?;
                         let rhizomorph = listener.local_addr()?;
                         tokio::spawn(echo_server::serve(listener));
+                        let quic = Listener::bind_quic("127.0.0.1:0", quic_server.clone())
+                            .map_err(io::Error::other)?;
+                        let rhizomorph_quic = quic.local_addr()?;
+                        tokio::spawn(echo_server::serve(quic));
                         let baseline = baseline::start_server().await?;
+                        let (bare, bare_endpoint) = bare_quinn::start_server(&quic_server)?;
                         Ok::<_, io::Error>((
-                            rhizomorph,
-                            baseline,
+                            (rhizomorph, rhizomorph_quic, baseline, bare),
+                            bare_endpoint,
                             tokio::runtime::Handle::current(),
                         ))
                     };
-                    let _ = tx.send(started.await);
-                    let _ = stop_rx.await;
+                    match started.await {
+                        Ok((addrs, bare_endpoint, handle)) => {
+                            let _ = tx.send(Ok((addrs, handle)));
+                            let _ = stop_rx.await;
+                            drop(bare_endpoint);
+                        }
+                        Err(e) => drop(tx.send(Err(e))),
+                    }
                 });
             })?;
-        let (rhizomorph, baseline, handle) = rx.recv().map_err(io::Error::other)??;
+        let ((rhizomorph, rhizomorph_quic, baseline, bare_quinn), handle) =
+            rx.recv().map_err(io::Error::other)??;
         Ok(ServerSide {
             rhizomorph,
+            rhizomorph_quic,
             baseline,
+            bare_quinn,
+            quic_client,
             handle,
             _stop: stop_tx,
         })
     }
 
-    /// Starts a shaping proxy in front of `upstream`, on the server thread.
+    /// Starts a shaping TCP proxy in front of `upstream`, on the server thread.
     pub async fn shaper(
         &self,
         upstream: std::net::SocketAddr,
@@ -148,15 +194,30 @@ impl ServerSide {
             .await
             .map_err(io::Error::other)?
     }
+
+    /// Starts a shaping, lossy UDP relay in front of `upstream`, on the server thread.
+    pub async fn udp_shaper(
+        &self,
+        upstream: std::net::SocketAddr,
+        link: LinkShape,
+        loss: f64,
+    ) -> io::Result<udp_shaper::UdpShaper> {
+        self.handle
+            .spawn(udp_shaper::UdpShaper::start(upstream, link, loss))
+            .await
+            .map_err(io::Error::other)?
+    }
 }
 
 /// Runs the selected scenarios; returns every measurement. Servers run on their own thread
 /// ([`ServerSide`]); the clients run on the caller's runtime.
 pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
     let servers = ServerSide::start(options.config.clone())?;
-    let rhizo_addr = servers.rhizomorph;
-    let url = format!("ws://{rhizo_addr}/");
-    let base_addr = servers.baseline;
+    let ws_url = format!("ws://{}/", servers.rhizomorph);
+    let quic_url = format!("quic://{}/", servers.rhizomorph_quic);
+    let quic_config = &servers.quic_client;
+    let ws = options.transports.contains(&BenchTransport::Ws);
+    let quic = options.transports.contains(&BenchTransport::Quic);
     let mut results = Vec::new();
 
     for scenario in scenarios::report_scenarios(options.scale) {
@@ -170,51 +231,141 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
             } else {
                 format!("x{in_flight}")
             };
-            let pb = bar(options, len, format!("{} {mode} rhizomorph", scenario.name));
-            let r = scenarios::echo_rhizomorph(&url, &options.config, &scenario, in_flight, &pb)
+            let label = |who: &str| format!("{} {mode} {who}", scenario.name);
+            if ws {
+                let pb = bar(options, len, label("rhizo-ws"));
+                let r = scenarios::echo_rhizomorph(
+                    "rhizo-ws",
+                    &ws_url,
+                    &options.config,
+                    &scenario,
+                    in_flight,
+                    &pb,
+                )
                 .await?;
-            pb.finish_and_clear();
-            let pb = bar(options, len, format!("{} {mode} msgpack-ws", scenario.name));
-            let b = scenarios::echo_baseline(base_addr, &scenario, in_flight, &pb).await?;
-            pb.finish_and_clear();
-            results.push(r);
-            results.push(b);
+                pb.finish_and_clear();
+                let pb = bar(options, len, label("msgpack-ws"));
+                let b =
+                    scenarios::echo_baseline(servers.baseline, &scenario, in_flight, &pb).await?;
+                pb.finish_and_clear();
+                results.push(r);
+                results.push(b);
+            }
+            if quic {
+                let pb = bar(options, len, label("rhizo-quic"));
+                let r = scenarios::echo_rhizomorph(
+                    "rhizo-quic",
+                    &quic_url,
+                    quic_config,
+                    &scenario,
+                    in_flight,
+                    &pb,
+                )
+                .await?;
+                pb.finish_and_clear();
+                let pb = bar(options, len, label("bare-quinn"));
+                let (tx, mut rx) = bare_quinn::connect(servers.bare_quinn, quic_config).await?;
+                let (lat, elapsed) =
+                    scenarios::run_echo(tx, &mut rx, &scenario.sizes, in_flight, &pb).await?;
+                pb.finish_and_clear();
+                results.push(r);
+                results.push(scenarios::echo_measurement(
+                    &scenario,
+                    in_flight,
+                    "bare-quinn",
+                    lat,
+                    elapsed,
+                ));
+            }
         }
     }
 
     if options.wants("hol") {
-        let shaped_rhizo = servers.shaper(rhizo_addr, options.hol_link).await?;
-        let shaped_base = servers.shaper(base_addr, options.hol_link).await?;
-        let pb = bar(options, 0, "hol rhizomorph (rpc round trips)".into());
-        let url = format!("ws://{}/", shaped_rhizo.addr());
-        results.push(
-            scenarios::hol_rhizomorph(&url, &options.config, options.hol_duration, &pb).await?,
-        );
-        pb.finish_and_clear();
-        let pb = bar(options, 0, "hol msgpack-ws (rpc round trips)".into());
-        results.push(scenarios::hol_baseline(shaped_base.addr(), options.hol_duration, &pb).await?);
-        pb.finish_and_clear();
+        let link = options.hol_link;
+        if ws {
+            let shaped_rhizo = servers.shaper(servers.rhizomorph, link).await?;
+            let shaped_base = servers.shaper(servers.baseline, link).await?;
+            let pb = bar(options, 0, "hol rhizo-ws (rpc round trips)".into());
+            let url = format!("ws://{}/", shaped_rhizo.addr());
+            let d = options.hol_duration;
+            results
+                .push(scenarios::hol_rhizomorph("rhizo-ws", &url, &options.config, d, &pb).await?);
+            pb.finish_and_clear();
+            let pb = bar(options, 0, "hol msgpack-ws (rpc round trips)".into());
+            results.push(scenarios::hol_baseline(shaped_base.addr(), d, &pb).await?);
+            pb.finish_and_clear();
+        }
+        if quic {
+            let shaped = servers
+                .udp_shaper(servers.rhizomorph_quic, link, options.hol_loss)
+                .await?;
+            let pb = bar(options, 0, "hol rhizo-quic (rpc round trips)".into());
+            let url = format!("quic://{}/", shaped.addr());
+            let d = options.hol_duration;
+            let mut m = scenarios::hol_rhizomorph("rhizo-quic", &url, quic_config, d, &pb).await?;
+            m.notes
+                .push(("link loss %".into(), options.hol_loss * 100.0));
+            results.push(m);
+            pb.finish_and_clear();
+            // The counterfactual: the same round trips on the bulk channel, i.e. one stream.
+            let shaped = servers
+                .udp_shaper(servers.rhizomorph_quic, link, options.hol_loss)
+                .await?;
+            let pb = bar(options, 0, "hol quic-1-stream (rpc round trips)".into());
+            let url = format!("quic://{}/", shaped.addr());
+            let one_stream = scenarios::hol_rhizomorph_on(
+                "quic-1-stream",
+                &url,
+                quic_config,
+                d,
+                crate::frame::Channel::Bulk,
+                &pb,
+            )
+            .await?;
+            results.push(one_stream);
+            pb.finish_and_clear();
+        }
     }
 
     if options.wants("stall") {
-        let pb = bar(
-            options,
-            options.stall.as_millis() as u64,
-            "stall rhizomorph (ms stalled)".into(),
-        );
-        results.push(
-            scenarios::stall_rhizomorph(
-                &url,
-                &options.config,
-                options.stall,
-                options.stall_bytes,
-                &pb,
-            )
-            .await?,
-        );
-        pb.finish_and_clear();
+        let mut targets = Vec::new();
+        if ws {
+            targets.push(("rhizo-ws", ws_url.clone(), options.config.clone()));
+        }
+        if quic {
+            targets.push(("rhizo-quic", quic_url.clone(), quic_config.clone()));
+        }
+        for (label, url, config) in targets {
+            let pb = bar(
+                options,
+                options.stall.as_millis() as u64,
+                format!("stall {label} (ms stalled)"),
+            );
+            results.push(
+                scenarios::stall_rhizomorph(
+                    label,
+                    &url,
+                    &config,
+                    options.stall,
+                    options.stall_bytes,
+                    &pb,
+                )
+                .await?,
+            );
+            pb.finish_and_clear();
+        }
     }
     Ok(results)
+}
+
+/// The baseline a rhizomorph row is compared with.
+fn baseline_of(implementation: &str, scenario: &str) -> Option<&'static str> {
+    match (implementation, scenario) {
+        ("rhizo-ws", _) => Some("msgpack-ws"),
+        ("rhizo-quic", "hol") => Some("quic-1-stream"),
+        ("rhizo-quic", _) => Some("bare-quinn"),
+        _ => None,
+    }
 }
 
 /// Formats results as a table, with rhizomorph/baseline ratios per scenario.
@@ -222,22 +373,38 @@ pub fn render_table(results: &[Measurement]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<8} {:<16} {:<11} {:>9} {:>12} {:>10} {:>9} {:>9} {:>9}  vs msgpack-ws",
+        "{:<8} {:<16} {:<11} {:>9} {:>12} {:>10} {:>9} {:>9} {:>9}  ratio (vs baseline)",
         "scenario", "mode", "impl", "messages", "msgs/s", "MB/s", "p50 ms", "p95 ms", "p99 ms",
     );
     for m in results {
+        let base = baseline_of(&m.implementation, &m.scenario);
         let ratio = results
             .iter()
             .find(|b| {
-                b.implementation == "msgpack-ws" && b.scenario == m.scenario && b.mode == m.mode
+                Some(b.implementation.as_str()) == base
+                    && b.scenario == m.scenario
+                    && b.mode == m.mode
             })
-            .filter(|_| m.implementation == "rhizomorph")
             .map(|b| {
                 if m.scenario == "hol" {
-                    format!("p99 {:.1}x lower", b.p99_ms / m.p99_ms.max(1e-9))
+                    format!(
+                        "p99 {:.1}x lower than {}",
+                        b.p99_ms / m.p99_ms.max(1e-9),
+                        b.implementation
+                    )
                 } else {
-                    format!("{:.2}x msgs/s", m.msgs_per_sec / b.msgs_per_sec.max(1e-9))
+                    format!(
+                        "{:.2}x {}",
+                        m.msgs_per_sec / b.msgs_per_sec.max(1e-9),
+                        b.implementation
+                    )
                 }
+            })
+            .or_else(|| {
+                // Over QUIC the head-of-line check is against the same link without bulk.
+                let idle = m.notes.iter().find(|(k, _)| k == "idle link rpc p99 ms")?.1;
+                (m.scenario == "hol")
+                    .then(|| format!("p99 {:.2}x the idle link's", m.p99_ms / idle.max(1e-9)))
             })
             .unwrap_or_default();
         let _ = writeln!(

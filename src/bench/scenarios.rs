@@ -199,6 +199,7 @@ fn echo_header() -> RoutingHeader {
 
 /// Runs an echo scenario over rhizomorph at `url`.
 pub async fn echo_rhizomorph(
+    label: &str,
     url: &str,
     config: &Config,
     scenario: &EchoScenario,
@@ -219,7 +220,7 @@ pub async fn echo_rhizomorph(
     let mut m = lat.into_measurement(
         scenario.name,
         &mode(in_flight),
-        "rhizomorph",
+        label,
         n(scenario),
         bytes(scenario),
         elapsed,
@@ -227,6 +228,24 @@ pub async fn echo_rhizomorph(
     let per_write = stats.frames_sent as f64 / stats.batches_sent.max(1) as f64;
     m.notes.push(("client frames per write".into(), per_write));
     Ok(m)
+}
+
+/// The measurement row of an echo scenario run by `implementation`.
+pub fn echo_measurement(
+    scenario: &EchoScenario,
+    in_flight: usize,
+    implementation: &str,
+    lat: Latencies,
+    elapsed: Duration,
+) -> Measurement {
+    lat.into_measurement(
+        scenario.name,
+        &mode(in_flight),
+        implementation,
+        n(scenario),
+        bytes(scenario),
+        elapsed,
+    )
 }
 
 /// Runs an echo scenario over the baseline at `addr`.
@@ -239,12 +258,11 @@ pub async fn echo_baseline(
     let (sink, mut stream) = baseline::connect(addr).await?;
     let tx = BaselineTx { sink, session: 0 };
     let (lat, elapsed) = run_echo(tx, &mut stream, &scenario.sizes, in_flight, progress).await?;
-    Ok(lat.into_measurement(
-        scenario.name,
-        &mode(in_flight),
+    Ok(echo_measurement(
+        scenario,
+        in_flight,
         "msgpack-ws",
-        n(scenario),
-        bytes(scenario),
+        lat,
         elapsed,
     ))
 }
@@ -268,9 +286,24 @@ fn bytes(s: &EchoScenario) -> u64 {
 /// Head-of-line blocking: 256 B rpc round trips while 2 MB bulk messages saturate the link.
 /// Runs for `duration`; returns the rpc latencies.
 pub async fn hol_rhizomorph(
+    label: &str,
     url: &str,
     config: &Config,
     duration: Duration,
+    progress: &ProgressBar,
+) -> io::Result<Measurement> {
+    hol_rhizomorph_on(label, url, config, duration, Channel::Rpc, progress).await
+}
+
+/// [`hol_rhizomorph`] with the round trips on `rpc_channel`: `Channel::Bulk` puts them behind
+/// the bulk messages on the same channel (one QUIC stream), the counterfactual that shows what
+/// separate channels buy.
+pub async fn hol_rhizomorph_on(
+    label: &str,
+    url: &str,
+    config: &Config,
+    duration: Duration,
+    rpc_channel: Channel,
     progress: &ProgressBar,
 ) -> io::Result<Measurement> {
     let mut conn = Endpoint::connect(url, config.clone())
@@ -279,8 +312,8 @@ pub async fn hol_rhizomorph(
     let epoch = Instant::now();
     // The path's floor: rpc round trips on the idle shaped link.
     let mut idle = Latencies::default();
-    for i in 0..20 {
-        conn.send(Channel::Rpc, echo_header(), stamped(i, epoch, 256))
+    for i in 0..50 {
+        conn.send(rpc_channel, echo_header(), stamped(i, epoch, 256))
             .await
             .map_err(io::Error::other)?;
         let m = Connection::recv(&mut conn)
@@ -311,14 +344,14 @@ pub async fn hol_rhizomorph(
     let start = Instant::now();
     let mut i = 0u64;
     while start.elapsed() < duration {
-        conn.send(Channel::Rpc, echo_header(), stamped(i, epoch, 256))
+        conn.send(rpc_channel, echo_header(), stamped(i, epoch, 256))
             .await
             .map_err(io::Error::other)?;
         loop {
             let m = Connection::recv(&mut conn)
                 .await
                 .ok_or_else(|| io::Error::other("connection ended"))?;
-            if m.channel == Channel::Rpc {
+            if m.channel == rpc_channel && m.header.get_str("to") != Some("sink") {
                 if let Some(d) = stamp_of(&m.payload, epoch) {
                     lat.record(d);
                 }
@@ -332,9 +365,11 @@ pub async fn hol_rhizomorph(
     bulk.abort();
     let bulk_bytes = conn.stats().bytes_sent[Channel::Bulk.index()];
     conn.close_now(crate::frame::ErrorCode::NO_ERROR, "done");
-    let mut m = lat.into_measurement("hol", "rpc under bulk", "rhizomorph", i, i * 256, elapsed);
+    let mut m = lat.into_measurement("hol", "rpc under bulk", label, i, i * 256, elapsed);
     m.notes
         .push(("idle link rpc p50 ms".into(), idle.quantile_ms(0.5)));
+    m.notes
+        .push(("idle link rpc p99 ms".into(), idle.quantile_ms(0.99)));
     m.notes.push((
         "bulk MB/s".into(),
         bulk_bytes as f64 / epoch.elapsed().as_secs_f64() / 1e6,
@@ -388,6 +423,7 @@ pub async fn hol_baseline(
 /// `total` bytes on bulk in 1 MiB messages. Reports the process RSS growth during the stall and
 /// how much the sender got rid of, then the time to finish once the reader resumes.
 pub async fn stall_rhizomorph(
+    label: &str,
     url: &str,
     config: &Config,
     stall: Duration,
@@ -441,7 +477,7 @@ pub async fn stall_rhizomorph(
     let mut m = Latencies::default().into_measurement(
         "stall",
         "reader stalled",
-        "rhizomorph",
+        label,
         sent >> 20,
         sent,
         elapsed,

@@ -40,7 +40,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// QUIC transport parameters from the rhizomorph settings (wire.md §17.5): the receive
 /// windows are the announced `INITIAL_*_WINDOW`s, and a peer may open exactly the four channel
 /// streams (§17.2.3: no bidirectional streams).
-fn transport_config(config: &Config) -> quinn::TransportConfig {
+pub(crate) fn transport_config(config: &Config) -> quinn::TransportConfig {
     let s = &config.session.settings;
     let varint = |v: u64| VarInt::from_u64(v).unwrap_or(VarInt::MAX);
     let mut t = quinn::TransportConfig::default();
