@@ -468,6 +468,16 @@ impl Session {
         self.incoming[channel.index()].held_bytes()
     }
 
+    /// Whether frames other than queued messages wait to be sent (a PONG, CREDIT due, a
+    /// control frame, a SCHEMA or CANCEL on a channel stream): after handling input, the
+    /// driver needs to write only if this is true (messages are queued by `send`).
+    pub fn wants_transmit(&self) -> bool {
+        self.pong.is_some()
+            || !self.control.is_empty()
+            || self.channel_frames.iter().any(|f| !f.is_empty())
+            || self.credit_due()
+    }
+
     /// Whether events are waiting for [`poll_event`](Self::poll_event).
     pub fn has_events(&self) -> bool {
         !self.events.is_empty()

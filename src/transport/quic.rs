@@ -34,8 +34,9 @@ pub const ALPN: &[u8] = b"rhzm/1";
 /// Send priorities of the channel streams, control highest (wire.md §17.4).
 const PRIORITY: [i32; 4] = [3, 2, 1, 0];
 
-/// Largest chunk read from a stream at once.
-const READ_CHUNK: usize = 64 * 1024;
+/// Most received segments handed to the session under one lock (QUIC delivers a stream as
+/// packet-sized segments; taking them one by one would cost a lock and a wake-up each).
+const READ_SEGMENTS: usize = 64;
 
 /// QUIC transport parameters from the rhizomorph settings (wire.md §17.5): the receive
 /// windows are the announced `INITIAL_*_WINDOW`s, and a peer may open exactly the four channel
@@ -256,6 +257,7 @@ async fn start(
 /// Waits for the QUIC connection to end and reports why, if the session had not ended first.
 async fn watch(conn: quinn::Connection, shared: Arc<Shared>, dispatch: SharedDispatch) {
     let e = conn.closed().await;
+
     let reason = match e {
         // spec: wire.md §17.6 — the application close code is the CLOSE's code.
         ConnectionError::ApplicationClosed(a) => CloseReason::Closed {
@@ -317,6 +319,7 @@ async fn read_loop(
     shared: Arc<Shared>,
     dispatch: SharedDispatch,
 ) {
+    let mut segments = vec![Bytes::new(); READ_SEGMENTS];
     loop {
         // Read only while the session holds less than its window: QUIC's flow control then
         // stops the peer at exactly the window the application has not consumed.
@@ -332,12 +335,22 @@ async fn read_loop(
             }
             readable.await;
         }
-        match recv.read_chunk(READ_CHUNK, true).await {
-            Ok(Some(chunk)) => {
+        match recv.read_chunks(&mut segments).await {
+            Ok(Some(n)) => {
                 super::driver::with_session(&shared, &dispatch, |s| {
-                    s.handle_stream(Instant::now(), channel, chunk.bytes)
+                    let now = Instant::now();
+                    for seg in &mut segments[..n] {
+                        s.handle_stream(now, channel, std::mem::take(seg));
+                    }
                 });
-                shared.wake_writer.notify_one();
+                // After the events were handled (an accepted HELLO queues ours).
+                let wake = {
+                    let s = shared.lock();
+                    s.wants_transmit() || s.is_closed()
+                };
+                if wake {
+                    shared.wake_writer.notify_one();
+                }
             }
             Ok(None) => {
                 super::driver::with_session(&shared, &dispatch, |s| {
@@ -448,7 +461,11 @@ async fn write_loop(
                     break;
                 }
             },
-            _ = &mut notified => {}
+            _ = &mut notified => {
+                // Let the tasks that are ready now (a receiver answering a batch of requests)
+                // queue what they have: one write then carries all of it.
+                tokio::task::yield_now().await;
+            }
             _ = sleep_until(deadline) => {}
         }
     }
