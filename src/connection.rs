@@ -80,6 +80,8 @@ pub(crate) struct Shared {
     pub(crate) readable: Notify,
     /// This side sent CLOSE.
     pub(crate) closed_locally: std::sync::atomic::AtomicBool,
+    /// QUIC: the send streams, for senders that write their own messages.
+    pub(crate) quic_streams: std::sync::OnceLock<Arc<crate::transport::quic::StreamSlots>>,
 }
 
 impl Shared {
@@ -93,6 +95,7 @@ impl Shared {
             peer_goaway: Mutex::new(false),
             readable: Notify::new(),
             closed_locally: std::sync::atomic::AtomicBool::new(false),
+            quic_streams: std::sync::OnceLock::new(),
         })
     }
 
@@ -184,6 +187,7 @@ impl Sender {
             return Err(reason.to_error());
         }
         if let Some(id) = self.try_queue(channel, &mut message)? {
+            self.after_queue(channel).await;
             return Ok(id);
         }
         loop {
@@ -196,6 +200,7 @@ impl Sender {
                 return Err(reason.to_error());
             }
             if let Some(id) = self.try_queue(channel, &mut message)? {
+                self.after_queue(channel).await;
                 return Ok(id);
             }
             notified.await;
@@ -225,8 +230,16 @@ impl Sender {
         };
         let id = s.send(channel, m)?;
         drop(s);
-        shared.wake_writer.notify_one();
         Ok(Some(id))
+    }
+
+    /// After queueing on `channel`: over QUIC the sender writes its stream itself when it can
+    /// (no task switch, see `StreamSlots`); otherwise the writer task is woken.
+    async fn after_queue(&self, channel: Channel) {
+        match self.shared.quic_streams.get() {
+            Some(slots) if channel != Channel::Control => slots.flush(&self.shared, channel).await,
+            _ => self.shared.wake_writer.notify_one(),
+        }
     }
 }
 

@@ -279,6 +279,13 @@ struct Batch {
 }
 
 impl Batch {
+    fn with_capacity(bytes: usize) -> Self {
+        Batch {
+            buf: BytesMut::with_capacity(bytes),
+            frames: 0,
+        }
+    }
+
     fn push(&mut self, frame: &Frame) {
         trace!(frame = %crate::inspect::describe(frame), "send");
         // Only frames this session built are queued; they are within every bound.
@@ -476,6 +483,19 @@ impl Session {
             || !self.control.is_empty()
             || self.channel_frames.iter().any(|f| !f.is_empty())
             || self.credit_due()
+    }
+
+    /// Per-channel streams: whether [`poll_transmit_channel`](Self::poll_transmit_channel)
+    /// would return bytes for `channel` now.
+    pub fn has_channel_output(&self, channel: Channel) -> bool {
+        let i = channel.index();
+        if self.state == State::Closed {
+            return false;
+        }
+        !self.channel_frames[i].is_empty()
+            || (channel == Channel::Control && (self.pong.is_some() || !self.control.is_empty()))
+            // With per-channel streams the session's credit never runs out (§17.5).
+            || (self.state == State::Open && !self.outgoing[i].is_idle())
     }
 
     /// Whether events are waiting for [`poll_event`](Self::poll_event).
@@ -1177,7 +1197,7 @@ impl Session {
             return None;
         }
         let limit = self.batch_limit(max_batch);
-        let mut batch = Batch::default();
+        let mut batch = Batch::with_capacity(self.batch_capacity(None, limit));
         self.queue_credit();
         if !self.encode_control(&mut batch, limit) {
             self.encode_messages(&mut batch, limit, None);
@@ -1202,7 +1222,7 @@ impl Session {
             return None;
         }
         let limit = self.batch_limit(max_batch);
-        let mut batch = Batch::default();
+        let mut batch = Batch::with_capacity(self.batch_capacity(Some(channel), limit));
         let closed = if channel == Channel::Control {
             self.encode_control(&mut batch, limit)
         } else {
@@ -1219,6 +1239,16 @@ impl Session {
             self.encode_messages(&mut batch, limit, Some(channel));
         }
         self.finish_batch(batch)
+    }
+
+    /// A guess at the batch's size, so that encoding does not reallocate as it grows: what is
+    /// queued (on `channel`, or on all), plus room for frame metadata, within `limit`.
+    fn batch_capacity(&self, channel: Option<Channel>, limit: usize) -> usize {
+        let queued: u64 = match channel {
+            Some(ch) => self.outgoing[ch.index()].queued_bytes(),
+            None => self.outgoing.iter().map(OutChannel::queued_bytes).sum(),
+        };
+        (queued as usize).saturating_add(256).min(limit)
     }
 
     fn batch_limit(&self, max_batch: usize) -> usize {

@@ -7,8 +7,10 @@
 //! and each stream is retransmitted independently, so a lost bulk packet never holds an rpc
 //! reply. Never interprets frames: the session does.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -236,11 +238,27 @@ async fn start(
     }));
     let span = info_span!("connection", peer = %peer_addr, role = ?role, transport = "quic");
     let linger = config.session.keepalive_timeout;
+    let (handoff_tx, handoff_rx) = mpsc::unbounded_channel();
+    let slots = Arc::new(StreamSlots {
+        conn: conn.clone(),
+        slots: Default::default(),
+        handoff: handoff_tx,
+    });
+    let _ = shared.quic_streams.set(slots.clone());
     tokio::spawn(
         accept_streams(conn.clone(), shared.clone(), dispatch.clone()).instrument(span.clone()),
     );
     tokio::spawn(watch(conn.clone(), shared.clone(), dispatch.clone()).instrument(span.clone()));
-    tokio::spawn(write_loop(conn, endpoint, shared.clone(), dispatch, linger).instrument(span));
+    let writer = write_loop(
+        conn,
+        endpoint,
+        shared.clone(),
+        dispatch,
+        slots,
+        handoff_rx,
+        linger,
+    );
+    tokio::spawn(writer.instrument(span));
     let connection = Connection {
         shared,
         incoming: rx,
@@ -323,7 +341,8 @@ async fn read_loop(
     loop {
         // Read only while the session holds less than its window: QUIC's flow control then
         // stops the peer at exactly the window the application has not consumed.
-        loop {
+        while !shared.lock().can_read(channel) {
+            // Registered before the second check, so a release in between is not missed.
             let readable = shared.readable.notified();
             tokio::pin!(readable);
             readable.as_mut().enable();
@@ -337,16 +356,20 @@ async fn read_loop(
         }
         match recv.read_chunks(&mut segments).await {
             Ok(Some(n)) => {
+                let mut was_open = false;
                 super::driver::with_session(&shared, &dispatch, |s| {
+                    was_open = s.is_open();
                     let now = Instant::now();
                     for seg in &mut segments[..n] {
                         s.handle_stream(now, channel, std::mem::take(seg));
                     }
                 });
-                // After the events were handled (an accepted HELLO queues ours).
+                // After the events were handled (an accepted HELLO queues ours). The writer
+                // also runs the timers: opening moves the deadline from the HELLO timeout to
+                // the keepalive.
                 let wake = {
                     let s = shared.lock();
-                    s.wants_transmit() || s.is_closed()
+                    s.wants_transmit() || s.is_closed() || (s.is_open() && !was_open)
                 };
                 if wake {
                     shared.wake_writer.notify_one();
@@ -372,21 +395,78 @@ async fn read_loop(
     }
 }
 
-type WriteResult = Result<(Channel, SendStream), String>;
+type WriteResult = Result<(), String>;
 
-/// Writes `bytes` to this side's stream for `channel`, opening it first if needed.
+/// A write in progress, owning its stream's slot until it completes.
+type WriteFuture = Pin<Box<dyn Future<Output = WriteResult> + Send>>;
+
+/// This side's four send streams, shared by the writer task and the application's senders.
+///
+/// A slot's lock is held for exactly one write in flight on that stream: whoever holds it
+/// writes, others leave their frames queued in the session. A sender that queued a message
+/// writes it itself when the slot is free and the write completes at once (no task switch);
+/// a write that has to wait for QUIC is handed to the writer task, never awaited by the sender
+/// (a flow-controlled bulk stream must not block a task that also sends rpc).
+pub(crate) struct StreamSlots {
+    conn: quinn::Connection,
+    slots: [Arc<tokio::sync::Mutex<Option<SendStream>>>; 4],
+    handoff: mpsc::UnboundedSender<WriteFuture>,
+}
+
+impl StreamSlots {
+    /// After a message was queued on `channel` (not control): writes what the session has
+    /// for that stream, if its slot is free; otherwise the slot's holder or the writer will.
+    pub(crate) async fn flush(&self, shared: &Shared, channel: Channel) {
+        let i = channel.index();
+        loop {
+            let Ok(guard) = self.slots[i].clone().try_lock_owned() else {
+                // The holder re-checks the session after it releases the slot.
+                return;
+            };
+            let bytes = shared
+                .lock()
+                .poll_transmit_channel(Instant::now(), channel, usize::MAX);
+            let Some(bytes) = bytes else {
+                drop(guard);
+                // Something queued between our poll and the release is ours to write.
+                if shared.lock().has_channel_output(channel) {
+                    continue;
+                }
+                return;
+            };
+            shared.changed.notify_waiters(); // send-buffer room opened
+            let mut write: WriteFuture =
+                Box::pin(write_one(self.conn.clone(), channel, guard, bytes));
+            match futures_util::poll!(write.as_mut()) {
+                std::task::Poll::Ready(Ok(())) => continue,
+                std::task::Poll::Ready(Err(e)) => {
+                    debug!(error = %e, "stream write failed");
+                    shared.wake_writer.notify_one();
+                    return;
+                }
+                std::task::Poll::Pending => {
+                    let _ = self.handoff.send(write);
+                    shared.wake_writer.notify_one();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Writes `bytes` to this side's stream for `channel` (its slot locked), opening it first if
+/// needed. The slot is released when the write completes.
 async fn write_one(
     conn: quinn::Connection,
     channel: Channel,
-    stream: Option<SendStream>,
+    mut slot: tokio::sync::OwnedMutexGuard<Option<SendStream>>,
     bytes: Bytes,
 ) -> WriteResult {
-    let mut stream = match stream {
-        Some(s) => s,
-        None => open_stream(&conn, channel).await?,
-    };
-    stream.write_chunk(bytes).await.map_err(|e| e.to_string())?;
-    Ok((channel, stream))
+    if slot.is_none() {
+        *slot = Some(open_stream(&conn, channel).await?);
+    }
+    let stream = slot.as_mut().ok_or("stream not opened")?;
+    stream.write_chunk(bytes).await.map_err(|e| e.to_string())
 }
 
 /// spec: wire.md §17.2.1, §17.4 — a unidirectional stream with the channel id first and the
@@ -400,67 +480,60 @@ async fn open_stream(conn: &quinn::Connection, channel: Channel) -> Result<SendS
     Ok(s)
 }
 
-/// Moves the session's output onto the streams. Each stream has at most one write in flight,
-/// so a stream that QUIC's flow control holds back never delays another (§17.4); the session
-/// is asked for a stream's next bytes only once its previous write is accepted.
+/// Moves the session's output onto the streams, runs the session's timers, and completes the
+/// writes senders handed over. Each stream has at most one write in flight (its slot), so a
+/// stream that QUIC's flow control holds back never delays another (§17.4); the session is
+/// asked for a stream's next bytes only once its previous write is accepted.
 async fn write_loop(
     conn: quinn::Connection,
     endpoint: Option<quinn::Endpoint>,
     shared: Arc<Shared>,
     dispatch: SharedDispatch,
+    slots: Arc<StreamSlots>,
+    mut handoff: mpsc::UnboundedReceiver<WriteFuture>,
     linger: Duration,
 ) {
-    let mut streams: [Option<SendStream>; 4] = Default::default();
-    let mut busy = [false; 4];
-    let mut in_flight = FuturesUnordered::new();
-    let mut work: Vec<(Channel, Bytes)> = Vec::with_capacity(4);
+    let mut in_flight: FuturesUnordered<WriteFuture> = FuturesUnordered::new();
+    let mut failed = None;
     loop {
         let notified = shared.wake_writer.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         let mut deadline = None;
         let mut closed = false;
+        let mut took = false;
         super::driver::with_session(&shared, &dispatch, |s| {
             let now = Instant::now();
             if s.poll_timeout().is_some_and(|t| t <= now) {
                 s.handle_timeout(now);
             }
             for ch in Channel::ALL {
-                if !busy[ch.index()] {
-                    if let Some(b) = s.poll_transmit_channel(now, ch, usize::MAX) {
-                        work.push((ch, b));
-                    }
+                let Ok(guard) = slots.slots[ch.index()].clone().try_lock_owned() else {
+                    continue; // a write is in flight on this stream
+                };
+                if let Some(b) = s.poll_transmit_channel(now, ch, usize::MAX) {
+                    took = true;
+                    in_flight.push(Box::pin(write_one(conn.clone(), ch, guard, b)));
                 }
             }
             deadline = s.poll_timeout();
             closed = s.is_closed();
         });
-        if !work.is_empty() {
+        if took {
             shared.changed.notify_waiters(); // send-buffer room opened
         }
-        for (ch, bytes) in work.drain(..) {
-            busy[ch.index()] = true;
-            let stream = streams[ch.index()].take();
-            in_flight.push(write_one(conn.clone(), ch, stream, bytes));
-        }
+
         if in_flight.is_empty() && (closed || shared.close_reason().is_some()) {
             break;
         }
         tokio::select! {
-            Some(done) = in_flight.next(), if !in_flight.is_empty() => match done {
-                Ok((ch, s)) => {
-                    busy[ch.index()] = false;
-                    streams[ch.index()] = Some(s);
-                }
-                Err(e) => {
-                    debug!(error = %e, "stream write failed");
-                    if !closed {
-                        let reason = CloseReason::Lost(format!("QUIC write failed: {e}"));
-                        dispatch.lock().unwrap_or_else(|p| p.into_inner()).lost_with(&shared, reason);
-                    }
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Err(e) = done {
+                    failed = Some(e);
                     break;
                 }
-            },
+            }
+            Some(write) = handoff.recv() => in_flight.push(write),
             _ = &mut notified => {
                 // Let the tasks that are ready now (a receiver answering a batch of requests)
                 // queue what they have: one write then carries all of it.
@@ -469,7 +542,25 @@ async fn write_loop(
             _ = sleep_until(deadline) => {}
         }
     }
-    finish(conn, endpoint, &shared, streams, linger).await;
+    if let Some(e) = failed {
+        debug!(error = %e, "stream write failed");
+        if !shared.lock().is_closed() {
+            let reason = CloseReason::Lost(format!("QUIC write failed: {e}"));
+            dispatch
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .lost_with(&shared, reason);
+        }
+    }
+    // Writes handed over since the last round complete before the close handshake.
+    drop(handoff);
+    let _ = tokio::time::timeout(linger, async {
+        while let Some(r) = in_flight.next().await {
+            let _ = r;
+        }
+    })
+    .await;
+    finish(conn, endpoint, &shared, &slots, linger).await;
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -487,7 +578,7 @@ async fn finish(
     conn: quinn::Connection,
     endpoint: Option<quinn::Endpoint>,
     shared: &Shared,
-    mut streams: [Option<SendStream>; 4],
+    slots: &StreamSlots,
     linger: Duration,
 ) {
     let reason = shared.close_reason();
@@ -501,12 +592,16 @@ async fn finish(
         && matches!(reason, Some(CloseReason::Closed { .. }));
     if graceful_local {
         for ch in Channel::ALL {
-            if streams[ch.index()].is_none() {
-                streams[ch.index()] = open_stream(&conn, ch).await.ok();
+            let Ok(mut slot) = tokio::time::timeout(linger, slots.slots[ch.index()].lock()).await
+            else {
+                continue;
+            };
+            if slot.is_none() {
+                *slot = open_stream(&conn, ch).await.ok();
             }
-        }
-        for s in streams.iter_mut().flatten() {
-            let _ = s.finish();
+            if let Some(s) = slot.as_mut() {
+                let _ = s.finish();
+            }
         }
         let _ = tokio::time::timeout(linger, conn.closed()).await;
     }
