@@ -35,6 +35,9 @@ pub mod payload;
 pub mod session;
 pub mod transport;
 
+/// rkyv, as rhizomorph uses it (the [`wire_type!`] macro derives through this path).
+pub use rkyv;
+
 pub use config::{AuthRequest, Config};
 pub use connection::{CloseReason, Connection, Message, Mode, Sender};
 pub use endpoint::{Endpoint, Listener};
