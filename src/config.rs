@@ -42,6 +42,17 @@ pub struct ClientTls {
     pub config: Arc<rustls::ClientConfig>,
 }
 
+/// Whether `send` compresses payloads (wire.md §12.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressionPolicy {
+    /// Payloads leave as they are.
+    Off,
+    /// Per message, from a cheap look at the bytes: small, random-looking or already compressed
+    /// payloads are left alone; typed arrays are byte-shuffled before lz4; a result that saves
+    /// less than 1/8 is discarded.
+    Auto,
+}
+
 /// Endpoint configuration. `Config::default()` is right for most uses; override with the
 /// `with_*` methods, or with environment variables through [`Config::with_env`]:
 ///
@@ -69,6 +80,8 @@ pub struct Config {
     pub authenticator: Option<Authenticator>,
     /// Time allowed for TCP + TLS + WebSocket + HELLO.
     pub connect_timeout: Duration,
+    /// Payload compression on send (receiving always decompresses, within the limits).
+    pub compression: CompressionPolicy,
 }
 
 impl Default for Config {
@@ -82,6 +95,7 @@ impl Default for Config {
             client_tls: None,
             authenticator: None,
             connect_timeout: Duration::from_secs(10),
+            compression: CompressionPolicy::Auto,
         }
     }
 }
@@ -96,6 +110,7 @@ impl std::fmt::Debug for Config {
             .field("server_tls", &self.server_tls.is_some())
             .field("client_tls", &self.client_tls.is_some())
             .field("authenticator", &self.authenticator.is_some())
+            .field("compression", &self.compression)
             .finish()
     }
 }
@@ -236,6 +251,11 @@ impl Config {
     /// Returns the config with this `TCP_NOTSENT_LOWAT` (`None`: system default).
     pub fn with_notsent_lowat(mut self, bytes: Option<u32>) -> Self {
         self.notsent_lowat = bytes;
+        self
+    }
+    /// Returns the config with this compression policy.
+    pub fn with_compression(mut self, policy: CompressionPolicy) -> Self {
+        self.compression = policy;
         self
     }
     /// Returns the config with these keepalive timings (wire.md §13).

@@ -12,8 +12,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 
+use crate::config::CompressionPolicy;
 use crate::error::Error;
 use crate::frame::{Channel, Compression, ErrorCode, PayloadEncoding};
+use crate::payload::{
+    ArchivedPayload, ContentHint, Element, PayloadError, SchemaBinding, TypedArray, TypedArrayView,
+    WireType,
+};
 use crate::session::{OutgoingMessage, RoutingHeader, Session, SessionStats};
 
 /// How the connection talks: the native protocol, or legacy msgpack (hypha-rpc peers).
@@ -36,8 +41,43 @@ pub struct Message {
     pub payload: Bytes,
     /// How the payload is encoded.
     pub encoding: PayloadEncoding,
-    /// How the payload is compressed.
+    /// How the payload was compressed on the wire (`payload` is decompressed).
     pub compression: Compression,
+    /// For an rkyv payload: the sender's schema binding (wire.md §11.2).
+    pub schema: Option<SchemaBinding>,
+    /// The payload could not be decompressed (wire.md §12.3.4): `payload` is empty.
+    pub error: Option<PayloadError>,
+}
+
+impl Message {
+    /// The rkyv archive of a `T` in the payload, validated (bytecheck) and read in place
+    /// (wire.md §11.3). Fails with `SchemaMismatch` if the sender bound another type or
+    /// layout, `UnknownSchemaId` if it bound nothing.
+    pub fn archived<T>(&self) -> Result<ArchivedPayload<T>, PayloadError>
+    where
+        T: WireType + rkyv::Archive,
+        T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
+            rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
+        >,
+    {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        let PayloadEncoding::Rkyv { schema_id } = self.encoding else {
+            return Err(PayloadError::NotRkyv {
+                encoding: self.encoding.name(),
+            });
+        };
+        ArchivedPayload::new(self.payload.clone(), schema_id, self.schema.as_ref())
+    }
+
+    /// The payload as a typed array (wire.md §11.4), viewed in place.
+    pub fn typed_array(&self) -> Result<TypedArrayView, PayloadError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        TypedArrayView::parse(self.payload.clone())
+    }
 }
 
 /// How the connection ended.
@@ -82,11 +122,20 @@ pub(crate) struct Shared {
     pub(crate) closed_locally: std::sync::atomic::AtomicBool,
     /// QUIC: the send streams, for senders that write their own messages.
     pub(crate) quic_streams: std::sync::OnceLock<Arc<crate::transport::quic::StreamSlots>>,
+    /// The peer's settings, once its HELLO arrived (the codecs it accepts, its limits).
+    pub(crate) peer_settings: std::sync::OnceLock<crate::frame::Settings>,
+    /// Our `MAX_MESSAGE_SIZE`: the decompression limit.
+    pub(crate) max_message_size: u64,
+    pub(crate) compression: CompressionPolicy,
 }
 
 impl Shared {
-    pub(crate) fn new(session: Session, send_buffer: u64) -> Arc<Shared> {
+    pub(crate) fn new(session: Session, config: &crate::config::Config) -> Arc<Shared> {
+        let send_buffer = config.send_buffer;
         Arc::new(Shared {
+            peer_settings: std::sync::OnceLock::new(),
+            max_message_size: session.local_settings().max_message_size,
+            compression: config.compression,
             session: Mutex::new(session),
             wake_writer: Notify::new(),
             changed: Notify::new(),
@@ -174,19 +223,61 @@ impl Sender {
             .await
     }
 
-    /// Like [`send`](Self::send) with full control of encoding and compression.
+    /// Sends `value` as a schema-cached rkyv payload (wire.md §11.2): the first message of a
+    /// type on a channel binds its Schema Id, later ones carry only the id.
+    pub async fn send_typed<T>(
+        &self,
+        channel: Channel,
+        header: RoutingHeader,
+        value: &T,
+    ) -> Result<u64, Error>
+    where
+        T: WireType + for<'a> rkyv::Serialize<crate::payload::Serializer<'a>>,
+    {
+        let archive = crate::payload::encode(value)?;
+        let message = OutgoingMessage::new(header, Bytes::from_owner(archive));
+        self.send_inner(channel, message, Some(SchemaBinding::of::<T>()))
+            .await
+    }
+
+    /// Sends a typed array (wire.md §11.4) of `data` with shape `dims` (empty: one dimension).
+    pub async fn send_array<T: Element>(
+        &self,
+        channel: Channel,
+        header: RoutingHeader,
+        data: &[T],
+        dims: &[u64],
+    ) -> Result<u64, Error> {
+        let payload = TypedArray::encode(data, dims)?;
+        let message =
+            OutgoingMessage::new(header, payload).with_encoding(PayloadEncoding::TypedArray);
+        self.send_message(channel, message).await
+    }
+
+    /// Like [`send`](Self::send) with full control of encoding and compression. A message
+    /// whose compression is `None` is compressed here if the config's policy says so.
     pub async fn send_message(
         &self,
         channel: Channel,
         message: OutgoingMessage,
     ) -> Result<u64, Error> {
+        self.send_inner(channel, message, None).await
+    }
+
+    async fn send_inner(
+        &self,
+        channel: Channel,
+        message: OutgoingMessage,
+        schema: Option<SchemaBinding>,
+    ) -> Result<u64, Error> {
         let shared = &self.shared;
+        let message = self.maybe_compress(message);
         let mut message = Some(message);
         // Fast path: room in the send buffer (no waiter registration needed).
         if let Some(reason) = shared.close_reason() {
             return Err(reason.to_error());
         }
-        if let Some(id) = self.try_queue(channel, &mut message)? {
+        if let Some(id) = self.try_queue(channel, &mut message, schema.as_ref())? {
             self.after_queue(channel).await;
             return Ok(id);
         }
@@ -199,7 +290,7 @@ impl Sender {
             if let Some(reason) = shared.close_reason() {
                 return Err(reason.to_error());
             }
-            if let Some(id) = self.try_queue(channel, &mut message)? {
+            if let Some(id) = self.try_queue(channel, &mut message, schema.as_ref())? {
                 self.after_queue(channel).await;
                 return Ok(id);
             }
@@ -215,6 +306,7 @@ impl Sender {
         &self,
         channel: Channel,
         message: &mut Option<OutgoingMessage>,
+        schema: Option<&SchemaBinding>,
     ) -> Result<Option<u64>, Error> {
         let shared = &self.shared;
         let Some(len) = message.as_ref().map(|m| m.payload.len() as u64) else {
@@ -225,12 +317,46 @@ impl Sender {
         if queued != 0 && queued + len > shared.send_buffer {
             return Ok(None);
         }
-        let Some(m) = message.take() else {
+        let Some(mut m) = message.take() else {
             return Ok(None);
         };
+        if let Some(binding) = schema {
+            // Under the same lock as the send: the SCHEMA frame is queued ahead of it.
+            let schema_id = s.schema_id(channel, binding)?;
+            m.encoding = PayloadEncoding::Rkyv { schema_id };
+        }
         let id = s.send(channel, m)?;
         drop(s);
         Ok(Some(id))
+    }
+
+    /// Compresses the payload if the policy says so and the content looks worth it (§12.2).
+    fn maybe_compress(&self, mut message: OutgoingMessage) -> OutgoingMessage {
+        let shared = &self.shared;
+        if shared.compression == CompressionPolicy::Off
+            || message.compression != Compression::None
+            || message.payload.len() < crate::payload::compress::MIN_COMPRESS
+        {
+            return message;
+        }
+        let Some(peer) = shared.peer_settings.get() else {
+            return message;
+        };
+        let hint = match message.encoding {
+            PayloadEncoding::TypedArray => message
+                .payload
+                .first()
+                .and_then(|&t| crate::payload::DType::from_tag(t))
+                .map_or(ContentHint::Unknown, |d| ContentHint::NumericArray {
+                    element_size: d.size(),
+                }),
+            _ => ContentHint::Unknown,
+        };
+        let choice = crate::payload::choose(&message.payload, hint, peer);
+        let (payload, compression) = crate::payload::compress(&message.payload, choice);
+        message.payload = payload;
+        message.compression = compression;
+        message
     }
 
     /// After queueing on `channel`: over QUIC the sender writes its stream itself when it can
@@ -287,13 +413,25 @@ impl Connection {
             self.shared.wake_writer.notify_one();
         }
         self.shared.readable.notify_waiters();
+        // spec: wire.md §12.3 — decompressed within our MAX_MESSAGE_SIZE; a failure concerns
+        // this message only and is reported with it.
+        let (payload, error) = match crate::payload::decompress(
+            &m.payload,
+            m.compression,
+            self.shared.max_message_size,
+        ) {
+            Ok(p) => (p, None),
+            Err(e) => (Bytes::new(), Some(PayloadError::from(e))),
+        };
         Some(Message {
             channel: m.channel,
             sequence: m.sequence,
             header: m.header,
-            payload: m.payload,
+            payload,
             encoding: m.encoding,
             compression: m.compression,
+            schema: m.schema,
+            error,
         })
     }
 

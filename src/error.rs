@@ -55,6 +55,9 @@ pub enum Error {
     /// The message could not be queued.
     #[error(transparent)]
     Send(#[from] SendError),
+    /// The payload could not be encoded (wire.md §11).
+    #[error(transparent)]
+    Payload(#[from] crate::payload::PayloadError),
     /// The operation did not finish in time.
     #[error("timed out: {0}")]
     Timeout(&'static str),

@@ -38,7 +38,7 @@ pub mod transport;
 /// rkyv, as rhizomorph uses it (the [`wire_type!`] macro derives through this path).
 pub use rkyv;
 
-pub use config::{AuthRequest, Config};
+pub use config::{AuthRequest, CompressionPolicy, Config};
 pub use connection::{CloseReason, Connection, Message, Mode, Sender};
 pub use endpoint::{Endpoint, Listener};
 pub use error::Error;

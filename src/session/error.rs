@@ -120,6 +120,10 @@ pub enum SendError {
     /// More than 64 header fields (wire.md §6.5).
     #[error("{count} header fields, at most 64 (wire.md §6.5)")]
     TooManyHeaderFields { count: usize },
+    /// Every Schema Id the peer allows on this channel is bound (wire.md §11.2.1; ids are not
+    /// reused, so a message is never read with a replaced binding).
+    #[error("all {max} schema ids of the channel are bound (the peer's SCHEMA_CACHE_SIZE, wire.md §11.2)")]
+    SchemaCacheFull { max: u64 },
     /// A compression codec the peer did not announce (wire.md §5.3.4).
     #[error("the peer does not accept codec {codec} (wire.md §5.3.4)")]
     CodecNotAccepted { codec: &'static str },

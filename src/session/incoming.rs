@@ -30,6 +30,9 @@ pub struct IncomingMessage {
     pub payload: Bytes,
     /// Flow-control bytes to give back with `Session::release` once the application is done.
     pub credit: u64,
+    /// For an rkyv payload: what the sender bound its Schema Id to on this channel (§11.2),
+    /// `None` if it bound nothing.
+    pub schema: Option<crate::payload::SchemaBinding>,
 }
 
 #[derive(Debug)]
@@ -189,6 +192,7 @@ impl InChannel {
             compression: partial.compression,
             payload,
             credit: partial.held,
+            schema: None,
         }))
     }
 

@@ -34,7 +34,8 @@ pub use scheduler::ChannelScheduler;
 
 use crate::frame::{
     Cancel, Channel, Close, Compression, Credit, CreditTarget, ErrorCode, Frame, FrameDecoder,
-    GoAway, Hello, MessageFrame, Ping, SchemaFrame, Settings, MAX_WINDOW, WIRE_VERSION_1_0,
+    GoAway, Hello, MessageFrame, PayloadEncoding, Ping, SchemaFrame, Settings, MAX_WINDOW,
+    WIRE_VERSION_1_0,
 };
 use incoming::InChannel;
 use outgoing::OutChannel;
@@ -334,6 +335,11 @@ pub struct Session {
     draining: bool,
     /// The peer's GOAWAY accepted counts.
     peer_goaway: Option<[u64; 4]>,
+    /// Per channel, the peer's schema bindings by id (§11.2); ids are below our
+    /// `SCHEMA_CACHE_SIZE` (checked by the decoder), which bounds each table.
+    schemas_in: [std::collections::HashMap<u64, crate::payload::SchemaBinding>; 4],
+    /// Per channel, our bindings: (name, layout hash) to id; ids are never reused.
+    schemas_out: [std::collections::HashMap<(String, u64), u64>; 4],
     /// Per-channel streams: which of the peer's streams have ended (FIN), §17.6.
     peer_stream_ended: [bool; 4],
     /// Per-channel streams: the peer's CLOSE while its streams finish, with the deadline.
@@ -421,6 +427,8 @@ impl Session {
             events: VecDeque::new(),
             draining: false,
             peer_goaway: None,
+            schemas_in: Default::default(),
+            schemas_out: Default::default(),
             peer_stream_ended: [false; 4],
             peer_close: None,
             client_hello: None,
@@ -751,6 +759,8 @@ impl Session {
             (Frame::Message(m), _) => self.on_message(m),
             (Frame::Credit(c), _) => self.on_credit(c),
             (Frame::Schema(s), _) => {
+                // spec: wire.md §11.2.4 — rebinding an id replaces the binding.
+                self.schemas_in[s.channel.index()].insert(s.schema_id, (&s).into());
                 self.events.push_back(Event::SchemaBound(s));
                 Ok(())
             }
@@ -854,7 +864,10 @@ impl Session {
             self.charge_windows(m.channel, len)?;
         }
         self.stats.bytes_received[ch] += m.data.len() as u64;
-        if let Some(msg) = self.incoming[ch].on_frame(m, len)? {
+        if let Some(mut msg) = self.incoming[ch].on_frame(m, len)? {
+            if let PayloadEncoding::Rkyv { schema_id } = msg.encoding {
+                msg.schema = self.schemas_in[ch].get(&schema_id).cloned();
+            }
             self.stats.messages_received[ch] += 1;
             self.events.push_back(Event::Message(msg));
         }
@@ -1032,6 +1045,32 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// The Schema Id for `binding` on `channel` (§11.2.1): the one bound before, or a new one
+    /// whose SCHEMA frame is queued now, ahead of any message sent after this call.
+    pub fn schema_id(
+        &mut self,
+        channel: Channel,
+        binding: &crate::payload::SchemaBinding,
+    ) -> Result<u64, SendError> {
+        let table = &mut self.schemas_out[channel.index()];
+        if let Some(&id) = table.get(&(binding.name.clone(), binding.layout_hash)) {
+            return Ok(id);
+        }
+        let id = table.len() as u64;
+        let max = self.peer.schema_cache_size;
+        if id >= max {
+            return Err(SendError::SchemaCacheFull { max });
+        }
+        table.insert((binding.name.clone(), binding.layout_hash), id);
+        self.bind_schema(SchemaFrame {
+            channel,
+            schema_id: id,
+            layout_hash: binding.layout_hash,
+            name: binding.name.clone(),
+        });
+        Ok(id)
     }
 
     /// Queues a SCHEMA binding on `channel` (§11.2); it leaves before any later message.

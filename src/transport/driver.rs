@@ -53,7 +53,12 @@ impl Dispatch {
                         Err((code, reason)) => session.reject(code, &reason),
                     }
                 }
-                Event::Connected { agent, .. } => {
+                Event::Connected {
+                    agent,
+                    peer_settings,
+                    ..
+                } => {
+                    let _ = shared.peer_settings.set(peer_settings);
                     debug!(peer_agent = %agent, "connected");
                     if let Some(tx) = self.connected.take() {
                         let _ = tx.send(Ok(()));

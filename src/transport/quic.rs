@@ -227,7 +227,7 @@ async fn start(
 ) -> Result<Connection, Error> {
     let peer_addr = conn.remote_address();
     let role = session.role();
-    let shared = Shared::new(session, config.send_buffer);
+    let shared = Shared::new(session, config);
     let (tx, rx) = mpsc::unbounded_channel();
     let (connected_tx, connected_rx) = oneshot::channel();
     let dispatch = Arc::new(std::sync::Mutex::new(Dispatch {

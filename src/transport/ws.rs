@@ -159,7 +159,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let role = session.role();
-    let shared = Shared::new(session, config.send_buffer);
+    let shared = Shared::new(session, config);
     let (tx, rx) = mpsc::unbounded_channel();
     let (connected_tx, connected_rx) = oneshot::channel();
     let dispatch = Dispatch {
