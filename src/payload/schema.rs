@@ -74,7 +74,7 @@ pub fn layout_hash_of(name: &str, version: u32, layout: &str) -> u64 {
 /// assert_eq!(Call::NAME, "Call");
 /// let bytes = rhizomorph::payload::encode(&Call { method: "echo".into(), args: vec![1, 2] }).unwrap();
 /// let binding = rhizomorph::payload::SchemaBinding::of::<Call>();
-/// let archived = rhizomorph::payload::ArchivedPayload::<Call>::new(bytes.into(), 0, Some(&binding)).unwrap();
+/// let archived = rhizomorph::payload::ArchivedPayload::<Call>::new(bytes::Bytes::from_owner(bytes), 0, Some(&binding)).unwrap();
 /// assert_eq!(archived.get().unwrap().method, "echo");
 /// ```
 #[macro_export]
