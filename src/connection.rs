@@ -240,6 +240,27 @@ impl Sender {
             .await
     }
 
+    /// Sends a received message on: same header, payload bytes (not decoded, not copied) and
+    /// encoding. An rkyv payload is bound on this connection to the schema its sender bound
+    /// (ids are per connection, §11.2), so a router forwards typed messages without knowing
+    /// their types. A message whose payload failed to decompress is refused.
+    pub async fn forward(&self, channel: Channel, message: Message) -> Result<u64, Error> {
+        if let Some(e) = message.error {
+            return Err(e.into());
+        }
+        let schema = match message.encoding {
+            PayloadEncoding::Rkyv { schema_id } => Some(
+                message
+                    .schema
+                    .ok_or(PayloadError::UnknownSchemaId { schema_id })?,
+            ),
+            _ => None,
+        };
+        let out =
+            OutgoingMessage::new(message.header, message.payload).with_encoding(message.encoding);
+        self.send_inner(channel, out, schema).await
+    }
+
     /// Sends a typed array (wire.md §11.4) of `data` with shape `dims` (empty: one dimension).
     pub async fn send_array<T: Element>(
         &self,

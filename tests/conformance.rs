@@ -93,7 +93,90 @@ conformance!(
     close_drains_what_is_in_flight,
     abrupt_peer_death_is_an_error_not_a_hang,
     a_thousand_concurrent_messages,
+    typed_messages_bind_a_schema_once_and_are_checked,
+    typed_arrays_and_compression_round_trip,
 );
+
+rhizomorph::wire_type! {
+    /// An RPC call as hypha-rpc shapes it.
+    #[derive(Debug, PartialEq)]
+    pub struct Call @ 1 {
+        pub kind: String,
+        pub method: String,
+        pub args: Vec<u8>,
+    }
+}
+
+rhizomorph::wire_type! {
+    /// Same name, another layout: must never be read as a `Call`.
+    pub struct Other @ 1 {
+        pub kind: u64,
+    }
+}
+
+async fn typed_messages_bind_a_schema_once_and_are_checked(t: Transport) {
+    let (url, client) = echo(t).await;
+    let mut conn = Endpoint::connect(&url, client).await.unwrap();
+    let sender = conn.sender();
+    for i in 0..3u8 {
+        let call = Call {
+            kind: "method".into(),
+            method: format!("services.echo.{i}"),
+            args: vec![i; 256],
+        };
+        sender
+            .send_typed(Channel::Rpc, header("echo"), &call)
+            .await
+            .unwrap();
+        let m = within("typed echo", conn.recv()).await.unwrap();
+        let archived = m.archived::<Call>().unwrap();
+        let got = archived.get().unwrap();
+        assert_eq!(got.method, call.method);
+        assert_eq!(got.args.as_slice(), &call.args[..]);
+        assert_eq!(archived.deserialize().unwrap(), call);
+        // The same bytes are never read as another type.
+        let e = m.archived::<Other>().err().unwrap();
+        assert!(e.to_string().contains("SchemaMismatch"), "{e}");
+    }
+    // One SCHEMA binding for three messages of the type, in each direction.
+    let frames = conn.stats().frames_sent;
+    assert!(frames <= 3 + 1 + 2, "frames sent: {frames}");
+}
+
+async fn typed_arrays_and_compression_round_trip(t: Transport) {
+    let (url, client) = echo(t).await;
+    let mut conn = Endpoint::connect(&url, client).await.unwrap();
+    // A float64 random walk: compressible after a byte shuffle.
+    let mut x = 0.0f64;
+    let walk: Vec<f64> = (0..262_144u64)
+        .map(|i| {
+            x += ((i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f64 / 16_777_216.0) - 0.5;
+            x
+        })
+        .collect();
+    conn.sender()
+        .send_array(Channel::Bulk, header("echo"), &walk, &[512, 512])
+        .await
+        .unwrap();
+    let m = within("array echo", conn.recv()).await.unwrap();
+    assert!(
+        m.compression != rhizomorph::frame::Compression::None,
+        "a random walk should travel compressed"
+    );
+    let view = m.typed_array().unwrap();
+    assert_eq!(view.dims(), &[512, 512]);
+    assert_eq!(&view.as_slice::<f64>().unwrap()[..], &walk[..]);
+    let sent = conn.stats().bytes_sent[Channel::Bulk.index()];
+    assert!(sent < 2_097_152, "compressed on the wire: {sent} bytes");
+    // Random bytes are left alone.
+    let noise = pattern(100_000, 9);
+    conn.send(Channel::Bulk, header("echo"), noise.clone())
+        .await
+        .unwrap();
+    let m = within("noise echo", conn.recv()).await.unwrap();
+    assert_eq!(m.compression, rhizomorph::frame::Compression::None);
+    assert_eq!(m.payload, noise);
+}
 
 async fn echo_on_every_channel(t: Transport) {
     let (url, client) = echo(t).await;

@@ -48,11 +48,7 @@ pub async fn serve_connection(mut conn: Connection) {
             }
             _ => {}
         }
-        if sender
-            .send(msg.channel, msg.header, msg.payload)
-            .await
-            .is_err()
-        {
+        if sender.forward(msg.channel, msg).await.is_err() {
             break;
         }
     }

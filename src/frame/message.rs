@@ -135,6 +135,25 @@ impl MessageFrame {
         n as u64
     }
 
+    /// Bytes [`encode_head`](Self::encode_head) writes: where Chunk Data starts in the frame.
+    pub fn head_len(&self) -> usize {
+        let payload_len = self.payload_len();
+        2 + varint::encoded_len(payload_len) + self.metadata_len() as usize
+    }
+
+    /// Whether the data of this frame is a whole payload that a receiver reads in place
+    /// (a single-frame, uncompressed rkyv or typed-array message, wire.md §11.1).
+    pub fn wants_alignment(&self) -> bool {
+        self.last
+            && self.start.as_ref().is_some_and(|s| {
+                s.compression == Compression::None
+                    && matches!(
+                        s.encoding,
+                        PayloadEncoding::Rkyv { .. } | PayloadEncoding::TypedArray
+                    )
+            })
+    }
+
     /// Writes the frame header and every field up to (not including) Chunk Data.
     ///
     /// With [`MessageFrame::data`] written after it (or handed to a vectored write), this is

@@ -272,6 +272,9 @@ pub struct SessionStats {
     pub credit_stalls: u64,
 }
 
+/// Where in-place payloads start in a batch (wire.md §11.1).
+const ALIGN: usize = 16;
+
 /// Frames encoded for one transport write.
 #[derive(Default)]
 struct Batch {
@@ -1338,6 +1341,16 @@ impl Session {
                 break;
             };
             message_frames += 1;
+            if frame.wants_alignment() {
+                // spec: wire.md §11.1 — Chunk Data at a multiple of 16 from the batch start
+                // (a PADDING frame takes at least 3 bytes: type, flags, length).
+                let data_start = batch.buf.len() + frame.head_len();
+                let pad = (ALIGN - data_start % ALIGN) % ALIGN;
+                if pad != 0 {
+                    let total = if pad < 3 { pad + ALIGN } else { pad };
+                    batch.push(&Frame::Padding { len: total - 3 });
+                }
+            }
             let ch = frame.channel.index();
             self.stats.bytes_sent[ch] += frame.data.len() as u64;
             if frame.last {
