@@ -8,12 +8,12 @@ cd "$(dirname "$0")/.."
 seconds=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frame_decoder hello_decoder header_block session_input decompress)
+[ ${#targets[@]} -gt 0 ] || targets=(frame_decoder hello_decoder header_block session_input decompress payload)
 
 python3 - <<'PY'
 import json, os
 doc = json.load(open("spec/vectors/frames.json"))
-for target in ("frame_decoder", "hello_decoder", "header_block", "session_input", "decompress"):
+for target in ("frame_decoder", "hello_decoder", "header_block", "session_input", "decompress", "payload"):
     os.makedirs(f"fuzz/corpus/{target}", exist_ok=True)
 for v in doc["valid"] + doc["invalid"]:
     raw = bytes.fromhex(v["hex"].replace(" ", ""))
@@ -26,6 +26,9 @@ for v in doc["valid"] + doc["invalid"]:
     if len(raw) < 65536:
         # As one session batch: a 2-byte length, then the bytes.
         open(f"fuzz/corpus/session_input/{v['name']}", "wb").write(len(raw).to_bytes(2, "big") + raw)
+pay = json.load(open("spec/vectors/payloads.json"))
+for v in pay["typed_arrays"]["valid"] + pay["typed_arrays"]["invalid"]:
+    open(f"fuzz/corpus/payload/{v['name'].replace(' ', '_')}", "wb").write(bytes.fromhex(v["hex"]))
 hdr = json.load(open("spec/vectors/headers.json"))
 for seq in hdr["sequences"]:
     blocks = b"".join(bytes([len(bytes.fromhex(b["hex"])) & 0xff]) + bytes.fromhex(b["hex"]) for b in seq["blocks"])

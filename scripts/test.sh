@@ -13,9 +13,11 @@ step "spec vectors are up to date with their generators (spec/vectors/make_*.py)
 tmp=$(mktemp -d)
 cp spec/vectors/frames.json "$tmp/frames.json"
 cp spec/vectors/headers.json "$tmp/headers.json"
+cp spec/vectors/payloads.json "$tmp/payloads.json"
 python3 spec/vectors/make_vectors.py >/dev/null
 python3 spec/vectors/make_header_vectors.py >/dev/null
-for f in frames headers; do
+python3 spec/vectors/make_payload_vectors.py >/dev/null
+for f in frames headers payloads; do
   if ! cmp -s "spec/vectors/$f.json" "$tmp/$f.json"; then
     cp "$tmp/$f.json" "spec/vectors/$f.json"
     echo "spec/vectors/$f.json differs from what its generator writes: regenerate and commit" >&2

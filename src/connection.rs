@@ -56,9 +56,7 @@ impl Message {
     pub fn archived<T>(&self) -> Result<ArchivedPayload<T>, PayloadError>
     where
         T: WireType + rkyv::Archive,
-        T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
-            rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
-        >,
+        T::Archived: for<'a> rkyv::bytecheck::CheckBytes<crate::payload::schema::Validator<'a>>,
     {
         if let Some(e) = &self.error {
             return Err(e.clone());

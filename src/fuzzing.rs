@@ -223,3 +223,47 @@ pub fn hello_decoder(data: &[u8]) {
         }
     }
 }
+
+crate::wire_type! {
+    /// The rkyv type the `payload` target validates arbitrary bytes as: strings, a vector, an
+    /// optional and numbers, so bytecheck's pointer, length, UTF-8 and tag checks all run.
+    pub struct FuzzCall @ 1 {
+        pub method: String,
+        pub args: Vec<u8>,
+        pub values: Vec<f64>,
+        pub note: Option<String>,
+        pub id: u64,
+    }
+}
+
+/// The `payload` target: the bytes as a typed array (wire.md §11.4) and as an rkyv archive
+/// (§11.3). Oracles: no panic; a typed array that parses has exactly product(dims) × size data
+/// bytes and reads as its dtype; an archive is only ever handed out after validation, and one
+/// that validates deserializes.
+pub fn payload(data: &[u8]) {
+    use crate::payload::{ArchivedPayload, DType, SchemaBinding, TypedArrayView};
+    let bytes = Bytes::copy_from_slice(data);
+    if let Ok(view) = TypedArrayView::parse(bytes.clone()) {
+        let count: u64 = view.dims().iter().product();
+        assert_eq!(
+            count * view.dtype().size() as u64,
+            view.data().len() as u64,
+            "data length matches the shape"
+        );
+        let n = match view.dtype() {
+            DType::F64 => view.as_slice::<f64>().map(|s| s.len()),
+            DType::U8 => view.as_slice::<u8>().map(|s| s.len()),
+            DType::I32 => view.as_slice::<i32>().map(|s| s.len()),
+            _ => Ok(count as usize),
+        };
+        assert_eq!(n.ok(), Some(count as usize), "reads as its dtype");
+    }
+    let binding = SchemaBinding::of::<FuzzCall>();
+    if let Ok(archived) = ArchivedPayload::<FuzzCall>::new(bytes, 0, Some(&binding)) {
+        if archived.get().is_ok() {
+            archived
+                .deserialize()
+                .expect("a validated archive deserializes");
+        }
+    }
+}

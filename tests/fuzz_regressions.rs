@@ -47,6 +47,11 @@ fn fuzz_regressions_decompress() {
 }
 
 #[test]
+fn fuzz_regressions_payload() {
+    replay("payload", rhizomorph::fuzzing::payload);
+}
+
+#[test]
 fn fuzz_harness_accepts_every_valid_vector() {
     // The harness's oracles (round trip, stream == batch) hold on every valid vector, so a
     // harness bug cannot hide behind inputs the fuzzer never finds.

@@ -50,7 +50,31 @@ pub enum CompressionError {
     },
 }
 
-/// A sampled byte-entropy estimate in bits per byte (0–8), from up to 4 × 256 bytes.
+/// Distinct values among 128 sampled bytes at or above which a payload counts as
+/// incompressible: uniform random bytes give ~101 (σ ≈ 4.5), text and JSON 30 – 50.
+pub const INCOMPRESSIBLE_DISTINCT: u32 = 90;
+
+/// Whether a payload looks incompressible: many distinct byte values among 4 × 32 bytes sampled
+/// across it (wire.md §12.2). About 50 ns whatever the payload's size.
+pub fn looks_incompressible(data: &[u8]) -> bool {
+    distinct_sampled(data) >= INCOMPRESSIBLE_DISTINCT
+}
+
+/// Distinct byte values among up to 4 × 32 bytes sampled across `data`.
+pub fn distinct_sampled(data: &[u8]) -> u32 {
+    let mut seen = [0u64; 4];
+    let window = 32.min(data.len());
+    for k in 0..4 {
+        let start = (data.len() - window) * k / 3;
+        for &b in &data[start..start + window] {
+            seen[(b >> 6) as usize] |= 1 << (b & 63);
+        }
+    }
+    seen.iter().map(|w| w.count_ones()).sum()
+}
+
+/// A sampled byte-entropy estimate in bits per byte (0–8), from up to 4 × 256 bytes (for
+/// reports and tests; the send path uses [`looks_incompressible`]).
 pub fn sampled_entropy(data: &[u8]) -> f64 {
     let mut counts = [0u32; 256];
     let mut n = 0u32;
@@ -65,15 +89,14 @@ pub fn sampled_entropy(data: &[u8]) -> f64 {
     if n == 0 {
         return 0.0;
     }
-    let n = f64::from(n);
-    counts
+    // H = log2(n) − Σ c·log2(c) / n.
+    let sum: f64 = counts
         .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| {
-            let p = f64::from(c) / n;
-            -p * p.log2()
-        })
-        .sum()
+        .filter(|&&c| c > 1)
+        .map(|&c| f64::from(c) * f64::from(c).log2())
+        .sum();
+    let n = f64::from(n);
+    (n.log2() - sum / n).max(0.0)
 }
 
 /// The sender's choice for one payload (wire.md §12.2): `None` means send it as it is.
@@ -87,9 +110,9 @@ pub fn choose(payload: &[u8], hint: ContentHint, peer: &Settings) -> Option<(Cod
         ContentHint::NumericArray { element_size: 8 } => Shuffle::Bytes8,
         _ => Shuffle::None,
     };
-    // Random or already-compressed bytes sit near 8 bits/byte; leave them alone (the sample is
-    // 1 KiB, so its estimate of a uniform source is ~7.8).
-    if shuffle == Shuffle::None && sampled_entropy(payload) > 7.5 {
+    // Random or already-compressed bytes: leave them alone. This runs on every payload of 512
+    // bytes or more, so it must cost next to nothing (a 128-byte sample, no arithmetic).
+    if shuffle == Shuffle::None && looks_incompressible(payload) {
         return None;
     }
     if peer.accepts_codec(Codec::Lz4) {
@@ -206,20 +229,68 @@ pub fn decompress(
 /// The byte shuffle of wire.md §12.1: byte j of element i goes to `j·m + i`; the `n mod k`
 /// trailing bytes are copied unchanged to the end.
 pub fn shuffle_bytes(data: &[u8], k: usize) -> Vec<u8> {
-    let m = data.len() / k;
-    let mut out = vec![0u8; data.len()];
-    for i in 0..m {
-        for j in 0..k {
-            out[j * m + i] = data[i * k + j];
+    match k {
+        2 => shuffle_k::<2>(data),
+        4 => shuffle_k::<4>(data),
+        8 => shuffle_k::<8>(data),
+        _ => {
+            let m = data.len() / k.max(1);
+            let mut out = vec![0u8; data.len()];
+            for i in 0..m {
+                for j in 0..k {
+                    out[j * m + i] = data[i * k + j];
+                }
+            }
+            out[m * k..].copy_from_slice(&data[m * k..]);
+            out
         }
     }
-    out[m * k..].copy_from_slice(&data[m * k..]);
+}
+
+/// The shuffle for a known element size: one sequential pass per byte plane (the compiler
+/// sees the bounds, so the loops have no checks), ~10x the generic loop.
+fn shuffle_k<const K: usize>(data: &[u8]) -> Vec<u8> {
+    let m = data.len() / K;
+    let (body, tail) = data.split_at(m * K);
+    let mut out = vec![0u8; data.len()];
+    let (planes, out_tail) = out.split_at_mut(m * K);
+    if m > 0 {
+        for (j, plane) in planes.chunks_exact_mut(m).enumerate() {
+            for (dst, elem) in plane.iter_mut().zip(body.chunks_exact(K)) {
+                *dst = elem[j];
+            }
+        }
+    }
+    out_tail.copy_from_slice(tail);
+    out
+}
+
+/// The inverse of [`shuffle_k`].
+fn unshuffle_k<const K: usize>(data: &[u8]) -> Vec<u8> {
+    let m = data.len() / K;
+    let (body, tail) = data.split_at(m * K);
+    let mut out = vec![0u8; data.len()];
+    let (elems, out_tail) = out.split_at_mut(m * K);
+    if m > 0 {
+        for (j, plane) in body.chunks_exact(m).enumerate() {
+            for (elem, &src) in elems.chunks_exact_mut(K).zip(plane) {
+                elem[j] = src;
+            }
+        }
+    }
+    out_tail.copy_from_slice(tail);
     out
 }
 
 /// The inverse of [`shuffle_bytes`].
 pub fn unshuffle_bytes(data: &[u8], k: usize) -> Vec<u8> {
-    let m = data.len() / k;
+    match k {
+        2 => return unshuffle_k::<2>(data),
+        4 => return unshuffle_k::<4>(data),
+        8 => return unshuffle_k::<8>(data),
+        _ => {}
+    }
+    let m = data.len() / k.max(1);
     let mut out = vec![0u8; data.len()];
     for i in 0..m {
         for j in 0..k {

@@ -12,7 +12,7 @@
 use std::marker::PhantomData;
 
 use bytes::Bytes;
-use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
+use rkyv::api::high::{HighDeserializer, HighSerializer};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
@@ -30,24 +30,50 @@ pub trait WireType {
     /// The field list as written in the definition: names and types.
     const LAYOUT: &'static str;
 
-    /// spec: wire.md §11.2.2 — FNV-1a 64 of `"<name>@<version>:<layout description>"`.
+    /// spec: wire.md §11.2.2 — FNV-1a 64 of `"<name>@<version>:<layout description>"`,
+    /// computed at compile time.
+    const LAYOUT_HASH: u64 = layout_hash_const(Self::NAME, Self::VERSION, Self::LAYOUT);
+
+    /// [`LAYOUT_HASH`](Self::LAYOUT_HASH).
     fn layout_hash() -> u64 {
-        let mut h = fnv1a64(Self::NAME.as_bytes(), FNV_OFFSET);
-        h = fnv1a64(b"@", h);
-        h = fnv1a64(Self::VERSION.to_string().as_bytes(), h);
-        h = fnv1a64(b":", h);
-        fnv1a64(Self::LAYOUT.as_bytes(), h)
+        Self::LAYOUT_HASH
     }
+}
+
+/// FNV-1a 64 of `"<name>@<version>:<layout>"` (wire.md §11.2.2), usable in constants.
+pub const fn layout_hash_const(name: &str, version: u32, layout: &str) -> u64 {
+    let mut h = fnv1a64(name.as_bytes(), FNV_OFFSET);
+    h = fnv1a64(b"@", h);
+    // The version's decimal digits, most significant first.
+    let mut digits = [0u8; 10];
+    let mut n = version;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    while len > 0 {
+        len -= 1;
+        h = (h ^ digits[len] as u64).wrapping_mul(FNV_PRIME);
+    }
+    h = fnv1a64(b":", h);
+    fnv1a64(layout.as_bytes(), h)
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 /// FNV-1a 64-bit over `bytes`, continuing from `state` (start with the offset basis).
-pub fn fnv1a64(bytes: &[u8], mut state: u64) -> u64 {
-    for &b in bytes {
-        state ^= u64::from(b);
+pub const fn fnv1a64(bytes: &[u8], mut state: u64) -> u64 {
+    let mut i = 0;
+    while i < bytes.len() {
+        state ^= bytes[i] as u64;
         state = state.wrapping_mul(FNV_PRIME);
+        i += 1;
     }
     state
 }
@@ -161,16 +187,26 @@ impl From<&SchemaFrame> for SchemaBinding {
     }
 }
 
+/// The validator archives are checked with (rkyv's low-level API: no shared pointers).
+pub type Validator<'a> = rkyv::api::low::LowValidator<'a, rancor::Error>;
+
 /// The serializer rkyv's high-level API uses.
 pub type Serializer<'a> = HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>;
+
+/// The archive buffer's first allocation: an RPC call with a few hundred bytes of arguments fits.
+const INITIAL_ARCHIVE_CAPACITY: usize = 1024;
 
 /// Serializes `value` into an rkyv archive (wire.md §11.3).
 pub fn encode<T>(value: &T) -> Result<AlignedVec, PayloadError>
 where
     T: WireType + for<'a> rkyv::Serialize<Serializer<'a>>,
 {
-    rkyv::to_bytes::<rancor::Error>(value).map_err(|e| PayloadError::Serialize {
-        detail: e.to_string(),
+    // Growing from empty would reallocate several times for an RPC-sized message.
+    let buf = AlignedVec::with_capacity(INITIAL_ARCHIVE_CAPACITY);
+    rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, buf).map_err(|e| {
+        PayloadError::Serialize {
+            detail: e.to_string(),
+        }
     })
 }
 
@@ -204,10 +240,10 @@ const ARCHIVE_ALIGN: usize = 16;
 impl<T> ArchivedPayload<T>
 where
     T: WireType + rkyv::Archive,
-    T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+    T::Archived: for<'a> CheckBytes<Validator<'a>>,
 {
     /// Checks `binding` (what the sender bound to `schema_id`; `None` if it bound nothing)
-    /// against `T`, aligns the bytes, and validates the archive once.
+    /// against `T` and aligns the bytes; [`get`](Self::get) validates them.
     pub fn new(
         payload: Bytes,
         schema_id: u64,
@@ -229,12 +265,10 @@ where
             v.extend_from_slice(&payload);
             AlignedBytes::Copied(v)
         };
-        let this = ArchivedPayload {
+        Ok(ArchivedPayload {
             bytes,
             _type: PhantomData,
-        };
-        this.get()?;
-        Ok(this)
+        })
     }
 
     /// Whether the received bytes were used in place (no copy).
@@ -244,7 +278,9 @@ where
 
     /// The archived value, validated (bytecheck) on every call: never unchecked access.
     pub fn get(&self) -> Result<&T::Archived, PayloadError> {
-        rkyv::access::<T::Archived, rancor::Error>(self.bytes.as_slice()).map_err(|e| {
+        // The low-level validator: bounds, alignment, UTF-8 and enum tags are checked; wire
+        // types hold no shared pointers, so the shared-pointer registry is not needed.
+        rkyv::api::low::access::<T::Archived, rancor::Error>(self.bytes.as_slice()).map_err(|e| {
             PayloadError::InvalidArchive {
                 detail: e.to_string(),
             }
@@ -295,6 +331,9 @@ mod tests {
         assert_eq!(fnv1a64(b"", FNV_OFFSET), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a64(b"a", FNV_OFFSET), 0xaf63_dc4c_8601_ec8c);
         assert_ne!(Point::layout_hash(), PointV2::layout_hash());
+        for v in [0, 7, 10, 12345, u32::MAX] {
+            assert_eq!(layout_hash_const("T", v, "x"), layout_hash_of("T", v, "x"));
+        }
     }
 
     #[test]
@@ -349,10 +388,13 @@ mod tests {
         for i in 0..good.len() {
             let mut bad = good.clone();
             bad[i] ^= 0xFF;
-            let _ = ArchivedPayload::<Point>::new(Bytes::from(bad), 0, Some(&binding));
+            if let Ok(a) = ArchivedPayload::<Point>::new(Bytes::from(bad), 0, Some(&binding)) {
+                let _ = a.get();
+            }
         }
         // A truncated archive is refused.
-        let r = ArchivedPayload::<Point>::new(Bytes::from(good[..4].to_vec()), 0, Some(&binding));
-        assert!(matches!(r, Err(PayloadError::InvalidArchive { .. })));
+        let a = ArchivedPayload::<Point>::new(Bytes::from(good[..4].to_vec()), 0, Some(&binding))
+            .unwrap();
+        assert!(matches!(a.get(), Err(PayloadError::InvalidArchive { .. })));
     }
 }
