@@ -192,7 +192,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 async fn bench_cmd(options: BenchOptions, json: Option<PathBuf>) -> ExitCode {
     println!(
-        "rhizomorph bench: loopback, {} cores; baseline msgpack-ws = one msgpack message per WebSocket frame (hypha-rpc style)",
+        "rhizomorph bench: loopback, {} cores; baselines: msgpack-ws = one msgpack message per WebSocket frame (hypha-rpc style), bare-quinn = length-prefixed messages on one quinn stream",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let results = match bench::run(&options).await {
