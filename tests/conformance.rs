@@ -12,7 +12,8 @@ use rhizomorph::bench::echo_server;
 use rhizomorph::frame::Settings;
 use rhizomorph::transport::tls;
 use rhizomorph::{
-    Channel, CloseReason, Config, Endpoint, Error, ErrorCode, Listener, RoutingHeader,
+    Channel, CloseReason, CompressionPolicy, Config, Endpoint, Error, ErrorCode, Listener,
+    RoutingHeader,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -23,15 +24,23 @@ enum Transport {
 }
 
 /// Server and client configs for a transport: QUIC always runs TLS (a self-signed certificate,
-/// pinned by the client); WebSocket runs plain on loopback.
+/// pinned by the client); WebSocket runs plain on loopback. Payload compression is off, so the
+/// byte counts the checks reason about are the payloads' (the test payloads are periodic and
+/// would compress to almost nothing); `typed_arrays_and_compression_round_trip` turns it on.
 fn configs(t: Transport) -> (Config, Config) {
+    configs_with(t, CompressionPolicy::Off)
+}
+
+fn configs_with(t: Transport, compression: CompressionPolicy) -> (Config, Config) {
+    let base = Config::default().with_compression(compression);
     match t {
-        Transport::Ws => (Config::default(), Config::default()),
+        Transport::Ws => (base.clone(), base),
         Transport::Quic => {
             let (cert, key, fp) = tls::self_signed(&["localhost"]).unwrap();
-            let server =
-                Config::default().with_server_tls(tls::server_tls(vec![cert], key).unwrap());
-            let client = Config::default().with_client_tls(tls::client_tls_pinned(&fp).unwrap());
+            let server = base
+                .clone()
+                .with_server_tls(tls::server_tls(vec![cert], key).unwrap());
+            let client = base.with_client_tls(tls::client_tls_pinned(&fp).unwrap());
             (server, client)
         }
     }
@@ -60,7 +69,11 @@ fn pattern(len: usize, seed: u8) -> Bytes {
 
 /// An echo server; returns its URL and the client config that trusts it.
 async fn echo(t: Transport) -> (String, Config) {
-    let (server, client) = configs(t);
+    echo_with(t, CompressionPolicy::Off).await
+}
+
+async fn echo_with(t: Transport, compression: CompressionPolicy) -> (String, Config) {
+    let (server, client) = configs_with(t, compression);
     let listener = bind(t, server).await;
     let url = listener.url();
     tokio::spawn(echo_server::serve(listener));
@@ -145,7 +158,7 @@ async fn typed_messages_bind_a_schema_once_and_are_checked(t: Transport) {
 }
 
 async fn typed_arrays_and_compression_round_trip(t: Transport) {
-    let (url, client) = echo(t).await;
+    let (url, client) = echo_with(t, CompressionPolicy::Auto).await;
     let mut conn = Endpoint::connect(&url, client).await.unwrap();
     // A float64 random walk: compressible after a byte shuffle.
     let mut x = 0.0f64;
