@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite — the README's test command, and what CI (.ci/run) runs.
-# Installs nothing globally; needs a Rust toolchain (cargo) and python3.
+# Installs nothing globally (numpy goes into a venv, .venv); needs a Rust toolchain (cargo),
+# python3 and PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,12 @@ for f in frames headers payloads; do
     exit 1
   fi
 done
+
+step "a Python peer reads the typed-array vectors with numpy (wire.md §11.4)"
+venv=${RHIZOMORPH_VENV:-.venv}
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install --quiet --disable-pip-version-check numpy
+"$venv/bin/python" spec/vectors/check_numpy.py
 
 step "clippy (warnings are errors)"
 cargo clippy --release --all-targets -- -D warnings
