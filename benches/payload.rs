@@ -9,7 +9,7 @@
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use rhizomorph::frame::{Channel, MessageFrame, PayloadEncoding, Settings};
-use rhizomorph::payload::{self, ArchivedPayload, ContentHint, SchemaBinding};
+use rhizomorph::payload::{self, ArchivedPayload, ContentHint, SchemaBinding, WireType};
 use serde::{Deserialize, Serialize};
 
 rhizomorph::wire_type! {
@@ -72,24 +72,7 @@ fn bench_rpc(c: &mut Criterion) {
         method: method.clone(),
         args,
     };
-    let binding = SchemaBinding::of::<Call>();
-    let mut group = c.benchmark_group("rpc_256b");
-    group.throughput(Throughput::Elements(1));
-    group.bench_function("rkyv_encode_validated_access", |b| {
-        b.iter(|| {
-            let bytes = Bytes::from_owner(payload::encode(black_box(&call)).unwrap());
-            let a = ArchivedPayload::<Call>::new(bytes, 0, Some(&binding)).unwrap();
-            black_box(a.get().unwrap().args.len())
-        })
-    });
-    group.bench_function("rmp_serde_encode_decode", |b| {
-        b.iter(|| {
-            let bytes = rmp_serde::to_vec_named(black_box(&mp)).unwrap();
-            let back: MsgpackCall = rmp_serde::from_slice(&bytes).unwrap();
-            black_box(back.args.len())
-        })
-    });
-    group.finish();
+    bench_pair(c, "rpc_256b", Throughput::Elements(1), &call, &mp);
 
     let values: Vec<f64> = (0..2560).map(|i| (i as f64).sin()).collect();
     let array = ArrayCall {
@@ -106,19 +89,29 @@ fn bench_rpc(c: &mut Criterion) {
         method,
         args: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
     };
-    let binding = SchemaBinding::of::<ArrayCall>();
-    let mut group = c.benchmark_group("rpc_20kb_array");
-    group.throughput(Throughput::Bytes(20_480));
+    bench_pair(c, "rpc_20kb_array", Throughput::Bytes(20_480), &array, &mp);
+}
+
+/// One group: rkyv encode + validated access of `value` next to rmp-serde encode + decode of
+/// the same message in hypha-rpc's msgpack form.
+fn bench_pair<T>(c: &mut Criterion, name: &str, throughput: Throughput, value: &T, mp: &MsgpackCall)
+where
+    T: WireType + rkyv::Archive + for<'a> rkyv::Serialize<payload::Serializer<'a>>,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<payload::schema::Validator<'a>>,
+{
+    let binding = SchemaBinding::of::<T>();
+    let mut group = c.benchmark_group(name);
+    group.throughput(throughput);
     group.bench_function("rkyv_encode_validated_access", |b| {
         b.iter(|| {
-            let bytes = Bytes::from_owner(payload::encode(black_box(&array)).unwrap());
-            let a = ArchivedPayload::<ArrayCall>::new(bytes, 0, Some(&binding)).unwrap();
-            black_box(a.get().unwrap().args.len())
+            let bytes = Bytes::from_owner(payload::encode(black_box(value)).unwrap());
+            let a = ArchivedPayload::<T>::new(bytes, 0, Some(&binding)).unwrap();
+            black_box(a.get().is_ok())
         })
     });
     group.bench_function("rmp_serde_encode_decode", |b| {
         b.iter(|| {
-            let bytes = rmp_serde::to_vec_named(black_box(&mp)).unwrap();
+            let bytes = rmp_serde::to_vec_named(black_box(mp)).unwrap();
             let back: MsgpackCall = rmp_serde::from_slice(&bytes).unwrap();
             black_box(back.args.len())
         })

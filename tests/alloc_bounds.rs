@@ -2,43 +2,13 @@
 //! declares. A counting allocator records the largest single allocation made while decoding
 //! hostile inputs that declare huge lengths and counts.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use bytes::{Bytes, BytesMut};
 use rhizomorph::frame::{ErrorCode, FrameDecoder, Settings};
 use rhizomorph::inspect::parse_hex;
 
-struct Counting;
-
-// Per thread: tests run in parallel, and only the measuring thread's allocations count.
-thread_local! {
-    static TRACKING: Cell<bool> = const { Cell::new(false) };
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(size: usize) {
-    if TRACKING.with(Cell::get) {
-        LARGEST.with(|l| l.set(l.get().max(size)));
-    }
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: forwards the caller's layout unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` with this layout (see `alloc`).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        // SAFETY: same contract as `GlobalAlloc::realloc`, forwarded to `System`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::{measure, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -50,12 +20,11 @@ fn largest_allocation(hex: &str, limits: Settings) -> (usize, Option<ErrorCode>)
     let decoder = FrameDecoder::new(limits);
     let mut stream = BytesMut::from(&bytes[..]);
     let batch = Bytes::from(bytes);
-    LARGEST.with(|l| l.set(0));
-    TRACKING.with(|t| t.set(true));
-    while let Ok(Some(_)) = decoder.decode(&mut stream) {}
-    let code = decoder.decode_batch(batch).err().map(|e| e.code());
-    TRACKING.with(|t| t.set(false));
-    (LARGEST.with(Cell::get), code)
+    let (code, seen) = measure(|| {
+        while let Ok(Some(_)) = decoder.decode(&mut stream) {}
+        decoder.decode_batch(batch).err().map(|e| e.code())
+    });
+    (seen.largest, code)
 }
 
 #[test]

@@ -29,6 +29,34 @@ fn echo_server_quic() -> (String, String, rustls::pki_types::CertificateDer<'sta
     (url, fp, cert)
 }
 
+/// A bare quinn connection to `addr` that trusts `cert` and offers `alpn`.
+async fn bare_connect(
+    cert: rustls::pki_types::CertificateDer<'static>,
+    alpn: &[u8],
+    addr: std::net::SocketAddr,
+) -> Result<quinn::Connection, quinn::ConnectionError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let mut crypto = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    crypto.alpn_protocols = vec![alpn.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(crypto)).unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint
+        .connect_with(
+            quinn::ClientConfig::new(Arc::new(crypto)),
+            addr,
+            "localhost",
+        )
+        .unwrap()
+        .await
+}
+
 #[tokio::test]
 async fn quic_17_1_pinned_certificate_connects_and_echoes() {
     let (url, fp, _) = echo_server_quic();
@@ -76,26 +104,7 @@ async fn quic_17_1_a_client_without_the_alpn_is_refused() {
         .parse()
         .unwrap();
     // A bare quinn client that trusts the certificate but offers another ALPN.
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).unwrap();
-    let mut crypto = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    crypto.alpn_protocols = vec![b"h3".to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(crypto)).unwrap();
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let r = endpoint
-        .connect_with(
-            quinn::ClientConfig::new(Arc::new(crypto)),
-            addr,
-            "localhost",
-        )
-        .unwrap()
-        .await;
+    let r = bare_connect(cert, b"h3", addr).await;
     let msg = match r {
         Ok(_) => panic!("a client without the ALPN was accepted"),
         Err(e) => format!("{e:?}"),
@@ -128,27 +137,7 @@ async fn quic_17_2_3_a_second_stream_for_one_channel_closes_with_protocol_error(
         }
     });
     // A hand-made client: HELLO on the control stream, then two streams that both say "rpc".
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).unwrap();
-    let mut crypto = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    crypto.alpn_protocols = vec![quic::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(crypto)).unwrap();
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let conn = endpoint
-        .connect_with(
-            quinn::ClientConfig::new(Arc::new(crypto)),
-            addr,
-            "localhost",
-        )
-        .unwrap()
-        .await
-        .unwrap();
+    let conn = bare_connect(cert, quic::ALPN, addr).await.unwrap();
     let mut hello = bytes::BytesMut::from(&[0u8][..]);
     rhizomorph::frame::Frame::Hello(rhizomorph::frame::Hello::new(
         &rhizomorph::frame::Settings::default(),

@@ -2,9 +2,7 @@
 //! every allocation the receiving session makes from the moment the bytes arrive to the
 //! moment the application reads the array as `&[f64]`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::borrow::Cow;
-use std::cell::Cell;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -12,41 +10,9 @@ use rhizomorph::frame::{Channel, PayloadEncoding, Settings};
 use rhizomorph::payload::{TypedArray, TypedArrayView};
 use rhizomorph::session::{Event, OutgoingMessage, RoutingHeader, Session, SessionConfig};
 
-struct Counting;
-
-// Per thread: tests run in parallel, and only the measuring thread's allocations count.
-thread_local! {
-    static TRACKING: Cell<bool> = const { Cell::new(false) };
-    static BIG: Cell<usize> = const { Cell::new(0) };
-    static BIG_BYTES: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Allocations at least this large count as "of the array's size".
-const BIG_ALLOCATION: usize = 1 << 20;
-
-fn note(size: usize) {
-    if TRACKING.with(Cell::get) && size >= BIG_ALLOCATION {
-        BIG.with(|b| b.set(b.get() + 1));
-        BIG_BYTES.with(|b| b.set(b.get() + size));
-    }
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: forwards the caller's layout unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` with this layout (see `alloc`).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        // SAFETY: same contract as `GlobalAlloc::realloc`, forwarded to `System`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::{measure, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -74,25 +40,24 @@ fn receive_array(chunk_size: u64) -> (usize, usize, bool) {
     // What the transport received: allocated before counting starts.
     let batches: Vec<Bytes> = std::iter::from_fn(|| tx.poll_transmit(now)).collect();
 
-    BIG.with(|b| b.set(0));
-    BIG_BYTES.with(|b| b.set(0));
-    TRACKING.with(|t| t.set(true));
-    for b in batches {
-        rx.handle_batch(now, b);
-    }
-    let mut borrowed = false;
-    let mut sum = 0.0;
-    while let Some(e) = rx.poll_event() {
-        if let Event::Message(m) = e {
-            let view = TypedArrayView::parse(m.payload).unwrap();
-            let s = view.as_slice::<f64>().unwrap();
-            borrowed = matches!(s, Cow::Borrowed(_));
-            sum = s.iter().sum();
+    let ((borrowed, sum), seen) = measure(|| {
+        for b in batches {
+            rx.handle_batch(now, b);
         }
-    }
-    TRACKING.with(|t| t.set(false));
+        let mut borrowed = false;
+        let mut sum = 0.0;
+        while let Some(e) = rx.poll_event() {
+            if let Event::Message(m) = e {
+                let view = TypedArrayView::parse(m.payload).unwrap();
+                let s = view.as_slice::<f64>().unwrap();
+                borrowed = matches!(s, Cow::Borrowed(_));
+                sum = s.iter().sum();
+            }
+        }
+        (borrowed, sum)
+    });
     assert_eq!(sum, data.iter().sum::<f64>());
-    (BIG.with(Cell::get), BIG_BYTES.with(Cell::get), borrowed)
+    (seen.big, seen.big_bytes, borrowed)
 }
 
 #[test]

@@ -7,14 +7,13 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{RecvStream, SendStream};
 
 use super::scenarios::{EchoRx, EchoTx};
 use crate::config::Config;
+use crate::transport::quic::{quinn_client_config, quinn_server_config};
 
 /// ALPN of the bare echo protocol (not rhizomorph's).
 const ALPN: &[u8] = b"bare-echo";
@@ -31,11 +30,7 @@ pub fn start_server(config: &Config) -> io::Result<(SocketAddr, quinn::Endpoint)
         .server_tls
         .as_ref()
         .ok_or_else(|| io::Error::other("the bare-quinn baseline needs server TLS"))?;
-    let mut rustls_config = (*tls.config).clone();
-    rustls_config.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = QuicServerConfig::try_from(Arc::new(rustls_config)).map_err(io::Error::other)?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(Arc::new(transport(config)));
+    let server = quinn_server_config(tls, ALPN, transport(config)).map_err(io::Error::other)?;
     let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().expect("literal"))?;
     let addr = endpoint.local_addr()?;
     let accept = endpoint.clone();
@@ -109,11 +104,7 @@ pub async fn connect(addr: SocketAddr, config: &Config) -> io::Result<(BareTx, B
         .client_tls
         .as_ref()
         .ok_or_else(|| io::Error::other("the bare-quinn baseline needs client TLS"))?;
-    let mut rustls_config = (*tls.config).clone();
-    rustls_config.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = QuicClientConfig::try_from(Arc::new(rustls_config)).map_err(io::Error::other)?;
-    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    client.transport_config(Arc::new(transport(config)));
+    let client = quinn_client_config(tls, ALPN, transport(config)).map_err(io::Error::other)?;
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("literal"))?;
     let conn = endpoint
         .connect_with(client, addr, "localhost")

@@ -23,7 +23,7 @@ use quinn::{ConnectionError, RecvStream, SendStream, VarInt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info_span, warn, Instrument};
 
-use crate::config::Config;
+use crate::config::{ClientTls, Config, ServerTls};
 use crate::connection::{CloseReason, Connection, Mode, Shared};
 use crate::error::Error;
 use crate::frame::{Channel, ErrorCode};
@@ -63,6 +63,34 @@ pub(crate) fn transport_config(config: &Config) -> quinn::TransportConfig {
 
 fn quic_config_error(e: impl std::fmt::Display) -> Error {
     Error::Tls(format!("TLS configuration unusable for QUIC: {e}"))
+}
+
+/// A quinn client config from our client TLS, offering only `alpn`.
+pub(crate) fn quinn_client_config(
+    tls: &ClientTls,
+    alpn: &[u8],
+    transport: quinn::TransportConfig,
+) -> Result<quinn::ClientConfig, Error> {
+    let mut rustls_config = (*tls.config).clone();
+    rustls_config.alpn_protocols = vec![alpn.to_vec()];
+    let crypto = QuicClientConfig::try_from(Arc::new(rustls_config)).map_err(quic_config_error)?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(Arc::new(transport));
+    Ok(client)
+}
+
+/// A quinn server config from our server TLS, accepting only `alpn`.
+pub(crate) fn quinn_server_config(
+    tls: &ServerTls,
+    alpn: &[u8],
+    transport: quinn::TransportConfig,
+) -> Result<quinn::ServerConfig, Error> {
+    let mut rustls_config = (*tls.config).clone();
+    rustls_config.alpn_protocols = vec![alpn.to_vec()];
+    let crypto = QuicServerConfig::try_from(Arc::new(rustls_config)).map_err(quic_config_error)?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(transport));
+    Ok(server)
 }
 
 /// A client: its own UDP endpoint, connected to `url` (`quic://host:port`).
@@ -106,11 +134,7 @@ async fn connect_inner(url: &str, config: &Config) -> Result<Connection, Error> 
         Some(t) => t.clone(),
         None => crate::transport::tls::client_tls_web_roots()?,
     };
-    let mut rustls_config = (*tls.config).clone();
-    rustls_config.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = QuicClientConfig::try_from(Arc::new(rustls_config)).map_err(quic_config_error)?;
-    let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
-    client_config.transport_config(Arc::new(transport_config(config)));
+    let client_config = quinn_client_config(&tls, ALPN, transport_config(config))?;
     let bind: SocketAddr = if addr.is_ipv6() {
         "[::]:0".parse().expect("a valid address")
     } else {
@@ -168,12 +192,7 @@ impl QuicListener {
                     .into(),
             )
         })?;
-        let mut rustls_config = (*tls.config).clone();
-        rustls_config.alpn_protocols = vec![ALPN.to_vec()];
-        let crypto =
-            QuicServerConfig::try_from(Arc::new(rustls_config)).map_err(quic_config_error)?;
-        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        server_config.transport_config(Arc::new(transport_config(&config)));
+        let server_config = quinn_server_config(tls, ALPN, transport_config(&config))?;
         let endpoint = quinn::Endpoint::server(server_config, addr)?;
         Ok(QuicListener {
             endpoint,
