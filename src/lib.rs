@@ -31,6 +31,7 @@ pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod inspect;
+pub mod legacy;
 pub mod payload;
 pub mod session;
 pub mod transport;

@@ -26,7 +26,9 @@ use tracing::{debug, trace, warn};
 
 pub use error::{SendError, SessionError};
 pub use header::{HeaderField, RoutingHeader};
-pub use header_table::{HeaderDecoder, HeaderEncoder, HeaderError, STATIC_TABLE};
+pub use header_table::{
+    HeaderDecoder, HeaderEncoder, HeaderError, MAX_HEADER_FIELDS, MAX_NAME_LEN, STATIC_TABLE,
+};
 pub use incoming::IncomingMessage;
 pub use keepalive::Keepalive;
 pub use outgoing::OutgoingMessage;
