@@ -28,6 +28,85 @@ pub type AuthDecision = Result<Bytes, (ErrorCode, String)>;
 /// The authentication hook: called once per connection with the client's HELLO.
 pub type Authenticator = Arc<dyn Fn(&AuthRequest) -> AuthDecision + Send + Sync>;
 
+/// What a server learns about a legacy (hypha-rpc) client before it decides to accept it
+/// (legacy.md §L4.1).
+#[derive(Debug, Clone)]
+pub struct LegacyAuthRequest {
+    /// The client's first message (client id, workspace, tokens).
+    pub auth: crate::legacy::AuthInfo,
+    /// The client's address.
+    pub peer_addr: std::net::SocketAddr,
+}
+
+/// The legacy authentication hook: the identity the client gets, or the reason it is refused
+/// (sent to the client as `{"type": "error", "message": …}`).
+pub type LegacyAuthenticator =
+    Arc<dyn Fn(&LegacyAuthRequest) -> Result<crate::legacy::Identity, String> + Send + Sync>;
+
+/// Legacy msgpack mode (`spec/legacy.md`): fallback on the client side, serving hypha-rpc
+/// clients on the server side.
+#[derive(Clone)]
+pub struct LegacyConfig {
+    /// Client: fall back to legacy mode when the server does not select `rhizomorph.v1`
+    /// (wire.md §3.4.2). On by default; off = `require_native`.
+    pub fallback: bool,
+    /// Server: serve WebSocket clients that do not offer `rhizomorph.v1` in legacy mode
+    /// (wire.md §3.4.1). On by default; off refuses them with HTTP 400.
+    pub serve: bool,
+    /// Server: never select `rhizomorph.v1`, serve every client in legacy mode (what a hypha
+    /// server does; for tests and for deployments that must look like one).
+    pub only: bool,
+    /// Client: what the first message says (client id, workspace, token).
+    pub auth: crate::legacy::AuthInfo,
+    /// Server: the authentication hook (default: [`default_legacy_auth`]).
+    pub authenticator: Option<LegacyAuthenticator>,
+    /// Client: interval of the `{"type": "ping"}` keepalive (the first goes 2 s after the
+    /// handshake, as hypha-rpc's). Hypha closes clients idle for its idle timeout.
+    pub ping_interval: Duration,
+}
+
+impl Default for LegacyConfig {
+    fn default() -> Self {
+        LegacyConfig {
+            fallback: true,
+            serve: true,
+            only: false,
+            auth: crate::legacy::AuthInfo::default(),
+            authenticator: None,
+            ping_interval: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The default legacy authentication: loopback clients only, each an anonymous user; the
+/// workspace is the one asked for, or `ws-user-<client_id>` (as hypha gives anonymous users
+/// a workspace of their own). Tokens are not checked, so this serves loopback demos, not a
+/// network: a server that faces one sets its own hook.
+pub fn default_legacy_auth(req: &LegacyAuthRequest) -> Result<crate::legacy::Identity, String> {
+    if !req.peer_addr.ip().is_loopback() {
+        return Err(format!(
+            "{} is not loopback: this server has no legacy authentication hook",
+            req.peer_addr
+        ));
+    }
+    let client_id = req
+        .auth
+        .client_id
+        .clone()
+        .filter(|c| !c.is_empty() && !c.contains('/') && c != "*")
+        .ok_or_else(|| "a client_id without '/' is required".to_string())?;
+    let workspace = req
+        .auth
+        .workspace
+        .clone()
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| format!("ws-user-{client_id}"));
+    if workspace.contains('/') || workspace == "*" {
+        return Err(format!("invalid workspace {workspace:?}"));
+    }
+    Ok(crate::legacy::Identity::anonymous(workspace, client_id))
+}
+
 /// TLS for a server: certificate chain and key.
 #[derive(Clone)]
 pub struct ServerTls {
@@ -82,6 +161,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Payload compression on send (receiving always decompresses, within the limits).
     pub compression: CompressionPolicy,
+    /// Legacy msgpack mode: fallback and serving (`spec/legacy.md`).
+    pub legacy: LegacyConfig,
 }
 
 impl Default for Config {
@@ -96,6 +177,7 @@ impl Default for Config {
             authenticator: None,
             connect_timeout: Duration::from_secs(10),
             compression: CompressionPolicy::Auto,
+            legacy: LegacyConfig::default(),
         }
     }
 }
@@ -111,6 +193,8 @@ impl std::fmt::Debug for Config {
             .field("client_tls", &self.client_tls.is_some())
             .field("authenticator", &self.authenticator.is_some())
             .field("compression", &self.compression)
+            .field("legacy_fallback", &self.legacy.fallback)
+            .field("legacy_serve", &self.legacy.serve)
             .finish()
     }
 }
@@ -256,6 +340,43 @@ impl Config {
     /// Returns the config with this compression policy.
     pub fn with_compression(mut self, policy: CompressionPolicy) -> Self {
         self.compression = policy;
+        self
+    }
+    /// Refuses legacy mode as a client (`true`): a server that does not select
+    /// `rhizomorph.v1` is an error ([`Error::NotRhizomorph`](crate::Error::NotRhizomorph))
+    /// instead of a fallback (wire.md §3.4.2).
+    pub fn with_require_native(mut self, require: bool) -> Self {
+        self.legacy.fallback = !require;
+        self
+    }
+    /// Serves (`true`, the default) or refuses WebSocket clients that do not offer
+    /// `rhizomorph.v1` (wire.md §3.4.1).
+    pub fn with_serve_legacy(mut self, serve: bool) -> Self {
+        self.legacy.serve = serve;
+        self
+    }
+    /// Serves every WebSocket client in legacy mode, even one that offers `rhizomorph.v1`.
+    pub fn with_legacy_only(mut self, only: bool) -> Self {
+        self.legacy.only = only;
+        if only {
+            self.legacy.serve = true;
+        }
+        self
+    }
+    /// Returns the config with this legacy identity request (client id, workspace, token).
+    pub fn with_legacy_auth(mut self, auth: crate::legacy::AuthInfo) -> Self {
+        self.legacy.auth = auth;
+        self
+    }
+    /// Returns the config with this legacy authentication hook (server).
+    pub fn with_legacy_authenticator(
+        mut self,
+        f: impl Fn(&LegacyAuthRequest) -> Result<crate::legacy::Identity, String>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        self.legacy.authenticator = Some(Arc::new(f));
         self
     }
     /// Returns the config with these keepalive timings (wire.md §13).

@@ -26,6 +26,26 @@ use crate::session::{OutgoingMessage, RoutingHeader, Session, SessionStats};
 pub enum Mode {
     /// The rhizomorph wire protocol (`spec/wire.md`).
     Native,
+    /// Legacy msgpack over WebSocket (`spec/legacy.md`): one message per WebSocket message,
+    /// `msgpack(header) ++ msgpack payload`; no channels, compression or typed payloads.
+    Legacy,
+}
+
+impl Mode {
+    /// `"native"` or `"legacy"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Native => "native",
+            Mode::Legacy => "legacy",
+        }
+    }
+}
+
+/// What a handle talks to: the native session, or a legacy link.
+#[derive(Clone)]
+pub(crate) enum Link {
+    Native(Arc<Shared>),
+    Legacy(Arc<crate::transport::legacy::LegacyLink>),
 }
 
 /// A received message: routing header and payload, readable without decoding the payload.
@@ -186,7 +206,7 @@ impl Shared {
 /// # Ok(()) }
 /// ```
 pub struct Connection {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) link: Link,
     pub(crate) incoming: mpsc::UnboundedReceiver<crate::session::IncomingMessage>,
     pub(crate) peer_addr: SocketAddr,
     pub(crate) mode: Mode,
@@ -204,7 +224,7 @@ impl std::fmt::Debug for Connection {
 /// A cloneable handle that sends on a connection (e.g. one per task).
 #[derive(Clone)]
 pub struct Sender {
-    shared: Arc<Shared>,
+    link: Link,
 }
 
 impl Sender {
@@ -232,6 +252,9 @@ impl Sender {
     where
         T: WireType + for<'a> rkyv::Serialize<crate::payload::Serializer<'a>>,
     {
+        if matches!(self.link, Link::Legacy(_)) {
+            return Err(Error::NativeOnly("send_typed (rkyv payloads)"));
+        }
         let archive = crate::payload::encode(value)?;
         let message = OutgoingMessage::new(header, Bytes::from_owner(archive));
         self.send_inner(channel, message, Some(SchemaBinding::of::<T>()))
@@ -267,6 +290,9 @@ impl Sender {
         data: &[T],
         dims: &[u64],
     ) -> Result<u64, Error> {
+        if matches!(self.link, Link::Legacy(_)) {
+            return Err(Error::NativeOnly("send_array (typed arrays)"));
+        }
         let payload = TypedArray::encode(data, dims)?;
         let message =
             OutgoingMessage::new(header, payload).with_encoding(PayloadEncoding::TypedArray);
@@ -275,6 +301,9 @@ impl Sender {
 
     /// Like [`send`](Self::send) with full control of encoding and compression. A message
     /// whose compression is `None` is compressed here if the config's policy says so.
+    ///
+    /// In legacy mode the channel is not on the wire (one WebSocket message per message), the
+    /// payload must be empty or one msgpack value, and it must be uncompressed.
     pub async fn send_message(
         &self,
         channel: Channel,
@@ -289,15 +318,27 @@ impl Sender {
         message: OutgoingMessage,
         schema: Option<SchemaBinding>,
     ) -> Result<u64, Error> {
-        let shared = &self.shared;
-        let message = self.maybe_compress(message);
+        let shared = match &self.link {
+            Link::Native(shared) => shared,
+            Link::Legacy(link) => {
+                if schema.is_some() || matches!(message.encoding, PayloadEncoding::Rkyv { .. }) {
+                    return Err(Error::NativeOnly("rkyv payloads"));
+                }
+                if message.compression != Compression::None {
+                    return Err(Error::NativeOnly("compressed payloads"));
+                }
+                let _ = channel;
+                return link.send(&message.header, message.payload).await;
+            }
+        };
+        let message = Self::maybe_compress(shared, message);
         let mut message = Some(message);
         // Fast path: room in the send buffer (no waiter registration needed).
         if let Some(reason) = shared.close_reason() {
             return Err(reason.to_error());
         }
-        if let Some(id) = self.try_queue(channel, &mut message, schema.as_ref())? {
-            self.after_queue(channel).await;
+        if let Some(id) = Self::try_queue(shared, channel, &mut message, schema.as_ref())? {
+            Self::after_queue(shared, channel).await;
             return Ok(id);
         }
         loop {
@@ -309,8 +350,8 @@ impl Sender {
             if let Some(reason) = shared.close_reason() {
                 return Err(reason.to_error());
             }
-            if let Some(id) = self.try_queue(channel, &mut message, schema.as_ref())? {
-                self.after_queue(channel).await;
+            if let Some(id) = Self::try_queue(shared, channel, &mut message, schema.as_ref())? {
+                Self::after_queue(shared, channel).await;
                 return Ok(id);
             }
             notified.await;
@@ -322,12 +363,11 @@ impl Sender {
     /// Queues `message` if the channel's send buffer has room; takes it out of the option
     /// when it does.
     fn try_queue(
-        &self,
+        shared: &Shared,
         channel: Channel,
         message: &mut Option<OutgoingMessage>,
         schema: Option<&SchemaBinding>,
     ) -> Result<Option<u64>, Error> {
-        let shared = &self.shared;
         let Some(len) = message.as_ref().map(|m| m.payload.len() as u64) else {
             return Ok(None);
         };
@@ -350,8 +390,7 @@ impl Sender {
     }
 
     /// Compresses the payload if the policy says so and the content looks worth it (§12.2).
-    fn maybe_compress(&self, mut message: OutgoingMessage) -> OutgoingMessage {
-        let shared = &self.shared;
+    fn maybe_compress(shared: &Shared, mut message: OutgoingMessage) -> OutgoingMessage {
         if shared.compression == CompressionPolicy::Off
             || message.compression != Compression::None
             || message.payload.len() < crate::payload::compress::MIN_COMPRESS
@@ -380,10 +419,10 @@ impl Sender {
 
     /// After queueing on `channel`: over QUIC the sender writes its stream itself when it can
     /// (no task switch, see `StreamSlots`); otherwise the writer task is woken.
-    async fn after_queue(&self, channel: Channel) {
-        match self.shared.quic_streams.get() {
-            Some(slots) if channel != Channel::Control => slots.flush(&self.shared, channel).await,
-            _ => self.shared.wake_writer.notify_one(),
+    async fn after_queue(shared: &Arc<Shared>, channel: Channel) {
+        match shared.quic_streams.get() {
+            Some(slots) if channel != Channel::Control => slots.flush(shared, channel).await,
+            _ => shared.wake_writer.notify_one(),
         }
     }
 }
@@ -392,7 +431,7 @@ impl Connection {
     /// A cloneable sender for this connection.
     pub fn sender(&self) -> Sender {
         Sender {
-            shared: self.shared.clone(),
+            link: self.link.clone(),
         }
     }
 
@@ -423,25 +462,38 @@ impl Connection {
     /// [`close_reason`]: Connection::close_reason
     pub async fn recv(&mut self) -> Option<Message> {
         let m = self.incoming.recv().await?;
+        let shared = match &self.link {
+            Link::Native(shared) => shared,
+            Link::Legacy(link) => {
+                link.release(m.credit);
+                return Some(Message {
+                    channel: m.channel,
+                    sequence: m.sequence,
+                    header: m.header,
+                    payload: m.payload,
+                    encoding: m.encoding,
+                    compression: m.compression,
+                    schema: None,
+                    error: None,
+                });
+            }
+        };
         let credit_due = {
-            let mut s = self.shared.lock();
+            let mut s = shared.lock();
             s.release(m.channel, m.credit);
             s.credit_due()
         };
         if credit_due {
-            self.shared.wake_writer.notify_one();
+            shared.wake_writer.notify_one();
         }
-        self.shared.readable.notify_waiters();
+        shared.readable.notify_waiters();
         // spec: wire.md §12.3 — decompressed within our MAX_MESSAGE_SIZE; a failure concerns
         // this message only and is reported with it.
-        let (payload, error) = match crate::payload::decompress(
-            &m.payload,
-            m.compression,
-            self.shared.max_message_size,
-        ) {
-            Ok(p) => (p, None),
-            Err(e) => (Bytes::new(), Some(PayloadError::from(e))),
-        };
+        let (payload, error) =
+            match crate::payload::decompress(&m.payload, m.compression, shared.max_message_size) {
+                Ok(p) => (p, None),
+                Err(e) => (Bytes::new(), Some(PayloadError::from(e))),
+            };
         Some(Message {
             channel: m.channel,
             sequence: m.sequence,
@@ -456,18 +508,25 @@ impl Connection {
 
     /// Cancels our message `id` (as `send` returned it) on `channel` (wire.md §5.7.1): dropped
     /// if it has not started, aborted mid-transfer if it has, nothing if it has been sent.
+    /// Legacy mode cannot cancel (a message leaves whole): nothing happens.
     pub fn cancel(&self, channel: Channel, id: u64) {
-        self.shared.lock().cancel(channel, id);
-        self.shared.wake_writer.notify_one();
+        if let Link::Native(shared) = &self.link {
+            shared.lock().cancel(channel, id);
+            shared.wake_writer.notify_one();
+        }
     }
 
     /// Graceful shutdown (wire.md §14.1): GOAWAY, finish what is in flight, then CLOSE. Waits
-    /// up to 10 s for the drain, then closes.
+    /// up to 10 s for the drain, then closes. Legacy mode: what is queued is written, then a
+    /// WebSocket close (1000).
     pub async fn close(&self) {
-        {
-            self.shared.lock().goaway(ErrorCode::NO_ERROR, "closing");
+        match &self.link {
+            Link::Native(shared) => {
+                shared.lock().goaway(ErrorCode::NO_ERROR, "closing");
+                shared.wake_writer.notify_one();
+            }
+            Link::Legacy(link) => link.close(ErrorCode::NO_ERROR, "closing"),
         }
-        self.shared.wake_writer.notify_one();
         if tokio::time::timeout(Duration::from_secs(10), self.closed())
             .await
             .is_err()
@@ -478,17 +537,26 @@ impl Connection {
 
     /// Closes at once with `code` (wire.md §14.2): queued messages fail.
     pub fn close_now(&self, code: ErrorCode, reason: &str) {
-        self.shared.lock().close(code, reason);
-        self.shared.wake_writer.notify_one();
+        match &self.link {
+            Link::Native(shared) => {
+                shared.lock().close(code, reason);
+                shared.wake_writer.notify_one();
+            }
+            Link::Legacy(link) => link.close(code, reason),
+        }
     }
 
     /// Waits until the connection is over and returns why.
     pub async fn closed(&self) -> CloseReason {
+        let shared = match &self.link {
+            Link::Native(shared) => shared,
+            Link::Legacy(link) => return link.closed().await,
+        };
         loop {
-            let notified = self.shared.changed.notified();
+            let notified = shared.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(r) = self.shared.close_reason() {
+            if let Some(r) = shared.close_reason() {
                 return r;
             }
             notified.await;
@@ -497,21 +565,40 @@ impl Connection {
 
     /// Why the connection ended, if it has.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.shared.close_reason()
+        match &self.link {
+            Link::Native(shared) => shared.close_reason(),
+            Link::Legacy(link) => link.close_reason(),
+        }
     }
 
-    /// Whether the peer has sent GOAWAY (no new messages may be sent).
+    /// Whether the peer has sent GOAWAY (no new messages may be sent). Never in legacy mode.
     pub fn peer_going_away(&self) -> bool {
-        *self
-            .shared
-            .peer_goaway
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        match &self.link {
+            Link::Native(shared) => *shared.peer_goaway.lock().unwrap_or_else(|p| p.into_inner()),
+            Link::Legacy(_) => false,
+        }
     }
 
-    /// Native or legacy.
+    /// Native or legacy (wire.md §3.4).
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// Legacy client: the server's `connection_info` (our workspace and client id, the
+    /// manager's id, the user). `None` in native mode and on the server side.
+    pub fn legacy_info(&self) -> Option<&crate::legacy::ConnectionInfo> {
+        match &self.link {
+            Link::Legacy(link) => link.info.as_ref(),
+            Link::Native(_) => None,
+        }
+    }
+
+    /// Legacy server: who the client is, as the authentication hook decided.
+    pub fn legacy_identity(&self) -> Option<&crate::legacy::Identity> {
+        match &self.link {
+            Link::Legacy(link) => link.identity.as_ref(),
+            Link::Native(_) => None,
+        }
     }
 
     /// The peer's address.
@@ -519,30 +606,38 @@ impl Connection {
         self.peer_addr
     }
 
-    /// Counters: bytes and messages per channel, frames, batches, credit stalls.
+    /// Counters: bytes and messages per channel, frames, batches, credit stalls. Legacy mode
+    /// counts messages and bytes (on `rpc`) only.
     pub fn stats(&self) -> SessionStats {
-        self.shared.lock().stats().clone()
+        match &self.link {
+            Link::Native(shared) => shared.lock().stats().clone(),
+            Link::Legacy(link) => link.stats(),
+        }
     }
 
-    /// The smoothed round-trip time measured by PING (wire.md §13.2), once known.
+    /// The smoothed round-trip time measured by PING (wire.md §13.2), once known. Legacy
+    /// client: the last `ping`/`pong` round trip.
     pub fn rtt(&self) -> Option<Duration> {
-        self.shared.lock().rtt()
+        match &self.link {
+            Link::Native(shared) => shared.lock().rtt(),
+            Link::Legacy(link) => link.rtt(),
+        }
     }
 
-    /// Payload bytes queued on `channel` and not yet sent.
+    /// Payload bytes queued on `channel` and not yet sent (legacy mode: on all channels).
     pub fn queued_bytes(&self, channel: Channel) -> u64 {
-        self.shared.lock().queued_bytes(channel)
+        match &self.link {
+            Link::Native(shared) => shared.lock().queued_bytes(channel),
+            Link::Legacy(link) => link.queued_bytes(),
+        }
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
         // Dropping the receiving half ends the connection: nobody can take messages any more.
-        if self.shared.close_reason().is_none() {
-            self.shared
-                .lock()
-                .close(ErrorCode::NO_ERROR, "connection dropped");
-            self.shared.wake_writer.notify_one();
+        if self.close_reason().is_none() {
+            self.close_now(ErrorCode::NO_ERROR, "connection dropped");
         }
     }
 }

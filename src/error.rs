@@ -58,6 +58,21 @@ pub enum Error {
     /// The payload could not be encoded (wire.md §11).
     #[error(transparent)]
     Payload(#[from] crate::payload::PayloadError),
+    /// A legacy (hypha) server refused us, or a legacy client sent something other than its
+    /// authentication message first (legacy.md §L4).
+    #[error("legacy peer at {addr} refused the connection: {message}")]
+    LegacyRefused {
+        /// The address.
+        addr: String,
+        /// What it said.
+        message: String,
+    },
+    /// A legacy message or handshake message is malformed, or cannot be sent in legacy mode.
+    #[error(transparent)]
+    Legacy(#[from] crate::legacy::LegacyError),
+    /// The operation needs the native protocol and the connection is in legacy mode.
+    #[error("{0} needs the native protocol; this connection is in legacy (msgpack) mode")]
+    NativeOnly(&'static str),
     /// The operation did not finish in time.
     #[error("timed out: {0}")]
     Timeout(&'static str),

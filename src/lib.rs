@@ -32,6 +32,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod inspect;
 pub mod legacy;
+pub mod metrics;
 pub mod payload;
 pub mod session;
 pub mod transport;

@@ -30,7 +30,8 @@ async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
 
 #[tokio::test]
 async fn ws_3_4_server_refuses_a_client_without_the_subprotocol() {
-    let url = echo_server(Config::default()).await;
+    // Legacy mode (the default) serves such a client; without it, it is refused.
+    let url = echo_server(Config::default().with_serve_legacy(false)).await;
     let r = tokio_tungstenite::connect_async(url.as_str()).await;
     assert!(r.is_err(), "a plain WebSocket client must be refused");
 }
@@ -38,7 +39,8 @@ async fn ws_3_4_server_refuses_a_client_without_the_subprotocol() {
 #[tokio::test]
 async fn ws_3_4_2_client_detects_a_server_that_is_not_rhizomorph() {
     let addr = rhizomorph::bench::baseline::start_server().await.unwrap();
-    let r = Endpoint::connect(&format!("ws://{addr}/"), Config::default()).await;
+    let config = Config::default().with_require_native(true);
+    let r = Endpoint::connect(&format!("ws://{addr}/"), config).await;
     assert!(matches!(r, Err(Error::NotRhizomorph { .. })), "{r:?}");
 }
 

@@ -4,6 +4,7 @@
 //! session's.
 
 pub(crate) mod driver;
+pub mod legacy;
 pub mod quic;
 pub mod tls;
 pub mod ws;

@@ -279,7 +279,7 @@ async fn start(
     );
     tokio::spawn(writer.instrument(span));
     let connection = Connection {
-        shared,
+        link: crate::connection::Link::Native(shared),
         incoming: rx,
         peer_addr,
         mode: Mode::Native,

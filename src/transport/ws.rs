@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{Connector, WebSocketStream};
-use tracing::info_span;
+use tracing::{info_span, warn};
 
 use crate::config::Config;
 use crate::connection::{CloseReason, Connection, Mode, Shared};
@@ -40,6 +40,29 @@ fn ws_config(config: &Config) -> WebSocketConfig {
         .max_frame_size(Some(max))
         // Write each batch at once: bytes queued here are out of the scheduler's reach (§16.4).
         .write_buffer_size(0)
+}
+
+/// Legacy mode: one WebSocket message per message, up to our `MAX_MESSAGE_SIZE` (hypha accepts
+/// 16 MiB, Python clients 1 MiB); no permessage-deflate (legacy.md §L2.1).
+fn legacy_ws_config(config: &Config) -> WebSocketConfig {
+    let max = config.session.settings.max_message_size as usize + 64 * 1024;
+    WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+        .write_buffer_size(0)
+}
+
+/// A server learns the mode only during the upgrade: it reads with the larger of both limits.
+fn server_ws_config(config: &Config) -> WebSocketConfig {
+    if !config.legacy.serve {
+        return ws_config(config);
+    }
+    let (native, legacy) = (ws_config(config), legacy_ws_config(config));
+    if legacy.max_message_size > native.max_message_size {
+        legacy
+    } else {
+        native
+    }
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -97,16 +120,50 @@ async fn connect_inner(url: &str, config: &Config) -> Result<Connection, Error> 
             addr: authority.to_string(),
         });
     }
-    let tcp = TcpStream::connect(&addr_str).await?;
+    match upgrade(url, &addr_str, secure, true, config).await {
+        Ok((ws, peer_addr)) => {
+            let session = Session::client(config.session.clone(), std::time::Instant::now());
+            crate::metrics::count_connection(Mode::Native);
+            start(ws, session, config, peer_addr).await
+        }
+        // spec: wire.md §3.4.2 — fall back by default, visibly; `require_native` refuses.
+        Err(Error::NotRhizomorph { addr }) if config.legacy.fallback => {
+            warn!(
+                peer = %addr,
+                "server did not select rhizomorph.v1: falling back to legacy msgpack mode (wire.md §3.4.2)"
+            );
+            crate::metrics::count_fallback();
+            let (ws, peer_addr) = upgrade(url, &addr_str, secure, false, config).await?;
+            let conn = crate::transport::legacy::client(ws, config, peer_addr, url).await?;
+            crate::metrics::count_connection(Mode::Legacy);
+            Ok(conn)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+type ClientWs = WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// TCP, TLS and the WebSocket upgrade, offering `rhizomorph.v1` or (legacy) nothing.
+async fn upgrade(
+    url: &str,
+    addr_str: &str,
+    secure: bool,
+    offer_native: bool,
+    config: &Config,
+) -> Result<(ClientWs, SocketAddr), Error> {
+    let tcp = TcpStream::connect(addr_str).await?;
     tune_socket(&tcp, config)?;
     let peer_addr = tcp.peer_addr()?;
 
     let mut request: Request =
         tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)?;
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(SUBPROTOCOL),
-    );
+    if offer_native {
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
     let connector = if secure {
         let tls = match &config.client_tls {
             Some(t) => t.clone(),
@@ -116,12 +173,13 @@ async fn connect_inner(url: &str, config: &Config) -> Result<Connection, Error> 
     } else {
         Some(Connector::Plain)
     };
-    let handshake = tokio_tungstenite::client_async_tls_with_config(
-        request,
-        tcp,
-        Some(ws_config(config)),
-        connector,
-    );
+    let ws_cfg = if offer_native {
+        ws_config(config)
+    } else {
+        legacy_ws_config(config)
+    };
+    let handshake =
+        tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(ws_cfg), connector);
     let (ws, response) = match handshake.await {
         Ok(r) => r,
         // spec: wire.md §3.4.2 — the server selected no subprotocol: not rhizomorph.
@@ -139,13 +197,12 @@ async fn connect_inner(url: &str, config: &Config) -> Result<Connection, Error> 
         .headers()
         .get("Sec-WebSocket-Protocol")
         .and_then(|v| v.to_str().ok());
-    if selected != Some(SUBPROTOCOL) {
+    if offer_native && selected != Some(SUBPROTOCOL) {
         return Err(Error::NotRhizomorph {
             addr: url.to_string(),
         });
     }
-    let session = Session::client(config.session.clone(), std::time::Instant::now());
-    start(ws, session, config, peer_addr).await
+    Ok((ws, peer_addr))
 }
 
 /// Starts the driver over an upgraded WebSocket and waits for the HELLO exchange.
@@ -201,7 +258,7 @@ where
         span,
     );
     let conn = Connection {
-        shared,
+        link: crate::connection::Link::Native(shared),
         incoming: rx,
         peer_addr,
         mode: Mode::Native,
@@ -287,6 +344,9 @@ async fn handshake(
     acceptor: Option<tokio_rustls::TlsAcceptor>,
 ) -> Result<Connection, Error> {
     tune_socket(&tcp, &config)?;
+    let serve_legacy = config.legacy.serve;
+    let legacy_only = config.legacy.only;
+    let mut legacy = false;
     // The signature is tungstenite's callback type; its error is an HTTP response by design.
     #[allow(clippy::result_large_err)]
     let callback = |req: &ServerRequest, mut resp: Response| -> Result<Response, ErrorResponse> {
@@ -297,6 +357,12 @@ async fn handshake(
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|p| p.trim() == SUBPROTOCOL);
+        if (!offered && serve_legacy) || legacy_only {
+            // spec: wire.md §3.4.1 — served in legacy mode: no subprotocol selected, and no
+            // permessage-deflate (legacy.md §L2.1; tungstenite never accepts it).
+            legacy = true;
+            return Ok(resp);
+        }
         if !offered {
             // spec: wire.md §3.4.1 — a peer that does not offer rhizomorph.v1 is served in
             // legacy mode or refused; this listener refuses.
@@ -312,7 +378,6 @@ async fn handshake(
         );
         Ok(resp)
     };
-    let session = Session::server(config.session.clone(), std::time::Instant::now());
     match acceptor {
         Some(acceptor) => {
             let tls = acceptor
@@ -322,19 +387,39 @@ async fn handshake(
             let ws = tokio_tungstenite::accept_hdr_async_with_config(
                 tls,
                 callback,
-                Some(ws_config(&config)),
+                Some(server_ws_config(&config)),
             )
             .await?;
-            start(ws, session, &config, peer_addr).await
+            serve(ws, legacy, &config, peer_addr).await
         }
         None => {
             let ws = tokio_tungstenite::accept_hdr_async_with_config(
                 tcp,
                 callback,
-                Some(ws_config(&config)),
+                Some(server_ws_config(&config)),
             )
             .await?;
-            start(ws, session, &config, peer_addr).await
+            serve(ws, legacy, &config, peer_addr).await
         }
     }
+}
+
+/// Runs the native (HELLO) or legacy (auth JSON) handshake on an accepted WebSocket.
+async fn serve<S>(
+    ws: WebSocketStream<S>,
+    legacy: bool,
+    config: &Config,
+    peer_addr: SocketAddr,
+) -> Result<Connection, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if legacy {
+        let conn = crate::transport::legacy::server(ws, config, peer_addr).await?;
+        crate::metrics::count_connection(Mode::Legacy);
+        return Ok(conn);
+    }
+    let session = Session::server(config.session.clone(), std::time::Instant::now());
+    crate::metrics::count_connection(Mode::Native);
+    start(ws, session, config, peer_addr).await
 }
