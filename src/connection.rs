@@ -142,6 +142,8 @@ pub(crate) struct Shared {
     pub(crate) quic_streams: std::sync::OnceLock<Arc<crate::transport::quic::StreamSlots>>,
     /// The peer's settings, once its HELLO arrived (the codecs it accepts, its limits).
     pub(crate) peer_settings: std::sync::OnceLock<crate::frame::Settings>,
+    /// The peer's HELLO token (server: the client's credential; client: the server's reply).
+    pub(crate) peer_token: std::sync::OnceLock<Bytes>,
     /// Our `MAX_MESSAGE_SIZE`: the decompression limit.
     pub(crate) max_message_size: u64,
     pub(crate) compression: CompressionPolicy,
@@ -152,6 +154,7 @@ impl Shared {
         let send_buffer = config.send_buffer;
         Arc::new(Shared {
             peer_settings: std::sync::OnceLock::new(),
+            peer_token: std::sync::OnceLock::new(),
             max_message_size: session.local_settings().max_message_size,
             compression: config.compression,
             session: Mutex::new(session),
@@ -598,6 +601,15 @@ impl Connection {
         match &self.link {
             Link::Legacy(link) => link.identity.as_ref(),
             Link::Native(_) => None,
+        }
+    }
+
+    /// Native mode: the peer's HELLO token (wire.md §3.2.7) — on a server the client's
+    /// credential, on a client the server's reply. `None` in legacy mode.
+    pub fn peer_token(&self) -> Option<Bytes> {
+        match &self.link {
+            Link::Native(shared) => shared.peer_token.get().cloned(),
+            Link::Legacy(_) => None,
         }
     }
 

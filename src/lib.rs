@@ -34,6 +34,7 @@ pub mod inspect;
 pub mod legacy;
 pub mod metrics;
 pub mod payload;
+pub mod router;
 pub mod session;
 pub mod transport;
 

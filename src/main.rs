@@ -66,7 +66,10 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Run an echo server: every message comes back on its channel.
+    /// Run a router and echo server: messages whose `to` names a connected peer are forwarded
+    /// with hypha's rules (legacy hypha-rpc clients and native peers alike), the rest come
+    /// back on their channel. WebSocket clients without the rhizomorph subprotocol are served
+    /// in legacy mode.
     Serve {
         /// Address to listen on (TCP for ws, UDP for quic).
         #[arg(long, default_value = "127.0.0.1:7878")]
@@ -276,8 +279,12 @@ async fn serve_cmd(
             return ExitCode::FAILURE;
         }
     };
-    println!("rhizomorph echo server listening on {}", listener.url());
-    bench::echo_server::serve(listener).await;
+    println!(
+        "rhizomorph router + echo server listening on {} (legacy hypha-rpc clients: {}ws)",
+        listener.url(),
+        listener.url()
+    );
+    rhizomorph::router::Router::new().serve(listener).await;
     ExitCode::SUCCESS
 }
 

@@ -1,6 +1,6 @@
 //! Process-wide connection counters by mode (wire.md §3.4.2: a fallback is never silent).
 //!
-//! Owns three atomic counters and their snapshot. Never blocks and never allocates.
+//! Owns four atomic counters and their snapshot. Never blocks and never allocates.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,6 +9,7 @@ use crate::connection::Mode;
 static NATIVE: AtomicU64 = AtomicU64::new(0);
 static LEGACY: AtomicU64 = AtomicU64::new(0);
 static FALLBACKS: AtomicU64 = AtomicU64::new(0);
+static LEGACY_PINGS: AtomicU64 = AtomicU64::new(0);
 
 /// Connections opened since the process started, by mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -19,6 +20,8 @@ pub struct ModeCounts {
     pub legacy: u64,
     /// Client connections that offered `rhizomorph.v1`, were refused it and fell back.
     pub fallbacks: u64,
+    /// Legacy `{"type": "ping"}` messages a server answered with a pong.
+    pub legacy_pings_answered: u64,
 }
 
 /// The counters now.
@@ -27,6 +30,7 @@ pub fn snapshot() -> ModeCounts {
         native: NATIVE.load(Ordering::Relaxed),
         legacy: LEGACY.load(Ordering::Relaxed),
         fallbacks: FALLBACKS.load(Ordering::Relaxed),
+        legacy_pings_answered: LEGACY_PINGS.load(Ordering::Relaxed),
     }
 }
 
@@ -39,4 +43,8 @@ pub(crate) fn count_connection(mode: Mode) {
 
 pub(crate) fn count_fallback() {
     FALLBACKS.fetch_add(1, Ordering::Relaxed);
+}
+
+pub(crate) fn count_legacy_ping() {
+    LEGACY_PINGS.fetch_add(1, Ordering::Relaxed);
 }

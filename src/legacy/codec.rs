@@ -120,6 +120,60 @@ pub fn encode_header(header: &RoutingHeader, out: &mut Vec<u8>) -> Result<(), Le
     Ok(())
 }
 
+/// Payloads at least this large stay a separate buffer (a second WebSocket fragment) instead of
+/// being copied behind the header (legacy.md §L3.3).
+pub const SEPARATE_PAYLOAD_AT: usize = 64 * 1024;
+
+/// A legacy message ready to write: the header bytes (with a small payload appended), and a
+/// large payload left as it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedMessage {
+    /// `msgpack(main)`, followed by the payload if it is smaller than [`SEPARATE_PAYLOAD_AT`].
+    pub head: Vec<u8>,
+    /// The payload if it is at least [`SEPARATE_PAYLOAD_AT`]: the caller's buffer, not a copy.
+    pub tail: Option<Bytes>,
+}
+
+impl EncodedMessage {
+    /// Bytes on the wire (without WebSocket framing).
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.as_ref().map_or(0, Bytes::len)
+    }
+
+    /// Whether it is empty (never: a header is at least one byte).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Encodes a message: checks the payload is one msgpack value (or empty), encodes the header
+/// within `limits`, and copies the payload only if it is small.
+pub fn encode_message(
+    header: &RoutingHeader,
+    payload: Bytes,
+    limits: &LegacyLimits,
+) -> Result<EncodedMessage, LegacyError> {
+    check_payload(&payload)?;
+    let small = payload.len() < SEPARATE_PAYLOAD_AT;
+    let mut head =
+        Vec::with_capacity(16 + header.list_size() + if small { payload.len() } else { 0 });
+    encode_header(header, &mut head)?;
+    if head.len() > limits.max_header_bytes {
+        return Err(LegacyError::HeaderTooLarge {
+            max: limits.max_header_bytes,
+        });
+    }
+    if small {
+        head.extend_from_slice(&payload);
+        Ok(EncodedMessage { head, tail: None })
+    } else {
+        Ok(EncodedMessage {
+            head,
+            tail: Some(payload),
+        })
+    }
+}
+
 /// Checks that `payload` is empty or exactly one msgpack value (what a legacy peer unpacks as
 /// `extra`), without decoding it.
 pub fn check_payload(payload: &[u8]) -> Result<(), LegacyError> {

@@ -10,7 +10,10 @@ pub mod handshake;
 pub mod msgpack;
 pub mod route;
 
-pub use codec::{check_payload, decode, encode_header, LegacyLimits, LegacyMessage};
+pub use codec::{
+    check_payload, decode, encode_header, encode_message, EncodedMessage, LegacyLimits,
+    LegacyMessage,
+};
 pub use handshake::{AuthInfo, ConnectionInfo, TextMessage};
 pub use route::{normalize_to, rewrite, Identity, Routed};
 

@@ -39,6 +39,7 @@ impl Dispatch {
                     }
                 }
                 Event::HelloReceived { token, agent } => {
+                    let _ = shared.peer_token.set(token.clone());
                     let request = AuthRequest {
                         token,
                         agent,
@@ -56,8 +57,12 @@ impl Dispatch {
                 Event::Connected {
                     agent,
                     peer_settings,
+                    token,
                     ..
                 } => {
+                    if session.role() == crate::session::Role::Client {
+                        let _ = shared.peer_token.set(token);
+                    }
                     let _ = shared.peer_settings.set(peer_settings);
                     debug!(peer_agent = %agent, "connected");
                     if let Some(tx) = self.connected.take() {

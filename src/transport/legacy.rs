@@ -32,10 +32,6 @@ use crate::frame::{Channel, Compression, ErrorCode, PayloadEncoding};
 use crate::legacy::{self, AuthInfo, ConnectionInfo, Identity, LegacyLimits, TextMessage};
 use crate::session::{IncomingMessage, RoutingHeader, SessionStats};
 
-/// Payloads at least this large leave as a second WebSocket fragment instead of being copied
-/// behind the header (a fragment header costs less than copying them).
-const FRAGMENT_AT: usize = 64 * 1024;
-
 /// Bytes of unread received messages before the reader stops reading.
 fn receive_window(config: &Config) -> usize {
     (config.session.settings.initial_connection_window as usize).max(1 << 20)
@@ -77,24 +73,19 @@ impl LegacyLink {
         if let Some(r) = self.close_reason() {
             return Err(r.to_error());
         }
-        legacy::check_payload(&payload)?;
-        let mut head = Vec::with_capacity(64 + header.list_size());
-        legacy::encode_header(header, &mut head)?;
-        if head.len() > self.limits.max_header_bytes {
-            return Err(legacy::LegacyError::HeaderTooLarge {
-                max: self.limits.max_header_bytes,
-            }
-            .into());
-        }
-        let len = head.len() + payload.len();
-        let frames = if payload.len() >= FRAGMENT_AT {
-            vec![
-                WsMessage::Frame(Frame::message(head, OpCode::Data(Data::Binary), false)),
-                WsMessage::Frame(Frame::message(payload, OpCode::Data(Data::Continue), true)),
-            ]
-        } else {
-            head.extend_from_slice(&payload);
-            vec![WsMessage::Binary(Bytes::from(head))]
+        let encoded = legacy::encode_message(header, payload, &self.limits)?;
+        let len = encoded.len();
+        // spec: legacy.md §L3.3 — a large payload is a second fragment, not copied.
+        let frames = match encoded.tail {
+            Some(tail) => vec![
+                WsMessage::Frame(Frame::message(
+                    encoded.head,
+                    OpCode::Data(Data::Binary),
+                    false,
+                )),
+                WsMessage::Frame(Frame::message(tail, OpCode::Data(Data::Continue), true)),
+            ],
+            None => vec![WsMessage::Binary(Bytes::from(encoded.head))],
         };
         // Never ask for more than the whole budget: a large message waits for an empty buffer.
         let want = len.clamp(1, self.send_budget_total) as u32;
@@ -512,6 +503,7 @@ async fn read_loop<S>(
                 }
                 match TextMessage::parse(&t) {
                     Ok(TextMessage::Ping) if !is_client => {
+                        crate::metrics::count_legacy_ping();
                         let _ = link.out.send(Out::Text(TextMessage::Pong.to_text()));
                     }
                     Ok(TextMessage::RefreshToken) if !is_client => {
