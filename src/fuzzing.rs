@@ -267,3 +267,38 @@ pub fn payload(data: &[u8]) {
         }
     }
 }
+
+/// The `legacy_decoder` target (legacy.md §L3, §L4): a legacy binary message, and the same bytes
+/// as a TEXT message when they are UTF-8. A message that decodes must re-encode (header
+/// rewritten to the smallest msgpack forms) and decode to the same header and payload; the
+/// payload is always the undecoded tail of the input.
+pub fn legacy_decoder(data: &[u8]) {
+    use crate::legacy::{self, LegacyLimits};
+    let limits = if data.first().is_some_and(|b| b & 1 == 1) {
+        LegacyLimits {
+            max_header_bytes: 64,
+            max_header_fields: 4,
+        }
+    } else {
+        LegacyLimits::default()
+    };
+    let _ = legacy::msgpack::skip_value(data, 0);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = legacy::TextMessage::parse(text);
+        let _ = legacy::AuthInfo::parse(text);
+    }
+    let input = Bytes::copy_from_slice(data);
+    let Ok(message) = legacy::decode(input.clone(), &limits) else {
+        return;
+    };
+    assert!(
+        input.ends_with(&message.payload),
+        "payload is not the input's tail"
+    );
+    let mut wire = Vec::new();
+    legacy::encode_header(&message.header, &mut wire).expect("a decoded header re-encodes");
+    wire.extend_from_slice(&message.payload);
+    let again = legacy::decode(Bytes::from(wire), &LegacyLimits::default())
+        .expect("a re-encoded message decodes");
+    assert_eq!(again, message, "re-encoded message differs");
+}

@@ -72,3 +72,8 @@ fn fuzz_harness_accepts_every_valid_vector() {
         }
     }
 }
+
+#[test]
+fn fuzz_regressions_legacy_decoder() {
+    assert!(replay("legacy_decoder", rhizomorph::fuzzing::legacy_decoder) > 0);
+}

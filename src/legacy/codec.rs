@@ -63,12 +63,26 @@ pub fn decode(message: Bytes, limits: &LegacyLimits) -> Result<LegacyMessage, Le
         }
         let key_at = pos;
         let key = read_str(buf, &mut pos)?.ok_or(LegacyError::KeyNotAString { offset: key_at })?;
-        if key.is_empty() || key.len() > crate::session::MAX_NAME_LEN - 1 {
+        // spec: legacy.md §L3.2 — keys are 1–254 bytes of UTF-8 and never end in `#` (the
+        // suffix that marks msgpack-valued fields).
+        if key.is_empty()
+            || key.len() > crate::session::MAX_NAME_LEN - 1
+            || key.ends_with(MSGPACK_SUFFIX.as_bytes())
+        {
             return Err(LegacyError::BadKey { len: key.len() });
+        }
+        if std::str::from_utf8(key).is_err() {
+            return Err(LegacyError::NotUtf8 { offset: key_at });
         }
         let value_at = pos;
         match read_str(buf, &mut pos)? {
-            Some(s) => header.push(message.slice_ref(key), message.slice_ref(s)),
+            Some(s) => {
+                // A str must be UTF-8 (Python's msgpack refuses it otherwise).
+                if std::str::from_utf8(s).is_err() {
+                    return Err(LegacyError::NotUtf8 { offset: value_at });
+                }
+                header.push(message.slice_ref(key), message.slice_ref(s))
+            }
             None => {
                 let end = msgpack::skip_value(buf, value_at)?;
                 pos = end;

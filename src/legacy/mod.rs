@@ -46,8 +46,14 @@ pub enum LegacyError {
         /// Where it is.
         offset: usize,
     },
-    /// A header key that is empty or too long to be a field name.
-    #[error("legacy header key of {len} bytes (1-254 allowed)")]
+    /// A str (key or value) that is not UTF-8.
+    #[error("legacy header string at byte {offset} is not UTF-8")]
+    NotUtf8 {
+        /// Where it is.
+        offset: usize,
+    },
+    /// A key that is empty, too long to be a field name, or ends in `#`.
+    #[error("legacy header key of {len} bytes (1-254 bytes, not ending in '#')")]
     BadKey {
         /// Its length.
         len: usize,

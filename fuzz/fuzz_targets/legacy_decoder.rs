@@ -1,0 +1,3 @@
+//! Fuzzes `rhizomorph::fuzzing::legacy_decoder` (see its doc comment for the oracles).
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| rhizomorph::fuzzing::legacy_decoder(data));
