@@ -65,6 +65,11 @@ enum Command {
         /// No progress bars.
         #[arg(long)]
         quiet: bool,
+        /// Also run the echo scenarios in legacy mode through a real hypha server (started from
+        /// the venv that scripts/test.sh creates, or $RHIZOMORPH_VENV): a rhizomorph legacy
+        /// caller against a rhizomorph legacy provider and against the real hypha-rpc provider.
+        #[arg(long)]
+        legacy: bool,
     },
     /// Run a router and echo server: messages whose `to` names a connected peer are forwarded
     /// with hypha's rules (legacy hypha-rpc clients and native peers alike), the rest come
@@ -135,6 +140,7 @@ fn main() -> ExitCode {
             stall_mib,
             json,
             quiet,
+            legacy,
         } => {
             let config = match Config::default().with_env() {
                 Ok(c) => c,
@@ -159,6 +165,7 @@ fn main() -> ExitCode {
                 stall_bytes: stall_mib << 20,
                 progress: !quiet,
                 config,
+                legacy,
             };
             // The clients on one thread, the servers on another (bench::ServerSide): two cores,
             // as a client process and a server process would use them.

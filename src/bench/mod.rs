@@ -7,6 +7,7 @@
 pub mod bare_quinn;
 pub mod baseline;
 pub mod echo_server;
+pub mod legacy;
 pub mod measure;
 pub mod scenarios;
 pub mod shaper;
@@ -57,6 +58,9 @@ pub struct BenchOptions {
     pub progress: bool,
     /// Connection config for rhizomorph.
     pub config: Config,
+    /// Also run the echo scenarios in legacy mode through a real hypha server (needs the venv
+    /// with hypha and hypha-rpc).
+    pub legacy: bool,
 }
 
 impl Default for BenchOptions {
@@ -73,6 +77,7 @@ impl Default for BenchOptions {
             transports: vec![BenchTransport::Ws, BenchTransport::Quic],
             progress: true,
             config: Config::default(),
+            legacy: false,
         }
     }
 }
@@ -280,6 +285,10 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
         }
     }
 
+    if options.legacy {
+        run_legacy(options, &servers, &mut results).await?;
+    }
+
     if options.wants("hol") {
         let link = options.hol_link;
         if ws {
@@ -358,9 +367,86 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
     Ok(results)
 }
 
+/// The echo scenarios in legacy mode through a real hypha server: a rhizomorph legacy caller
+/// calls `services.echo-svc.echo` on a rhizomorph legacy provider (`rhizo-legacy`) and on the
+/// real hypha-rpc Python provider (`hypha-rpc-py`; not for 2 MB messages, which hypha-rpc
+/// splits through RPC calls and Python clients cannot receive whole).
+async fn run_legacy(
+    options: &BenchOptions,
+    servers: &ServerSide,
+    results: &mut Vec<Measurement>,
+) -> io::Result<()> {
+    let python = legacy::venv_python()?;
+    let hypha = legacy::HyphaServer::start(&python).await?;
+    let url = hypha.url.clone();
+    let config = options.config.clone();
+    // The providers answer on the server thread, as the echo servers do.
+    let rust_provider = servers
+        .handle
+        .spawn(async move { legacy::start_rust_provider(&url, &config).await })
+        .await
+        .map_err(io::Error::other)??;
+    let (_python_provider, python_id) = legacy::start_python_provider(&python, &hypha.url).await?;
+    for scenario in scenarios::report_scenarios(options.scale) {
+        if !options.wants(scenario.name) {
+            continue;
+        }
+        for in_flight in [1, options.in_flight] {
+            let mode = if in_flight == 1 {
+                "seq".to_string()
+            } else {
+                format!("x{in_flight}")
+            };
+            let mut targets = vec![("rhizo-legacy", rust_provider.clone())];
+            if scenario.name != "large" {
+                targets.push(("hypha-rpc-py", python_id.clone()));
+            }
+            for (label, to) in targets {
+                let pb = bar(
+                    options,
+                    scenario.sizes.len() as u64,
+                    format!("{} {mode} {label}", scenario.name),
+                );
+                let mut caller = legacy::connect_caller(&hypha.url, &options.config).await?;
+                let tx = legacy::LegacyCallTx {
+                    sender: caller.sender(),
+                    to,
+                    calls: 0,
+                };
+                let (lat, elapsed) = scenarios::run_echo(
+                    tx,
+                    &mut legacy::LegacyCallRx(&mut caller),
+                    &scenario.sizes,
+                    in_flight,
+                    &pb,
+                )
+                .await?;
+                pb.finish_and_clear();
+                caller.close().await;
+                let mut m = scenarios::echo_measurement(&scenario, in_flight, label, lat, elapsed);
+                if label == "rhizo-legacy" {
+                    if let Some(native) = results.iter().find(|r| {
+                        r.implementation == "rhizo-ws"
+                            && r.scenario == m.scenario
+                            && r.mode == m.mode
+                    }) {
+                        m.notes.push((
+                            "native rhizo-ws is this many times faster".into(),
+                            native.msgs_per_sec / m.msgs_per_sec.max(1e-9),
+                        ));
+                    }
+                }
+                results.push(m);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The baseline a rhizomorph row is compared with.
 fn baseline_of(implementation: &str, scenario: &str) -> Option<&'static str> {
     match (implementation, scenario) {
+        ("rhizo-legacy", _) => Some("hypha-rpc-py"),
         ("rhizo-ws", _) => Some("msgpack-ws"),
         ("rhizo-quic", "hol") => Some("quic-1-stream"),
         ("rhizo-quic", _) => Some("bare-quinn"),

@@ -89,6 +89,41 @@ pub fn read_map_len(buf: &[u8], pos: &mut usize) -> Result<u64, LegacyError> {
     }
 }
 
+/// Reads an array header at `*pos`: the number of elements.
+pub fn read_array_len(buf: &[u8], pos: &mut usize) -> Result<Option<u64>, LegacyError> {
+    let at = *pos;
+    let tag = *buf.get(at).ok_or(LegacyError::Truncated { offset: at })?;
+    let mut p = at + 1;
+    let n = match tag {
+        0x90..=0x9f => u64::from(tag & 0x0f),
+        0xdc => read_be(buf, &mut p, 2)?,
+        0xdd => read_be(buf, &mut p, 4)?,
+        _ => return Ok(None),
+    };
+    *pos = p;
+    Ok(Some(n))
+}
+
+/// Reads a bin at `*pos` if there is one there: its bytes (`Ok(None)`, `*pos` unchanged, for
+/// another type).
+pub fn read_bin<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Option<&'a [u8]>, LegacyError> {
+    let at = *pos;
+    let tag = *buf.get(at).ok_or(LegacyError::Truncated { offset: at })?;
+    let mut p = at + 1;
+    let len = match tag {
+        0xc4 => read_be(buf, &mut p, 1)?,
+        0xc5 => read_be(buf, &mut p, 2)?,
+        0xc6 => read_be(buf, &mut p, 4)?,
+        _ => return Ok(None),
+    };
+    let end = p
+        .checked_add(len as usize)
+        .filter(|&e| e <= buf.len())
+        .ok_or(LegacyError::Truncated { offset: p })?;
+    *pos = end;
+    Ok(Some(&buf[p..end]))
+}
+
 /// Reads a string at `*pos` if there is one there: `Ok(None)` (and `*pos` unchanged) if the
 /// value is of another type.
 pub fn read_str<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Option<&'a [u8]>, LegacyError> {
