@@ -286,11 +286,18 @@ async fn serve_cmd(
             return ExitCode::FAILURE;
         }
     };
-    println!(
-        "rhizomorph router + echo server listening on {} (legacy hypha-rpc clients: {}ws)",
-        listener.url(),
-        listener.url()
-    );
+    if quic {
+        println!(
+            "rhizomorph router + echo server listening on {}",
+            listener.url()
+        );
+    } else {
+        println!(
+            "rhizomorph router + echo server listening on {} (hypha-rpc clients: {}ws)",
+            listener.url(),
+            listener.url()
+        );
+    }
     rhizomorph::router::Router::new().serve(listener).await;
     ExitCode::SUCCESS
 }
