@@ -163,6 +163,9 @@ pub struct Config {
     pub compression: CompressionPolicy,
     /// Legacy msgpack mode: fallback and serving (`spec/legacy.md`).
     pub legacy: LegacyConfig,
+    /// Bytes the WebSocket layer reads per system call. Its buffer is allocated per connection
+    /// (idle memory) and zeroed before every read (CPU per message), so it is small.
+    pub ws_read_buffer: usize,
 }
 
 impl Default for Config {
@@ -178,6 +181,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             compression: CompressionPolicy::Auto,
             legacy: LegacyConfig::default(),
+            ws_read_buffer: 8 * 1024,
         }
     }
 }
@@ -200,7 +204,7 @@ impl std::fmt::Debug for Config {
 }
 
 /// Environment variables read by [`Config::with_env`], with what they set.
-pub const ENV_OVERRIDES: [(&str, &str); 9] = [
+pub const ENV_OVERRIDES: [(&str, &str); 10] = [
     (
         "RHIZOMORPH_MAX_FRAME",
         "MAX_FRAME_PAYLOAD we accept (bytes)",
@@ -233,6 +237,10 @@ pub const ENV_OVERRIDES: [(&str, &str); 9] = [
     (
         "RHIZOMORPH_NOTSENT_LOWAT",
         "TCP_NOTSENT_LOWAT (bytes, 0 = system default)",
+    ),
+    (
+        "RHIZOMORPH_WS_READ_BUFFER",
+        "bytes the WebSocket layer reads per system call",
     ),
 ];
 
@@ -276,6 +284,9 @@ impl Config {
         }
         if let Some(v) = read("RHIZOMORPH_SEND_BUFFER")? {
             self.send_buffer = v;
+        }
+        if let Some(v) = read("RHIZOMORPH_WS_READ_BUFFER")? {
+            self.ws_read_buffer = (v as usize).clamp(1024, 16 << 20);
         }
         if let Some(v) = read("RHIZOMORPH_NOTSENT_LOWAT")? {
             self.notsent_lowat = (v > 0).then_some(v as u32);

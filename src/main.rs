@@ -28,7 +28,8 @@ enum Command {
     /// Run the loopback benchmark: the hypha-rpc report's scenarios, head-of-line blocking and
     /// a stalled reader, for rhizomorph and plain msgpack over WebSocket, in one run.
     Bench {
-        /// Scenario to run (repeatable): small, medium, large, mixed, hol, stall, all.
+        /// Scenario to run (repeatable): small, medium, large, mixed, oneway, rpc, fanout, idle,
+        /// hol, stall, all.
         #[arg(long = "scenario", default_value = "all")]
         scenarios: Vec<String>,
         /// Multiply the echo scenarios' message counts (1 = the report's counts).
@@ -70,6 +71,16 @@ enum Command {
         /// caller against a rhizomorph legacy provider and against the real hypha-rpc provider.
         #[arg(long)]
         legacy: bool,
+        /// Seconds each request/response run (rpc-50/100/200) lasts.
+        #[arg(long, default_value_t = 3.0)]
+        rpc_seconds: f64,
+        /// Client connection counts of the request/response runs (repeatable).
+        #[arg(long = "rpc-clients", default_values_t = [50, 100, 200])]
+        rpc_clients: Vec<usize>,
+        /// Worker threads of the server runtime (1: one current-thread runtime; the client
+        /// side always has one).
+        #[arg(long, default_value_t = 1)]
+        server_threads: usize,
     },
     /// Run a router and echo server: messages whose `to` names a connected peer are forwarded
     /// with hypha's rules (legacy hypha-rpc clients and native peers alike), the rest come
@@ -141,6 +152,9 @@ fn main() -> ExitCode {
             json,
             quiet,
             legacy,
+            rpc_seconds,
+            rpc_clients,
+            server_threads,
         } => {
             let config = match Config::default().with_env() {
                 Ok(c) => c,
@@ -166,6 +180,9 @@ fn main() -> ExitCode {
                 progress: !quiet,
                 config,
                 legacy,
+                rpc_duration: Duration::from_secs_f64(rpc_seconds),
+                rpc_clients,
+                server_threads: server_threads.max(1),
             };
             // The clients on one thread, the servers on another (bench::ServerSide): two cores,
             // as a client process and a server process would use them.

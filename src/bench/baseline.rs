@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use rmpv::Value;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 
@@ -79,50 +79,42 @@ fn swap_route(header: Value) -> Value {
 
 /// Starts the baseline echo server on 127.0.0.1; returns its address.
 pub async fn start_server() -> io::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let _ = tcp.set_nodelay(true);
-                let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
-                    return;
-                };
-                let (mut sink, mut stream) = ws.split();
-                while let Some(Ok(msg)) = stream.next().await {
-                    let WsMessage::Binary(data) = msg else {
-                        continue;
-                    };
-                    // Route as hypha does: decode the header only, forward the extra as is.
-                    let Ok((header, extra)) = split_message(&data) else {
-                        break;
-                    };
-                    // Session "bulk" marks a one-way transfer: consumed, not echoed.
-                    let is_bulk = header.as_map().is_some_and(|m| {
-                        m.iter().any(|(k, v)| {
-                            k.as_str() == Some("session") && v.as_str() == Some("bulk")
-                        })
-                    });
-                    if is_bulk {
-                        continue;
-                    }
-                    let mut out = Vec::with_capacity(data.len() + 16);
-                    if rmpv::encode::write_value(&mut out, &swap_route(header)).is_err() {
-                        break;
-                    }
-                    out.extend_from_slice(extra);
-                    if sink
-                        .send(WsMessage::Binary(Bytes::from(out)))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
+    super::serve_tcp(|tcp| async move {
+        let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        let (mut sink, mut stream) = ws.split();
+        while let Some(Ok(msg)) = stream.next().await {
+            let WsMessage::Binary(data) = msg else {
+                continue;
+            };
+            // Route as hypha does: decode the header only, forward the extra as is.
+            let Ok((header, extra)) = split_message(&data) else {
+                break;
+            };
+            // Session "bulk" marks a one-way transfer: consumed, not echoed.
+            let is_bulk = header.as_map().is_some_and(|m| {
+                m.iter()
+                    .any(|(k, v)| k.as_str() == Some("session") && v.as_str() == Some("bulk"))
             });
+            if is_bulk {
+                continue;
+            }
+            let mut out = Vec::with_capacity(data.len() + 16);
+            if rmpv::encode::write_value(&mut out, &swap_route(header)).is_err() {
+                break;
+            }
+            out.extend_from_slice(extra);
+            if sink
+                .send(WsMessage::Binary(Bytes::from(out)))
+                .await
+                .is_err()
+            {
+                break;
+            }
         }
-    });
-    Ok(addr)
+    })
+    .await
 }
 
 /// The sending half of a baseline client connection.

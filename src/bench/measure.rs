@@ -59,6 +59,12 @@ impl Latencies {
         let _ = self.hist.record(us);
     }
 
+    /// Adds another collection's samples.
+    pub fn merge(&mut self, other: &Latencies) {
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.hist.add(&other.hist);
+    }
+
     /// Number of samples.
     pub fn len(&self) -> u64 {
         self.hist.len()

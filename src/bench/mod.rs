@@ -7,8 +7,14 @@
 pub mod bare_quinn;
 pub mod baseline;
 pub mod echo_server;
+pub mod fanout;
+pub mod h2_grpc;
+pub mod idle;
 pub mod legacy;
 pub mod measure;
+pub mod oneway;
+pub mod raw_tcp;
+pub mod rpc;
 pub mod scenarios;
 pub mod shaper;
 pub mod udp_shaper;
@@ -61,6 +67,12 @@ pub struct BenchOptions {
     /// Also run the echo scenarios in legacy mode through a real hypha server (needs the venv
     /// with hypha and hypha-rpc).
     pub legacy: bool,
+    /// How long each request/response run lasts.
+    pub rpc_duration: Duration,
+    /// Client connection counts of the request/response runs.
+    pub rpc_clients: Vec<usize>,
+    /// Server runtime worker threads (1: one current-thread runtime).
+    pub server_threads: usize,
 }
 
 impl Default for BenchOptions {
@@ -78,6 +90,9 @@ impl Default for BenchOptions {
             progress: true,
             config: Config::default(),
             legacy: false,
+            rpc_duration: Duration::from_secs(3),
+            rpc_clients: vec![50, 100, 200],
+            server_threads: 1,
         }
     }
 }
@@ -116,6 +131,14 @@ pub struct ServerSide {
     pub baseline: std::net::SocketAddr,
     /// The bare-quinn baseline echo server's address.
     pub bare_quinn: std::net::SocketAddr,
+    /// The raw TCP (length-prefixed) echo server's address.
+    pub raw_tcp: std::net::SocketAddr,
+    /// The h2 (gRPC-style) echo server's address.
+    pub h2: std::net::SocketAddr,
+    /// The rhizomorph router (`rhizomorph serve`) over WebSocket.
+    pub router: std::net::SocketAddr,
+    /// The rhizomorph router over QUIC.
+    pub router_quic: std::net::SocketAddr,
     /// Client config that trusts the servers' self-signed certificate (pinned).
     pub quic_client: Config,
     handle: tokio::runtime::Handle,
@@ -124,8 +147,9 @@ pub struct ServerSide {
 
 impl ServerSide {
     /// Starts the echo servers on a new thread: rhizomorph over WebSocket and over QUIC (with a
-    /// fresh self-signed certificate), and both baselines.
-    pub fn start(config: Config) -> io::Result<ServerSide> {
+    /// fresh self-signed certificate), the routers, and the baselines. `threads` is the
+    /// server runtime's worker threads (1: a current-thread runtime).
+    pub fn start(config: Config, threads: usize) -> io::Result<ServerSide> {
         let (cert, key, fingerprint) =
             crate::transport::tls::self_signed(&["localhost"]).map_err(io::Error::other)?;
         let server_tls =
@@ -139,16 +163,23 @@ impl ServerSide {
         std::thread::Builder::new()
             .name("bench-server".into())
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
+                let built = if threads <= 1 {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                } else {
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(threads)
+                        .enable_all()
+                        .build()
+                };
+                let rt = match built {
                     Ok(rt) => rt,
                     Err(e) => return drop(tx.send(Err(e))),
                 };
                 rt.block_on(async move {
                     let started = async {
-                        let listener = Listener::bind("127.0.0.1:0", config)
+                        let listener = Listener::bind("127.0.0.1:0", config.clone())
                             .await
                             .map_err(io::Error::other)?;
                         let rhizomorph = listener.local_addr()?;
@@ -159,8 +190,28 @@ impl ServerSide {
                         tokio::spawn(echo_server::serve(quic));
                         let baseline = baseline::start_server().await?;
                         let (bare, bare_endpoint) = bare_quinn::start_server(&quic_server)?;
+                        let raw = raw_tcp::start_server().await?;
+                        let h2 = h2_grpc::start_server().await?;
+                        let router = Listener::bind("127.0.0.1:0", config.clone())
+                            .await
+                            .map_err(io::Error::other)?;
+                        let router_addr = router.local_addr()?;
+                        tokio::spawn(crate::router::Router::new().serve(router));
+                        let router_q = Listener::bind_quic("127.0.0.1:0", quic_server.clone())
+                            .map_err(io::Error::other)?;
+                        let router_quic = router_q.local_addr()?;
+                        tokio::spawn(crate::router::Router::new().serve(router_q));
                         Ok::<_, io::Error>((
-                            (rhizomorph, rhizomorph_quic, baseline, bare),
+                            (
+                                rhizomorph,
+                                rhizomorph_quic,
+                                baseline,
+                                bare,
+                                raw,
+                                h2,
+                                router_addr,
+                                router_quic,
+                            ),
                             bare_endpoint,
                             tokio::runtime::Handle::current(),
                         ))
@@ -175,13 +226,19 @@ impl ServerSide {
                     }
                 });
             })?;
-        let ((rhizomorph, rhizomorph_quic, baseline, bare_quinn), handle) =
-            rx.recv().map_err(io::Error::other)??;
+        let (
+            (rhizomorph, rhizomorph_quic, baseline, bare_quinn, raw_tcp, h2, router, router_quic),
+            handle,
+        ) = rx.recv().map_err(io::Error::other)??;
         Ok(ServerSide {
             rhizomorph,
             rhizomorph_quic,
             baseline,
             bare_quinn,
+            raw_tcp,
+            h2,
+            router,
+            router_quic,
             quic_client,
             handle,
             _stop: stop_tx,
@@ -217,7 +274,7 @@ impl ServerSide {
 /// Runs the selected scenarios; returns every measurement. Servers run on their own thread
 /// ([`ServerSide`]); the clients run on the caller's runtime.
 pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
-    let servers = ServerSide::start(options.config.clone())?;
+    let servers = ServerSide::start(options.config.clone(), options.server_threads)?;
     let ws_url = format!("ws://{}/", servers.rhizomorph);
     let quic_url = format!("quic://{}/", servers.rhizomorph_quic);
     let quic_config = &servers.quic_client;
@@ -253,8 +310,16 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
                 let b =
                     scenarios::echo_baseline(servers.baseline, &scenario, in_flight, &pb).await?;
                 pb.finish_and_clear();
+                let pb = bar(options, len, label("raw-tcp"));
+                let (tx, mut rx) = raw_tcp::connect(servers.raw_tcp, raw_tcp::Kind::Echo).await?;
+                let (lat, elapsed) =
+                    scenarios::run_echo(tx, &mut rx, &scenario.sizes, in_flight, &pb).await?;
+                pb.finish_and_clear();
                 results.push(r);
                 results.push(b);
+                results.push(scenarios::echo_measurement(
+                    &scenario, in_flight, "raw-tcp", lat, elapsed,
+                ));
             }
             if quic {
                 let pb = bar(options, len, label("rhizo-quic"));
@@ -287,6 +352,94 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
 
     if options.legacy {
         run_legacy(options, &servers, &mut results).await?;
+    }
+
+    if options.wants("oneway") {
+        let n = ((200_000.0 * options.scale) as usize).max(1000);
+        let pb = bar(options, 0, "oneway (256 B, one connection)".into());
+        if ws {
+            results.push(oneway::rhizomorph("rhizo-ws", &ws_url, &options.config, n).await?);
+            results.push(oneway::msgpack_ws(servers.baseline, n).await?);
+            results.push(oneway::raw(servers.raw_tcp, n).await?);
+        }
+        if quic {
+            results.push(oneway::rhizomorph("rhizo-quic", &quic_url, quic_config, n).await?);
+        }
+        pb.finish_and_clear();
+    }
+
+    if options.wants("rpc") {
+        for &clients in &options.rpc_clients {
+            let d = options.rpc_duration;
+            let pb = bar(options, 0, format!("rpc {clients} clients"));
+            if ws {
+                let (url, cfg) = (&ws_url, &options.config);
+                results.push(
+                    rpc::run_rpc("rhizo-ws", clients, d, |_| rhizo_rpc_client(url, cfg)).await?,
+                );
+                results.push(
+                    rpc::run_rpc("msgpack-ws", clients, d, |_| async {
+                        let (sink, stream) = baseline::connect(servers.baseline).await?;
+                        Ok(rpc::EchoPair(scenarios::BaselineTx::new(sink), stream))
+                    })
+                    .await?,
+                );
+                results.push(
+                    rpc::run_rpc("raw-tcp", clients, d, |_| async {
+                        let (tx, rx) =
+                            raw_tcp::connect(servers.raw_tcp, raw_tcp::Kind::Echo).await?;
+                        Ok(rpc::EchoPair(tx, rx))
+                    })
+                    .await?,
+                );
+                results.push(
+                    rpc::run_rpc("h2-grpc", clients, d, |_| h2_grpc::connect(servers.h2)).await?,
+                );
+            }
+            if quic {
+                let (url, cfg) = (&quic_url, quic_config);
+                results.push(
+                    rpc::run_rpc("rhizo-quic", clients, d, |_| rhizo_rpc_client(url, cfg)).await?,
+                );
+                results.push(
+                    rpc::run_rpc("bare-quinn", clients, d, |_| async {
+                        let (tx, rx) = bare_quinn::connect(servers.bare_quinn, quic_config).await?;
+                        Ok(rpc::EchoPair(tx, rx))
+                    })
+                    .await?,
+                );
+            }
+            pb.finish_and_clear();
+        }
+    }
+
+    if options.wants("fanout") {
+        let messages = ((1000.0 * options.scale) as usize).max(20);
+        let pb = bar(options, 0, "fanout 1 to 100".into());
+        if ws {
+            let url = format!("ws://{}/", servers.router);
+            results
+                .push(fanout::run_fanout("rhizo-ws", &url, &options.config, 100, messages).await?);
+        }
+        if quic {
+            let url = format!("quic://{}/", servers.router_quic);
+            results.push(fanout::run_fanout("rhizo-quic", &url, quic_config, 100, messages).await?);
+        }
+        pb.finish_and_clear();
+    }
+
+    if options.wants("idle") {
+        for count in [1000usize, 10_000] {
+            let n = ((count as f64 * options.scale) as usize).max(10);
+            let pb = bar(options, 0, format!("idle {n} connections"));
+            if ws {
+                results.push(idle::run_idle("rhizo-ws", false, n, &options.config).await?);
+            }
+            if quic {
+                results.push(idle::run_idle("rhizo-quic", true, n, &options.config).await?);
+            }
+            pb.finish_and_clear();
+        }
     }
 
     if options.wants("hol") {
@@ -364,7 +517,41 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
             pb.finish_and_clear();
         }
     }
+    add_physical_limit_notes(&mut results);
     Ok(results)
+}
+
+/// Adds to each rhizomorph row its ratio to the physical limit of its transport in the same
+/// run (raw TCP for WebSocket, bare quinn for QUIC), where that row exists.
+fn add_physical_limit_notes(results: &mut [Measurement]) {
+    let limits: Vec<(String, String, String, f64)> = results
+        .iter()
+        .filter(|m| m.implementation == "raw-tcp" || m.implementation == "bare-quinn")
+        .map(|m| {
+            (
+                m.implementation.clone(),
+                m.scenario.clone(),
+                m.mode.clone(),
+                m.msgs_per_sec,
+            )
+        })
+        .collect();
+    for m in results.iter_mut() {
+        let limit = match m.implementation.as_str() {
+            "rhizo-ws" => "raw-tcp",
+            "rhizo-quic" if m.scenario.starts_with("rpc") => "bare-quinn",
+            _ => continue,
+        };
+        if let Some((_, _, _, rate)) = limits
+            .iter()
+            .find(|(i, s, md, _)| i == limit && *s == m.scenario && *md == m.mode)
+        {
+            m.notes.push((
+                format!("x {limit} (physical limit)"),
+                m.msgs_per_sec / rate.max(1e-9),
+            ));
+        }
+    }
 }
 
 /// The echo scenarios in legacy mode through a real hypha server: a rhizomorph legacy caller
@@ -443,10 +630,41 @@ async fn run_legacy(
     Ok(())
 }
 
+/// Binds 127.0.0.1 and runs `serve` on every accepted connection (no-delay set) in its own
+/// task: the accept loop of every baseline server.
+pub(crate) async fn serve_tcp<F, Fut>(serve: F) -> io::Result<std::net::SocketAddr>
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = tcp.set_nodelay(true);
+            tokio::spawn(serve(tcp));
+        }
+    });
+    Ok(addr)
+}
+
+/// A rhizomorph request/response client on `rpc` (for [`rpc::run_rpc`]).
+async fn rhizo_rpc_client(
+    url: &str,
+    config: &Config,
+) -> io::Result<rpc::EchoPair<scenarios::RhizoTx, crate::connection::Connection>> {
+    let conn = crate::endpoint::Endpoint::connect(url, config.clone())
+        .await
+        .map_err(io::Error::other)?;
+    Ok(rpc::EchoPair(scenarios::RhizoTx::new(conn.sender()), conn))
+}
+
 /// The baseline a rhizomorph row is compared with.
 fn baseline_of(implementation: &str, scenario: &str) -> Option<&'static str> {
     match (implementation, scenario) {
         ("rhizo-legacy", _) => Some("hypha-rpc-py"),
+        ("rhizo-ws" | "rhizo-quic", s) if s.starts_with("rpc") => Some("h2-grpc"),
+        ("rhizo-quic", "oneway") => Some("raw-tcp"),
         ("rhizo-ws", _) => Some("msgpack-ws"),
         ("rhizo-quic", "hol") => Some("quic-1-stream"),
         ("rhizo-quic", _) => Some("bare-quinn"),

@@ -69,24 +69,41 @@ pub fn report_scenarios(scale: f64) -> Vec<EchoScenario> {
 }
 
 /// A payload of `len` bytes (at least 16) starting with its index and send time.
-fn stamped(index: u64, epoch: Instant, len: usize) -> Bytes {
+pub(crate) fn stamped(index: u64, epoch: Instant, len: usize) -> Bytes {
     let len = len.max(16);
+    let filler = filler(len);
     let mut b = BytesMut::with_capacity(len);
     b.put_u64(index);
     b.put_u64(epoch.elapsed().as_nanos() as u64);
-    // Pseudo-random filler: not compressible, not all zeros.
-    let mut x = index.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    while b.len() + 8 <= len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        b.put_u64(x);
-    }
-    b.put_bytes(0x5a, len - b.len());
+    // Pseudo-random filler (not compressible, not all zeros), made once per size: generating
+    // it per message cost more than sending 2 MB over raw TCP.
+    b.put_slice(&filler[16..len]);
     b.freeze()
 }
 
-fn stamp_of(payload: &[u8], epoch: Instant) -> Option<Duration> {
+fn filler(len: usize) -> Bytes {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<usize, Bytes>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+    c.entry(len)
+        .or_insert_with(|| {
+            let mut b = BytesMut::with_capacity(len);
+            let mut x = (len as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            while b.len() + 8 <= len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b.put_u64(x);
+            }
+            b.put_bytes(0x5a, len - b.len());
+            b.freeze()
+        })
+        .clone()
+}
+
+pub(crate) fn stamp_of(payload: &[u8], epoch: Instant) -> Option<Duration> {
     let t = u64::from_be_bytes(payload.get(8..16)?.try_into().ok()?);
     Some(epoch.elapsed().saturating_sub(Duration::from_nanos(t)))
 }
@@ -110,6 +127,17 @@ pub struct RhizoTx {
     header: RoutingHeader,
 }
 
+impl RhizoTx {
+    /// Sends the bench's echo header on `rpc`.
+    pub fn new(sender: Sender) -> Self {
+        RhizoTx {
+            sender,
+            channel: Channel::Rpc,
+            header: echo_header(),
+        }
+    }
+}
+
 impl EchoTx for RhizoTx {
     async fn send(&mut self, payload: Bytes) -> io::Result<()> {
         self.sender
@@ -130,6 +158,13 @@ impl EchoRx for Connection {
 pub struct BaselineTx {
     sink: BaselineSink,
     session: u64,
+}
+
+impl BaselineTx {
+    /// A sender on a baseline connection.
+    pub fn new(sink: BaselineSink) -> Self {
+        BaselineTx { sink, session: 0 }
+    }
 }
 
 impl EchoTx for BaselineTx {

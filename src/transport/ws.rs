@@ -40,6 +40,7 @@ fn ws_config(config: &Config) -> WebSocketConfig {
         .max_frame_size(Some(max))
         // Write each batch at once: bytes queued here are out of the scheduler's reach (§16.4).
         .write_buffer_size(0)
+        .read_buffer_size(config.ws_read_buffer)
 }
 
 /// Legacy mode: one WebSocket message per message, up to our `MAX_MESSAGE_SIZE` (hypha accepts
@@ -50,6 +51,7 @@ fn legacy_ws_config(config: &Config) -> WebSocketConfig {
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
         .write_buffer_size(0)
+        .read_buffer_size(config.ws_read_buffer)
 }
 
 /// A server learns the mode only during the upgrade: it reads with the larger of both limits.

@@ -1,0 +1,99 @@
+//! Request/response at many concurrent client connections (the load shape of the loop-sharding
+//! note, `shared/seeds/004_*`): every client has one request outstanding, sends the next as soon
+//! as the answer arrives, for a fixed time; the run reports requests per second and latency.
+//!
+//! Owns the [`RpcClient`] abstraction (one call = one round trip) and the driver. Every peer is
+//! driven by the same loop, so the figures differ only by transport.
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::measure::{Latencies, Measurement};
+use super::scenarios::{EchoRx, EchoTx};
+
+/// One client connection that makes calls.
+pub trait RpcClient: Send + 'static {
+    /// Sends `request` and returns the answer.
+    fn call(&mut self, request: Bytes) -> impl Future<Output = io::Result<Bytes>> + Send;
+}
+
+/// An echo sender and receiver used as a client: a call is a send and the next receive.
+pub struct EchoPair<T, R>(pub T, pub R);
+
+impl<T: EchoTx, R: EchoRx + Send + 'static> RpcClient for EchoPair<T, R> {
+    async fn call(&mut self, request: Bytes) -> io::Result<Bytes> {
+        self.0.send(request).await?;
+        self.1
+            .recv()
+            .await?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "connection ended"))
+    }
+}
+
+/// Connects `clients` clients with `connect` (at most 32 handshakes at a time), then lets each
+/// make 256-byte calls back to back for `duration`.
+pub async fn run_rpc<C, F, Fut>(
+    implementation: &str,
+    clients: usize,
+    duration: Duration,
+    connect: F,
+) -> io::Result<Measurement>
+where
+    C: RpcClient,
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = io::Result<C>>,
+{
+    let mut conns = Vec::with_capacity(clients);
+    for i in 0..clients {
+        conns.push(connect(i).await?);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for (i, mut client) in conns.into_iter().enumerate() {
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Latencies::default();
+            let mut payload = vec![0x5au8; 256];
+            payload[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            let payload = Bytes::from(payload);
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let answer = client.call(payload.clone()).await?;
+                if answer.len() < 256 {
+                    return Err(io::Error::other(format!(
+                        "short answer: {} bytes",
+                        answer.len()
+                    )));
+                }
+                lat.record(t.elapsed());
+            }
+            Ok::<_, io::Error>((lat, client))
+        }));
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Latencies::default();
+    let mut keep = Vec::with_capacity(clients);
+    for t in tasks {
+        let (lat, client) = t.await.map_err(io::Error::other)??;
+        all.merge(&lat);
+        keep.push(client);
+    }
+    let elapsed = start.elapsed();
+    let n = all.len();
+    drop(keep);
+    Ok(all.into_measurement(
+        &format!("rpc-{clients}"),
+        &format!("{clients} clients"),
+        implementation,
+        n,
+        n * 256,
+        elapsed,
+    ))
+}
