@@ -36,7 +36,9 @@ impl HeaderField {
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct RoutingHeader {
-    fields: Vec<HeaderField>,
+    // Shared: a clone per message costs a reference count, not an allocation; changing a
+    // shared header copies it first.
+    fields: std::sync::Arc<Vec<HeaderField>>,
 }
 
 impl RoutingHeader {
@@ -53,7 +55,7 @@ impl RoutingHeader {
 
     /// Appends `name: value`.
     pub fn push(&mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) {
-        self.fields.push(HeaderField {
+        std::sync::Arc::make_mut(&mut self.fields).push(HeaderField {
             name: name.into(),
             value: value.into(),
         });
@@ -64,9 +66,10 @@ impl RoutingHeader {
     pub fn set(&mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) {
         let name = name.into();
         let value = value.into();
-        match self.fields.iter_mut().find(|f| f.name == name) {
+        let fields = std::sync::Arc::make_mut(&mut self.fields);
+        match fields.iter_mut().find(|f| f.name == name) {
             Some(field) => field.value = value,
-            None => self.fields.push(HeaderField { name, value }),
+            None => fields.push(HeaderField { name, value }),
         }
     }
 
@@ -106,6 +109,8 @@ impl RoutingHeader {
 
 impl From<Vec<HeaderField>> for RoutingHeader {
     fn from(fields: Vec<HeaderField>) -> Self {
-        RoutingHeader { fields }
+        RoutingHeader {
+            fields: std::sync::Arc::new(fields),
+        }
     }
 }

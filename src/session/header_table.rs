@@ -293,6 +293,9 @@ pub struct HeaderEncoder {
     exact: HashMap<HeaderField, u64, FxBuild>,
     /// name → absolute number of the newest dynamic entry with that name.
     names: HashMap<Bytes, u64, FxBuild>,
+    /// The last header encoded without touching the table, and its block: the same header
+    /// again (the common case: a repeated routing header) encodes to the same bytes.
+    last: Option<(RoutingHeader, Bytes)>,
 }
 
 impl HeaderEncoder {
@@ -302,7 +305,24 @@ impl HeaderEncoder {
             table: DynamicTable::new(capacity),
             exact: HashMap::default(),
             names: HashMap::default(),
+            last: None,
         }
+    }
+
+    /// Encodes `header` as one block (as [`encode`](Self::encode)); a header equal to the
+    /// previous one, whose encoding changed nothing in the table, reuses that block.
+    pub fn encode_block(&mut self, header: &RoutingHeader) -> Bytes {
+        if let Some((h, block)) = &self.last {
+            if h == header {
+                return block.clone();
+            }
+        }
+        let inserted = self.table.inserted;
+        let mut buf = BytesMut::with_capacity(header.len() * 2 + 8);
+        self.encode(header, &mut buf);
+        let block = buf.freeze();
+        self.last = (self.table.inserted == inserted).then(|| (header.clone(), block.clone()));
+        block
     }
 
     /// Encodes `header` (appending to `dst`) and updates the table as the decoder will.
@@ -362,6 +382,7 @@ impl HeaderEncoder {
     }
 
     fn insert(&mut self, field: HeaderField) {
+        self.last = None;
         let abs = self.table.inserted;
         let (exact, names) = (&mut self.exact, &mut self.names);
         self.table.insert(field.clone(), |old_abs, old| {
@@ -384,6 +405,9 @@ impl HeaderEncoder {
 pub struct HeaderDecoder {
     table: DynamicTable,
     max_list_size: u64,
+    /// The last block that changed nothing in the table, and its header: the same block
+    /// again decodes to the same header.
+    last: Option<(Bytes, RoutingHeader)>,
 }
 
 /// A cursor over a header block.
@@ -447,6 +471,7 @@ impl HeaderDecoder {
         HeaderDecoder {
             table: DynamicTable::new(capacity),
             max_list_size,
+            last: None,
         }
     }
 
@@ -456,6 +481,21 @@ impl HeaderDecoder {
     /// On error the table may hold part of the block's insertions; the connection is then
     /// broken anyway (`HEADER_ERROR` is a connection error, wire.md §18).
     pub fn decode(&mut self, block: Bytes) -> Result<RoutingHeader, HeaderError> {
+        if let Some((b, header)) = &self.last {
+            if *b == block {
+                return Ok(header.clone());
+            }
+        }
+        let inserted = self.table.inserted;
+        self.last = None;
+        let header = self.decode_block(block.clone())?;
+        if self.table.inserted == inserted {
+            self.last = Some((block, header.clone()));
+        }
+        Ok(header)
+    }
+
+    fn decode_block(&mut self, block: Bytes) -> Result<RoutingHeader, HeaderError> {
         let mut r = BlockReader { block };
         let mut fields = Vec::new();
         let mut list_size = 0u64;
@@ -550,6 +590,36 @@ mod tests {
             .with("to", "ws-user-1/echo")
             .with("method", "services.echo.echo")
             .with("session", "abcdefghijklmnopqrstuv")
+    }
+
+    #[test]
+    fn header_6_3_a_repeated_header_reuses_its_block_only_while_the_table_is_unchanged() {
+        let mut enc = HeaderEncoder::new(4096);
+        let mut dec = HeaderDecoder::new(4096, 16384);
+        let h = header();
+        // First time: literals with insertion (the table changes): not cached.
+        let b1 = enc.encode_block(&h);
+        assert_eq!(dec.decode(b1.clone()).unwrap(), h);
+        // Second time: all indexed; third time: the very same block.
+        let b2 = enc.encode_block(&h);
+        assert_ne!(b1, b2);
+        let b3 = enc.encode_block(&h);
+        assert_eq!(
+            b2.as_ptr(),
+            b3.as_ptr(),
+            "the block is reused, not re-encoded"
+        );
+        assert_eq!(dec.decode(b2).unwrap(), h);
+        assert_eq!(dec.decode(b3).unwrap(), h);
+        // A header that inserts changes the table: the old block is encoded afresh, and
+        // both sides still agree.
+        let other = h.clone().with("trace", "t-1");
+        let b4 = enc.encode_block(&other);
+        assert_eq!(dec.decode(b4).unwrap(), other);
+        let b5 = enc.encode_block(&h);
+        assert_eq!(dec.decode(b5).unwrap(), h);
+        let b6 = enc.encode_block(&h);
+        assert_eq!(dec.decode(b6).unwrap(), h);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::header::RoutingHeader;
 use super::header_table::HeaderEncoder;
@@ -244,11 +244,9 @@ impl Queued {
         if self.started() {
             return 1;
         }
-        let block = self.header_block.get_or_insert_with(|| {
-            let mut buf = BytesMut::new();
-            encoder.encode(&self.message.header, &mut buf);
-            buf.freeze()
-        });
+        let block = self
+            .header_block
+            .get_or_insert_with(|| encoder.encode_block(&self.message.header));
         let probe = MessageFrame {
             channel: Channel::Control,
             start: Some(MessageStart {
