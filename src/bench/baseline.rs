@@ -77,10 +77,21 @@ fn swap_route(header: Value) -> Value {
     }
 }
 
+/// The same WebSocket library settings rhizomorph uses where they matter for speed (an 8 KiB
+/// read buffer: tungstenite zeroes it before every read), so the comparison is of protocols,
+/// not of buffer sizes.
+fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(crate::config::Config::default().ws_read_buffer)
+        .max_message_size(Some(256 << 20))
+        .max_frame_size(Some(256 << 20))
+}
+
 /// Starts the baseline echo server on 127.0.0.1; returns its address.
 pub async fn start_server() -> io::Result<SocketAddr> {
     super::serve_tcp(|tcp| async move {
-        let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+        let Ok(ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(ws_config())).await
+        else {
             return;
         };
         let (mut sink, mut stream) = ws.split();
@@ -126,7 +137,8 @@ pub type BaselineStream = SplitStream<WebSocketStream<TcpStream>>;
 pub async fn connect(addr: SocketAddr) -> io::Result<(BaselineSink, BaselineStream)> {
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
-    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), tcp)
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(format!("ws://{addr}/ws"), tcp, Some(ws_config()))
         .await
         .map_err(io::Error::other)?;
     Ok(ws.split())
