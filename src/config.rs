@@ -166,6 +166,9 @@ pub struct Config {
     /// Bytes the WebSocket layer reads per system call. Its buffer is allocated per connection
     /// (idle memory) and zeroed before every read (CPU per message), so it is small.
     pub ws_read_buffer: usize,
+    /// Server: bind WebSocket listeners with `SO_REUSEPORT`, so that one listener per runtime
+    /// (or core) can share a port.
+    pub reuse_port: bool,
 }
 
 impl Default for Config {
@@ -182,6 +185,7 @@ impl Default for Config {
             compression: CompressionPolicy::Auto,
             legacy: LegacyConfig::default(),
             ws_read_buffer: 8 * 1024,
+            reuse_port: false,
         }
     }
 }
@@ -388,6 +392,11 @@ impl Config {
             + 'static,
     ) -> Self {
         self.legacy.authenticator = Some(Arc::new(f));
+        self
+    }
+    /// Binds WebSocket listeners with `SO_REUSEPORT` (several listeners on one port).
+    pub fn with_reuse_port(mut self, reuse: bool) -> Self {
+        self.reuse_port = reuse;
         self
     }
     /// Returns the config with these keepalive timings (wire.md §13).

@@ -81,6 +81,10 @@ enum Command {
         /// side always has one).
         #[arg(long, default_value_t = 1)]
         server_threads: usize,
+        /// With --server-threads N > 1: N single-thread runtimes with one SO_REUSEPORT listener
+        /// each (rhizomorph's WebSocket server), instead of one N-thread runtime.
+        #[arg(long)]
+        reuse_port: bool,
     },
     /// Run a router and echo server: messages whose `to` names a connected peer are forwarded
     /// with hypha's rules (legacy hypha-rpc clients and native peers alike), the rest come
@@ -155,6 +159,7 @@ fn main() -> ExitCode {
             rpc_seconds,
             rpc_clients,
             server_threads,
+            reuse_port,
         } => {
             let config = match Config::default().with_env() {
                 Ok(c) => c,
@@ -183,6 +188,7 @@ fn main() -> ExitCode {
                 rpc_duration: Duration::from_secs_f64(rpc_seconds),
                 rpc_clients,
                 server_threads: server_threads.max(1),
+                reuse_port,
             };
             // The clients on one thread, the servers on another (bench::ServerSide): two cores,
             // as a client process and a server process would use them.

@@ -73,6 +73,10 @@ pub struct BenchOptions {
     pub rpc_clients: Vec<usize>,
     /// Server runtime worker threads (1: one current-thread runtime).
     pub server_threads: usize,
+    /// With `server_threads` > 1: one current-thread runtime per thread, each with its own
+    /// `SO_REUSEPORT` listener for the rhizomorph WebSocket server, instead of one
+    /// multi-thread runtime.
+    pub reuse_port: bool,
 }
 
 impl Default for BenchOptions {
@@ -93,6 +97,7 @@ impl Default for BenchOptions {
             rpc_duration: Duration::from_secs(3),
             rpc_clients: vec![50, 100, 200],
             server_threads: 1,
+            reuse_port: false,
         }
     }
 }
@@ -150,6 +155,17 @@ impl ServerSide {
     /// fresh self-signed certificate), the routers, and the baselines. `threads` is the
     /// server runtime's worker threads (1: a current-thread runtime).
     pub fn start(config: Config, threads: usize) -> io::Result<ServerSide> {
+        Self::start_with(config, threads, false)
+    }
+
+    /// [`start`](Self::start), or with `reuse_port`: `threads` current-thread runtimes, each
+    /// running the rhizomorph WebSocket echo server on its own `SO_REUSEPORT` listener of one
+    /// port (the other servers stay on the first).
+    pub fn start_with(config: Config, threads: usize, reuse_port: bool) -> io::Result<ServerSide> {
+        let shards = if reuse_port { threads.max(1) } else { 1 };
+        let threads = if reuse_port { 1 } else { threads };
+        let config = config.with_reuse_port(reuse_port);
+        let shard_config = config.clone();
         let (cert, key, fingerprint) =
             crate::transport::tls::self_signed(&["localhost"]).map_err(io::Error::other)?;
         let server_tls =
@@ -230,6 +246,24 @@ impl ServerSide {
             (rhizomorph, rhizomorph_quic, baseline, bare_quinn, raw_tcp, h2, router, router_quic),
             handle,
         ) = rx.recv().map_err(io::Error::other)??;
+        for shard in 1..shards {
+            let config = shard_config.clone();
+            std::thread::Builder::new()
+                .name(format!("bench-server-{shard}"))
+                .spawn(move || {
+                    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    else {
+                        return;
+                    };
+                    rt.block_on(async move {
+                        if let Ok(l) = Listener::bind(&rhizomorph.to_string(), config).await {
+                            echo_server::serve(l).await;
+                        }
+                    });
+                })?;
+        }
         Ok(ServerSide {
             rhizomorph,
             rhizomorph_quic,
@@ -274,7 +308,11 @@ impl ServerSide {
 /// Runs the selected scenarios; returns every measurement. Servers run on their own thread
 /// ([`ServerSide`]); the clients run on the caller's runtime.
 pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
-    let servers = ServerSide::start(options.config.clone(), options.server_threads)?;
+    let servers = ServerSide::start_with(
+        options.config.clone(),
+        options.server_threads,
+        options.reuse_port,
+    )?;
     let ws_url = format!("ws://{}/", servers.rhizomorph);
     let quic_url = format!("quic://{}/", servers.rhizomorph_quic);
     let quic_config = &servers.quic_client;

@@ -272,6 +272,29 @@ where
     }
 }
 
+/// Binds with `SO_REUSEPORT`: several listeners (one per runtime or core) on one port, the
+/// kernel spreading connections among them.
+async fn bind_reuse_port(addr: &str) -> Result<TcpListener, Error> {
+    let sock_addr = tokio::net::lookup_host(addr)
+        .await?
+        .next()
+        .ok_or_else(|| Error::InvalidAddress {
+            addr: addr.to_string(),
+            reason: "resolves to nothing".into(),
+        })?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(sock_addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_port(true)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&sock_addr.into())?;
+    socket.listen(1024)?;
+    Ok(TcpListener::from_std(socket.into())?)
+}
+
 /// A WebSocket listener that accepts rhizomorph connections.
 pub struct WsListener {
     listener: TcpListener,
@@ -283,7 +306,11 @@ impl WsListener {
     /// Binds `addr`. Without TLS in `config`, a non-loopback address needs
     /// `allow_plain_non_loopback`.
     pub async fn bind(addr: &str, config: Config) -> Result<WsListener, Error> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = if config.reuse_port {
+            bind_reuse_port(addr).await?
+        } else {
+            TcpListener::bind(addr).await?
+        };
         let local = listener.local_addr()?;
         if config.server_tls.is_none()
             && !local.ip().is_loopback()
