@@ -137,10 +137,13 @@ pub type BaselineStream = SplitStream<WebSocketStream<TcpStream>>;
 pub async fn connect(addr: SocketAddr) -> io::Result<(BaselineSink, BaselineStream)> {
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
-    let (ws, _) =
-        tokio_tungstenite::client_async_with_config(format!("ws://{addr}/ws"), tcp, Some(ws_config()))
-        .await
-        .map_err(io::Error::other)?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        format!("ws://{addr}/ws"),
+        tcp,
+        Some(ws_config()),
+    )
+    .await
+    .map_err(io::Error::other)?;
     Ok(ws.split())
 }
 

@@ -161,7 +161,21 @@ where
                 with_session(&shared, &dispatch, |s| {
                     s.handle_batch(Instant::now(), batch)
                 });
-                shared.wake_writer.notify_one();
+                // Wake the writer only if the batch (and the events it produced, such as an
+                // accepted HELLO) gave it something to do: a PONG, a CREDIT to return, queued
+                // messages that credit may have unblocked, a close. An idle wake-up per
+                // received batch costs a task switch.
+                let wake = {
+                    let s = shared.lock();
+                    s.wants_transmit()
+                        || !s.is_open()
+                        || crate::frame::Channel::ALL
+                            .iter()
+                            .any(|&c| s.queued_bytes(c) > 0)
+                };
+                if wake {
+                    shared.wake_writer.notify_one();
+                }
                 if shared.close_reason().is_some() {
                     return;
                 }
@@ -207,6 +221,12 @@ where
     let mut unflushed = false;
     // The link is the bottleneck: the transport made us wait since we last ran out of frames.
     let mut congested = false;
+    // One timer for the session's deadlines, moved only when the deadline changes (a new
+    // timer per idle period costs a timer-wheel insertion and removal per message).
+    let far = || tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+    let timer = tokio::time::sleep_until(far());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
         // Take a batch from the session only once the transport can accept it, so frames that
         // become ready meanwhile (an rpc reply behind a bulk transfer) are still scheduled
@@ -266,14 +286,15 @@ where
             let _ = writer.close().await;
             return;
         }
-        match deadline {
-            Some(t) => {
-                tokio::select! {
-                    _ = &mut notified => {}
-                    _ = tokio::time::sleep_until(t.into()) => {}
-                }
-            }
-            None => notified.await,
+        if deadline != armed {
+            armed = deadline;
+            timer
+                .as_mut()
+                .reset(deadline.map_or_else(far, tokio::time::Instant::from_std));
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = &mut timer => armed = None,
         }
     }
 }

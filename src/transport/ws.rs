@@ -275,13 +275,14 @@ where
 /// Binds with `SO_REUSEPORT`: several listeners (one per runtime or core) on one port, the
 /// kernel spreading connections among them.
 async fn bind_reuse_port(addr: &str) -> Result<TcpListener, Error> {
-    let sock_addr = tokio::net::lookup_host(addr)
-        .await?
-        .next()
-        .ok_or_else(|| Error::InvalidAddress {
-            addr: addr.to_string(),
-            reason: "resolves to nothing".into(),
-        })?;
+    let sock_addr =
+        tokio::net::lookup_host(addr)
+            .await?
+            .next()
+            .ok_or_else(|| Error::InvalidAddress {
+                addr: addr.to_string(),
+                reason: "resolves to nothing".into(),
+            })?;
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(sock_addr),
         socket2::Type::STREAM,
