@@ -34,6 +34,10 @@ fn bench_header_table(c: &mut Criterion) {
             black_box(buf.len())
         })
     });
+    group.bench_function("encode_block_repeated_cached", |b| {
+        let mut enc = HeaderEncoder::new(4096);
+        b.iter(|| black_box(enc.encode_block(black_box(&header)).len()))
+    });
     group.bench_function("decode_repeated", |b| {
         let mut enc = HeaderEncoder::new(4096);
         let mut dec = HeaderDecoder::new(4096, 16_384);
