@@ -54,5 +54,5 @@ cargo check --quiet --manifest-path fuzz/Cargo.toml
 
 step "the README commands run (bench at a tenth of its size)"
 cargo run --release --quiet -- inspect >/dev/null
-cargo run --release --quiet -- bench --quiet --scale 0.1 --hol-seconds 1 --stall-seconds 0.5 --stall-mib 16 >/dev/null
+cargo run --release --quiet -- bench --quiet --scale 0.1 --hol-seconds 1 --stall-seconds 0.5 --stall-mib 16 --rpc-seconds 0.3 >/dev/null
 echo "all checks passed"
