@@ -464,6 +464,9 @@ impl Connection {
     ///
     /// [`close_reason`]: Connection::close_reason
     pub async fn recv(&mut self) -> Option<Message> {
+        if let Link::Legacy(link) = &self.link {
+            link.mark_ready();
+        }
         let m = self.incoming.recv().await?;
         let shared = match &self.link {
             Link::Native(shared) => shared,
@@ -585,6 +588,16 @@ impl Connection {
     /// Native or legacy (wire.md §3.4).
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// Legacy server: tells the client it is connected (sends `connection_info`, legacy.md
+    /// §L4.2) if the first `recv` or `send` has not done so yet. A router registers the peer
+    /// first, so that nothing addressed to it arrives before it can be routed. Nothing in native
+    /// mode or on a client.
+    pub fn ready(&self) {
+        if let Link::Legacy(link) = &self.link {
+            link.mark_ready();
+        }
     }
 
     /// Legacy client: the server's `connection_info` (our workspace and client id, the

@@ -250,6 +250,8 @@ async fn l6_a_reader_that_stops_bounds_memory_on_both_sides() {
     let server = tokio::spawn(async move {
         loop {
             if let Ok(c) = listener.accept().await {
+                // This server never reads: say it is ready (legacy.md §L4.2) explicitly.
+                c.ready();
                 return c;
             }
         }

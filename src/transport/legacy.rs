@@ -60,6 +60,10 @@ pub(crate) struct LegacyLink {
     rtt: Mutex<Option<Duration>>,
     ping_sent: Mutex<Option<Instant>>,
     limits: LegacyLimits,
+    /// Server: the application is ready; the writer may send `connection_info` and what
+    /// follows it. Clients start ready.
+    ready: std::sync::atomic::AtomicBool,
+    ready_notify: Notify,
     /// Client: what the server said about us.
     pub(crate) info: Option<ConnectionInfo>,
     /// Server: who the client is.
@@ -73,6 +77,7 @@ impl LegacyLink {
         if let Some(r) = self.close_reason() {
             return Err(r.to_error());
         }
+        self.mark_ready();
         let encoded = legacy::encode_message(header, payload, &self.limits)?;
         let len = encoded.len();
         // spec: legacy.md §L3.3 — a large payload is a second fragment, not copied.
@@ -114,6 +119,15 @@ impl LegacyLink {
             .to_error()
     }
 
+    /// The application is ready for the peer: lets the writer start (server side: sends
+    /// `connection_info`). Idempotent.
+    pub(crate) fn mark_ready(&self) {
+        if !self.ready.swap(true, Ordering::AcqRel) {
+            // A stored permit: the writer cannot miss it.
+            self.ready_notify.notify_one();
+        }
+    }
+
     /// The application took a message of `bytes`: the reader may read that much more.
     pub(crate) fn release(&self, bytes: u64) {
         self.recv_budget.add_permits(bytes as usize);
@@ -126,6 +140,8 @@ impl LegacyLink {
         } else {
             1011
         };
+        // The writer must run to send the close, even if the application never got going.
+        self.mark_ready();
         let _ = self.out.send(Out::Close(ws_code, reason.to_string()));
     }
 
@@ -297,15 +313,21 @@ where
             });
         }
     };
+    // spec: legacy.md §L4.2 — `connection_info` goes out when the application is ready (its
+    // first `recv`, `send` or `Connection::ready`), so that a router has registered the peer
+    // before the peer learns it is connected (hypha registers it first too).
     let info = connection_info(&identity, &ws_base_url(peer_addr));
-    ws.send(WsMessage::Text(info.into())).await?;
     info!(
         peer = %peer_addr,
         id = %identity.full_id(),
         mode = "legacy",
         "legacy client connected"
     );
-    Ok(start(ws, config, peer_addr, None, Some(identity), false))
+    let conn = start(ws, config, peer_addr, None, Some(identity), false);
+    if let crate::connection::Link::Legacy(link) = &conn.link {
+        let _ = link.out.send(Out::Text(info));
+    }
+    Ok(conn)
 }
 
 fn ws_base_url(addr: SocketAddr) -> String {
@@ -371,6 +393,8 @@ where
         rtt: Mutex::new(None),
         ping_sent: Mutex::new(None),
         limits: LegacyLimits::default(),
+        ready: std::sync::atomic::AtomicBool::new(is_client),
+        ready_notify: Notify::new(),
         info,
         identity,
     });
@@ -398,6 +422,12 @@ async fn write_loop<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    if !link.ready.load(Ordering::Acquire) {
+        tokio::select! {
+            _ = link.ready_notify.notified() => {}
+            _ = link.closed() => {}
+        }
+    }
     while let Some(out) = rx.recv().await {
         let result = match out {
             Out::Message(frames, permit) => {
