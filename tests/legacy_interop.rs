@@ -19,64 +19,15 @@ use rhizomorph::legacy::AuthInfo;
 use rhizomorph::{Channel, Config, Connection, Endpoint, Listener, Mode, RoutingHeader};
 use rmpv::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
+/// The venv's Python with hypha, hypha-rpc, msgpack and numpy (the bench's own lookup).
 fn python() -> PathBuf {
-    let venv = std::env::var_os("RHIZOMORPH_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv"));
-    let python = venv.join("bin/python");
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import hypha, hypha_rpc, msgpack, numpy"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "{} cannot import hypha, hypha_rpc, msgpack and numpy: run scripts/test.sh, which \
-         installs them from PyPI into the venv",
-        python.display()
-    );
-    python
+    rhizomorph::bench::legacy::venv_python().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/hypha_peers.py")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts `python -m hypha.server` on a free port and waits until it accepts connections.
-async fn start_hypha() -> (Child, u16) {
-    let port = free_port();
-    let child = Command::new(python())
-        .args(["-m", "hypha.server", "--host", "127.0.0.1", "--port"])
-        .arg(port.to_string())
-        // The default per-client limit (200 msg/s) is for the public internet.
-        .env("HYPHA_WS_MSG_RATE_LIMIT", "100000")
-        .env("HYPHA_WS_MSG_BURST_LIMIT", "100000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the hypha server");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the hypha server did not start within 120 s"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    (child, port)
 }
 
 fn pack(v: &Value) -> Bytes {
@@ -204,8 +155,12 @@ async fn answer(conn: &mut Connection, m: rhizomorph::Message) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l_interop_1_rhizomorph_calls_and_serves_hypha_rpc_through_a_real_hypha_server() {
-    let (_server, port) = start_hypha().await;
-    let url = format!("ws://127.0.0.1:{port}/ws");
+    // A real hypha server on a free port (per-client rate limits raised), as `bench --legacy`
+    // starts it.
+    let server = rhizomorph::bench::legacy::HyphaServer::start(&python())
+        .await
+        .expect("the hypha server starts");
+    let url = server.url.clone();
     let mut provider = Command::new(python())
         .arg(script())
         .args(["provider", &url])

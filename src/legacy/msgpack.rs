@@ -116,12 +116,22 @@ pub fn read_bin<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Option<&'a [u8]>, 
         0xc6 => read_be(buf, &mut p, 4)?,
         _ => return Ok(None),
     };
-    let end = p
+    take(buf, pos, p, len).map(Some)
+}
+
+/// The `len` bytes at `start` (checked against the input), moving `*pos` past them.
+fn take<'a>(
+    buf: &'a [u8],
+    pos: &mut usize,
+    start: usize,
+    len: u64,
+) -> Result<&'a [u8], LegacyError> {
+    let end = start
         .checked_add(len as usize)
         .filter(|&e| e <= buf.len())
-        .ok_or(LegacyError::Truncated { offset: p })?;
+        .ok_or(LegacyError::Truncated { offset: start })?;
     *pos = end;
-    Ok(Some(&buf[p..end]))
+    Ok(&buf[start..end])
 }
 
 /// Reads a string at `*pos` if there is one there: `Ok(None)` (and `*pos` unchanged) if the
@@ -137,12 +147,7 @@ pub fn read_str<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Option<&'a [u8]>, 
         0xdb => read_be(buf, &mut p, 4)?,
         _ => return Ok(None),
     };
-    let end = p
-        .checked_add(len as usize)
-        .filter(|&e| e <= buf.len())
-        .ok_or(LegacyError::Truncated { offset: p })?;
-    *pos = end;
-    Ok(Some(&buf[p..end]))
+    take(buf, pos, p, len).map(Some)
 }
 
 /// Appends a map header for `len` entries.

@@ -122,7 +122,8 @@ impl LegacyLink {
     /// The application is ready for the peer: lets the writer start (server side: sends
     /// `connection_info`). Idempotent.
     pub(crate) fn mark_ready(&self) {
-        if !self.ready.swap(true, Ordering::AcqRel) {
+        // A load first: `recv` calls this every time, and a swap is a write.
+        if !self.ready.load(Ordering::Acquire) && !self.ready.swap(true, Ordering::AcqRel) {
             // A stored permit: the writer cannot miss it.
             self.ready_notify.notify_one();
         }

@@ -34,22 +34,26 @@ pub const SUBPROTOCOL: &str = "rhizomorph.v1";
 
 fn ws_config(config: &Config) -> WebSocketConfig {
     // A WebSocket message is one batch (§16.2.2): allow the batch size we announce, plus slack.
-    let max = config.session.settings.max_batch_size as usize + 1024;
-    WebSocketConfig::default()
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max))
-        // Write each batch at once: bytes queued here are out of the scheduler's reach (§16.4).
-        .write_buffer_size(0)
-        .read_buffer_size(config.ws_read_buffer)
+    ws_config_up_to(
+        config,
+        config.session.settings.max_batch_size as usize + 1024,
+    )
 }
 
 /// Legacy mode: one WebSocket message per message, up to our `MAX_MESSAGE_SIZE` (hypha accepts
 /// 16 MiB, Python clients 1 MiB); no permessage-deflate (legacy.md §L2.1).
 fn legacy_ws_config(config: &Config) -> WebSocketConfig {
-    let max = config.session.settings.max_message_size as usize + 64 * 1024;
+    ws_config_up_to(
+        config,
+        config.session.settings.max_message_size as usize + 64 * 1024,
+    )
+}
+
+fn ws_config_up_to(config: &Config, max: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
+        // Write each message at once: bytes queued here are out of the scheduler's reach (§16.4).
         .write_buffer_size(0)
         .read_buffer_size(config.ws_read_buffer)
 }
