@@ -8,17 +8,20 @@ cd "$(dirname "$0")/.."
 seconds=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frame_decoder hello_decoder header_block session_input decompress payload legacy_decoder)
+[ ${#targets[@]} -gt 0 ] || targets=(frame_decoder hello_decoder header_block session_input decompress payload legacy_decoder websocket)
 
 python3 - <<'PY'
 import json, os
 doc = json.load(open("spec/vectors/frames.json"))
-for target in ("frame_decoder", "hello_decoder", "header_block", "session_input", "decompress", "payload", "legacy_decoder"):
+for target in ("frame_decoder", "hello_decoder", "header_block", "session_input", "decompress", "payload", "legacy_decoder", "websocket"):
     os.makedirs(f"fuzz/corpus/{target}", exist_ok=True)
 # Legacy mode: the captured hypha-rpc frames.
 for name in os.listdir("fuzz/regressions/legacy_decoder"):
     if name.startswith("captured-"):
         open(f"fuzz/corpus/legacy_decoder/{name}", "wb").write(open(f"fuzz/regressions/legacy_decoder/{name}", "rb").read())
+# WebSocket: RFC 6455 examples, edge lengths and upgrade heads.
+for name in os.listdir("fuzz/regressions/websocket"):
+    open(f"fuzz/corpus/websocket/{name}", "wb").write(open(f"fuzz/regressions/websocket/{name}", "rb").read())
 for v in doc["valid"] + doc["invalid"]:
     raw = bytes.fromhex(v["hex"].replace(" ", ""))
     for sel in range(3):

@@ -15,6 +15,9 @@ pub enum Error {
     /// The WebSocket layer failed (handshake or framing).
     #[error("WebSocket error: {0}")]
     WebSocket(String),
+    /// The WebSocket opening handshake failed or was refused (RFC 6455 §4).
+    #[error(transparent)]
+    Handshake(#[from] crate::websocket::HandshakeError),
     /// The QUIC layer failed (endpoint, handshake or connection).
     #[error("QUIC error: {0}")]
     Quic(String),

@@ -302,3 +302,75 @@ pub fn legacy_decoder(data: &[u8]) {
         .expect("a re-encoded message decodes");
     assert_eq!(again, message, "re-encoded message differs");
 }
+
+/// Decodes `input` with a fresh decoder, fed in pieces cut at `cuts`; returns the events up to
+/// the first error, and the error.
+fn ws_events(
+    role: crate::websocket::Role,
+    max: u64,
+    input: &[u8],
+    cut: usize,
+) -> (
+    Vec<crate::websocket::WsEvent>,
+    Option<crate::websocket::WsFrameError>,
+) {
+    use crate::websocket::{Decoded, WsDecoder};
+    let mut d = WsDecoder::new(role, max);
+    let mut buf = BytesMut::new();
+    let mut events = Vec::new();
+    for piece in [&input[..cut], &input[cut..]] {
+        buf.extend_from_slice(piece);
+        loop {
+            match d.decode(&mut buf) {
+                Ok(Decoded::Event(e)) => events.push(e),
+                Ok(Decoded::NeedBytes(n)) => {
+                    assert!(
+                        n > buf.len(),
+                        "asks for {n} bytes while holding {}",
+                        buf.len()
+                    );
+                    break;
+                }
+                Err(e) => return (events, Some(e)),
+            }
+        }
+    }
+    (events, None)
+}
+
+/// The `websocket` target: the first byte picks the role, the message limit and a split
+/// point; the rest is a received byte stream (and, as text, an upgrade request and response).
+/// Decoding in two pieces must give what decoding at once gives; every binary message
+/// re-encodes (as the peer would send it) and decodes to itself.
+pub fn websocket(data: &[u8]) {
+    use crate::websocket::{handshake, Decoded, OpCode, Role, WsDecoder, WsEncoder, WsEvent};
+    let Some((&selector, input)) = data.split_first() else {
+        return;
+    };
+    let _ = handshake::parse_request(input);
+    let _ = handshake::parse_response(input, "dGhlIHNhbXBsZSBub25jZQ==", &["rhizomorph.v1"]);
+    let role = if selector & 1 == 0 {
+        Role::Server
+    } else {
+        Role::Client
+    };
+    let max = if selector & 2 == 0 { 1 << 20 } else { 300 };
+    let cut = (selector as usize >> 2) * input.len() / 64;
+    let cut = cut.min(input.len());
+    let whole = ws_events(role, max, input, input.len());
+    let split = ws_events(role, max, input, cut);
+    assert_eq!(whole, split, "decoding in pieces differs");
+    let peer = WsEncoder::new(match role {
+        Role::Server => Role::Client,
+        Role::Client => Role::Server,
+    });
+    for event in whole.0 {
+        if let WsEvent::Binary(b) = event {
+            assert!(b.len() as u64 <= max, "message over the limit");
+            let wire = peer.frame(OpCode::Binary, &b, || [1, 2, 3, 4]);
+            let mut buf = BytesMut::from(&wire[..]);
+            let again = WsDecoder::new(role, max).decode(&mut buf);
+            assert_eq!(again, Ok(Decoded::Event(WsEvent::Binary(b))));
+        }
+    }
+}

@@ -37,6 +37,7 @@ pub mod payload;
 pub mod router;
 pub mod session;
 pub mod transport;
+pub mod websocket;
 
 /// rkyv, as rhizomorph uses it (the [`wire_type!`] macro derives through this path).
 pub use rkyv;

@@ -77,3 +77,8 @@ fn fuzz_harness_accepts_every_valid_vector() {
 fn fuzz_regressions_legacy_decoder() {
     assert!(replay("legacy_decoder", rhizomorph::fuzzing::legacy_decoder) > 0);
 }
+
+#[test]
+fn fuzz_regressions_websocket() {
+    assert!(replay("websocket", rhizomorph::fuzzing::websocket) > 0);
+}

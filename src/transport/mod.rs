@@ -8,3 +8,4 @@ pub mod legacy;
 pub mod quic;
 pub mod tls;
 pub mod ws;
+pub(crate) mod ws_io;

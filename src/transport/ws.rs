@@ -1,43 +1,36 @@
 //! The framed WebSocket transport (wire.md §16): `ws://` over TCP, `wss://` over rustls.
 //!
-//! Owns the TCP/TLS/WebSocket handshakes, the `rhizomorph.v1` subprotocol check (§16.1, §3.4)
-//! and the adaptation of WebSocket binary messages to the driver's batches. Never looks inside
-//! a batch.
+//! Owns connecting and accepting: TCP, TLS, the WebSocket upgrade with the `rhizomorph.v1`
+//! subprotocol check (§16.1, §3.4), and handing the upgraded stream to the native driver
+//! (rhizomorph's own RFC 6455 framing, `ws_io`) or to legacy mode (tungstenite, from the same
+//! stream and the bytes already read). Never looks inside a batch.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
-use bytes::Bytes;
-use futures_util::{future, SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::handshake::client::Request;
-use tokio_tungstenite::tungstenite::handshake::server::{
-    ErrorResponse, Request as ServerRequest, Response,
-};
-use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::{Connector, WebSocketStream};
+use tokio_tungstenite::tungstenite::protocol::{Role as TungRole, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
 use tracing::{info_span, warn};
 
 use crate::config::Config;
 use crate::connection::{CloseReason, Connection, Mode, Shared};
 use crate::error::Error;
+use crate::frame::ErrorCode;
 use crate::session::Session;
 use crate::transport::driver::{self, Dispatch};
+use crate::transport::ws_io::{self, Control, SplitIo, Verdict, WsReader, WsWriter};
+use crate::websocket::Role;
 
 /// The WebSocket subprotocol that selects rhizomorph (wire.md §3.1).
 pub const SUBPROTOCOL: &str = "rhizomorph.v1";
 
-fn ws_config(config: &Config) -> WebSocketConfig {
-    // A WebSocket message is one batch (§16.2.2): allow the batch size we announce, plus slack.
-    ws_config_up_to(
-        config,
-        config.session.settings.max_batch_size as usize + 1024,
-    )
+/// The largest WebSocket message a native peer accepts: one batch (§16.2.2), plus slack.
+fn native_max_message(config: &Config) -> usize {
+    config.session.settings.max_batch_size as usize + 1024
 }
 
 /// Legacy mode: one WebSocket message per message, up to our `MAX_MESSAGE_SIZE` (hypha accepts
@@ -56,19 +49,6 @@ fn ws_config_up_to(config: &Config, max: usize) -> WebSocketConfig {
         // Write each message at once: bytes queued here are out of the scheduler's reach (§16.4).
         .write_buffer_size(0)
         .read_buffer_size(config.ws_read_buffer)
-}
-
-/// A server learns the mode only during the upgrade: it reads with the larger of both limits.
-fn server_ws_config(config: &Config) -> WebSocketConfig {
-    if !config.legacy.serve {
-        return ws_config(config);
-    }
-    let (native, legacy) = (ws_config(config), legacy_ws_config(config));
-    if legacy.max_message_size > native.max_message_size {
-        legacy
-    } else {
-        native
-    }
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -111,7 +91,7 @@ async fn connect_inner(url: &str, config: &Config) -> Result<Connection, Error> 
     } else {
         return Err(bad("expected ws:// or wss://"));
     };
-    let authority = rest.split('/').next().unwrap_or_default();
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
     let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
     if host.is_empty() {
         return Err(bad("no host"));
@@ -126,102 +106,115 @@ async fn connect_inner(url: &str, config: &Config) -> Result<Connection, Error> 
             addr: authority.to_string(),
         });
     }
-    match upgrade(url, &addr_str, secure, true, config).await {
-        Ok((ws, peer_addr)) => {
-            let session = Session::client(config.session.clone(), std::time::Instant::now());
-            crate::metrics::count_connection(Mode::Native);
-            start(ws, session, config, peer_addr).await
-        }
-        // spec: wire.md §3.4.2 — fall back by default, visibly; `require_native` refuses.
-        Err(Error::NotRhizomorph { addr }) if config.legacy.fallback => {
-            warn!(
-                peer = %addr,
-                "server did not select rhizomorph.v1: falling back to legacy msgpack mode (wire.md §3.4.2)"
-            );
-            crate::metrics::count_fallback();
-            let (ws, peer_addr) = upgrade(url, &addr_str, secure, false, config).await?;
-            let conn = crate::transport::legacy::client(ws, config, peer_addr, url).await?;
-            crate::metrics::count_connection(Mode::Legacy);
-            Ok(conn)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-type ClientWs = WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
-
-/// TCP, TLS and the WebSocket upgrade, offering `rhizomorph.v1` or (legacy) nothing.
-async fn upgrade(
-    url: &str,
-    addr_str: &str,
-    secure: bool,
-    offer_native: bool,
-    config: &Config,
-) -> Result<(ClientWs, SocketAddr), Error> {
-    let tcp = TcpStream::connect(addr_str).await?;
+    let path = match rest.find(['/', '?']) {
+        Some(i) if rest[i..].starts_with('/') => rest[i..].to_string(),
+        Some(i) => format!("/{}", &rest[i..]),
+        None => "/".to_string(),
+    };
+    let tcp = TcpStream::connect(&addr_str).await?;
     tune_socket(&tcp, config)?;
     let peer_addr = tcp.peer_addr()?;
-
-    let mut request: Request =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)?;
-    if offer_native {
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_static(SUBPROTOCOL),
-        );
-    }
-    let connector = if secure {
+    let target = Target {
+        url,
+        authority,
+        path: &path,
+        peer_addr,
+    };
+    if secure {
         let tls = match &config.client_tls {
             Some(t) => t.clone(),
             None => crate::transport::tls::client_tls_web_roots()?,
         };
-        Some(Connector::Rustls(tls.config))
+        let name = host.trim_matches(|c| c == '[' || c == ']').to_string();
+        let name = rustls::pki_types::ServerName::try_from(name)
+            .map_err(|e| bad(&format!("not a TLS server name: {e}")))?;
+        let stream = tokio_rustls::TlsConnector::from(tls.config)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        open(stream, target, config).await
     } else {
-        Some(Connector::Plain)
-    };
-    let ws_cfg = if offer_native {
-        ws_config(config)
-    } else {
-        legacy_ws_config(config)
-    };
-    let handshake =
-        tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(ws_cfg), connector);
-    let (ws, response) = match handshake.await {
-        Ok(r) => r,
-        // spec: wire.md §3.4.2 — the server selected no subprotocol: not rhizomorph.
-        Err(tokio_tungstenite::tungstenite::Error::Protocol(
-            tokio_tungstenite::tungstenite::error::ProtocolError::SecWebSocketSubProtocolError(_),
-        )) => {
-            return Err(Error::NotRhizomorph {
-                addr: url.to_string(),
-            })
-        }
-        Err(e) => return Err(e.into()),
-    };
-    // spec: wire.md §3.4.2 — a server that selects no subprotocol is not rhizomorph.
-    let selected = response
-        .headers()
-        .get("Sec-WebSocket-Protocol")
-        .and_then(|v| v.to_str().ok());
-    if offer_native && selected != Some(SUBPROTOCOL) {
-        return Err(Error::NotRhizomorph {
-            addr: url.to_string(),
-        });
+        open(tcp, target, config).await
     }
-    Ok((ws, peer_addr))
 }
 
-/// Starts the driver over an upgraded WebSocket and waits for the HELLO exchange.
-async fn start<S>(
-    ws: WebSocketStream<S>,
+/// Where a client connects: the URL as given, its authority (the `Host` header), the request
+/// path, and the address the TCP connection reached.
+struct Target<'a> {
+    url: &'a str,
+    authority: &'a str,
+    path: &'a str,
+    peer_addr: SocketAddr,
+}
+
+/// The WebSocket upgrade offering `rhizomorph.v1`, then native mode, or legacy mode on the same
+/// WebSocket if the server selected no subprotocol (wire.md §3.4.2).
+async fn open<S: SplitIo>(
+    mut stream: S,
+    t: Target<'_>,
+    config: &Config,
+) -> Result<Connection, Error> {
+    let (response, tail) =
+        ws_io::client_handshake(&mut stream, t.authority, t.path, &[SUBPROTOCOL]).await?;
+    if response.protocol.as_deref() == Some(SUBPROTOCOL) {
+        let session = Session::client(config.session.clone(), std::time::Instant::now());
+        crate::metrics::count_connection(Mode::Native);
+        return start(stream, tail, Role::Client, session, config, t.peer_addr).await;
+    }
+    // spec: wire.md §3.4.2 — the server selected no subprotocol: not rhizomorph. Fall back by
+    // default, visibly, on this same WebSocket; `require_native` refuses.
+    if !config.legacy.fallback {
+        return Err(Error::NotRhizomorph {
+            addr: t.url.to_string(),
+        });
+    }
+    warn!(
+        peer = %t.url,
+        "server did not select rhizomorph.v1: falling back to legacy msgpack mode (wire.md §3.4.2)"
+    );
+    crate::metrics::count_fallback();
+    let ws = WebSocketStream::from_partially_read(
+        stream,
+        tail.to_vec(),
+        TungRole::Client,
+        Some(legacy_ws_config(config)),
+    )
+    .await;
+    let conn = crate::transport::legacy::client(ws, config, t.peer_addr, t.url).await?;
+    crate::metrics::count_connection(Mode::Legacy);
+    Ok(conn)
+}
+
+/// The WebSocket close status for how the session ended (wire.md §16.3).
+fn close_status(reason: Option<CloseReason>) -> (u16, String) {
+    match reason {
+        Some(CloseReason::Closed { code, reason }) => {
+            let status = match code {
+                ErrorCode::NO_ERROR => 1000,
+                ErrorCode::GOING_AWAY => 1001,
+                ErrorCode::AUTH_FAILED => 1008,
+                ErrorCode::MESSAGE_TOO_LARGE => 1009,
+                ErrorCode::INTERNAL_ERROR => 1011,
+                _ => 1002,
+            };
+            (status, reason)
+        }
+        Some(CloseReason::Lost(why)) => (1011, why),
+        None => (1000, String::new()),
+    }
+}
+
+/// Starts the driver over an upgraded WebSocket (`tail`: bytes read past the handshake) and
+/// waits for the HELLO exchange.
+async fn start<S: SplitIo>(
+    stream: S,
+    tail: BytesMut,
+    role: Role,
     session: Session,
     config: &Config,
     peer_addr: SocketAddr,
-) -> Result<Connection, Error>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let role = session.role();
+) -> Result<Connection, Error> {
+    let session_role = session.role();
     let shared = Shared::new(session, config);
     let (tx, rx) = mpsc::unbounded_channel();
     let (connected_tx, connected_rx) = oneshot::channel();
@@ -231,38 +224,33 @@ where
         peer_addr,
         connected: Some(connected_tx),
     };
-    let (sink, stream) = ws.split();
-    let reader = stream.filter_map(|m| {
-        future::ready(match m {
-            Ok(WsMessage::Binary(b)) => Some(Ok(b)),
-            // spec: wire.md §3.4.3 — TEXT in native mode is a protocol error.
-            Ok(WsMessage::Text(_)) => Some(Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "TEXT WebSocket message in native mode (wire.md §3.4.3)",
-            ))),
-            Ok(WsMessage::Close(_)) => Some(Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "WebSocket closed",
-            ))),
-            Ok(_) => None,
-            Err(e) => Some(Err(io::Error::other(e))),
-        })
-    });
-    let writer = sink
-        .with(|b: Bytes| {
-            future::ready(Ok::<_, tokio_tungstenite::tungstenite::Error>(
-                WsMessage::Binary(b),
-            ))
-        })
-        .sink_map_err(io::Error::other);
-    let span = info_span!("connection", peer = %peer_addr, role = ?role, transport = "ws");
-    driver::spawn(
-        shared.clone(),
-        Box::pin(reader),
-        Box::pin(writer),
-        dispatch,
-        span,
+    let (r, w) = stream.split_io();
+    // Weak: the tasks own the connection's state, not the other way round.
+    let weak: Weak<Shared> = Arc::downgrade(&shared);
+    let control = Control::new(Arc::new({
+        let weak = weak.clone();
+        move || {
+            if let Some(s) = weak.upgrade() {
+                s.wake_writer.notify_one();
+            }
+        }
+    }));
+    let reader = WsReader::new(
+        r,
+        tail,
+        role,
+        native_max_message(config),
+        config.ws_read_buffer,
+        control.clone(),
     );
+    let writer = WsWriter::new(
+        w,
+        role,
+        control,
+        Box::new(move || close_status(weak.upgrade().and_then(|s| s.close_reason()))),
+    );
+    let span = info_span!("connection", peer = %peer_addr, role = ?session_role, transport = "ws");
+    driver::spawn(shared.clone(), reader, writer, dispatch, span);
     let conn = Connection {
         link: crate::connection::Link::Native(shared),
         incoming: rx,
@@ -378,82 +366,56 @@ async fn handshake(
     acceptor: Option<tokio_rustls::TlsAcceptor>,
 ) -> Result<Connection, Error> {
     tune_socket(&tcp, &config)?;
-    let serve_legacy = config.legacy.serve;
-    let legacy_only = config.legacy.only;
-    let mut legacy = false;
-    // The signature is tungstenite's callback type; its error is an HTTP response by design.
-    #[allow(clippy::result_large_err)]
-    let callback = |req: &ServerRequest, mut resp: Response| -> Result<Response, ErrorResponse> {
-        let offered = req
-            .headers()
-            .get_all("Sec-WebSocket-Protocol")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|p| p.trim() == SUBPROTOCOL);
-        if (!offered && serve_legacy) || legacy_only {
-            // spec: wire.md §3.4.1 — served in legacy mode: no subprotocol selected, and no
-            // permessage-deflate (legacy.md §L2.1; tungstenite never accepts it).
-            legacy = true;
-            return Ok(resp);
-        }
-        if !offered {
-            // spec: wire.md §3.4.1 — a peer that does not offer rhizomorph.v1 is served in
-            // legacy mode or refused; this listener refuses.
-            let mut r = ErrorResponse::new(Some(
-                "this endpoint speaks the rhizomorph.v1 WebSocket subprotocol only".into(),
-            ));
-            *r.status_mut() = StatusCode::BAD_REQUEST;
-            return Err(r);
-        }
-        resp.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_static(SUBPROTOCOL),
-        );
-        Ok(resp)
-    };
     match acceptor {
         Some(acceptor) => {
             let tls = acceptor
                 .accept(tcp)
                 .await
                 .map_err(|e| Error::Tls(e.to_string()))?;
-            let ws = tokio_tungstenite::accept_hdr_async_with_config(
-                tls,
-                callback,
-                Some(server_ws_config(&config)),
-            )
-            .await?;
-            serve(ws, legacy, &config, peer_addr).await
+            accept_ws(tls, peer_addr, &config).await
         }
-        None => {
-            let ws = tokio_tungstenite::accept_hdr_async_with_config(
-                tcp,
-                callback,
-                Some(server_ws_config(&config)),
-            )
-            .await?;
-            serve(ws, legacy, &config, peer_addr).await
-        }
+        None => accept_ws(tcp, peer_addr, &config).await,
     }
 }
 
-/// Runs the native (HELLO) or legacy (auth JSON) handshake on an accepted WebSocket.
-async fn serve<S>(
-    ws: WebSocketStream<S>,
-    legacy: bool,
-    config: &Config,
+/// The WebSocket upgrade, then the native (HELLO) or legacy (auth JSON) handshake.
+async fn accept_ws<S: SplitIo>(
+    mut stream: S,
     peer_addr: SocketAddr,
-) -> Result<Connection, Error>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    if legacy {
+    config: &Config,
+) -> Result<Connection, Error> {
+    let (serve_legacy, legacy_only) = (config.legacy.serve, config.legacy.only);
+    let (_, protocol, tail) = ws_io::server_handshake(&mut stream, |req| {
+        let offered = req.protocols.iter().any(|p| p == SUBPROTOCOL);
+        if (!offered && serve_legacy) || legacy_only {
+            // spec: wire.md §3.4.1 — served in legacy mode: no subprotocol selected, and no
+            // permessage-deflate (legacy.md §L2.1; we never accept an extension).
+            Verdict::Accept(None)
+        } else if !offered {
+            // spec: wire.md §3.4.1 — a peer that does not offer rhizomorph.v1 is served in
+            // legacy mode or refused; this listener refuses.
+            Verdict::Refuse(
+                400,
+                "this endpoint speaks the rhizomorph.v1 WebSocket subprotocol only".into(),
+            )
+        } else {
+            Verdict::Accept(Some(SUBPROTOCOL))
+        }
+    })
+    .await?;
+    if protocol.is_none() {
+        let ws = WebSocketStream::from_partially_read(
+            stream,
+            tail.to_vec(),
+            TungRole::Server,
+            Some(legacy_ws_config(config)),
+        )
+        .await;
         let conn = crate::transport::legacy::server(ws, config, peer_addr).await?;
         crate::metrics::count_connection(Mode::Legacy);
         return Ok(conn);
     }
     let session = Session::server(config.session.clone(), std::time::Instant::now());
     crate::metrics::count_connection(Mode::Native);
-    start(ws, session, config, peer_addr).await
+    start(stream, tail, Role::Server, session, config, peer_addr).await
 }

@@ -1,0 +1,503 @@
+//! The WebSocket byte pump: runs the opening handshake on a stream and adapts the two halves of
+//! an upgraded stream to the driver's batches (a `Stream` of received binary messages, a `Sink`
+//! of batches to send).
+//!
+//! Owns reading into a buffer sized for the frame being received (so a large message is read
+//! straight into place), `writev` of a frame header and the batch it carries, pings and pongs,
+//! and the closing handshake. Everything about bytes is `crate::websocket`'s; this module never
+//! parses anything itself and never looks inside a batch.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Sink, Stream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::error::Error;
+use crate::websocket::frame::MAX_HEAD_LEN;
+use crate::websocket::handshake::{self, HandshakeError, UpgradeRequest, UpgradeResponse};
+use crate::websocket::{
+    apply_mask, CloseFrame, Decoded, OpCode, Role, WsDecoder, WsEncoder, WsEvent,
+};
+
+/// A stream that can be upgraded and then split into a read half and a write half.
+pub(crate) trait SplitIo: AsyncRead + AsyncWrite + Unpin + Send + 'static + Sized {
+    /// The read half.
+    type Read: AsyncRead + Unpin + Send + 'static;
+    /// The write half.
+    type Write: AsyncWrite + Unpin + Send + 'static;
+    /// Splits the stream.
+    fn split_io(self) -> (Self::Read, Self::Write);
+}
+
+impl SplitIo for TcpStream {
+    type Read = tokio::net::tcp::OwnedReadHalf;
+    type Write = tokio::net::tcp::OwnedWriteHalf;
+    fn split_io(self) -> (Self::Read, Self::Write) {
+        // Owned halves: no lock between the reader and the writer task.
+        self.into_split()
+    }
+}
+
+macro_rules! split_with_lock {
+    ($t:ty) => {
+        impl SplitIo for $t {
+            type Read = tokio::io::ReadHalf<$t>;
+            type Write = tokio::io::WriteHalf<$t>;
+            fn split_io(self) -> (Self::Read, Self::Write) {
+                // TLS state is shared by both directions: tokio's split locks around it.
+                tokio::io::split(self)
+            }
+        }
+    };
+}
+split_with_lock!(tokio_rustls::client::TlsStream<TcpStream>);
+split_with_lock!(tokio_rustls::server::TlsStream<TcpStream>);
+
+/// Reads into `buf` until `parse` finds a whole head; returns what it parsed and keeps the
+/// bytes after the head in `buf`.
+async fn read_head<S, T>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    mut parse: impl FnMut(&[u8]) -> Result<Option<(T, usize)>, HandshakeError>,
+) -> Result<T, Error>
+where
+    S: AsyncRead + Unpin,
+{
+    loop {
+        if let Some((value, n)) = parse(buf)? {
+            let _ = buf.split_to(n);
+            return Ok(value);
+        }
+        buf.reserve(4096);
+        if stream.read_buf(buf).await? == 0 {
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the peer closed the connection during the WebSocket handshake",
+            )));
+        }
+    }
+}
+
+/// Client side of the opening handshake: sends the upgrade request for `path` on `host`
+/// offering `protocols`, and reads the server's answer. Returns it and any bytes the server
+/// sent after it.
+pub(crate) async fn client_handshake<S>(
+    stream: &mut S,
+    host: &str,
+    path: &str,
+    protocols: &[&str],
+) -> Result<(UpgradeResponse, BytesMut), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let key = handshake::new_key();
+    stream
+        .write_all(&handshake::client_request(host, path, &key, protocols))
+        .await?;
+    stream.flush().await?;
+    let mut buf = BytesMut::new();
+    let response = read_head(stream, &mut buf, |b| {
+        handshake::parse_response(b, &key, protocols)
+    })
+    .await?;
+    Ok((response, buf))
+}
+
+/// What a server decides about an upgrade request.
+pub(crate) enum Verdict {
+    /// Upgrade, selecting this subprotocol (or none).
+    Accept(Option<&'static str>),
+    /// Refuse with this HTTP status and text.
+    Refuse(u16, String),
+}
+
+/// Server side of the opening handshake: reads the upgrade request, lets `decide` answer it,
+/// and writes the answer. Returns the request and any bytes the client sent after it; a refusal
+/// (or a malformed request, answered with 400 or 426) is an error.
+pub(crate) async fn server_handshake<S>(
+    stream: &mut S,
+    decide: impl FnOnce(&UpgradeRequest) -> Verdict,
+) -> Result<(UpgradeRequest, Option<&'static str>, BytesMut), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::new();
+    let request = match read_head(stream, &mut buf, handshake::parse_request).await {
+        Ok(r) => r,
+        Err(Error::Handshake(e)) => {
+            let status = if matches!(e, HandshakeError::Version(_)) {
+                426
+            } else {
+                400
+            };
+            let _ = stream
+                .write_all(&handshake::error_response(status, &e.to_string()))
+                .await;
+            let _ = stream.shutdown().await;
+            return Err(Error::Handshake(e));
+        }
+        Err(e) => return Err(e),
+    };
+    match decide(&request) {
+        Verdict::Accept(protocol) => {
+            stream
+                .write_all(&handshake::accept_response(&request.key, protocol))
+                .await?;
+            stream.flush().await?;
+            Ok((request, protocol, buf))
+        }
+        Verdict::Refuse(status, text) => {
+            let _ = stream
+                .write_all(&handshake::error_response(status, &text))
+                .await;
+            let _ = stream.shutdown().await;
+            Err(Error::Handshake(HandshakeError::Status {
+                status,
+                body: text,
+            }))
+        }
+    }
+}
+
+/// Control frames the reader owes the peer, handed to the writer.
+#[derive(Default)]
+struct ControlState {
+    /// The pong for the latest ping (RFC 6455 §5.5.3: answering only the latest is enough).
+    pong: Option<Bytes>,
+    /// The close frame echoing the peer's (RFC 6455 §5.5.1).
+    close: Option<Vec<u8>>,
+}
+
+/// What the reader and the writer of one WebSocket share: replies the reader queues and a way
+/// to wake the writer for them.
+#[derive(Clone)]
+pub(crate) struct Control {
+    state: Arc<Mutex<ControlState>>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Control {
+    /// `wake` is called when a reply is queued (the writer should run soon).
+    pub(crate) fn new(wake: Arc<dyn Fn() + Send + Sync>) -> Control {
+        Control {
+            state: Arc::default(),
+            wake,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ControlState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn queue_pong(&self, payload: Bytes) {
+        self.lock().pong = Some(payload);
+        (self.wake)();
+    }
+
+    fn queue_close(&self, code: u16, reason: &str) {
+        let mut s = self.lock();
+        if s.close.is_none() {
+            s.close = Some(CloseFrame::payload(code, reason));
+        }
+        drop(s);
+        (self.wake)();
+    }
+}
+
+fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// The receiving half: a `Stream` of binary messages (one batch each, wire.md §16.2).
+pub(crate) struct WsReader<R> {
+    io: R,
+    buf: BytesMut,
+    decoder: WsDecoder,
+    read_size: usize,
+    control: Control,
+    done: bool,
+}
+
+impl<R: AsyncRead + Unpin> WsReader<R> {
+    /// A reader for the `role` end; `buf` holds bytes already read past the handshake.
+    /// Messages over `max_message` are an error; `read_size` is the smallest read.
+    pub(crate) fn new(
+        io: R,
+        buf: BytesMut,
+        role: Role,
+        max_message: usize,
+        read_size: usize,
+        control: Control,
+    ) -> WsReader<R> {
+        WsReader {
+            io,
+            buf,
+            decoder: WsDecoder::new(role, max_message as u64),
+            read_size: read_size.max(256),
+            control,
+            done: false,
+        }
+    }
+
+    fn fail(&mut self, code: u16, e: io::Error) -> Poll<Option<io::Result<Bytes>>> {
+        self.done = true;
+        self.control.queue_close(code, &e.to_string());
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl<R: AsyncRead + Unpin> Stream for WsReader<R> {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            let need = match this.decoder.decode(&mut this.buf) {
+                Ok(Decoded::Event(WsEvent::Binary(b))) => {
+                    // A small message would pin the whole read buffer it sits in for as long as
+                    // the application holds it: copy it out so held bytes stay close to what
+                    // flow control counts.
+                    let b = if b.len() < this.read_size / 4 {
+                        Bytes::copy_from_slice(&b)
+                    } else {
+                        b
+                    };
+                    return Poll::Ready(Some(Ok(b)));
+                }
+                // spec: wire.md §3.4.3 — TEXT in native mode is a protocol error.
+                Ok(Decoded::Event(WsEvent::Text(_))) => {
+                    return this.fail(
+                        1002,
+                        invalid("TEXT WebSocket message in native mode (wire.md §3.4.3)"),
+                    )
+                }
+                Ok(Decoded::Event(WsEvent::Ping(p))) => {
+                    this.control.queue_pong(p);
+                    continue;
+                }
+                Ok(Decoded::Event(WsEvent::Pong(_))) => continue,
+                Ok(Decoded::Event(WsEvent::Close(c))) => {
+                    this.done = true;
+                    this.control.queue_close(c.code.unwrap_or(1000), "");
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("WebSocket closed by the peer ({:?} {:?})", c.code, c.reason),
+                    ))));
+                }
+                Err(e) => {
+                    let code =
+                        if matches!(e, crate::websocket::WsFrameError::MessageTooLarge { .. }) {
+                            1009
+                        } else {
+                            1002
+                        };
+                    return this.fail(code, invalid(e));
+                }
+                Ok(Decoded::NeedBytes(n)) => n,
+            };
+            // Room for the whole frame being received (read straight into place), and at
+            // least `read_size` beyond what we hold.
+            let want = need.max(this.buf.len() + this.read_size);
+            if this.buf.capacity() < want {
+                this.buf.reserve(want - this.buf.len());
+            }
+            let before = this.buf.len();
+            match ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut this.io),
+                cx,
+                &mut this.buf
+            )) {
+                Ok(0) if before == 0 => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the connection ended inside a WebSocket frame",
+                    ))));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+        }
+    }
+}
+
+/// One frame on its way out: header, then body.
+struct Outgoing {
+    head: [u8; MAX_HEAD_LEN],
+    head_len: usize,
+    head_pos: usize,
+    body: Bytes,
+    body_pos: usize,
+}
+
+impl Outgoing {
+    fn done(&self) -> bool {
+        self.head_pos == self.head_len && self.body_pos == self.body.len()
+    }
+}
+
+/// The sending half: a `Sink` of batches, each one binary message, written as header + batch
+/// with one `writev` (no copy on a server; a client masks, in place when the batch is not
+/// shared).
+pub(crate) struct WsWriter<W> {
+    io: W,
+    encoder: WsEncoder,
+    out: Option<Outgoing>,
+    control: Control,
+    close_status: Box<dyn Fn() -> (u16, String) + Send>,
+    close_sent: bool,
+}
+
+impl<W: AsyncWrite + Unpin> WsWriter<W> {
+    /// A writer for the `role` end. `close_status` gives the WebSocket close code and reason
+    /// when the sink is closed (wire.md §16.3).
+    pub(crate) fn new(
+        io: W,
+        role: Role,
+        control: Control,
+        close_status: Box<dyn Fn() -> (u16, String) + Send>,
+    ) -> WsWriter<W> {
+        WsWriter {
+            io,
+            encoder: WsEncoder::new(role),
+            out: None,
+            control,
+            close_status,
+            close_sent: false,
+        }
+    }
+
+    fn frame(&self, opcode: OpCode, body: Bytes) -> Outgoing {
+        let (head, head_len, mask) = self.encoder.head(opcode, body.len(), rand::random);
+        let body = match mask {
+            None => body,
+            Some(key) => match body.try_into_mut() {
+                // Ours alone: mask in place.
+                Ok(mut m) => {
+                    apply_mask(&mut m, key);
+                    m.freeze()
+                }
+                Err(shared) => {
+                    let mut m = BytesMut::from(&shared[..]);
+                    apply_mask(&mut m, key);
+                    m.freeze()
+                }
+            },
+        };
+        Outgoing {
+            head,
+            head_len,
+            head_pos: 0,
+            body,
+            body_pos: 0,
+        }
+    }
+
+    /// Writes the frame in progress until it is out.
+    fn poll_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(o) = &mut self.out {
+            if o.done() {
+                self.out = None;
+                break;
+            }
+            let slices = [
+                IoSlice::new(&o.head[o.head_pos..o.head_len]),
+                IoSlice::new(&o.body[o.body_pos..]),
+            ];
+            let n = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            let from_head = n.min(o.head_len - o.head_pos);
+            o.head_pos += from_head;
+            o.body_pos += n - from_head;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes the frame in progress and any control replies the reader queued.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.poll_out(cx))?;
+            if self.close_sent {
+                return Poll::Ready(Ok(()));
+            }
+            let (pong, close) = {
+                let mut s = self.control.lock();
+                (s.pong.take(), s.close.take())
+            };
+            if let Some(p) = pong {
+                self.out = Some(self.frame(OpCode::Pong, p));
+                continue;
+            }
+            if let Some(c) = close {
+                self.close_sent = true;
+                self.out = Some(self.frame(OpCode::Close, c.into()));
+                ready!(self.poll_out(cx))?;
+                return Pin::new(&mut self.io).poll_flush(cx);
+            }
+            return Poll::Ready(Ok(()));
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin> Sink<Bytes> for WsWriter<W> {
+    type Error = io::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        if this.close_sent {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the WebSocket is closing",
+            )));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, batch: Bytes) -> io::Result<()> {
+        let this = self.get_mut();
+        if this.out.is_some() || this.close_sent {
+            return Err(io::Error::other("start_send without poll_ready"));
+        }
+        this.out = Some(this.frame(OpCode::Binary, batch));
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.close_sent {
+            ready!(this.poll_out(cx))?;
+            let (code, reason) = (this.close_status)();
+            this.control
+                .lock()
+                .close
+                .get_or_insert_with(|| CloseFrame::payload(code, &reason));
+        }
+        ready!(this.poll_drain(cx))?;
+        ready!(Pin::new(&mut this.io).poll_flush(cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
