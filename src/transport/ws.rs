@@ -173,16 +173,27 @@ async fn open<S: SplitIo>(
         "server did not select rhizomorph.v1: falling back to legacy msgpack mode (wire.md §3.4.2)"
     );
     crate::metrics::count_fallback();
-    let ws = WebSocketStream::from_partially_read(
-        stream,
-        tail.to_vec(),
-        TungRole::Client,
-        Some(legacy_ws_config(config)),
-    )
-    .await;
+    let ws = legacy_ws(stream, tail, TungRole::Client, config).await;
     let conn = crate::transport::legacy::client(ws, config, t.peer_addr, t.url).await?;
     crate::metrics::count_connection(Mode::Legacy);
     Ok(conn)
+}
+
+/// Legacy mode runs on tungstenite's framing, over the upgraded stream and what was read past
+/// the upgrade.
+async fn legacy_ws<S: SplitIo>(
+    stream: S,
+    tail: BytesMut,
+    role: TungRole,
+    config: &Config,
+) -> WebSocketStream<S> {
+    WebSocketStream::from_partially_read(
+        stream,
+        tail.to_vec(),
+        role,
+        Some(legacy_ws_config(config)),
+    )
+    .await
 }
 
 /// The WebSocket close status for how the session ended (wire.md §16.3).
@@ -404,13 +415,7 @@ async fn accept_ws<S: SplitIo>(
     })
     .await?;
     if protocol.is_none() {
-        let ws = WebSocketStream::from_partially_read(
-            stream,
-            tail.to_vec(),
-            TungRole::Server,
-            Some(legacy_ws_config(config)),
-        )
-        .await;
+        let ws = legacy_ws(stream, tail, TungRole::Server, config).await;
         let conn = crate::transport::legacy::server(ws, config, peer_addr).await?;
         crate::metrics::count_connection(Mode::Legacy);
         return Ok(conn);
