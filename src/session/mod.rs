@@ -280,20 +280,71 @@ const ALIGN: usize = 16;
 /// Frames encoded for one transport write.
 #[derive(Default)]
 struct Batch {
+    /// Encoded bytes not yet moved to `segments`.
     buf: BytesMut,
+    /// Vectored batches: what precedes `buf`, in order (encoded heads and payload views).
+    segments: Vec<Bytes>,
+    segments_len: usize,
+    /// Whether large chunk payloads stay views of the message instead of being copied.
+    vectored: bool,
     frames: u64,
 }
 
+/// Chunk payloads at least this long stay views of their message in a vectored batch (a
+/// shorter one is cheaper to copy than to give its own I/O segment).
+const VECTORED_MIN: usize = 2048;
+
 impl Batch {
-    fn with_capacity(bytes: usize) -> Self {
+    fn with_capacity(bytes: usize, vectored: bool) -> Self {
         Batch {
             buf: BytesMut::with_capacity(bytes),
+            segments: Vec::new(),
+            segments_len: 0,
+            vectored,
             frames: 0,
         }
     }
 
+    /// Bytes in the batch so far.
+    fn len(&self) -> usize {
+        self.segments_len + self.buf.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push_segment(&mut self, b: Bytes) {
+        self.segments_len += b.len();
+        self.segments.push(b);
+    }
+
+    /// The batch as segments to write in order (one, unless vectored).
+    fn into_segments(mut self) -> Vec<Bytes> {
+        if !self.buf.is_empty() {
+            let rest = self.buf.split().freeze();
+            self.push_segment(rest);
+        }
+        self.segments
+    }
+
     fn push(&mut self, frame: &Frame) {
         trace!(frame = %crate::inspect::describe(frame), "send");
+        if let Frame::Message(m) = frame {
+            if self.vectored && m.data.len() >= VECTORED_MIN {
+                // The head is encoded here; the payload is the message's own bytes.
+                match m.encode_head(&mut self.buf) {
+                    Ok(()) => {
+                        let head = self.buf.split().freeze();
+                        self.push_segment(head);
+                        self.push_segment(m.data.clone());
+                    }
+                    Err(e) => warn!(error = %e, "dropping a frame that does not encode"),
+                }
+                self.frames += 1;
+                return;
+            }
+        }
         // Only frames this session built are queued; they are within every bound.
         if let Err(e) = frame.encode(&mut self.buf) {
             warn!(error = %e, "dropping a frame that does not encode");
@@ -1236,12 +1287,32 @@ impl Session {
     /// sees its transport back up (a congested link wants small writes, so that a higher
     /// channel's frame never waits behind a large batch already handed to the socket).
     pub fn poll_transmit_limited(&mut self, now: Instant, max_batch: usize) -> Option<Bytes> {
+        let batch = self.transmit(now, max_batch, false)?;
+        Some(batch.buf.freeze())
+    }
+
+    /// Like [`poll_transmit_limited`](Self::poll_transmit_limited), as segments to write in
+    /// order (`writev`): chunk payloads of 2 KiB or more are views of the message being sent,
+    /// not copies. The concatenated segments are exactly the bytes `poll_transmit_limited`
+    /// would return.
+    pub fn poll_transmit_vectored(&mut self, now: Instant, max_batch: usize) -> Option<Vec<Bytes>> {
+        Some(self.transmit(now, max_batch, true)?.into_segments())
+    }
+
+    fn transmit(&mut self, now: Instant, max_batch: usize, vectored: bool) -> Option<Batch> {
         self.now = now;
         if self.state == State::Closed {
             return None;
         }
         let limit = self.batch_limit(max_batch);
-        let mut batch = Batch::with_capacity(self.batch_capacity(None, limit));
+        let capacity = self.batch_capacity(None, limit);
+        // A vectored batch holds heads and small frames only; large payloads stay where they are.
+        let capacity = if vectored {
+            capacity.min(4096)
+        } else {
+            capacity
+        };
+        let mut batch = Batch::with_capacity(capacity, vectored);
         self.queue_credit();
         if !self.encode_control(&mut batch, limit) {
             self.encode_messages(&mut batch, limit, None);
@@ -1266,12 +1337,12 @@ impl Session {
             return None;
         }
         let limit = self.batch_limit(max_batch);
-        let mut batch = Batch::with_capacity(self.batch_capacity(Some(channel), limit));
+        let mut batch = Batch::with_capacity(self.batch_capacity(Some(channel), limit), false);
         let closed = if channel == Channel::Control {
             self.encode_control(&mut batch, limit)
         } else {
             let frames = &mut self.channel_frames[channel.index()];
-            while batch.buf.len() < limit {
+            while batch.len() < limit {
                 let Some(frame) = frames.pop_front() else {
                     break;
                 };
@@ -1282,7 +1353,7 @@ impl Session {
         if !closed {
             self.encode_messages(&mut batch, limit, Some(channel));
         }
-        self.finish_batch(batch)
+        self.finish_batch(batch).map(|b| b.buf.freeze())
     }
 
     /// A guess at the batch's size, so that encoding does not reallocate as it grows: what is
@@ -1308,7 +1379,7 @@ impl Session {
         if let Some(opaque) = self.pong.take() {
             self.control.push_back(Frame::Pong(Ping { opaque }));
         }
-        while batch.buf.len() < limit {
+        while batch.len() < limit {
             let Some(frame) = self.control.pop_front() else {
                 break;
             };
@@ -1333,8 +1404,8 @@ impl Session {
             return;
         }
         let mut message_frames = 0;
-        while batch.buf.len() < limit && message_frames < self.config.max_batch_frames {
-            let room = limit - batch.buf.len();
+        while batch.len() < limit && message_frames < self.config.max_batch_frames {
+            let room = limit - batch.len();
             let frame = match only {
                 None => self.next_message_frame(room),
                 Some(ch) => self.take_message_frame(ch, Self::payload_room(&self.peer, room)),
@@ -1346,7 +1417,7 @@ impl Session {
             if frame.wants_alignment() {
                 // spec: wire.md §11.1 — Chunk Data at a multiple of 16 from the batch start
                 // (a PADDING frame takes at least 3 bytes: type, flags, length).
-                let data_start = batch.buf.len() + frame.head_len();
+                let data_start = batch.len() + frame.head_len();
                 let pad = (ALIGN - data_start % ALIGN) % ALIGN;
                 if pad != 0 {
                     let total = if pad < 3 { pad + ALIGN } else { pad };
@@ -1362,14 +1433,14 @@ impl Session {
         }
     }
 
-    fn finish_batch(&mut self, batch: Batch) -> Option<Bytes> {
+    fn finish_batch(&mut self, batch: Batch) -> Option<Batch> {
         self.maybe_finish_drain();
-        if batch.buf.is_empty() {
+        if batch.is_empty() {
             return None;
         }
         self.stats.frames_sent += batch.frames;
         self.stats.batches_sent += 1;
-        Some(batch.buf.freeze())
+        Some(batch)
     }
 
     /// The largest chunk payload that fits `room` bytes of batch with its frame overhead.

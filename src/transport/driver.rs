@@ -128,7 +128,7 @@ pub(crate) fn spawn<R, W>(
     span: tracing::Span,
 ) where
     R: Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
-    W: Sink<Bytes, Error = io::Error> + Send + Unpin + 'static,
+    W: Sink<Vec<Bytes>, Error = io::Error> + Send + Unpin + 'static,
 {
     let dispatch = Arc::new(std::sync::Mutex::new(dispatch));
     tokio::spawn(read_loop(shared.clone(), reader, dispatch.clone()).instrument(span.clone()));
@@ -210,7 +210,7 @@ const CONGESTED_BATCH: usize = 16 * 1024;
 
 async fn write_loop<W>(shared: Arc<Shared>, mut writer: W, dispatch: SharedDispatch)
 where
-    W: Sink<Bytes, Error = io::Error> + Unpin,
+    W: Sink<Vec<Bytes>, Error = io::Error> + Unpin,
 {
     let lost = |e: io::Error| {
         dispatch
@@ -259,7 +259,7 @@ where
             if s.poll_timeout().is_some_and(|t| t <= now) {
                 s.handle_timeout(now);
             }
-            batch = s.poll_transmit_limited(now, limit);
+            batch = s.poll_transmit_vectored(now, limit);
             deadline = s.poll_timeout();
             closed = s.is_closed();
         });

@@ -336,24 +336,51 @@ impl<R: AsyncRead + Unpin> Stream for WsReader<R> {
     }
 }
 
-/// One frame on its way out: header, then body.
+/// One frame on its way out: header, then the body's segments in order.
 struct Outgoing {
     head: [u8; MAX_HEAD_LEN],
     head_len: usize,
     head_pos: usize,
-    body: Bytes,
-    body_pos: usize,
+    body: Vec<Bytes>,
+    /// The segment being written, and how much of it is out.
+    seg: usize,
+    seg_pos: usize,
 }
 
 impl Outgoing {
     fn done(&self) -> bool {
-        self.head_pos == self.head_len && self.body_pos == self.body.len()
+        self.head_pos == self.head_len && self.seg == self.body.len()
+    }
+
+    /// Moves past `n` written bytes.
+    fn advance(&mut self, mut n: usize) {
+        let from_head = n.min(self.head_len - self.head_pos);
+        self.head_pos += from_head;
+        n -= from_head;
+        while n > 0 {
+            let left = self.body[self.seg].len() - self.seg_pos;
+            if n < left {
+                self.seg_pos += n;
+                return;
+            }
+            n -= left;
+            self.seg += 1;
+            self.seg_pos = 0;
+        }
+        while self.seg < self.body.len() && self.body[self.seg].len() == self.seg_pos {
+            self.seg += 1;
+            self.seg_pos = 0;
+        }
     }
 }
 
-/// The sending half: a `Sink` of batches, each one binary message, written as header + batch
-/// with one `writev` (no copy on a server; a client masks, in place when the batch is not
-/// shared).
+/// At most this many buffers per `writev`.
+const MAX_IOVECS: usize = 64;
+
+/// The sending half: a `Sink` of batches (each given as segments, `Session::
+/// poll_transmit_vectored`), each one binary message, written as header + segments with
+/// `writev` — no copy on a server; a client masks, in place when the batch is one unshared
+/// buffer, else into one new buffer.
 pub(crate) struct WsWriter<W> {
     io: W,
     encoder: WsEncoder,
@@ -382,29 +409,34 @@ impl<W: AsyncWrite + Unpin> WsWriter<W> {
         }
     }
 
-    fn frame(&self, opcode: OpCode, body: Bytes) -> Outgoing {
-        let (head, head_len, mask) = self.encoder.head(opcode, body.len(), rand::random);
-        let body = match mask {
-            None => body,
-            Some(key) => match body.try_into_mut() {
-                // Ours alone: mask in place.
-                Ok(mut m) => {
-                    apply_mask(&mut m, key);
-                    m.freeze()
+    fn frame(&self, opcode: OpCode, mut body: Vec<Bytes>) -> Outgoing {
+        let len = body.iter().map(Bytes::len).sum();
+        let (head, head_len, mask) = self.encoder.head(opcode, len, rand::random);
+        if let Some(key) = mask {
+            let masked = match (body.len(), body.pop()) {
+                (1, Some(only)) => match only.try_into_mut() {
+                    // Ours alone: mask in place.
+                    Ok(mut m) => {
+                        apply_mask(&mut m, key);
+                        m.freeze()
+                    }
+                    Err(shared) => masked_copy(&[shared], len, key),
+                },
+                (_, last) => {
+                    body.extend(last);
+                    masked_copy(&body, len, key)
                 }
-                Err(shared) => {
-                    let mut m = BytesMut::from(&shared[..]);
-                    apply_mask(&mut m, key);
-                    m.freeze()
-                }
-            },
-        };
+            };
+            body = vec![masked];
+        }
+        body.retain(|b| !b.is_empty());
         Outgoing {
             head,
             head_len,
             head_pos: 0,
             body,
-            body_pos: 0,
+            seg: 0,
+            seg_pos: 0,
         }
     }
 
@@ -415,17 +447,22 @@ impl<W: AsyncWrite + Unpin> WsWriter<W> {
                 self.out = None;
                 break;
             }
-            let slices = [
-                IoSlice::new(&o.head[o.head_pos..o.head_len]),
-                IoSlice::new(&o.body[o.body_pos..]),
-            ];
+            let mut slices = Vec::with_capacity((o.body.len() - o.seg + 1).min(MAX_IOVECS));
+            if o.head_pos < o.head_len {
+                slices.push(IoSlice::new(&o.head[o.head_pos..o.head_len]));
+            }
+            for (i, b) in o.body[o.seg..].iter().enumerate() {
+                if slices.len() == MAX_IOVECS {
+                    break;
+                }
+                let from = if i == 0 { o.seg_pos } else { 0 };
+                slices.push(IoSlice::new(&b[from..]));
+            }
             let n = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            let from_head = n.min(o.head_len - o.head_pos);
-            o.head_pos += from_head;
-            o.body_pos += n - from_head;
+            o.advance(n);
         }
         Poll::Ready(Ok(()))
     }
@@ -442,12 +479,12 @@ impl<W: AsyncWrite + Unpin> WsWriter<W> {
                 (s.pong.take(), s.close.take())
             };
             if let Some(p) = pong {
-                self.out = Some(self.frame(OpCode::Pong, p));
+                self.out = Some(self.frame(OpCode::Pong, vec![p]));
                 continue;
             }
             if let Some(c) = close {
                 self.close_sent = true;
-                self.out = Some(self.frame(OpCode::Close, c.into()));
+                self.out = Some(self.frame(OpCode::Close, vec![c.into()]));
                 ready!(self.poll_out(cx))?;
                 return Pin::new(&mut self.io).poll_flush(cx);
             }
@@ -456,7 +493,7 @@ impl<W: AsyncWrite + Unpin> WsWriter<W> {
     }
 }
 
-impl<W: AsyncWrite + Unpin> Sink<Bytes> for WsWriter<W> {
+impl<W: AsyncWrite + Unpin> Sink<Vec<Bytes>> for WsWriter<W> {
     type Error = io::Error;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -471,7 +508,7 @@ impl<W: AsyncWrite + Unpin> Sink<Bytes> for WsWriter<W> {
         Poll::Ready(Ok(()))
     }
 
-    fn start_send(self: Pin<&mut Self>, batch: Bytes) -> io::Result<()> {
+    fn start_send(self: Pin<&mut Self>, batch: Vec<Bytes>) -> io::Result<()> {
         let this = self.get_mut();
         if this.out.is_some() || this.close_sent {
             return Err(io::Error::other("start_send without poll_ready"));
@@ -500,4 +537,14 @@ impl<W: AsyncWrite + Unpin> Sink<Bytes> for WsWriter<W> {
         ready!(Pin::new(&mut this.io).poll_flush(cx))?;
         Pin::new(&mut this.io).poll_shutdown(cx)
     }
+}
+
+/// The segments joined into one new buffer, masked.
+fn masked_copy(segments: &[Bytes], len: usize, key: [u8; 4]) -> Bytes {
+    let mut m = BytesMut::with_capacity(len);
+    for s in segments {
+        m.extend_from_slice(s);
+    }
+    apply_mask(&mut m, key);
+    m.freeze()
 }
