@@ -649,5 +649,22 @@ proptest! {
                 break;
             }
         }
+        // The per-stream form (QUIC, §17.3) likewise.
+        let (mut copied, mut vectored) = (connected_client(now), connected_client(now));
+        for (i, &len) in sizes.iter().enumerate() {
+            let ch = Channel::ALL[i % 4];
+            copied.send(ch, msg("svc", pattern(len, i as u8))).unwrap();
+            vectored.send(ch, msg("svc", pattern(len, i as u8))).unwrap();
+        }
+        for ch in Channel::ALL {
+            loop {
+                let a = copied.poll_transmit_channel(now, ch, limit);
+                let b = vectored.poll_transmit_channel_vectored(now, ch, limit);
+                prop_assert_eq!(a.as_ref().map(|a| a.to_vec()), b.map(|b| b.concat()));
+                if a.is_none() {
+                    break;
+                }
+            }
+        }
     }
 }

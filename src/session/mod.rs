@@ -1332,12 +1332,43 @@ impl Session {
         channel: Channel,
         max_batch: usize,
     ) -> Option<Bytes> {
+        let batch = self.transmit_channel(now, channel, max_batch, false)?;
+        Some(batch.buf.freeze())
+    }
+
+    /// [`poll_transmit_channel`](Self::poll_transmit_channel) as segments, as
+    /// [`poll_transmit_vectored`](Self::poll_transmit_vectored) gives them.
+    pub fn poll_transmit_channel_vectored(
+        &mut self,
+        now: Instant,
+        channel: Channel,
+        max_batch: usize,
+    ) -> Option<Vec<Bytes>> {
+        Some(
+            self.transmit_channel(now, channel, max_batch, true)?
+                .into_segments(),
+        )
+    }
+
+    fn transmit_channel(
+        &mut self,
+        now: Instant,
+        channel: Channel,
+        max_batch: usize,
+        vectored: bool,
+    ) -> Option<Batch> {
         self.now = now;
         if self.state == State::Closed {
             return None;
         }
         let limit = self.batch_limit(max_batch);
-        let mut batch = Batch::with_capacity(self.batch_capacity(Some(channel), limit), false);
+        let capacity = self.batch_capacity(Some(channel), limit);
+        let capacity = if vectored {
+            capacity.min(4096)
+        } else {
+            capacity
+        };
+        let mut batch = Batch::with_capacity(capacity, vectored);
         let closed = if channel == Channel::Control {
             self.encode_control(&mut batch, limit)
         } else {
@@ -1353,7 +1384,7 @@ impl Session {
         if !closed {
             self.encode_messages(&mut batch, limit, Some(channel));
         }
-        self.finish_batch(batch).map(|b| b.buf.freeze())
+        self.finish_batch(batch)
     }
 
     /// A guess at the batch's size, so that encoding does not reallocate as it grows: what is

@@ -442,9 +442,10 @@ impl StreamSlots {
                 // The holder re-checks the session after it releases the slot.
                 return;
             };
-            let bytes = shared
-                .lock()
-                .poll_transmit_channel(Instant::now(), channel, usize::MAX);
+            let bytes =
+                shared
+                    .lock()
+                    .poll_transmit_channel_vectored(Instant::now(), channel, usize::MAX);
             let Some(bytes) = bytes else {
                 drop(guard);
                 // Something queued between our poll and the release is ours to write.
@@ -473,19 +474,23 @@ impl StreamSlots {
     }
 }
 
-/// Writes `bytes` to this side's stream for `channel` (its slot locked), opening it first if
+/// Writes `segments` to this side's stream for `channel` (its slot locked), opening it first if
 /// needed. The slot is released when the write completes.
 async fn write_one(
     conn: quinn::Connection,
     channel: Channel,
     mut slot: tokio::sync::OwnedMutexGuard<Option<SendStream>>,
-    bytes: Bytes,
+    mut segments: Vec<Bytes>,
 ) -> WriteResult {
     if slot.is_none() {
         *slot = Some(open_stream(&conn, channel).await?);
     }
     let stream = slot.as_mut().ok_or("stream not opened")?;
-    stream.write_chunk(bytes).await.map_err(|e| e.to_string())
+    // quinn keeps the segments as they are: large payloads are never copied on our side.
+    stream
+        .write_all_chunks(&mut segments)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// spec: wire.md §17.2.1, §17.4 — a unidirectional stream with the channel id first and the
@@ -530,7 +535,7 @@ async fn write_loop(
                 let Ok(guard) = slots.slots[ch.index()].clone().try_lock_owned() else {
                     continue; // a write is in flight on this stream
                 };
-                if let Some(b) = s.poll_transmit_channel(now, ch, usize::MAX) {
+                if let Some(b) = s.poll_transmit_channel_vectored(now, ch, usize::MAX) {
                     took = true;
                     in_flight.push(Box::pin(write_one(conn.clone(), ch, guard, b)));
                 }

@@ -1,0 +1,70 @@
+//! Large messages in isolation: N sequential echoes of SIZE incompressible bytes (default 300 ×
+//! 2 MiB) over rhizomorph's WebSocket transport or over the raw-TCP baseline, against the
+//! bench's echo servers, with nothing else in the process (no payload stamping, no latency
+//! histogram), to profile the transport alone (`perf record … large_probe ws`).
+//!
+//! Run: `cargo run --release --example large_probe -- ws|tcp [N] [SIZE]`
+use std::time::Instant;
+
+use rhizomorph::bench::ServerSide;
+use rhizomorph::{Channel, Config, Endpoint, RoutingHeader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let which = args.get(1).map(String::as_str).unwrap_or("ws");
+    let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200);
+    let size: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(2 << 20);
+    let config = Config::default().with_env().unwrap();
+    let servers = ServerSide::start(config.clone(), 1).unwrap();
+    let mut x = 0x9e3779b97f4a7c15u64;
+    let payload = bytes::Bytes::from(
+        (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect::<Vec<u8>>(),
+    );
+    let t = Instant::now();
+    match which {
+        "ws" => {
+            let mut c = Endpoint::connect(&format!("ws://{}/", servers.rhizomorph), config)
+                .await
+                .unwrap();
+            let h = RoutingHeader::new().with("to", "echo");
+            for _ in 0..n {
+                c.send(Channel::Rpc, h.clone(), payload.clone())
+                    .await
+                    .unwrap();
+                let m = c.recv().await.unwrap();
+                assert_eq!(m.payload.len(), size);
+            }
+        }
+        _ => {
+            let mut s = tokio::net::TcpStream::connect(servers.raw_tcp)
+                .await
+                .unwrap();
+            s.set_nodelay(true).unwrap();
+            let mut buf = vec![0u8; size];
+            for _ in 0..n {
+                s.write_all(&(size as u32).to_be_bytes()).await.unwrap();
+                s.write_all(&[0u8]).await.unwrap();
+                s.write_all(&payload).await.unwrap();
+                let mut len = [0u8; 5];
+                s.read_exact(&mut len).await.unwrap();
+                s.read_exact(&mut buf).await.unwrap();
+            }
+        }
+    }
+    let el = t.elapsed();
+    println!(
+        "{which}: {n} x {size} B echo in {:?}: {:.1} MB/s each way, {:.3} ms/round trip",
+        el,
+        (n * size) as f64 / el.as_secs_f64() / 1e6,
+        el.as_secs_f64() * 1e3 / n as f64
+    );
+}
