@@ -3,7 +3,10 @@
 //! bench's echo servers, with nothing else in the process (no payload stamping, no latency
 //! histogram), to profile the transport alone (`perf record … large_probe ws`).
 //!
-//! Run: `cargo run --release --example large_probe -- ws|tcp [N] [SIZE]`
+//! `ws-harness` runs the same echoes through the bench's harness (`bench::scenarios::run_echo`:
+//! a sender task, a fresh stamped payload per message) to show what the harness itself costs.
+//!
+//! Run: `cargo run --release --example large_probe -- ws|ws-harness|tcp [N] [SIZE]`
 use std::time::Instant;
 
 use rhizomorph::bench::ServerSide;
@@ -31,6 +34,18 @@ async fn main() {
     );
     let t = Instant::now();
     match which {
+        "ws-harness" => {
+            // The same echoes through the bench's harness (sender task, stamped payloads).
+            let mut c = Endpoint::connect(&format!("ws://{}/", servers.rhizomorph), config)
+                .await
+                .unwrap();
+            let tx = rhizomorph::bench::scenarios::RhizoTx::new(c.sender());
+            let sizes = vec![size; n];
+            let pb = indicatif::ProgressBar::hidden();
+            rhizomorph::bench::scenarios::run_echo(tx, &mut c, &sizes, 1, &pb)
+                .await
+                .unwrap();
+        }
         "ws" => {
             let mut c = Endpoint::connect(&format!("ws://{}/", servers.rhizomorph), config)
                 .await

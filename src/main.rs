@@ -38,6 +38,10 @@ enum Command {
         /// Messages in flight for the pipelined runs.
         #[arg(long, default_value_t = 64)]
         in_flight: usize,
+        /// Rounds of the echo scenarios (every implementation once per round, in turn): the
+        /// median round is reported, with each ratio's lowest and highest round.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
         /// Seconds the head-of-line scenario measures, per implementation.
         #[arg(long, default_value_t = 4.0)]
         hol_seconds: f64,
@@ -146,6 +150,7 @@ fn main() -> ExitCode {
             scenarios,
             scale,
             in_flight,
+            rounds,
             hol_seconds,
             hol_mbit,
             hol_queue_kb,
@@ -172,6 +177,7 @@ fn main() -> ExitCode {
                 scenarios,
                 scale,
                 in_flight: in_flight.max(1),
+                rounds: rounds.max(1),
                 hol_duration: Duration::from_secs_f64(hol_seconds),
                 hol_link: bench::shaper::LinkShape::mbit(hol_mbit, hol_queue_kb),
                 hol_loss: hol_loss_percent / 100.0,

@@ -48,6 +48,9 @@ pub struct BenchOptions {
     pub scale: f64,
     /// Messages in flight for the pipelined runs.
     pub in_flight: usize,
+    /// Rounds of the echo scenarios: each round runs every implementation once, in turn; the
+    /// median round (by throughput) is reported, with the spread of the per-round ratios.
+    pub rounds: usize,
     /// How long the head-of-line scenario measures, per implementation.
     pub hol_duration: Duration,
     /// The shaped link for the head-of-line scenario.
@@ -85,6 +88,7 @@ impl Default for BenchOptions {
             scenarios: vec!["all".into()],
             scale: 1.0,
             in_flight: 64,
+            rounds: 1,
             hol_duration: Duration::from_secs(4),
             hol_link: LinkShape::mbit(100.0, 64),
             stall: Duration::from_secs(2),
@@ -320,73 +324,11 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
     let quic = options.transports.contains(&BenchTransport::Quic);
     let mut results = Vec::new();
 
-    for scenario in scenarios::report_scenarios(options.scale) {
-        if !options.wants(scenario.name) {
-            continue;
-        }
-        for in_flight in [1, options.in_flight] {
-            let len = scenario.sizes.len() as u64;
-            let mode = if in_flight == 1 {
-                "seq".to_string()
-            } else {
-                format!("x{in_flight}")
-            };
-            let label = |who: &str| format!("{} {mode} {who}", scenario.name);
-            if ws {
-                let pb = bar(options, len, label("rhizo-ws"));
-                let r = scenarios::echo_rhizomorph(
-                    "rhizo-ws",
-                    &ws_url,
-                    &options.config,
-                    &scenario,
-                    in_flight,
-                    &pb,
-                )
-                .await?;
-                pb.finish_and_clear();
-                let pb = bar(options, len, label("msgpack-ws"));
-                let b =
-                    scenarios::echo_baseline(servers.baseline, &scenario, in_flight, &pb).await?;
-                pb.finish_and_clear();
-                let pb = bar(options, len, label("raw-tcp"));
-                let (tx, mut rx) = raw_tcp::connect(servers.raw_tcp, raw_tcp::Kind::Echo).await?;
-                let (lat, elapsed) =
-                    scenarios::run_echo(tx, &mut rx, &scenario.sizes, in_flight, &pb).await?;
-                pb.finish_and_clear();
-                results.push(r);
-                results.push(b);
-                results.push(scenarios::echo_measurement(
-                    &scenario, in_flight, "raw-tcp", lat, elapsed,
-                ));
-            }
-            if quic {
-                let pb = bar(options, len, label("rhizo-quic"));
-                let r = scenarios::echo_rhizomorph(
-                    "rhizo-quic",
-                    &quic_url,
-                    quic_config,
-                    &scenario,
-                    in_flight,
-                    &pb,
-                )
-                .await?;
-                pb.finish_and_clear();
-                let pb = bar(options, len, label("bare-quinn"));
-                let (tx, mut rx) = bare_quinn::connect(servers.bare_quinn, quic_config).await?;
-                let (lat, elapsed) =
-                    scenarios::run_echo(tx, &mut rx, &scenario.sizes, in_flight, &pb).await?;
-                pb.finish_and_clear();
-                results.push(r);
-                results.push(scenarios::echo_measurement(
-                    &scenario,
-                    in_flight,
-                    "bare-quinn",
-                    lat,
-                    elapsed,
-                ));
-            }
-        }
+    let mut echo_rounds = Vec::new();
+    for _ in 0..options.rounds.max(1) {
+        echo_rounds.push(run_echo_round(options, &servers, &ws_url, &quic_url, quic_config).await?);
     }
+    results.extend(median_of_rounds(echo_rounds));
 
     if options.legacy {
         run_legacy(options, &servers, &mut results).await?;
@@ -559,6 +501,145 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
 
     add_physical_limit_notes(&mut results);
     Ok(results)
+}
+
+/// One round of the echo scenarios: every implementation once, in turn.
+async fn run_echo_round(
+    options: &BenchOptions,
+    servers: &ServerSide,
+    ws_url: &str,
+    quic_url: &str,
+    quic_config: &Config,
+) -> io::Result<Vec<Measurement>> {
+    let ws = options.transports.contains(&BenchTransport::Ws);
+    let quic = options.transports.contains(&BenchTransport::Quic);
+    let mut round = Vec::new();
+    for scenario in scenarios::report_scenarios(options.scale) {
+        if !options.wants(scenario.name) {
+            continue;
+        }
+        for in_flight in [1, options.in_flight] {
+            let len = scenario.sizes.len() as u64;
+            let mode = if in_flight == 1 {
+                "seq".to_string()
+            } else {
+                format!("x{in_flight}")
+            };
+            let label = |who: &str| format!("{} {mode} {who}", scenario.name);
+            if ws {
+                let pb = bar(options, len, label("rhizo-ws"));
+                let r = scenarios::echo_rhizomorph(
+                    "rhizo-ws",
+                    ws_url,
+                    &options.config,
+                    &scenario,
+                    in_flight,
+                    &pb,
+                )
+                .await?;
+                pb.finish_and_clear();
+                let pb = bar(options, len, label("msgpack-ws"));
+                let b =
+                    scenarios::echo_baseline(servers.baseline, &scenario, in_flight, &pb).await?;
+                pb.finish_and_clear();
+                let pb = bar(options, len, label("raw-tcp"));
+                let (tx, mut rx) = raw_tcp::connect(servers.raw_tcp, raw_tcp::Kind::Echo).await?;
+                let (lat, elapsed) =
+                    scenarios::run_echo(tx, &mut rx, &scenario.sizes, in_flight, &pb).await?;
+                pb.finish_and_clear();
+                round.push(r);
+                round.push(b);
+                round.push(scenarios::echo_measurement(
+                    &scenario, in_flight, "raw-tcp", lat, elapsed,
+                ));
+            }
+            if quic {
+                let pb = bar(options, len, label("rhizo-quic"));
+                let r = scenarios::echo_rhizomorph(
+                    "rhizo-quic",
+                    quic_url,
+                    quic_config,
+                    &scenario,
+                    in_flight,
+                    &pb,
+                )
+                .await?;
+                pb.finish_and_clear();
+                let pb = bar(options, len, label("bare-quinn"));
+                let (tx, mut rx) = bare_quinn::connect(servers.bare_quinn, quic_config).await?;
+                let (lat, elapsed) =
+                    scenarios::run_echo(tx, &mut rx, &scenario.sizes, in_flight, &pb).await?;
+                pb.finish_and_clear();
+                round.push(r);
+                round.push(scenarios::echo_measurement(
+                    &scenario,
+                    in_flight,
+                    "bare-quinn",
+                    lat,
+                    elapsed,
+                ));
+            }
+        }
+    }
+
+    Ok(round)
+}
+
+/// What each rhizomorph row is compared with, per round.
+fn round_baselines(implementation: &str) -> &'static [&'static str] {
+    match implementation {
+        "rhizo-ws" => &["msgpack-ws", "raw-tcp"],
+        "rhizo-quic" => &["bare-quinn"],
+        _ => &[],
+    }
+}
+
+/// Keeps, per (scenario, mode, implementation), the round with the median throughput; with
+/// more than one round, notes each rhizomorph row's per-round ratios to its baselines (lowest
+/// and highest), so a noisy machine shows as a spread rather than as one lucky or unlucky run.
+fn median_of_rounds(rounds: Vec<Vec<Measurement>>) -> Vec<Measurement> {
+    let n = rounds.len();
+    let Some(first) = rounds.first() else {
+        return Vec::new();
+    };
+    let key = |m: &Measurement| (m.scenario.clone(), m.mode.clone(), m.implementation.clone());
+    let order: Vec<_> = first.iter().map(key).collect();
+    let rate = |round: &[Measurement], k: &(String, String, String), imp: &str| {
+        round
+            .iter()
+            .find(|m| m.scenario == k.0 && m.mode == k.1 && m.implementation == imp)
+            .map(|m| m.msgs_per_sec)
+    };
+    let mut out = Vec::new();
+    for k in order {
+        let mut runs: Vec<&Measurement> = rounds
+            .iter()
+            .filter_map(|r| r.iter().find(|m| key(m) == k))
+            .collect();
+        runs.sort_by(|a, b| a.msgs_per_sec.total_cmp(&b.msgs_per_sec));
+        let Some(median) = runs.get(runs.len() / 2) else {
+            continue;
+        };
+        let mut m = (*median).clone();
+        if n > 1 && !round_baselines(&k.2).is_empty() {
+            m.notes.push(("rounds".into(), n as f64));
+            for base in round_baselines(&k.2) {
+                let ratios: Vec<f64> = rounds
+                    .iter()
+                    .filter_map(|r| Some(rate(r, &k, &k.2)? / rate(r, &k, base)?.max(1e-9)))
+                    .collect();
+                if ratios.is_empty() {
+                    continue;
+                }
+                let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = ratios.iter().copied().fold(0.0, f64::max);
+                m.notes.push((format!("x {base} per round, lowest"), lo));
+                m.notes.push((format!("x {base} per round, highest"), hi));
+            }
+        }
+        out.push(m);
+    }
+    out
 }
 
 /// Adds to each rhizomorph row its ratio to the physical limit of its transport in the same
@@ -770,4 +851,53 @@ pub fn render_table(results: &[Measurement]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(implementation: &str, rate: f64) -> Measurement {
+        Measurement {
+            scenario: "large".into(),
+            mode: "seq".into(),
+            implementation: implementation.into(),
+            messages: 20,
+            bytes: 0,
+            seconds: 1.0,
+            msgs_per_sec: rate,
+            mb_per_sec: 0.0,
+            p50_ms: 0.0,
+            p95_ms: 0.0,
+            p99_ms: 0.0,
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_median_round_is_kept_with_the_spread_of_its_ratios() {
+        let rounds = vec![
+            vec![row("rhizo-quic", 80.0), row("bare-quinn", 100.0)],
+            vec![row("rhizo-quic", 50.0), row("bare-quinn", 100.0)],
+            vec![row("rhizo-quic", 90.0), row("bare-quinn", 75.0)],
+        ];
+        let out = median_of_rounds(rounds);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].msgs_per_sec, 80.0);
+        assert_eq!(out[1].msgs_per_sec, 100.0);
+        let note = |name: &str| {
+            out[0]
+                .notes
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| *v)
+        };
+        assert_eq!(note("rounds"), Some(3.0));
+        assert_eq!(note("x bare-quinn per round, lowest"), Some(0.5));
+        assert_eq!(note("x bare-quinn per round, highest"), Some(1.2));
+        assert!(out[1].notes.is_empty(), "baselines get no ratio notes");
+        // One round: the row as measured, no notes.
+        let one = median_of_rounds(vec![vec![row("rhizo-ws", 7.0)]]);
+        assert!(one[0].notes.is_empty());
+    }
 }
