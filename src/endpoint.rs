@@ -15,6 +15,9 @@ pub struct Endpoint;
 impl Endpoint {
     /// Connects to `url`: `ws://host:port/path` (loopback, or with
     /// `allow_plain_non_loopback`), `wss://host:port/path`, or `quic://host:port`.
+    ///
+    /// Each QUIC connection made here has its own UDP socket; to open many, share one with
+    /// [`QuicClient`](crate::transport::quic::QuicClient).
     pub async fn connect(url: &str, config: Config) -> Result<Connection, Error> {
         if url.starts_with("quic://") {
             quic::connect(url, &config).await

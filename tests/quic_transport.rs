@@ -162,3 +162,39 @@ async fn quic_17_2_3_a_second_stream_for_one_channel_closes_with_protocol_error(
     let err = within("client sees the close", conn.closed()).await;
     assert!(format!("{err}").contains("second stream"), "{err}");
 }
+
+#[tokio::test]
+async fn quic_client_shares_one_socket_among_its_connections() {
+    let (url, fp, _) = echo_server_quic();
+    let config = Config::default().with_client_tls(tls::client_tls_pinned(&fp).unwrap());
+    let client = quic::QuicClient::bind(config, false).unwrap();
+    let port = client.local_addr().unwrap().port();
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        conns.push(within("connect", client.connect(&url)).await.unwrap());
+    }
+    assert_eq!(client.local_addr().unwrap().port(), port);
+    // Closing one connection leaves the socket to the others.
+    conns.remove(0).close().await;
+    drop(client);
+    for (i, conn) in conns.iter_mut().enumerate() {
+        let payload = format!("over the shared socket {i}");
+        conn.send(
+            Channel::Rpc,
+            RoutingHeader::new().with("to", "echo"),
+            payload.clone(),
+        )
+        .await
+        .unwrap();
+        let m = within("echo", conn.recv()).await.unwrap();
+        assert_eq!(m.payload, Bytes::from(payload));
+    }
+    let r = quic::QuicClient::bind(Config::default(), false)
+        .unwrap()
+        .connect("quic://[::1]:9")
+        .await;
+    assert!(
+        matches!(r, Err(Error::InvalidAddress { .. })),
+        "an IPv6 address on an IPv4 socket: {r:?}"
+    );
+}

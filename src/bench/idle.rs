@@ -92,8 +92,27 @@ pub async fn run_idle(
         .child
         .id()
         .ok_or_else(|| io::Error::other("serve has no pid"))?;
+    // QUIC clients share one UDP socket (`QuicClient`), as a client opening thousands of
+    // connections would; WebSocket connections are one TCP socket each anyway.
+    let quic_client = if quic {
+        Some(
+            crate::transport::quic::QuicClient::bind(serve.config.clone(), false)
+                .map_err(io::Error::other)?,
+        )
+    } else {
+        None
+    };
+    let connect = |url: String, cfg: Config| {
+        let quic_client = quic_client.clone();
+        async move {
+            match quic_client {
+                Some(c) => c.connect(&url).await,
+                None => Endpoint::connect(&url, cfg).await,
+            }
+        }
+    };
     // One connection first, so that lazily allocated per-process state is not counted.
-    let warm = Endpoint::connect(&serve.url, serve.config.clone())
+    let warm = connect(serve.url.clone(), serve.config.clone())
         .await
         .map_err(io::Error::other)?;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -103,11 +122,7 @@ pub async fn run_idle(
     let url = serve.url.clone();
     let cfg = serve.config.clone();
     let conns: Vec<_> = stream::iter(0..n)
-        .map(|_| {
-            let url = url.clone();
-            let cfg = cfg.clone();
-            async move { Endpoint::connect(&url, cfg).await }
-        })
+        .map(|_| connect(url.clone(), cfg.clone()))
         .buffer_unordered(64)
         .collect()
         .await;

@@ -121,7 +121,7 @@ fn parse_url(url: &str) -> Result<(String, u16), Error> {
     Ok((host.to_string(), port))
 }
 
-async fn connect_inner(url: &str, config: &Config) -> Result<Connection, Error> {
+async fn resolve(url: &str) -> Result<(String, SocketAddr), Error> {
     let (host, port) = parse_url(url)?;
     let addr = tokio::net::lookup_host((host.as_str(), port))
         .await?
@@ -130,23 +130,107 @@ async fn connect_inner(url: &str, config: &Config) -> Result<Connection, Error> 
             addr: url.to_string(),
             reason: "host did not resolve".into(),
         })?;
+    Ok((host, addr))
+}
+
+/// A UDP endpoint for client connections of this address family.
+fn client_endpoint(ipv6: bool) -> Result<quinn::Endpoint, Error> {
+    let bind: SocketAddr = if ipv6 {
+        "[::]:0".parse().expect("a valid address")
+    } else {
+        "0.0.0.0:0".parse().expect("a valid address")
+    };
+    Ok(quinn::Endpoint::client(bind)?)
+}
+
+/// The QUIC handshake to `addr` over `endpoint`, then the HELLO exchange. `own_endpoint`: the
+/// connection owns the endpoint and lets it go idle when it ends.
+async fn connect_over(
+    endpoint: &quinn::Endpoint,
+    own_endpoint: bool,
+    host: &str,
+    addr: SocketAddr,
+    config: &Config,
+) -> Result<Connection, Error> {
     let tls = match &config.client_tls {
         Some(t) => t.clone(),
         None => crate::transport::tls::client_tls_web_roots()?,
     };
     let client_config = quinn_client_config(&tls, ALPN, transport_config(config))?;
-    let bind: SocketAddr = if addr.is_ipv6() {
-        "[::]:0".parse().expect("a valid address")
-    } else {
-        "0.0.0.0:0".parse().expect("a valid address")
-    };
-    let endpoint = quinn::Endpoint::client(bind)?;
     let connecting = endpoint
-        .connect_with(client_config, addr, &host)
+        .connect_with(client_config, addr, host)
         .map_err(|e| Error::Quic(e.to_string()))?;
     let conn = connecting.await.map_err(handshake_error)?;
     let session = Session::client(session_config(config), Instant::now());
-    start(conn, Some(endpoint), session, config).await
+    start(
+        conn,
+        own_endpoint.then(|| endpoint.clone()),
+        session,
+        config,
+    )
+    .await
+}
+
+async fn connect_inner(url: &str, config: &Config) -> Result<Connection, Error> {
+    let (host, addr) = resolve(url).await?;
+    let endpoint = client_endpoint(addr.is_ipv6())?;
+    connect_over(&endpoint, true, &host, addr, config).await
+}
+
+/// One UDP socket for many client connections.
+///
+/// [`Endpoint::connect`](crate::Endpoint::connect) gives each QUIC connection its own UDP
+/// endpoint (socket, buffers, driver task: about 300 KiB); a client that opens many connections
+/// opens them through one `QuicClient` instead (about 50 KiB each), and quinn tells them apart
+/// by connection id. Connections outlive the `QuicClient` they were made with.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), rhizomorph::Error> {
+/// use rhizomorph::transport::quic::QuicClient;
+/// let client = QuicClient::bind(rhizomorph::Config::default(), false)?;
+/// let a = client.connect("quic://127.0.0.1:7879").await?;
+/// let b = client.connect("quic://127.0.0.1:7879").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct QuicClient {
+    endpoint: quinn::Endpoint,
+    config: Arc<Config>,
+    ipv6: bool,
+}
+
+impl QuicClient {
+    /// Binds a client UDP socket (IPv6 if `ipv6`, else IPv4) for connections made with
+    /// `config`. Must be called within a tokio runtime, which drives the socket.
+    pub fn bind(config: Config, ipv6: bool) -> Result<QuicClient, Error> {
+        Ok(QuicClient {
+            endpoint: client_endpoint(ipv6)?,
+            config: Arc::new(config),
+            ipv6,
+        })
+    }
+
+    /// The local UDP address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Connects to `url` (`quic://host:port`) over this client's socket.
+    pub async fn connect(&self, url: &str) -> Result<Connection, Error> {
+        let config = &self.config;
+        tokio::time::timeout(config.connect_timeout, async {
+            let (host, addr) = resolve(url).await?;
+            if addr.is_ipv6() != self.ipv6 {
+                return Err(Error::InvalidAddress {
+                    addr: url.to_string(),
+                    reason: "address family differs from this QuicClient's socket".into(),
+                });
+            }
+            connect_over(&self.endpoint, false, &host, addr, config).await
+        })
+        .await
+        .map_err(|_| Error::Timeout("connect"))?
+    }
 }
 
 /// A failed QUIC handshake: certificate and ALPN problems are TLS errors (with rustls' reason).
