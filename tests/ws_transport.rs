@@ -1,5 +1,8 @@
 //! What is particular to the WebSocket transport, over real sockets on loopback: the
-//! subprotocol checks, plain ws:// refusal, TLS with a pinned certificate, authentication.
+//! subprotocol checks, plain ws:// refusal, TLS with a pinned certificate, authentication, and
+//! rhizomorph's own RFC 6455 layer — against an independent implementation (tungstenite) both
+//! ways, and against hand-made frames (fragments around a ping, a header claiming 1 TiB, an
+//! unmasked client frame, a plain HTTP request).
 //! What both transports must do is in `tests/conformance.rs`.
 
 use std::time::Duration;
@@ -244,4 +247,155 @@ async fn ws_16_a_foreign_websocket_server_interoperates() {
         let m = within("echo", conn.recv()).await.unwrap();
         assert!(m.payload == payload, "echo of {len} bytes differs");
     }
+}
+
+/// A raw TCP connection to `url`'s listener that has completed the WebSocket upgrade offering
+/// `rhizomorph.v1`; returns it and the bytes read past the response.
+async fn raw_upgraded(url: &str) -> (tokio::net::TcpStream, bytes::BytesMut) {
+    use rhizomorph::websocket::handshake;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("ws://").trim_end_matches('/');
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let key = handshake::new_key();
+    tcp.write_all(&handshake::client_request(
+        addr,
+        "/",
+        &key,
+        &["rhizomorph.v1"],
+    ))
+    .await
+    .unwrap();
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        assert!(
+            tcp.read_buf(&mut buf).await.unwrap() > 0,
+            "closed in the upgrade"
+        );
+        if let Some((r, n)) = handshake::parse_response(&buf, &key, &["rhizomorph.v1"]).unwrap() {
+            assert_eq!(r.protocol.as_deref(), Some("rhizomorph.v1"));
+            let _ = buf.split_to(n);
+            return (tcp, buf);
+        }
+    }
+}
+
+/// Reads the next WebSocket event the server sends.
+async fn next_event(
+    tcp: &mut tokio::net::TcpStream,
+    buf: &mut bytes::BytesMut,
+    decoder: &mut rhizomorph::websocket::WsDecoder,
+) -> Option<rhizomorph::websocket::WsEvent> {
+    use rhizomorph::websocket::Decoded;
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Decoded::Event(e) = decoder.decode(buf).unwrap() {
+            return Some(e);
+        }
+        if tcp.read_buf(buf).await.unwrap() == 0 {
+            return None;
+        }
+    }
+}
+
+/// A client frame (masked), FIN as given.
+fn client_frame(opcode: rhizomorph::websocket::OpCode, payload: &[u8], fin: bool) -> Vec<u8> {
+    let mut f = rhizomorph::websocket::WsEncoder::new(rhizomorph::websocket::Role::Client).frame(
+        opcode,
+        payload,
+        || [9, 8, 7, 6],
+    );
+    if !fin {
+        f[0] &= 0x7f;
+    }
+    f
+}
+
+#[tokio::test]
+async fn ws_16_2_4_a_fragmented_batch_with_a_ping_between_its_fragments_is_joined() {
+    use rhizomorph::session::{Event, Session, SessionConfig};
+    use rhizomorph::websocket::{OpCode, Role, WsDecoder, WsEvent};
+    use tokio::io::AsyncWriteExt;
+    let url = echo_server(Config::default()).await;
+    let (mut tcp, mut buf) = within("upgrade", raw_upgraded(&url)).await;
+    let now = std::time::Instant::now();
+    let mut session = Session::client(SessionConfig::default(), now);
+    let hello = session.poll_transmit(now).unwrap();
+    let (a, b) = hello.split_at(hello.len() / 2);
+    let mut wire = client_frame(OpCode::Binary, a, false);
+    wire.extend(client_frame(OpCode::Ping, b"between", true));
+    wire.extend(client_frame(OpCode::Continuation, b, true));
+    tcp.write_all(&wire).await.unwrap();
+    let mut decoder = WsDecoder::new(Role::Client, 1 << 20);
+    let (mut ponged, mut connected) = (false, false);
+    while !(ponged && connected) {
+        match within("server", next_event(&mut tcp, &mut buf, &mut decoder)).await {
+            Some(WsEvent::Pong(p)) => {
+                assert_eq!(&p[..], b"between");
+                ponged = true;
+            }
+            Some(WsEvent::Binary(batch)) => {
+                session.handle_batch(now, batch);
+                while let Some(e) = session.poll_event() {
+                    connected |= matches!(e, Event::Connected { .. });
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn ws_16_3_a_message_over_the_limit_is_refused_from_its_header_with_1009() {
+    use rhizomorph::websocket::{Role, WsDecoder, WsEvent};
+    use tokio::io::AsyncWriteExt;
+    let url = echo_server(Config::default()).await;
+    let (mut tcp, mut buf) = within("upgrade", raw_upgraded(&url)).await;
+    // A binary frame header claiming 1 TiB, masked, and nothing after it.
+    let mut head = vec![0x82, 0x80 | 127];
+    head.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    head.extend_from_slice(&[1, 2, 3, 4]);
+    tcp.write_all(&head).await.unwrap();
+    let mut decoder = WsDecoder::new(Role::Client, 1 << 20);
+    match within("close", next_event(&mut tcp, &mut buf, &mut decoder)).await {
+        Some(WsEvent::Close(c)) => {
+            assert_eq!(c.code, Some(1009), "{c:?}");
+            assert!(c.reason.contains("exceeds"), "{c:?}");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    // ... and the connection ends.
+    assert_eq!(
+        within("eof", next_event(&mut tcp, &mut buf, &mut decoder)).await,
+        None
+    );
+}
+
+#[tokio::test]
+async fn ws_16_2_4_an_unmasked_client_frame_is_refused_with_1002() {
+    use rhizomorph::websocket::{Role, WsDecoder, WsEvent};
+    use tokio::io::AsyncWriteExt;
+    let url = echo_server(Config::default()).await;
+    let (mut tcp, mut buf) = within("upgrade", raw_upgraded(&url)).await;
+    tcp.write_all(&[0x82, 0x01, 0x00]).await.unwrap();
+    let mut decoder = WsDecoder::new(Role::Client, 1 << 20);
+    match within("close", next_event(&mut tcp, &mut buf, &mut decoder)).await {
+        Some(WsEvent::Close(c)) => assert_eq!(c.code, Some(1002), "{c:?}"),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn ws_4_a_request_that_is_not_an_upgrade_gets_http_400() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = echo_server(Config::default()).await;
+    let addr = url.trim_start_matches("ws://").trim_end_matches('/');
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    within("reply", tcp.read_to_end(&mut reply)).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 400 "), "{reply}");
+    assert!(reply.contains("Upgrade"), "{reply}");
 }
