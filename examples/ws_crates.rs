@@ -1,6 +1,8 @@
-//! Which WebSocket crate carries rhizomorph's batches faster on loopback: tokio-tungstenite
-//! (what rhizomorph uses) or fastwebsockets? Both run on a raw TCP connection after the HTTP
-//! upgrade (the handshake is not on the hot path), as client (masking) → server (echo).
+//! Which WebSocket framing carries rhizomorph's batches faster on loopback: tokio-tungstenite
+//! (rhizomorph's legacy mode), fastwebsockets, or rhizomorph's own (`rhizomorph::websocket`,
+//! driven the way `transport::ws_io` drives it: reads sized to the frame, unmasking in place,
+//! `writev` of header + payload)? All run on a raw TCP connection after the HTTP upgrade (the
+//! handshake is not on the hot path), as client (masking) → server (echo).
 //!
 //! Run: `cargo run --release --example ws_crates`
 //!
@@ -118,10 +120,107 @@ fn run_fastwebsockets(size: usize, window: usize, rounds: usize) -> f64 {
     })
 }
 
+/// Writes one frame (header, then payload) with `writev`, as `transport::ws_io` does.
+async fn write_frame(s: &mut TcpStream, head: &[u8], body: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    let (mut h, mut b) = (0, 0);
+    while h < head.len() || b < body.len() {
+        let bufs = [
+            std::io::IoSlice::new(&head[h..]),
+            std::io::IoSlice::new(&body[b..]),
+        ];
+        let n = s.write_vectored(&bufs).await.unwrap();
+        assert!(n > 0);
+        let from_head = n.min(head.len() - h);
+        h += from_head;
+        b += n - from_head;
+    }
+}
+
+/// Reads the next binary message, reserving room for the whole frame once its header is in.
+async fn read_message(
+    s: &mut TcpStream,
+    buf: &mut bytes::BytesMut,
+    decoder: &mut rhizomorph::websocket::WsDecoder,
+) -> Option<bytes::Bytes> {
+    use rhizomorph::websocket::{Decoded, WsEvent};
+    use tokio::io::AsyncReadExt;
+    loop {
+        match decoder.decode(buf).unwrap() {
+            Decoded::Event(WsEvent::Binary(b)) => return Some(b),
+            Decoded::Event(_) => continue,
+            Decoded::NeedBytes(n) => {
+                let want = n.max(buf.len() + 8192);
+                if buf.capacity() < want {
+                    buf.reserve(want - buf.len());
+                }
+                if s.read_buf(buf).await.unwrap() == 0 {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+fn run_rhizomorph(size: usize, window: usize, rounds: usize) -> f64 {
+    use rhizomorph::websocket::{apply_mask, OpCode as ROp, Role, WsDecoder, WsEncoder};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        rt().block_on(async move {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            let (mut s, _) = l.accept().await.unwrap();
+            s.set_nodelay(true).unwrap();
+            let (mut buf, mut dec) = (
+                bytes::BytesMut::new(),
+                WsDecoder::new(Role::Server, 64 << 20),
+            );
+            let enc = WsEncoder::new(Role::Server);
+            while let Some(m) = read_message(&mut s, &mut buf, &mut dec).await {
+                let (head, n, _) = enc.head(ROp::Binary, m.len(), || [0; 4]);
+                write_frame(&mut s, &head[..n], &m).await;
+            }
+        })
+    });
+    let addr = rx.recv().unwrap();
+    rt().block_on(async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let (mut buf, mut dec) = (
+            bytes::BytesMut::new(),
+            WsDecoder::new(Role::Client, 64 << 20),
+        );
+        let enc = WsEncoder::new(Role::Client);
+        let payload = bytes::Bytes::from(vec![0x5a; size]);
+        let start = Instant::now();
+        for _ in 0..rounds {
+            for _ in 0..window {
+                // The payload is shared: mask a copy, as ws_io does.
+                let (head, n, key) = enc.head(ROp::Binary, size, rand_key);
+                let mut body = bytes::BytesMut::from(&payload[..]);
+                apply_mask(&mut body, key.unwrap());
+                write_frame(&mut s, &head[..n], &body).await;
+            }
+            for _ in 0..window {
+                let m = read_message(&mut s, &mut buf, &mut dec).await.unwrap();
+                assert_eq!(m.len(), size);
+            }
+        }
+        (rounds * window) as f64 / start.elapsed().as_secs_f64()
+    })
+}
+
+fn rand_key() -> [u8; 4] {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    n.to_le_bytes()
+}
+
 fn main() {
     println!(
-        "{:>9} {:>4} {:>18} {:>18} {:>8}",
-        "size", "W", "tungstenite msg/s", "fastws msg/s", "ratio"
+        "{:>9} {:>4} {:>18} {:>18} {:>18} {:>8} {:>8}",
+        "size", "W", "tungstenite msg/s", "fastws msg/s", "rhizomorph msg/s", "fast/t", "rhizo/t"
     );
     for (size, window, rounds) in [
         (256, 64, 3000),
@@ -131,6 +230,11 @@ fn main() {
     ] {
         let t = run_tungstenite(size, window, rounds);
         let f = run_fastwebsockets(size, window, rounds);
-        println!("{size:>9} {window:>4} {t:>18.0} {f:>18.0} {:>8.2}", f / t);
+        let r = run_rhizomorph(size, window, rounds);
+        println!(
+            "{size:>9} {window:>4} {t:>18.0} {f:>18.0} {r:>18.0} {:>8.2} {:>8.2}",
+            f / t,
+            r / t
+        );
     }
 }
