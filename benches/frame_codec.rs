@@ -1,5 +1,7 @@
 //! Criterion micro-benchmarks for the frame codec: encoding and decoding a 256-byte rpc
-//! MESSAGE, a 64 KiB bulk chunk, and a batch of 64 small frames as one WebSocket message.
+//! MESSAGE, a 64 KiB bulk chunk, and a batch of 64 small frames as one WebSocket message; and
+//! for the WebSocket layer under it: masking 64 KiB, decoding a masked 64 KiB WebSocket frame
+//! (header, limit check, unmasking in place).
 //!
 //! Throughput is reported per byte, so runs on different machines compare as ratios.
 
@@ -59,5 +61,31 @@ fn bench_codec(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_codec);
+fn bench_websocket(c: &mut Criterion) {
+    use rhizomorph::websocket::{apply_mask, Decoded, OpCode, Role, WsDecoder, WsEncoder};
+    let mut group = c.benchmark_group("websocket");
+    let payload = vec![0x5au8; 65_536];
+    group.throughput(Throughput::Bytes(payload.len() as u64));
+    group.bench_function("mask/64KiB", |b| {
+        let mut data = payload.clone();
+        b.iter(|| {
+            apply_mask(black_box(&mut data), [1, 2, 3, 4]);
+            black_box(data[0])
+        })
+    });
+    let wire = WsEncoder::new(Role::Client).frame(OpCode::Binary, &payload, || [1, 2, 3, 4]);
+    group.bench_function("decode_masked/64KiB", |b| {
+        let mut decoder = WsDecoder::new(Role::Server, 1 << 20);
+        b.iter(|| {
+            let mut buf = BytesMut::from(&black_box(&wire)[..]);
+            match decoder.decode(&mut buf).unwrap() {
+                Decoded::Event(e) => black_box(e),
+                Decoded::NeedBytes(n) => panic!("needs {n}"),
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_codec, bench_websocket);
 criterion_main!(benches);
