@@ -3,7 +3,7 @@
 //! Owns the application's side of a connection: waiting for send-buffer room (backpressure),
 //! handing out received messages and releasing their credit when the application takes them
 //! (wire.md §9.3), and the connection's visible state. Never touches a socket: the transport's
-//! driver tasks do, through the shared [`Session`](crate::session::Session).
+//! driver tasks do, through the shared [`Session`].
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -1,7 +1,7 @@
 //! Human-readable frame dumps: what `rhizomorph inspect` prints.
 //!
 //! Owns turning hex text into bytes and frames into one readable line each. Never decodes
-//! with anything but the real [`FrameDecoder`](crate::frame::FrameDecoder), so what it shows is
+//! with anything but the real [`FrameDecoder`], so what it shows is
 //! what a receiver would see, errors included.
 
 use std::fmt::Write as _;
