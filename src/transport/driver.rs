@@ -1,5 +1,6 @@
 //! The driver: two tokio tasks per connection that move bytes between a message transport
-//! (a stream of received batches and a sink for batches to send) and the shared session.
+//! (a stream of received batches, and a sink for batches given as segments to write in order,
+//! `Session::poll_transmit_vectored`) and the shared session.
 //!
 //! The reader task feeds received batches into the session and hands out events; the writer
 //! task sends what the session produces, as soon as it is ready (no timer, wire.md §10.2), and

@@ -33,16 +33,10 @@ fn native_max_message(config: &Config) -> usize {
     config.session.settings.max_batch_size as usize + 1024
 }
 
-/// Legacy mode: one WebSocket message per message, up to our `MAX_MESSAGE_SIZE` (hypha accepts
-/// 16 MiB, Python clients 1 MiB); no permessage-deflate (legacy.md §L2.1).
+/// Legacy mode (tungstenite): one WebSocket message per message, up to our `MAX_MESSAGE_SIZE`
+/// (hypha accepts 16 MiB, Python clients 1 MiB); no permessage-deflate (legacy.md §L2.1).
 fn legacy_ws_config(config: &Config) -> WebSocketConfig {
-    ws_config_up_to(
-        config,
-        config.session.settings.max_message_size as usize + 64 * 1024,
-    )
-}
-
-fn ws_config_up_to(config: &Config, max: usize) -> WebSocketConfig {
+    let max = config.session.settings.max_message_size as usize + 64 * 1024;
     WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
