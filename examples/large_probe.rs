@@ -21,17 +21,7 @@ async fn main() {
     let size: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(2 << 20);
     let config = Config::default().with_env().unwrap();
     let servers = ServerSide::start(config.clone(), 1).unwrap();
-    let mut x = 0x9e3779b97f4a7c15u64;
-    let payload = bytes::Bytes::from(
-        (0..size)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect::<Vec<u8>>(),
-    );
+    let payload = rhizomorph::bench::scenarios::incompressible(size, 7);
     let t = Instant::now();
     match which {
         "ws-harness" => {

@@ -230,17 +230,7 @@ async fn ws_16_a_foreign_websocket_server_interoperates() {
     for len in [5usize, 300, 100_000] {
         // Incompressible: the sans-IO server echoes the wire payload as it is, and a
         // compressed one would come back as a plain message of compressed bytes.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ len as u64;
-        let payload = Bytes::from(
-            (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect::<Vec<u8>>(),
-        );
+        let payload = rhizomorph::bench::scenarios::incompressible(len, len as u64);
         conn.send(Channel::Rpc, header("x"), payload.clone())
             .await
             .unwrap();

@@ -88,19 +88,23 @@ fn filler(len: usize) -> Bytes {
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
     c.entry(len)
-        .or_insert_with(|| {
-            let mut b = BytesMut::with_capacity(len);
-            let mut x = (len as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-            while b.len() + 8 <= len {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                b.put_u64(x);
-            }
-            b.put_bytes(0x5a, len - b.len());
-            b.freeze()
-        })
+        .or_insert_with(|| incompressible(len, len as u64))
         .clone()
+}
+
+/// `len` pseudo-random bytes (xorshift64 from `seed`): what no compressor shrinks, the same for
+/// the same seed.
+pub fn incompressible(len: usize, seed: u64) -> Bytes {
+    let mut b = BytesMut::with_capacity(len);
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    while b.len() + 8 <= len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        b.put_u64(x);
+    }
+    b.put_bytes(0x5a, len - b.len());
+    b.freeze()
 }
 
 pub(crate) fn stamp_of(payload: &[u8], epoch: Instant) -> Option<Duration> {
