@@ -303,7 +303,7 @@ pub fn legacy_decoder(data: &[u8]) {
     assert_eq!(again, message, "re-encoded message differs");
 }
 
-/// Decodes `input` with a fresh decoder, fed in pieces cut at `cuts`; returns the events up to
+/// Decodes `input` with a fresh decoder, fed in two pieces cut at `cut`; returns the events up to
 /// the first error, and the error.
 fn ws_events(
     role: crate::websocket::Role,

@@ -295,7 +295,10 @@ struct Batch {
 const VECTORED_MIN: usize = 2048;
 
 impl Batch {
+    /// A batch expected to hold `bytes`. A vectored one holds heads and small frames only (large
+    /// payloads stay where they are), so it reserves at most 4 KiB.
     fn with_capacity(bytes: usize, vectored: bool) -> Self {
+        let bytes = if vectored { bytes.min(4096) } else { bytes };
         Batch {
             buf: BytesMut::with_capacity(bytes),
             segments: Vec::new(),
@@ -1305,14 +1308,7 @@ impl Session {
             return None;
         }
         let limit = self.batch_limit(max_batch);
-        let capacity = self.batch_capacity(None, limit);
-        // A vectored batch holds heads and small frames only; large payloads stay where they are.
-        let capacity = if vectored {
-            capacity.min(4096)
-        } else {
-            capacity
-        };
-        let mut batch = Batch::with_capacity(capacity, vectored);
+        let mut batch = Batch::with_capacity(self.batch_capacity(None, limit), vectored);
         self.queue_credit();
         if !self.encode_control(&mut batch, limit) {
             self.encode_messages(&mut batch, limit, None);
@@ -1362,13 +1358,7 @@ impl Session {
             return None;
         }
         let limit = self.batch_limit(max_batch);
-        let capacity = self.batch_capacity(Some(channel), limit);
-        let capacity = if vectored {
-            capacity.min(4096)
-        } else {
-            capacity
-        };
-        let mut batch = Batch::with_capacity(capacity, vectored);
+        let mut batch = Batch::with_capacity(self.batch_capacity(Some(channel), limit), vectored);
         let closed = if channel == Channel::Control {
             self.encode_control(&mut batch, limit)
         } else {

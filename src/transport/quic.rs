@@ -123,13 +123,7 @@ fn parse_url(url: &str) -> Result<(String, u16), Error> {
 
 async fn resolve(url: &str) -> Result<(String, SocketAddr), Error> {
     let (host, port) = parse_url(url)?;
-    let addr = tokio::net::lookup_host((host.as_str(), port))
-        .await?
-        .next()
-        .ok_or_else(|| Error::InvalidAddress {
-            addr: url.to_string(),
-            reason: "host did not resolve".into(),
-        })?;
+    let addr = super::resolve_first((host.as_str(), port), url).await?;
     Ok((host, addr))
 }
 
@@ -152,10 +146,7 @@ async fn connect_over(
     addr: SocketAddr,
     config: &Config,
 ) -> Result<Connection, Error> {
-    let tls = match &config.client_tls {
-        Some(t) => t.clone(),
-        None => crate::transport::tls::client_tls_web_roots()?,
-    };
+    let tls = super::client_tls(config)?;
     let client_config = quinn_client_config(&tls, ALPN, transport_config(config))?;
     let connecting = endpoint
         .connect_with(client_config, addr, host)

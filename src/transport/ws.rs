@@ -115,10 +115,7 @@ async fn connect_inner(url: &str, config: &Config) -> Result<Connection, Error> 
         peer_addr,
     };
     if secure {
-        let tls = match &config.client_tls {
-            Some(t) => t.clone(),
-            None => crate::transport::tls::client_tls_web_roots()?,
-        };
+        let tls = super::client_tls(config)?;
         let name = host.trim_matches(|c| c == '[' || c == ']').to_string();
         let name = rustls::pki_types::ServerName::try_from(name)
             .map_err(|e| bad(&format!("not a TLS server name: {e}")))?;
@@ -272,14 +269,7 @@ async fn start<S: SplitIo>(
 /// Binds with `SO_REUSEPORT`: several listeners (one per runtime or core) on one port, the
 /// kernel spreading connections among them.
 async fn bind_reuse_port(addr: &str) -> Result<TcpListener, Error> {
-    let sock_addr =
-        tokio::net::lookup_host(addr)
-            .await?
-            .next()
-            .ok_or_else(|| Error::InvalidAddress {
-                addr: addr.to_string(),
-                reason: "resolves to nothing".into(),
-            })?;
+    let sock_addr = super::resolve_first(addr, addr).await?;
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(sock_addr),
         socket2::Type::STREAM,

@@ -341,6 +341,8 @@ struct Outgoing {
     head: [u8; MAX_HEAD_LEN],
     head_len: usize,
     head_pos: usize,
+    /// Never holds an empty segment (`frame` drops them), so a segment written to its end is
+    /// always followed by one with bytes left, or by none.
     body: Vec<Bytes>,
     /// The segment being written, and how much of it is out.
     seg: usize,
@@ -364,10 +366,6 @@ impl Outgoing {
                 return;
             }
             n -= left;
-            self.seg += 1;
-            self.seg_pos = 0;
-        }
-        while self.seg < self.body.len() && self.body[self.seg].len() == self.seg_pos {
             self.seg += 1;
             self.seg_pos = 0;
         }
@@ -413,19 +411,16 @@ impl<W: AsyncWrite + Unpin> WsWriter<W> {
         let len = body.iter().map(Bytes::len).sum();
         let (head, head_len, mask) = self.encoder.head(opcode, len, rand::random);
         if let Some(key) = mask {
-            let masked = match (body.len(), body.pop()) {
-                (1, Some(only)) => match only.try_into_mut() {
-                    // Ours alone: mask in place.
+            let masked = match <[Bytes; 1]>::try_from(body) {
+                Ok([only]) => match only.try_into_mut() {
+                    // One buffer, ours alone: mask in place.
                     Ok(mut m) => {
                         apply_mask(&mut m, key);
                         m.freeze()
                     }
                     Err(shared) => masked_copy(&[shared], len, key),
                 },
-                (_, last) => {
-                    body.extend(last);
-                    masked_copy(&body, len, key)
-                }
+                Err(segments) => masked_copy(&segments, len, key),
             };
             body = vec![masked];
         }
@@ -447,18 +442,19 @@ impl<W: AsyncWrite + Unpin> WsWriter<W> {
                 self.out = None;
                 break;
             }
-            let mut slices = Vec::with_capacity((o.body.len() - o.seg + 1).min(MAX_IOVECS));
+            // On the stack: this runs for every batch.
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut k = 0;
             if o.head_pos < o.head_len {
-                slices.push(IoSlice::new(&o.head[o.head_pos..o.head_len]));
+                slices[0] = IoSlice::new(&o.head[o.head_pos..o.head_len]);
+                k = 1;
             }
-            for (i, b) in o.body[o.seg..].iter().enumerate() {
-                if slices.len() == MAX_IOVECS {
-                    break;
-                }
+            for (i, b) in o.body[o.seg..].iter().enumerate().take(MAX_IOVECS - k) {
                 let from = if i == 0 { o.seg_pos } else { 0 };
-                slices.push(IoSlice::new(&b[from..]));
+                slices[k] = IoSlice::new(&b[from..]);
+                k += 1;
             }
-            let n = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices))?;
+            let n = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..k]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }

@@ -366,7 +366,10 @@ impl WsDecoder {
                     return Ok(Decoded::Event(WsEvent::Close(CloseFrame::parse(&payload)?)))
                 }
                 OpCode::Continuation => {
-                    let (op, mut joined) = self.partial.take().expect("checked above");
+                    // Present: a continuation without one was refused above.
+                    let Some((op, mut joined)) = self.partial.take() else {
+                        return Err(WsFrameError::UnexpectedContinuation);
+                    };
                     joined.extend_from_slice(&payload);
                     if !head.fin {
                         self.partial = Some((op, joined));

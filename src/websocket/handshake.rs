@@ -102,6 +102,27 @@ fn has_token(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool 
         .any(|t| t.eq_ignore_ascii_case(token))
 }
 
+/// The length of a parsed head, `None` while it is incomplete (an error once it is too long).
+fn head_len(parsed: httparse::Result<usize>, have: usize) -> Result<Option<usize>, HandshakeError> {
+    match parsed {
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) if have > MAX_HANDSHAKE_LEN => Err(HandshakeError::TooLong),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(HandshakeError::Http(e.to_string())),
+    }
+}
+
+/// `Upgrade: websocket` and `Connection: Upgrade`, which both heads carry (RFC 6455 §4.1, §4.2.2).
+fn check_upgrade(h: &[httparse::Header<'_>]) -> Result<(), HandshakeError> {
+    if !has_token(h, "Upgrade", "websocket") {
+        return Err(HandshakeError::NotUpgrade("no Upgrade: websocket"));
+    }
+    if !has_token(h, "Connection", "upgrade") {
+        return Err(HandshakeError::NotUpgrade("no Connection: Upgrade"));
+    }
+    Ok(())
+}
+
 /// The server's answer, as the client sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpgradeResponse {
@@ -119,13 +140,8 @@ pub fn parse_response(
 ) -> Result<Option<(UpgradeResponse, usize)>, HandshakeError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
-    let n = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HANDSHAKE_LEN => {
-            return Err(HandshakeError::TooLong)
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(HandshakeError::Http(e.to_string())),
+    let Some(n) = head_len(resp.parse(buf), buf.len())? else {
+        return Ok(None);
     };
     let status = resp.code.unwrap_or(0);
     if status != 101 {
@@ -133,12 +149,7 @@ pub fn parse_response(
         return Err(HandshakeError::Status { status, body });
     }
     let h = &*resp.headers;
-    if !has_token(h, "Upgrade", "websocket") {
-        return Err(HandshakeError::NotUpgrade("no Upgrade: websocket"));
-    }
-    if !has_token(h, "Connection", "upgrade") {
-        return Err(HandshakeError::NotUpgrade("no Connection: Upgrade"));
-    }
+    check_upgrade(h)?;
     let accept = header(h, "Sec-WebSocket-Accept").next().unwrap_or("");
     if accept.trim() != accept_key(key) {
         return Err(HandshakeError::BadAccept(accept.to_string()));
@@ -174,13 +185,8 @@ pub struct UpgradeRequest {
 pub fn parse_request(buf: &[u8]) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    let n = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HANDSHAKE_LEN => {
-            return Err(HandshakeError::TooLong)
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(HandshakeError::Http(e.to_string())),
+    let Some(n) = head_len(req.parse(buf), buf.len())? else {
+        return Ok(None);
     };
     if req.method != Some("GET") {
         return Err(HandshakeError::NotUpgrade("method is not GET"));
@@ -189,12 +195,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(UpgradeRequest, usize)>, Hand
         return Err(HandshakeError::NotUpgrade("not HTTP/1.1"));
     }
     let h = &*req.headers;
-    if !has_token(h, "Upgrade", "websocket") {
-        return Err(HandshakeError::NotUpgrade("no Upgrade: websocket"));
-    }
-    if !has_token(h, "Connection", "upgrade") {
-        return Err(HandshakeError::NotUpgrade("no Connection: Upgrade"));
-    }
+    check_upgrade(h)?;
     let version = header(h, "Sec-WebSocket-Version").next().unwrap_or("");
     if version.trim() != "13" {
         return Err(HandshakeError::Version(version.to_string()));
