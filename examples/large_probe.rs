@@ -3,10 +3,11 @@
 //! bench's echo servers, with nothing else in the process (no payload stamping, no latency
 //! histogram), to profile the transport alone (`perf record … large_probe ws`).
 //!
-//! `ws-harness` runs the same echoes through the bench's harness (`bench::scenarios::run_echo`:
-//! a sender task, a fresh stamped payload per message) to show what the harness itself costs.
+//! `ws-harness` and `tcp-harness` run the same echoes through the bench's harness
+//! (`bench::scenarios::run_echo`: a sender task, a fresh stamped payload per message) to show
+//! what the harness itself costs.
 //!
-//! Run: `cargo run --release --example large_probe -- ws|ws-harness|tcp [N] [SIZE]`
+//! Run: `cargo run --release --example large_probe -- ws|ws-harness|tcp|tcp-harness [N] [SIZE]`
 use std::time::Instant;
 
 use rhizomorph::bench::ServerSide;
@@ -33,6 +34,19 @@ async fn main() {
             let sizes = vec![size; n];
             let pb = indicatif::ProgressBar::hidden();
             rhizomorph::bench::scenarios::run_echo(tx, &mut c, &sizes, 1, &pb)
+                .await
+                .unwrap();
+        }
+        "tcp-harness" => {
+            let (tx, mut rx) = rhizomorph::bench::raw_tcp::connect(
+                servers.raw_tcp,
+                rhizomorph::bench::raw_tcp::Kind::Echo,
+            )
+            .await
+            .unwrap();
+            let sizes = vec![size; n];
+            let pb = indicatif::ProgressBar::hidden();
+            rhizomorph::bench::scenarios::run_echo(tx, &mut rx, &sizes, 1, &pb)
                 .await
                 .unwrap();
         }

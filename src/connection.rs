@@ -260,7 +260,7 @@ impl Sender {
         }
         let archive = crate::payload::encode(value)?;
         let message = OutgoingMessage::new(header, Bytes::from_owner(archive));
-        self.send_inner(channel, message, Some(SchemaBinding::of::<T>()))
+        self.send_inner(channel, message, Some(SchemaBinding::of::<T>()), None)
             .await
     }
 
@@ -268,6 +268,12 @@ impl Sender {
     /// encoding. An rkyv payload is bound on this connection to the schema its sender bound
     /// (ids are per connection, §11.2), so a router forwards typed messages without knowing
     /// their types. A message whose payload failed to decompress is refused.
+    ///
+    /// Compression follows the original sender's choice (§12.2), not this connection's policy:
+    /// a message that arrived uncompressed leaves uncompressed (its sender judged it not worth
+    /// it; judging again would cost a router a compression attempt per message), one that
+    /// arrived compressed is compressed again with the same codec and shuffle when the peer
+    /// accepts the codec.
     pub async fn forward(&self, channel: Channel, message: Message) -> Result<u64, Error> {
         if let Some(e) = message.error {
             return Err(e.into());
@@ -282,7 +288,8 @@ impl Sender {
         };
         let out =
             OutgoingMessage::new(message.header, message.payload).with_encoding(message.encoding);
-        self.send_inner(channel, out, schema).await
+        self.send_inner(channel, out, schema, Some(message.compression))
+            .await
     }
 
     /// Sends a typed array (wire.md §11.4) of `data` with shape `dims` (empty: one dimension).
@@ -312,14 +319,17 @@ impl Sender {
         channel: Channel,
         message: OutgoingMessage,
     ) -> Result<u64, Error> {
-        self.send_inner(channel, message, None).await
+        self.send_inner(channel, message, None, None).await
     }
 
+    /// `as_received`: forwarding a message that arrived with this compression (see
+    /// [`forward`](Self::forward)); `None`: the config's policy decides.
     async fn send_inner(
         &self,
         channel: Channel,
         message: OutgoingMessage,
         schema: Option<SchemaBinding>,
+        as_received: Option<Compression>,
     ) -> Result<u64, Error> {
         let shared = match &self.link {
             Link::Native(shared) => shared,
@@ -334,7 +344,7 @@ impl Sender {
                 return link.send(&message.header, message.payload).await;
             }
         };
-        let message = Self::maybe_compress(shared, message);
+        let message = Self::maybe_compress(shared, message, as_received);
         let mut message = Some(message);
         // Fast path: room in the send buffer (no waiter registration needed).
         if let Some(reason) = shared.close_reason() {
@@ -393,16 +403,31 @@ impl Sender {
     }
 
     /// Compresses the payload if the policy says so and the content looks worth it (§12.2).
-    fn maybe_compress(shared: &Shared, mut message: OutgoingMessage) -> OutgoingMessage {
+    /// A forwarded message (`as_received`) keeps its original sender's choice where the peer
+    /// accepts it.
+    fn maybe_compress(
+        shared: &Shared,
+        mut message: OutgoingMessage,
+        as_received: Option<Compression>,
+    ) -> OutgoingMessage {
         if shared.compression == CompressionPolicy::Off
             || message.compression != Compression::None
             || message.payload.len() < crate::payload::compress::MIN_COMPRESS
+            || as_received == Some(Compression::None)
         {
             return message;
         }
         let Some(peer) = shared.peer_settings.get() else {
             return message;
         };
+        if let Some(Compression::Compressed { codec, shuffle, .. }) = as_received {
+            if peer.accepts_codec(codec) {
+                let choice = Some((codec, shuffle));
+                (message.payload, message.compression) =
+                    crate::payload::compress(&message.payload, choice);
+                return message;
+            }
+        }
         let hint = match message.encoding {
             PayloadEncoding::TypedArray => message
                 .payload

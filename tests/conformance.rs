@@ -108,6 +108,7 @@ conformance!(
     a_thousand_concurrent_messages,
     typed_messages_bind_a_schema_once_and_are_checked,
     typed_arrays_and_compression_round_trip,
+    forwarding_keeps_the_senders_compression_choice,
 );
 
 rhizomorph::wire_type! {
@@ -190,6 +191,33 @@ async fn typed_arrays_and_compression_round_trip(t: Transport) {
     let m = within("noise echo", conn.recv()).await.unwrap();
     assert_eq!(m.compression, rhizomorph::frame::Compression::None);
     assert_eq!(m.payload, noise);
+}
+
+/// The echo server forwards with `Sender::forward`: its own policy (Auto) must not override
+/// what the original sender chose (wire.md §12.2 is sender policy).
+async fn forwarding_keeps_the_senders_compression_choice(t: Transport) {
+    let (url, client) = echo_with(t, CompressionPolicy::Auto).await;
+    let text = Bytes::from(br#"{"type":"method","to":"ws-1/echo","args":[1,2,3]}"#.repeat(2000));
+    for (policy, compressed) in [
+        (CompressionPolicy::Off, false),
+        (CompressionPolicy::Auto, true),
+    ] {
+        let mut conn = Endpoint::connect(&url, client.clone().with_compression(policy))
+            .await
+            .unwrap();
+        conn.send(Channel::Rpc, header("echo"), text.clone())
+            .await
+            .unwrap();
+        let m = within("text echo", conn.recv()).await.unwrap();
+        assert_eq!(
+            m.compression != rhizomorph::frame::Compression::None,
+            compressed,
+            "sent with {policy:?}, echoed with {:?}",
+            m.compression
+        );
+        assert_eq!(m.payload, text);
+        conn.close().await;
+    }
 }
 
 async fn echo_on_every_channel(t: Transport) {

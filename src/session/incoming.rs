@@ -2,9 +2,13 @@
 //!
 //! Owns the channel's header decoder, its message in progress, and the accounting of which
 //! received bytes may be credited back. Single-frame messages are handed out as the received
-//! `Bytes` (no copy); chunked ones are kept as a list of received slices and joined once, into
-//! one allocation of exactly the message length, when the last chunk arrives — so nothing is
-//! ever allocated on a peer's word alone. Never sends anything: it reports credit to return.
+//! `Bytes` (no copy). A chunked message is copied, chunk by chunk as it arrives, into one buffer
+//! of exactly its length ([`Reassembly`]): while the next chunks are still on the wire, and
+//! while the chunk just read is still in cache — not all at once when the last one arrives.
+//! That buffer is allocated at FIRST only for a message no larger than the channel's receive
+//! window (what the peer may make us hold anyway); a larger one is kept as received slices
+//! until half of it has arrived, so no more than a window is ever allocated on a peer's word
+//! alone. Never sends anything: it reports credit to return.
 
 use bytes::{Bytes, BytesMut};
 
@@ -35,6 +39,64 @@ pub struct IncomingMessage {
     pub schema: Option<crate::payload::SchemaBinding>,
 }
 
+/// Where the chunks of a message in progress collect (wire.md §8.3).
+#[derive(Debug)]
+enum Reassembly {
+    /// The received slices, in order (views of the received batches, no copy yet).
+    Slices(Vec<Bytes>),
+    /// One buffer of exactly Message Length bytes, filled as chunks arrive.
+    Buffer(BytesMut),
+}
+
+impl Reassembly {
+    /// Adds the next chunk of a message of `message_len` bytes, of which `received` (this
+    /// chunk included) have arrived; `eager` is the largest message allocated before half of
+    /// it is here.
+    fn push(&mut self, data: Bytes, received: u64, message_len: u64, eager: u64) {
+        match self {
+            Reassembly::Buffer(buf) => buf.extend_from_slice(&data),
+            // A whole message in one chunk stays a view of the received bytes.
+            Reassembly::Slices(slices) if slices.is_empty() && received == message_len => {
+                slices.push(data)
+            }
+            Reassembly::Slices(slices) => {
+                if message_len > eager && received < message_len / 2 {
+                    slices.push(data);
+                    return;
+                }
+                // `message_len` was checked against MAX_MESSAGE_SIZE (§5.3.2), and is within the
+                // window or half of it has arrived.
+                let mut buf = BytesMut::with_capacity(message_len as usize);
+                for s in slices.drain(..) {
+                    buf.extend_from_slice(&s);
+                }
+                buf.extend_from_slice(&data);
+                *self = Reassembly::Buffer(buf);
+            }
+        }
+    }
+
+    /// The whole message, once every byte has arrived.
+    fn finish(self) -> Bytes {
+        match self {
+            Reassembly::Buffer(buf) => buf.freeze(),
+            Reassembly::Slices(slices) if slices.len() <= 1 => {
+                slices.into_iter().next().unwrap_or_default()
+            }
+            // Not reached by `push`'s rules (the second half's chunks allocate the buffer);
+            // joined anyway, in case the rules change.
+            Reassembly::Slices(slices) => {
+                let len = slices.iter().map(Bytes::len).sum();
+                let mut buf = BytesMut::with_capacity(len);
+                for s in slices {
+                    buf.extend_from_slice(&s);
+                }
+                buf.freeze()
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Partial {
     sequence: u64,
@@ -42,7 +104,7 @@ struct Partial {
     encoding: PayloadEncoding,
     compression: Compression,
     message_len: u64,
-    chunks: Vec<Bytes>,
+    chunks: Reassembly,
     received: u64,
     /// Bytes of this message's frames not yet credited back.
     held: u64,
@@ -55,6 +117,8 @@ struct Partial {
 pub struct InChannel {
     channel: Channel,
     decoder: HeaderDecoder,
+    /// Messages up to this size get their reassembly buffer at FIRST (our channel window).
+    eager_alloc: u64,
     partial: Option<Partial>,
     /// Messages the peer has started on this channel: the next sequence number.
     started: u64,
@@ -67,11 +131,14 @@ pub struct InChannel {
 }
 
 impl InChannel {
-    /// A channel whose header table has `table_capacity` bytes and list limit `max_list`.
-    pub fn new(channel: Channel, table_capacity: usize, max_list: u64) -> Self {
+    /// A channel whose header table has `table_capacity` bytes and list limit `max_list`;
+    /// messages up to `eager_alloc` bytes (the channel's receive window) get their reassembly
+    /// buffer when their first chunk arrives, larger ones when half of them has.
+    pub fn new(channel: Channel, table_capacity: usize, max_list: u64, eager_alloc: u64) -> Self {
         InChannel {
             channel,
             decoder: HeaderDecoder::new(table_capacity, max_list),
+            eager_alloc,
             partial: None,
             started: 0,
             delivered_unreleased: 0,
@@ -126,7 +193,7 @@ impl InChannel {
                     encoding: start.encoding,
                     compression: start.compression,
                     message_len: start.message_len,
-                    chunks: Vec::new(),
+                    chunks: Reassembly::Slices(Vec::new()),
                     received: 0,
                     held: 0,
                     discard: self.refuse_from.is_some_and(|n| sequence >= n),
@@ -164,7 +231,10 @@ impl InChannel {
             self.creditable += frame_len; // §9.4: discarded bytes are released at once
         } else {
             if !frame.data.is_empty() {
-                partial.chunks.push(frame.data);
+                let (received, len) = (partial.received, partial.message_len);
+                partial
+                    .chunks
+                    .push(frame.data, received, len, self.eager_alloc);
             }
             // spec: wire.md §9.3 — a chunk appended to reassembly is released at once if the
             // channel's previous message was taken; the last chunk is held until the
@@ -182,7 +252,7 @@ impl InChannel {
         if partial.discard {
             return Ok(None);
         }
-        let payload = join(partial.chunks, partial.message_len);
+        let payload = partial.chunks.finish();
         self.delivered_unreleased += partial.held;
         Ok(Some(IncomingMessage {
             channel,
@@ -230,7 +300,7 @@ impl InChannel {
         match self.partial.as_mut() {
             Some(p) if p.sequence == sequence && !p.discard => {
                 p.discard = true;
-                p.chunks.clear();
+                p.chunks = Reassembly::Slices(Vec::new());
                 self.creditable += std::mem::take(&mut p.held);
                 true
             }
@@ -239,17 +309,97 @@ impl InChannel {
     }
 }
 
-/// One buffer of exactly `len` bytes from the chunks; a single chunk is returned as is.
-fn join(chunks: Vec<Bytes>, len: u64) -> Bytes {
-    match chunks.len() {
-        0 | 1 => chunks.into_iter().next().unwrap_or_default(),
-        _ => {
-            // `len` was checked against MAX_MESSAGE_SIZE and every byte of it has arrived.
-            let mut buf = BytesMut::with_capacity(len as usize);
-            for c in chunks {
-                buf.extend_from_slice(&c);
-            }
-            buf.freeze()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::MessageStart;
+
+    fn frames(payload: &Bytes, chunk: usize) -> Vec<MessageFrame> {
+        let n = payload.len().div_ceil(chunk).max(1);
+        (0..n)
+            .map(|i| MessageFrame {
+                channel: Channel::Bulk,
+                start: (i == 0).then(|| MessageStart {
+                    message_len: payload.len() as u64,
+                    encoding: PayloadEncoding::Raw,
+                    compression: Compression::None,
+                    header_block: Bytes::new(),
+                }),
+                last: i == n - 1,
+                data: payload.slice(i * chunk..((i + 1) * chunk).min(payload.len())),
+            })
+            .collect()
+    }
+
+    fn allocated(ch: &InChannel) -> usize {
+        match ch.partial.as_ref().map(|p| &p.chunks) {
+            Some(Reassembly::Buffer(b)) => b.capacity(),
+            _ => 0,
         }
+    }
+
+    #[test]
+    fn reassembly_8_3_every_size_and_chunking_gives_the_message_back() {
+        let eager = 64 * 1024;
+        let data = crate::bench::scenarios::incompressible(300_000, 5);
+        for len in [
+            0, 1, 999, 1000, 1001, 65_535, 65_536, 65_537, 131_072, 300_000,
+        ] {
+            for chunk in [1000, 16 * 1024, 100_000] {
+                if len / chunk > 400 {
+                    continue;
+                }
+                let payload = data.slice(..len);
+                let mut ch = InChannel::new(Channel::Bulk, 4096, 1 << 16, eager);
+                let fs = frames(&payload, chunk);
+                let count = fs.len();
+                for (i, f) in fs.into_iter().enumerate() {
+                    let got = ch.on_frame(f, 0).unwrap();
+                    assert_eq!(got.is_some(), i == count - 1, "len {len} chunk {chunk}");
+                    if let Some(m) = got {
+                        assert_eq!(m.payload, payload, "len {len} chunk {chunk}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reassembly_8_3_a_message_over_the_window_is_allocated_once_half_has_arrived() {
+        let eager = 64 * 1024;
+        let payload = crate::bench::scenarios::incompressible(1 << 20, 9);
+        let mut ch = InChannel::new(Channel::Bulk, 4096, 1 << 16, eager);
+        let fs = frames(&payload, 16 * 1024);
+        let mut received = 0;
+        for f in fs {
+            received += f.data.len();
+            let last = f.last;
+            let m = ch.on_frame(f, 0).unwrap();
+            if last {
+                let m = m.unwrap();
+                assert_eq!(m.payload, payload);
+                assert_eq!(m.payload.len(), 1 << 20);
+            } else if received < (1 << 19) {
+                assert_eq!(allocated(&ch), 0, "nothing allocated at {received} bytes");
+            } else {
+                assert_eq!(allocated(&ch), 1 << 20, "one buffer at {received} bytes");
+            }
+        }
+        // Within the window: the buffer exists from the first chunk on.
+        let small = payload.slice(..eager as usize);
+        let mut fs = frames(&small, 16 * 1024).into_iter();
+        assert!(ch.on_frame(fs.next().unwrap(), 0).unwrap().is_none());
+        assert_eq!(allocated(&ch), eager as usize);
+        let last = fs.map(|f| ch.on_frame(f, 0).unwrap()).last().flatten();
+        assert_eq!(last.unwrap().payload, small);
+    }
+
+    #[test]
+    fn reassembly_8_3_a_single_frame_message_is_a_view_of_the_received_bytes() {
+        let payload = crate::bench::scenarios::incompressible(100_000, 3);
+        let mut ch = InChannel::new(Channel::Bulk, 4096, 1 << 16, 1 << 20);
+        let m = ch.on_frame(frames(&payload, 1 << 20).remove(0), 0);
+        let m = m.unwrap().unwrap();
+        assert_eq!(m.payload.as_ptr(), payload.as_ptr());
     }
 }

@@ -473,7 +473,8 @@ impl Session {
             control: VecDeque::new(),
             pong: None,
             outgoing: Channel::ALL.map(OutChannel::new),
-            incoming: Channel::ALL.map(|c| InChannel::new(c, table, list)),
+            incoming: Channel::ALL
+                .map(|c| InChannel::new(c, table, list, local.initial_channel_window)),
             scheduler: ChannelScheduler::default(),
             send_window: 0,
             recv_window: local.initial_connection_window,
