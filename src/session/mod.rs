@@ -73,7 +73,11 @@ pub struct SessionConfig {
     /// `MAX_FRAME_PAYLOAD`). Smaller chunks let higher channels through sooner (§7.5).
     pub chunk_size: u64,
     /// Largest batch [`Session::poll_transmit`] returns (also bounded by the peer's
-    /// `MAX_BATCH_SIZE`).
+    /// `MAX_BATCH_SIZE`). 64 KiB by default: a driver that hands every batch to its transport
+    /// as it comes delays a higher channel's frame by at most that. A driver that watches its
+    /// transport can allow more and ask for less: rhizomorph's WebSocket driver
+    /// (`Config::default()` sets 256 KiB here) starts each burst at 64 KiB, uses 16 KiB while
+    /// the transport makes it wait, and grows towards this while it does not.
     pub max_batch: usize,
     /// Most MESSAGE frames in one batch. A batch is work handed to the peer at once; capping
     /// it keeps several batches in flight, so both ends work in parallel instead of taking
@@ -1388,7 +1392,9 @@ impl Session {
         (queued as usize).saturating_add(256).min(limit)
     }
 
-    fn batch_limit(&self, max_batch: usize) -> usize {
+    /// The batch size `poll_transmit_*` would use under a caller's `max_batch`: that, capped by
+    /// our `max_batch` and the peer's `MAX_BATCH_SIZE`.
+    pub fn batch_limit(&self, max_batch: usize) -> usize {
         self.config
             .max_batch
             .min(self.peer.max_batch_size as usize)

@@ -209,6 +209,63 @@ where
 /// Batch limit while the transport is backed up (the previous write had to wait).
 const CONGESTED_BATCH: usize = 16 * 1024;
 
+/// The first batch after the link was idle or backed up; batches double from here, up to the
+/// session's `max_batch`, while each one fills its limit and the transport takes it without
+/// making us wait.
+const START_BATCH: usize = 64 * 1024;
+
+/// The batch limit of the writer: small while the transport makes us wait (frames that become
+/// ready meanwhile, such as an rpc reply behind a bulk transfer, are scheduled ahead of what
+/// sits below the scheduler), growing while it does not (fewer system calls per byte; the
+/// link drains a batch as fast as we build it, so a larger one delays nothing by more than the
+/// time it took to build).
+#[derive(Debug)]
+struct BatchLimit {
+    /// The transport made us wait since we last ran out of frames.
+    congested: bool,
+    /// The limit while it does not.
+    growing: usize,
+}
+
+impl BatchLimit {
+    fn new() -> BatchLimit {
+        BatchLimit {
+            congested: false,
+            growing: START_BATCH,
+        }
+    }
+
+    fn get(&self) -> usize {
+        if self.congested {
+            CONGESTED_BATCH
+        } else {
+            self.growing
+        }
+    }
+
+    /// Whether the transport made us wait before the next batch.
+    fn waited(&mut self, waited: bool) {
+        if waited {
+            self.congested = true;
+            self.growing = START_BATCH;
+        }
+    }
+
+    /// A batch of `len` bytes left under the limit `limit`; the session allows at most
+    /// `ceiling` (its `max_batch` and the peer's `MAX_BATCH_SIZE`).
+    fn sent(&mut self, len: usize, limit: usize, ceiling: usize) {
+        if !self.congested && len >= limit - limit / 8 {
+            self.growing = self.growing.saturating_mul(2).min(ceiling.max(START_BATCH));
+        }
+    }
+
+    /// Nothing left to send: the next burst starts small again.
+    fn idle(&mut self) {
+        self.congested = false;
+        self.growing = START_BATCH;
+    }
+}
+
 async fn write_loop<W>(shared: Arc<Shared>, mut writer: W, dispatch: SharedDispatch)
 where
     W: Sink<Vec<Bytes>, Error = io::Error> + Unpin,
@@ -220,8 +277,7 @@ where
             .lost(&shared, e.to_string())
     };
     let mut unflushed = false;
-    // The link is the bottleneck: the transport made us wait since we last ran out of frames.
-    let mut congested = false;
+    let mut batch_limit = BatchLimit::new();
     // One timer for the session's deadlines, moved only when the deadline changes (a new
     // timer per idle period costs a timer-wheel insertion and removal per message).
     let far = || tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
@@ -243,29 +299,29 @@ where
         if let Err(e) = ready {
             return lost(e);
         }
-        congested |= waited;
-        let limit = if congested {
-            CONGESTED_BATCH
-        } else {
-            usize::MAX
-        };
+        batch_limit.waited(waited);
+        let limit = batch_limit.get();
         let notified = shared.wake_writer.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         let mut batch = None;
         let mut deadline = None;
         let mut closed = false;
+        let (mut capped, mut ceiling) = (limit, limit);
         with_session(&shared, &dispatch, |s| {
             let now = Instant::now();
             if s.poll_timeout().is_some_and(|t| t <= now) {
                 s.handle_timeout(now);
             }
+            capped = s.batch_limit(limit);
+            ceiling = s.batch_limit(usize::MAX);
             batch = s.poll_transmit_vectored(now, limit);
             deadline = s.poll_timeout();
             closed = s.is_closed();
         });
         match batch {
             Some(b) => {
+                batch_limit.sent(b.iter().map(Bytes::len).sum(), capped, ceiling);
                 shared.changed.notify_waiters(); // send-buffer room may have opened
                 if let Err(e) = std::pin::Pin::new(&mut writer).start_send(b) {
                     return lost(e);
@@ -274,14 +330,14 @@ where
                 continue;
             }
             None if unflushed => {
-                congested = false;
+                batch_limit.idle();
                 if let Err(e) = writer.flush().await {
                     return lost(e);
                 }
                 unflushed = false;
                 continue;
             }
-            None => congested = false,
+            None => batch_limit.idle(),
         }
         if closed || shared.close_reason().is_some() {
             let _ = writer.close().await;
@@ -297,5 +353,41 @@ where
             _ = &mut notified => {}
             _ = &mut timer => armed = None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_grow_while_the_transport_keeps_up_and_shrink_when_it_does_not() {
+        let ceiling = 256 * 1024;
+        let mut b = BatchLimit::new();
+        assert_eq!(b.get(), START_BATCH);
+        // Full batches taken without waiting: 64 → 128 → 256 KiB, and no further.
+        for want in [128 * 1024, 256 * 1024, 256 * 1024] {
+            b.waited(false);
+            let limit = b.get();
+            b.sent(limit, limit, ceiling);
+            assert_eq!(b.get(), want);
+        }
+        // A batch that did not fill its limit (what was ready fit): no growth.
+        b.idle();
+        b.sent(1000, START_BATCH, ceiling);
+        assert_eq!(b.get(), START_BATCH);
+        // The transport made us wait: small batches until the sender runs dry.
+        b.sent(START_BATCH, START_BATCH, ceiling);
+        assert_eq!(b.get(), 2 * START_BATCH);
+        b.waited(true);
+        assert_eq!(b.get(), CONGESTED_BATCH);
+        b.sent(CONGESTED_BATCH, CONGESTED_BATCH, ceiling);
+        b.waited(false);
+        assert_eq!(b.get(), CONGESTED_BATCH, "congestion lasts until idle");
+        b.idle();
+        assert_eq!(b.get(), START_BATCH);
+        // A ceiling below the start (a peer's small MAX_BATCH_SIZE) never shrinks the start.
+        b.sent(START_BATCH, START_BATCH, 16 * 1024);
+        assert_eq!(b.get(), START_BATCH);
     }
 }

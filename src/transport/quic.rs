@@ -30,6 +30,11 @@ use crate::frame::{Channel, ErrorCode};
 use crate::session::{Framing, Session};
 use crate::transport::driver::{Dispatch, SharedDispatch};
 
+/// Most bytes handed to quinn per stream write: what the sender holds beyond QUIC's windows
+/// (quinn keeps a write until the stream's flow control lets it out, wire.md §17.5). quinn
+/// interleaves streams by priority per packet, so a larger write would not delay a
+/// higher channel, only hold more memory.
+const STREAM_WRITE: usize = 64 * 1024;
 /// The ALPN protocol id that selects rhizomorph over QUIC (wire.md §3.1, §17.1).
 pub const ALPN: &[u8] = b"rhzm/1";
 
@@ -520,7 +525,7 @@ impl StreamSlots {
             let bytes =
                 shared
                     .lock()
-                    .poll_transmit_channel_vectored(Instant::now(), channel, usize::MAX);
+                    .poll_transmit_channel_vectored(Instant::now(), channel, STREAM_WRITE);
             let Some(bytes) = bytes else {
                 drop(guard);
                 // Something queued between our poll and the release is ours to write.
@@ -610,7 +615,7 @@ async fn write_loop(
                 let Ok(guard) = slots.slots[ch.index()].clone().try_lock_owned() else {
                     continue; // a write is in flight on this stream
                 };
-                if let Some(b) = s.poll_transmit_channel_vectored(now, ch, usize::MAX) {
+                if let Some(b) = s.poll_transmit_channel_vectored(now, ch, STREAM_WRITE) {
                     took = true;
                     in_flight.push(Box::pin(write_one(conn.clone(), ch, guard, b)));
                 }
