@@ -475,8 +475,12 @@ impl HeaderDecoder {
         }
     }
 
-    /// Decodes one header block. Literal names and values are slices of `block` (no copy);
-    /// indexed ones share the table's bytes.
+    /// Decodes one header block. Literal names and values are slices of one copy of `block`
+    /// (a few dozen bytes); indexed ones share the table's bytes, which the table owns.
+    ///
+    /// Nothing decoded keeps `block` itself alive: it is usually a view of a transport read
+    /// buffer of up to hundreds of KiB, which a table entry or the cached last header would
+    /// otherwise pin for as long as they live (and which the reader could not reuse).
     ///
     /// On error the table may hold part of the block's insertions; the connection is then
     /// broken anyway (`HEADER_ERROR` is a connection error, wire.md §18).
@@ -488,6 +492,7 @@ impl HeaderDecoder {
         }
         let inserted = self.table.inserted;
         self.last = None;
+        let block = Bytes::copy_from_slice(&block);
         let header = self.decode_block(block.clone())?;
         if self.table.inserted == inserted {
             self.last = Some((block, header.clone()));
@@ -549,7 +554,13 @@ impl HeaderDecoder {
                 });
             }
             if insert {
-                self.table.insert(field.clone(), |_, _| {});
+                // The table's own copy: an entry lives until evicted, and must not keep the
+                // rest of this block (its other fields, a later message's literals) alive.
+                let owned = HeaderField {
+                    name: Bytes::copy_from_slice(&field.name),
+                    value: Bytes::copy_from_slice(&field.value),
+                };
+                self.table.insert(owned, |_, _| {});
             }
             fields.push(field);
         }
@@ -590,6 +601,33 @@ mod tests {
             .with("to", "ws-user-1/echo")
             .with("method", "services.echo.echo")
             .with("session", "abcdefghijklmnopqrstuv")
+    }
+
+    #[test]
+    fn header_6_3_nothing_decoded_pins_the_buffer_the_block_arrived_in() {
+        let mut enc = HeaderEncoder::new(4096);
+        let mut dec = HeaderDecoder::new(4096, 16384);
+        let h = header();
+        let mut headers = Vec::new();
+        // Inserting literals, then all indexed (cached as the last block), then a new value.
+        for h in [
+            h.clone(),
+            h.clone(),
+            h.with("session", "another-session-id-000"),
+        ] {
+            let block = enc.encode_block(&h);
+            // The block inside a large read buffer, as a transport hands it over.
+            let mut read = vec![0u8; 64 * 1024];
+            read[1000..1000 + block.len()].copy_from_slice(&block);
+            let read = Bytes::from(read);
+            let decoded = dec.decode(read.slice(1000..1000 + block.len())).unwrap();
+            assert_eq!(decoded, h);
+            assert!(
+                read.is_unique(),
+                "the decoder or the header keeps the read buffer"
+            );
+            headers.push(decoded);
+        }
     }
 
     #[test]
