@@ -565,6 +565,22 @@ mod tests {
             .into()
     }
 
+    #[test]
+    fn masking_segment_by_segment_is_masking_the_whole() {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        for lens in [vec![1, 2, 3, 5, 8, 13], vec![7, 4096, 3], vec![16384, 1, 16385], vec![]] {
+            let segments: Vec<Bytes> = lens
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| pattern(n, i as u8))
+                .collect();
+            let len = lens.iter().sum();
+            let mut whole = segments.concat();
+            apply_mask(&mut whole, key);
+            assert_eq!(masked_copy(&segments, len, key)[..], whole[..], "{lens:?}");
+        }
+    }
+
     /// Batches of several segments through a pipe that takes 7 bytes at a time (and one buffer
     /// per write): every partial write, inside the header, inside a segment and across segment
     /// boundaries, resumes where it stopped; both roles (unmasked, masked).
