@@ -568,7 +568,12 @@ mod tests {
     #[test]
     fn masking_segment_by_segment_is_masking_the_whole() {
         let key = [0x37, 0xfa, 0x21, 0x3d];
-        for lens in [vec![1, 2, 3, 5, 8, 13], vec![7, 4096, 3], vec![16384, 1, 16385], vec![]] {
+        for lens in [
+            vec![1, 2, 3, 5, 8, 13],
+            vec![7, 4096, 3],
+            vec![16384, 1, 16385],
+            vec![],
+        ] {
             let segments: Vec<Bytes> = lens
                 .iter()
                 .enumerate()
