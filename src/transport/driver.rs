@@ -214,16 +214,23 @@ const CONGESTED_BATCH: usize = 16 * 1024;
 /// making us wait.
 const START_BATCH: usize = 64 * 1024;
 
-/// The batch limit of the writer: small while the transport makes us wait (frames that become
-/// ready meanwhile, such as an rpc reply behind a bulk transfer, are scheduled ahead of what
-/// sits below the scheduler), growing while it does not (fewer system calls per byte; the
-/// link drains a batch as fast as we build it, so a larger one delays nothing by more than the
-/// time it took to build).
+/// How long a frame that becomes ready may wait behind the batch being written, at the rate
+/// the transport drains batches: what decides whether a wait means a slow link.
+const HOL_BUDGET: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The batch limit of the writer: small while the link is slow (frames that become ready
+/// meanwhile, such as an rpc reply behind a bulk transfer, are scheduled ahead of what sits
+/// below the scheduler), growing while the transport keeps up (fewer system calls per byte).
+///
+/// A link is slow when the transport makes us wait and, at the rate it took the last batch, the
+/// next one would take longer than [`HOL_BUDGET`] to drain: a 100 Mbit/s link drains 12.5 KB
+/// per millisecond (16 KiB batches), loopback to a busy reader gigabytes per second (a wait
+/// there means the reader is busy, not that a larger batch would delay anything).
 #[derive(Debug)]
 struct BatchLimit {
-    /// The transport made us wait since we last ran out of frames.
+    /// The link was found slow since we last ran out of frames.
     congested: bool,
-    /// The limit while it does not.
+    /// The limit while it is not.
     growing: usize,
 }
 
@@ -243,9 +250,15 @@ impl BatchLimit {
         }
     }
 
-    /// Whether the transport made us wait before the next batch.
-    fn waited(&mut self, waited: bool) {
-        if waited {
+    /// The transport made us wait before the next batch; the last batch, of `last_len` bytes,
+    /// was handed to it `took` ago.
+    fn waited(&mut self, last_len: usize, took: std::time::Duration) {
+        // Bytes the link drains within the budget, at the rate it took the last batch. Becoming
+        // writable again means the kernel's unsent bytes fell below TCP_NOTSENT_LOWAT (16 KiB):
+        // after a small batch (a CREDIT, a PONG) at least that much had drained.
+        let drained = last_len.max(CONGESTED_BATCH) as f64;
+        let budget = drained * HOL_BUDGET.as_secs_f64() / took.as_secs_f64().max(1e-9);
+        if budget < self.get() as f64 {
             self.congested = true;
             self.growing = START_BATCH;
         }
@@ -278,6 +291,8 @@ where
     };
     let mut unflushed = false;
     let mut batch_limit = BatchLimit::new();
+    // The last batch handed to the transport: its size and when.
+    let mut last_batch = (0usize, Instant::now());
     // One timer for the session's deadlines, moved only when the deadline changes (a new
     // timer per idle period costs a timer-wheel insertion and removal per message).
     let far = || tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
@@ -299,7 +314,9 @@ where
         if let Err(e) = ready {
             return lost(e);
         }
-        batch_limit.waited(waited);
+        if waited {
+            batch_limit.waited(last_batch.0, last_batch.1.elapsed());
+        }
         let limit = batch_limit.get();
         let notified = shared.wake_writer.notified();
         tokio::pin!(notified);
@@ -321,7 +338,9 @@ where
         });
         match batch {
             Some(b) => {
-                batch_limit.sent(b.iter().map(Bytes::len).sum(), capped, ceiling);
+                let len = b.iter().map(Bytes::len).sum();
+                batch_limit.sent(len, capped, ceiling);
+                last_batch = (len, Instant::now());
                 shared.changed.notify_waiters(); // send-buffer room may have opened
                 if let Err(e) = std::pin::Pin::new(&mut writer).start_send(b) {
                     return lost(e);
@@ -359,6 +378,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn batches_grow_while_the_transport_keeps_up_and_shrink_when_it_does_not() {
@@ -367,7 +387,6 @@ mod tests {
         assert_eq!(b.get(), START_BATCH);
         // Full batches taken without waiting: 64 → 128 → 256 KiB, and no further.
         for want in [128 * 1024, 256 * 1024, 256 * 1024] {
-            b.waited(false);
             let limit = b.get();
             b.sent(limit, limit, ceiling);
             assert_eq!(b.get(), want);
@@ -376,14 +395,22 @@ mod tests {
         b.idle();
         b.sent(1000, START_BATCH, ceiling);
         assert_eq!(b.get(), START_BATCH);
-        // The transport made us wait: small batches until the sender runs dry.
+        // The transport made us wait, but drained 64 KiB in 10 µs (6.5 GB/s, a busy reader on
+        // loopback): the next 128 KiB would drain well within the budget.
         b.sent(START_BATCH, START_BATCH, ceiling);
         assert_eq!(b.get(), 2 * START_BATCH);
-        b.waited(true);
+        b.waited(START_BATCH, Duration::from_micros(10));
+        assert_eq!(b.get(), 2 * START_BATCH);
+        // 64 KiB in 5 ms (100 Mbit/s): small batches until the sender runs dry.
+        b.waited(START_BATCH, Duration::from_millis(5));
         assert_eq!(b.get(), CONGESTED_BATCH);
         b.sent(CONGESTED_BATCH, CONGESTED_BATCH, ceiling);
-        b.waited(false);
+        b.waited(CONGESTED_BATCH, Duration::from_micros(1));
         assert_eq!(b.get(), CONGESTED_BATCH, "congestion lasts until idle");
+        // A wait after a 22-byte CREDIT on loopback is not a slow link.
+        b.idle();
+        b.waited(22, Duration::from_micros(20));
+        assert_eq!(b.get(), START_BATCH);
         b.idle();
         assert_eq!(b.get(), START_BATCH);
         // A ceiling below the start (a peer's small MAX_BATCH_SIZE) never shrinks the start.
