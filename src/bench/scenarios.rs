@@ -500,8 +500,12 @@ pub async fn stall_rhizomorph(
     });
     let mut peak_rss = rss_before;
     let mut queued_during_stall = 0u64;
-    while start.elapsed() < stall {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // The last sample well before the server wakes up (it started sleeping after `start`, but
+    // by very little): a sample taken just after it would count what loopback carries in a few
+    // milliseconds of reading — tens of MB — as sent during the stall.
+    let until = stall.saturating_sub(Duration::from_millis(100));
+    while start.elapsed() < until {
+        tokio::time::sleep(Duration::from_millis(50).min(until - start.elapsed().min(until))).await;
         peak_rss = peak_rss.max(rss_bytes().unwrap_or(0));
         queued_during_stall = conn.stats().bytes_sent[Channel::Bulk.index()];
         progress.set_position((start.elapsed().as_millis() as u64).min(stall.as_millis() as u64));
