@@ -20,6 +20,7 @@ use crate::payload::{
     WireType,
 };
 use crate::session::{OutgoingMessage, RoutingHeader, Session, SessionStats};
+use crate::signal::Signal;
 
 /// How the connection talks: the native protocol, or legacy msgpack (hypha-rpc peers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,12 +131,12 @@ pub(crate) struct Shared {
     /// Wakes the writer: something may be ready to send.
     pub(crate) wake_writer: Notify,
     /// Wakes senders waiting for send-buffer room, and anyone waiting for state changes.
-    pub(crate) changed: Notify,
+    pub(crate) changed: Signal,
     pub(crate) send_buffer: u64,
     pub(crate) closed: Mutex<Option<CloseReason>>,
     pub(crate) peer_goaway: Mutex<bool>,
     /// Wakes stream readers waiting for the application to consume (QUIC, wire.md §17.5).
-    pub(crate) readable: Notify,
+    pub(crate) readable: Signal,
     /// This side sent CLOSE.
     pub(crate) closed_locally: std::sync::atomic::AtomicBool,
     /// QUIC: the send streams, for senders that write their own messages.
@@ -159,11 +160,11 @@ impl Shared {
             compression: config.compression,
             session: Mutex::new(session),
             wake_writer: Notify::new(),
-            changed: Notify::new(),
+            changed: Signal::default(),
             send_buffer,
             closed: Mutex::new(None),
             peer_goaway: Mutex::new(false),
-            readable: Notify::new(),
+            readable: Signal::default(),
             closed_locally: std::sync::atomic::AtomicBool::new(false),
             quic_streams: std::sync::OnceLock::new(),
         })
@@ -180,6 +181,15 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Whether the connection is over (cheaper than [`close_reason`](Self::close_reason):
+    /// nothing cloned).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     pub(crate) fn set_closed(&self, reason: CloseReason) {
@@ -354,21 +364,17 @@ impl Sender {
             Self::after_queue(shared, channel).await;
             return Ok(id);
         }
-        loop {
-            // Registered before the check, so a wake-up between the check and the wait is not
-            // lost.
-            let notified = shared.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(reason) = shared.close_reason() {
-                return Err(reason.to_error());
-            }
-            if let Some(id) = Self::try_queue(shared, channel, &mut message, schema.as_ref())? {
-                Self::after_queue(shared, channel).await;
-                return Ok(id);
-            }
-            notified.await;
-        }
+        let id = shared
+            .changed
+            .wait_for(|| {
+                if let Some(reason) = shared.close_reason() {
+                    return Some(Err(reason.to_error()));
+                }
+                Self::try_queue(shared, channel, &mut message, schema.as_ref()).transpose()
+            })
+            .await?;
+        Self::after_queue(shared, channel).await;
+        Ok(id)
     }
 }
 
@@ -583,15 +589,7 @@ impl Connection {
             Link::Native(shared) => shared,
             Link::Legacy(link) => return link.closed().await,
         };
-        loop {
-            let notified = shared.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(r) = shared.close_reason() {
-                return r;
-            }
-            notified.await;
-        }
+        shared.changed.wait_for(|| shared.close_reason()).await
     }
 
     /// Why the connection ended, if it has.

@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod payload;
 pub mod router;
 pub mod session;
+mod signal;
 pub mod transport;
 pub mod websocket;
 

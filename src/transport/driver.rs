@@ -132,8 +132,16 @@ pub(crate) fn spawn<R, W>(
     W: Sink<Vec<Bytes>, Error = io::Error> + Send + Unpin + 'static,
 {
     let dispatch = Arc::new(std::sync::Mutex::new(dispatch));
-    tokio::spawn(read_loop(shared.clone(), reader, dispatch.clone()).instrument(span.clone()));
-    tokio::spawn(write_loop(shared, writer, dispatch).instrument(span));
+    let read = read_loop(shared.clone(), reader, dispatch.clone());
+    let write = write_loop(shared, writer, dispatch);
+    if span.is_disabled() {
+        // No subscriber wants the span: entering it on every poll would cost for nothing.
+        tokio::spawn(read);
+        tokio::spawn(write);
+    } else {
+        tokio::spawn(read.instrument(span.clone()));
+        tokio::spawn(write.instrument(span));
+    }
 }
 
 pub(crate) type SharedDispatch = Arc<std::sync::Mutex<Dispatch>>;
@@ -146,10 +154,17 @@ pub(crate) fn with_session(
 ) {
     let mut s = shared.lock();
     f(&mut s);
-    dispatch
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .drain(&mut s, shared);
+    drain_events(&mut s, shared, dispatch);
+}
+
+/// Delivers the events the session holds (the dispatch is locked only if there are some).
+fn drain_events(s: &mut Session, shared: &Shared, dispatch: &SharedDispatch) {
+    if s.has_events() {
+        dispatch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(s, shared);
+    }
 }
 
 async fn read_loop<R>(shared: Arc<Shared>, mut reader: R, dispatch: SharedDispatch)
@@ -159,15 +174,14 @@ where
     loop {
         match reader.next().await {
             Some(Ok(batch)) => {
-                with_session(&shared, &dispatch, |s| {
-                    s.handle_batch(Instant::now(), batch)
-                });
                 // Wake the writer only if the batch (and the events it produced, such as an
                 // accepted HELLO) gave it something to do: a PONG, a CREDIT to return, queued
                 // messages that credit may have unblocked, a close. An idle wake-up per
-                // received batch costs a task switch.
+                // received batch costs a task switch. One lock for all of it.
                 let wake = {
-                    let s = shared.lock();
+                    let mut s = shared.lock();
+                    s.handle_batch(Instant::now(), batch);
+                    drain_events(&mut s, &shared, &dispatch);
                     s.wants_transmit()
                         || !s.is_open()
                         || crate::frame::Channel::ALL
@@ -177,7 +191,7 @@ where
                 if wake {
                     shared.wake_writer.notify_one();
                 }
-                if shared.close_reason().is_some() {
+                if shared.is_closed() {
                     return;
                 }
             }
@@ -325,8 +339,8 @@ where
         let mut deadline = None;
         let mut closed = false;
         let (mut capped, mut ceiling) = (limit, limit);
+        let now = Instant::now();
         with_session(&shared, &dispatch, |s| {
-            let now = Instant::now();
             if s.poll_timeout().is_some_and(|t| t <= now) {
                 s.handle_timeout(now);
             }
@@ -340,7 +354,7 @@ where
             Some(b) => {
                 let len = b.iter().map(Bytes::len).sum();
                 batch_limit.sent(len, capped, ceiling);
-                last_batch = (len, Instant::now());
+                last_batch = (len, now);
                 shared.changed.notify_waiters(); // send-buffer room may have opened
                 if let Err(e) = std::pin::Pin::new(&mut writer).start_send(b) {
                     return lost(e);
@@ -354,11 +368,13 @@ where
                     return lost(e);
                 }
                 unflushed = false;
-                continue;
+                // No need to ask the session again: `notified` was enabled before it was
+                // asked, so anything queued since (during the flush) has woken it, and the
+                // wait below returns at once.
             }
             None => batch_limit.idle(),
         }
-        if closed || shared.close_reason().is_some() {
+        if closed || shared.is_closed() {
             let _ = writer.close().await;
             return;
         }

@@ -440,18 +440,20 @@ async fn read_loop(
     loop {
         // Read only while the session holds less than its window: QUIC's flow control then
         // stops the peer at exactly the window the application has not consumed.
-        while !shared.lock().can_read(channel) {
-            // Registered before the second check, so a release in between is not missed.
-            let readable = shared.readable.notified();
-            tokio::pin!(readable);
-            readable.as_mut().enable();
-            if shared.close_reason().is_some() {
+        if !shared.lock().can_read(channel) {
+            let go = shared
+                .readable
+                .wait_for(|| {
+                    if shared.is_closed() {
+                        Some(false)
+                    } else {
+                        shared.lock().can_read(channel).then_some(true)
+                    }
+                })
+                .await;
+            if !go {
                 return;
             }
-            if shared.lock().can_read(channel) {
-                break;
-            }
-            readable.await;
         }
         match recv.read_chunks(&mut segments).await {
             Ok(Some(n)) => {
@@ -627,7 +629,7 @@ async fn write_loop(
             shared.changed.notify_waiters(); // send-buffer room opened
         }
 
-        if in_flight.is_empty() && (closed || shared.close_reason().is_some()) {
+        if in_flight.is_empty() && (closed || shared.is_closed()) {
             break;
         }
         tokio::select! {

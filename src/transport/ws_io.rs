@@ -9,6 +9,7 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
@@ -178,6 +179,9 @@ struct ControlState {
 #[derive(Clone)]
 pub(crate) struct Control {
     state: Arc<Mutex<ControlState>>,
+    /// Something is queued in `state` (changed only under its lock): the writer, which looks
+    /// after every batch, takes the lock only when there is something to take.
+    pending: Arc<AtomicBool>,
     wake: Arc<dyn Fn() + Send + Sync>,
 }
 
@@ -186,6 +190,7 @@ impl Control {
     pub(crate) fn new(wake: Arc<dyn Fn() + Send + Sync>) -> Control {
         Control {
             state: Arc::default(),
+            pending: Arc::default(),
             wake,
         }
     }
@@ -195,17 +200,42 @@ impl Control {
     }
 
     fn queue_pong(&self, payload: Bytes) {
-        self.lock().pong = Some(payload);
+        let mut s = self.lock();
+        s.pong = Some(payload);
+        self.pending.store(true, Ordering::Release);
+        drop(s);
         (self.wake)();
     }
 
     fn queue_close(&self, code: u16, reason: &str) {
+        self.set_close(|| CloseFrame::payload(code, reason));
+        (self.wake)();
+    }
+
+    /// Queues a close frame unless one is queued already.
+    fn set_close(&self, frame: impl FnOnce() -> Vec<u8>) {
         let mut s = self.lock();
         if s.close.is_none() {
-            s.close = Some(CloseFrame::payload(code, reason));
+            s.close = Some(frame());
         }
-        drop(s);
-        (self.wake)();
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// The pong if one is queued, else the close if one is: one reply per call, the pong
+    /// first.
+    fn take(&self) -> (Option<Bytes>, Option<Vec<u8>>) {
+        if !self.pending.load(Ordering::Acquire) {
+            return (None, None);
+        }
+        let mut s = self.lock();
+        let taken = match s.pong.take() {
+            Some(p) => (Some(p), None),
+            None => (None, s.close.take()),
+        };
+        if s.pong.is_none() && s.close.is_none() {
+            self.pending.store(false, Ordering::Release);
+        }
+        taken
     }
 }
 
@@ -471,13 +501,7 @@ impl<W: AsyncWrite + Unpin> WsWriter<W> {
                 return Poll::Ready(Ok(()));
             }
             // The pong first, then (on a later turn of the loop) the close.
-            let (pong, close) = {
-                let mut s = self.control.lock();
-                match s.pong.take() {
-                    Some(p) => (Some(p), None),
-                    None => (None, s.close.take()),
-                }
-            };
+            let (pong, close) = self.control.take();
             if let Some(p) = pong {
                 self.out = Some(self.frame(OpCode::Pong, vec![p]));
                 continue;
@@ -529,9 +553,7 @@ impl<W: AsyncWrite + Unpin> Sink<Vec<Bytes>> for WsWriter<W> {
             ready!(this.poll_out(cx))?;
             let (code, reason) = (this.close_status)();
             this.control
-                .lock()
-                .close
-                .get_or_insert_with(|| CloseFrame::payload(code, &reason));
+                .set_close(|| CloseFrame::payload(code, &reason));
         }
         ready!(this.poll_drain(cx))?;
         ready!(Pin::new(&mut this.io).poll_flush(cx))?;
