@@ -286,6 +286,9 @@ const ALIGN: usize = 16;
 struct Batch {
     /// Encoded bytes not yet moved to `segments`.
     buf: BytesMut,
+    /// What `buf` reserves when the first frame arrives (a poll that finds nothing to send
+    /// allocates nothing).
+    capacity: usize,
     /// Vectored batches: what precedes `buf`, in order (encoded heads and payload views).
     segments: Vec<Bytes>,
     segments_len: usize,
@@ -304,7 +307,8 @@ impl Batch {
     fn with_capacity(bytes: usize, vectored: bool) -> Self {
         let bytes = if vectored { bytes.min(4096) } else { bytes };
         Batch {
-            buf: BytesMut::with_capacity(bytes),
+            buf: BytesMut::new(),
+            capacity: bytes,
             segments: Vec::new(),
             segments_len: 0,
             vectored,
@@ -329,7 +333,8 @@ impl Batch {
     /// The batch as segments to write in order (one, unless vectored).
     fn into_segments(mut self) -> Vec<Bytes> {
         if !self.buf.is_empty() {
-            let rest = self.buf.split().freeze();
+            // Taken, not split: a buffer never split becomes `Bytes` without a new allocation.
+            let rest = std::mem::take(&mut self.buf).freeze();
             self.push_segment(rest);
         }
         self.segments
@@ -337,6 +342,9 @@ impl Batch {
 
     fn push(&mut self, frame: &Frame) {
         trace!(frame = %crate::inspect::describe(frame), "send");
+        if self.frames == 0 {
+            self.buf.reserve(self.capacity);
+        }
         if let Frame::Message(m) = frame {
             if self.vectored && m.data.len() >= VECTORED_MIN {
                 // The head is encoded here; the payload is the message's own bytes.

@@ -441,8 +441,8 @@ impl<W: AsyncWrite + Unpin> WsWriter<W> {
         let len = body.iter().map(Bytes::len).sum();
         let (head, head_len, mask) = self.encoder.head(opcode, len, rand::random);
         if let Some(key) = mask {
-            let masked = match <[Bytes; 1]>::try_from(body) {
-                Ok([only]) => match only.try_into_mut() {
+            let masked = match body.pop() {
+                Some(only) if body.is_empty() => match only.try_into_mut() {
                     // One buffer, ours alone: mask in place.
                     Ok(mut m) => {
                         apply_mask(&mut m, key);
@@ -450,9 +450,16 @@ impl<W: AsyncWrite + Unpin> WsWriter<W> {
                     }
                     Err(shared) => masked_copy(&[shared], len, key),
                 },
-                Err(segments) => masked_copy(&segments, len, key),
+                Some(last) => {
+                    body.push(last);
+                    let m = masked_copy(&body, len, key);
+                    body.clear();
+                    m
+                }
+                None => Bytes::new(),
             };
-            body = vec![masked];
+            // The batch's own vector, reused.
+            body.push(masked);
         }
         body.retain(|b| !b.is_empty());
         Outgoing {
