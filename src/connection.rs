@@ -141,6 +141,8 @@ pub(crate) struct Shared {
     pub(crate) closed_locally: std::sync::atomic::AtomicBool,
     /// QUIC: the send streams, for senders that write their own messages.
     pub(crate) quic_streams: std::sync::OnceLock<Arc<crate::transport::quic::StreamSlots>>,
+    /// WebSocket: the writer's sink, for senders that write their own batch when it is idle.
+    pub(crate) direct: std::sync::OnceLock<Arc<dyn crate::transport::driver::DirectWrite>>,
     /// The peer's settings, once its HELLO arrived (the codecs it accepts, its limits).
     pub(crate) peer_settings: std::sync::OnceLock<crate::frame::Settings>,
     /// The peer's HELLO token (server: the client's credential; client: the server's reply).
@@ -167,6 +169,7 @@ impl Shared {
             readable: Signal::default(),
             closed_locally: std::sync::atomic::AtomicBool::new(false),
             quic_streams: std::sync::OnceLock::new(),
+            direct: std::sync::OnceLock::new(),
         })
     }
 
@@ -454,10 +457,19 @@ impl Sender {
     /// After queueing on `channel`: over QUIC the sender writes its stream itself when it can
     /// (no task switch, see `StreamSlots`); otherwise the writer task is woken.
     async fn after_queue(shared: &Arc<Shared>, channel: Channel) {
-        match shared.quic_streams.get() {
-            Some(slots) if channel != Channel::Control => slots.flush(shared, channel).await,
-            _ => shared.wake_writer.notify_one(),
+        if let Some(slots) = shared.quic_streams.get() {
+            if channel != Channel::Control {
+                return slots.flush(shared, channel).await;
+            }
+        } else if let Some(direct) = shared.direct.get() {
+            // Once: a direct write never waits, it leaves what it cannot finish to the writer.
+            return futures_util::future::poll_fn(|cx| {
+                direct.write_now(shared, cx);
+                std::task::Poll::Ready(())
+            })
+            .await;
         }
+        shared.wake_writer.notify_one();
     }
 }
 

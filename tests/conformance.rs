@@ -534,3 +534,55 @@ async fn a_thousand_concurrent_messages(t: Transport) {
     }
     assert_eq!(seen.len(), 1000);
 }
+
+/// Senders on several threads, each keeping its own order on its channel, with messages large
+/// enough to back the transport up: whoever writes a batch (the writer task, or a sender
+/// writing its own while the transport is idle), every sender's messages arrive complete and
+/// in order, and nothing stalls when a write has to wait.
+async fn senders_on_many_threads_keep_their_order(t: Transport) {
+    const SENDERS: usize = 8;
+    const EACH: usize = 60;
+    let size = |k: usize, n: usize| [100, 3000, 150_000][(k + n) % 3];
+    let (url, client) = echo(t).await;
+    let mut conn = Endpoint::connect(&url, client).await.unwrap();
+    let mut tasks = Vec::new();
+    for k in 0..SENDERS {
+        let sender = conn.sender();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..EACH {
+                let mut h = header("echo");
+                h.push("x-sender", k.to_string());
+                h.push("x-n", n.to_string());
+                let ch = Channel::ALL[k % 4];
+                sender
+                    .send(ch, h, pattern(size(k, n), (k * 7 + n) as u8))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    let mut next = [0usize; SENDERS];
+    for _ in 0..SENDERS * EACH {
+        let m = within("echoes", conn.recv()).await.unwrap();
+        let k: usize = m.header.get_str("x-sender").unwrap().parse().unwrap();
+        let n: usize = m.header.get_str("x-n").unwrap().parse().unwrap();
+        assert_eq!(n, next[k], "sender {k}: message {n} out of order");
+        assert_eq!(m.channel, Channel::ALL[k % 4]);
+        assert_eq!(m.payload, pattern(size(k, n), (k * 7 + n) as u8));
+        next[k] += 1;
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(next, [EACH; SENDERS]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn senders_on_many_threads_keep_their_order_ws() {
+    senders_on_many_threads_keep_their_order(Transport::Ws).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn senders_on_many_threads_keep_their_order_quic() {
+    senders_on_many_threads_keep_their_order(Transport::Quic).await
+}

@@ -4,15 +4,17 @@
 //!
 //! The reader task feeds received batches into the session and hands out events; the writer
 //! task sends what the session produces, as soon as it is ready (no timer, wire.md §10.2), and
-//! runs the session's timers. Reading never waits for writing, so two peers that both send a
-//! lot cannot deadlock. Never decodes anything itself.
+//! runs the session's timers. A sender whose message finds the transport idle writes the batch
+//! itself ([`DirectWrite`]): one task switch less per request or reply (wire.md §16.4). Reading
+//! never waits for writing, so two peers that both send a lot cannot deadlock. Never decodes
+//! anything itself.
 
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{Sink, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tracing::{debug, Instrument};
 
@@ -132,8 +134,17 @@ pub(crate) fn spawn<R, W>(
     W: Sink<Vec<Bytes>, Error = io::Error> + Send + Unpin + 'static,
 {
     let dispatch = Arc::new(std::sync::Mutex::new(dispatch));
+    let slot = Arc::new(std::sync::Mutex::new(SinkSlot {
+        sink: writer,
+        unflushed: false,
+        limit: START_BATCH,
+        writer_waiting: false,
+    }));
+    let _ = shared
+        .direct
+        .set(Arc::new(DirectSink { slot: slot.clone() }));
     let read = read_loop(shared.clone(), reader, dispatch.clone());
-    let write = write_loop(shared, writer, dispatch);
+    let write = write_loop(shared, slot, dispatch);
     if span.is_disabled() {
         // No subscriber wants the span: entering it on every poll would cost for nothing.
         tokio::spawn(read);
@@ -167,6 +178,15 @@ fn drain_events(s: &mut Session, shared: &Shared, dispatch: &SharedDispatch) {
     }
 }
 
+/// Whether the writer has something to do: frames to send, queued messages, a close.
+fn has_output(s: &Session) -> bool {
+    s.wants_transmit()
+        || !s.is_open()
+        || crate::frame::Channel::ALL
+            .iter()
+            .any(|&c| s.queued_bytes(c) > 0)
+}
+
 async fn read_loop<R>(shared: Arc<Shared>, mut reader: R, dispatch: SharedDispatch)
 where
     R: Stream<Item = io::Result<Bytes>> + Unpin,
@@ -182,11 +202,7 @@ where
                     let mut s = shared.lock();
                     s.handle_batch(Instant::now(), batch);
                     drain_events(&mut s, &shared, &dispatch);
-                    s.wants_transmit()
-                        || !s.is_open()
-                        || crate::frame::Channel::ALL
-                            .iter()
-                            .any(|&c| s.queued_bytes(c) > 0)
+                    has_output(&s)
                 };
                 if wake {
                     shared.wake_writer.notify_one();
@@ -293,17 +309,116 @@ impl BatchLimit {
     }
 }
 
-async fn write_loop<W>(shared: Arc<Shared>, mut writer: W, dispatch: SharedDispatch)
+/// The transport's sink, shared by the writer task and the senders that write their own
+/// batch when it is idle ([`DirectSink`]). Locked only between awaits, never across one.
+pub(crate) struct SinkSlot<W> {
+    sink: W,
+    /// Batches were handed to the sink since it was last flushed.
+    unflushed: bool,
+    /// The writer's current batch limit ([`BatchLimit`]), which a direct write keeps to.
+    limit: usize,
+    /// The writer task waits for the sink (it registered its waker with the transport): a
+    /// direct write would replace that registration, so it leaves the sink alone.
+    writer_waiting: bool,
+}
+
+type SharedSink<W> = Arc<std::sync::Mutex<SinkSlot<W>>>;
+
+fn lock_slot<W>(slot: &SharedSink<W>) -> std::sync::MutexGuard<'_, SinkSlot<W>> {
+    slot.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Lets a sender write the batch it just queued itself, on its own task, when the sink is
+/// idle: a request or a reply then leaves without waking the writer task (one task switch
+/// less per message). Anything it cannot finish — the sink busy or backed up, output left
+/// over, events to deliver — is left to the writer task, which it wakes.
+pub(crate) trait DirectWrite: Send + Sync {
+    /// Writes what the session has to send now if the sink is idle; wakes the writer task
+    /// for whatever is left.
+    fn write_now(&self, shared: &Shared, cx: &mut std::task::Context<'_>);
+}
+
+/// [`DirectWrite`] over the writer task's sink.
+pub(crate) struct DirectSink<W> {
+    slot: SharedSink<W>,
+}
+
+impl<W> DirectSink<W>
 where
     W: Sink<Vec<Bytes>, Error = io::Error> + Unpin,
 {
+    /// One batch, if the sink takes it at once; true if the writer task has nothing left to
+    /// do. The batch is taken from the session under the sink's lock, so batches reach the
+    /// sink in the order the session produced them, whoever writes them.
+    fn try_write(&self, shared: &Shared, cx: &mut std::task::Context<'_>) -> bool {
+        use std::pin::Pin;
+        use std::task::Poll;
+        let Ok(mut slot) = self.slot.try_lock() else {
+            return false; // the writer task is at it
+        };
+        let slot = &mut *slot;
+        if slot.writer_waiting {
+            return false;
+        }
+        // Idle only: a sink still writing an earlier batch means the link is the bottleneck,
+        // and the writer task's scheduling (§16.4) decides what goes next.
+        if !matches!(Pin::new(&mut slot.sink).poll_ready(cx), Poll::Ready(Ok(()))) {
+            return false;
+        }
+        let (batch, more) = {
+            let mut s = shared.lock();
+            let b = s.poll_transmit_vectored(Instant::now(), slot.limit);
+            (b, has_output(&s) || s.has_events())
+        };
+        let Some(batch) = batch else {
+            return !more;
+        };
+        shared.changed.notify_waiters(); // send-buffer room may have opened
+        if Pin::new(&mut slot.sink).start_send(batch).is_err() {
+            return false; // the writer task finds the error on its next poll
+        }
+        slot.unflushed = true;
+        if !matches!(Pin::new(&mut slot.sink).poll_flush(cx), Poll::Ready(Ok(()))) {
+            return false;
+        }
+        slot.unflushed = false;
+        !more
+    }
+}
+
+impl<W> DirectWrite for DirectSink<W>
+where
+    W: Sink<Vec<Bytes>, Error = io::Error> + Unpin + Send,
+{
+    fn write_now(&self, shared: &Shared, cx: &mut std::task::Context<'_>) {
+        if !self.try_write(shared, cx) {
+            shared.wake_writer.notify_one();
+        }
+    }
+}
+
+/// What one turn of the writer found.
+enum Turn {
+    /// A batch went to the sink.
+    Sent,
+    /// Nothing to send; the session's next deadline, and whether it is closed.
+    Idle {
+        deadline: Option<Instant>,
+        closed: bool,
+    },
+}
+
+async fn write_loop<W>(shared: Arc<Shared>, slot: SharedSink<W>, dispatch: SharedDispatch)
+where
+    W: Sink<Vec<Bytes>, Error = io::Error> + Unpin,
+{
+    use std::pin::Pin;
     let lost = |e: io::Error| {
         dispatch
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .lost(&shared, e.to_string())
     };
-    let mut unflushed = false;
     let mut batch_limit = BatchLimit::new();
     // The last batch handed to the transport: its size and when.
     let mut last_batch = (0usize, Instant::now());
@@ -314,68 +429,92 @@ where
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
     loop {
-        // Take a batch from the session only once the transport can accept it, so frames that
-        // become ready meanwhile (an rpc reply behind a bulk transfer) are still scheduled
-        // first (wire.md §7.5, §16.4). If we had to wait, the link is the bottleneck: small
-        // batches keep what sits below the scheduler short.
-        let mut waited = false;
-        let ready = futures_util::future::poll_fn(|cx| {
-            let r = std::pin::Pin::new(&mut writer).poll_ready(cx);
-            waited |= r.is_pending();
-            r
-        })
-        .await;
-        if let Err(e) = ready {
-            return lost(e);
-        }
-        if waited {
-            batch_limit.waited(last_batch.0, last_batch.1.elapsed());
-        }
-        let limit = batch_limit.get();
         let notified = shared.wake_writer.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let mut batch = None;
-        let mut deadline = None;
-        let mut closed = false;
-        let (mut capped, mut ceiling) = (limit, limit);
-        let now = Instant::now();
-        with_session(&shared, &dispatch, |s| {
-            if s.poll_timeout().is_some_and(|t| t <= now) {
-                s.handle_timeout(now);
-            }
-            capped = s.batch_limit(limit);
-            ceiling = s.batch_limit(usize::MAX);
-            batch = s.poll_transmit_vectored(now, limit);
-            deadline = s.poll_timeout();
-            closed = s.is_closed();
-        });
-        match batch {
-            Some(b) => {
-                let len = b.iter().map(Bytes::len).sum();
-                batch_limit.sent(len, capped, ceiling);
-                last_batch = (len, now);
-                shared.changed.notify_waiters(); // send-buffer room may have opened
-                if let Err(e) = std::pin::Pin::new(&mut writer).start_send(b) {
-                    return lost(e);
+        // Take a batch from the session only once the transport can accept it, so frames that
+        // become ready meanwhile (an rpc reply behind a bulk transfer) are still scheduled
+        // first (wire.md §7.5, §16.4). If we had to wait, the link may be the bottleneck:
+        // small batches keep what sits below the scheduler short.
+        let mut waited = false;
+        let turn = futures_util::future::poll_fn(|cx| {
+            let mut guard = lock_slot(&slot);
+            let g = &mut *guard;
+            let ready = Pin::new(&mut g.sink).poll_ready(cx);
+            g.writer_waiting = ready.is_pending();
+            match ready {
+                std::task::Poll::Pending => {
+                    waited = true;
+                    return std::task::Poll::Pending;
                 }
-                unflushed = true;
-                continue;
+                std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                std::task::Poll::Ready(Ok(())) => {}
             }
-            None if unflushed => {
+            if std::mem::take(&mut waited) {
+                batch_limit.waited(last_batch.0, last_batch.1.elapsed());
+            }
+            let limit = batch_limit.get();
+            let mut batch = None;
+            let (mut deadline, mut closed) = (None, false);
+            let (mut capped, mut ceiling) = (limit, limit);
+            let now = Instant::now();
+            with_session(&shared, &dispatch, |s| {
+                if s.poll_timeout().is_some_and(|t| t <= now) {
+                    s.handle_timeout(now);
+                }
+                capped = s.batch_limit(limit);
+                ceiling = s.batch_limit(usize::MAX);
+                batch = s.poll_transmit_vectored(now, limit);
+                deadline = s.poll_timeout();
+                closed = s.is_closed();
+            });
+            let Some(b) = batch else {
                 batch_limit.idle();
-                if let Err(e) = writer.flush().await {
-                    return lost(e);
-                }
-                unflushed = false;
-                // No need to ask the session again: `notified` was enabled before it was
-                // asked, so anything queued since (during the flush) has woken it, and the
-                // wait below returns at once.
+                g.limit = batch_limit.get();
+                return std::task::Poll::Ready(Ok(Turn::Idle { deadline, closed }));
+            };
+            let len = b.iter().map(Bytes::len).sum();
+            batch_limit.sent(len, capped, ceiling);
+            g.limit = batch_limit.get();
+            last_batch = (len, now);
+            shared.changed.notify_waiters(); // send-buffer room may have opened
+            Pin::new(&mut g.sink).start_send(b)?;
+            g.unflushed = true;
+            std::task::Poll::Ready(Ok(Turn::Sent))
+        })
+        .await;
+        let (deadline, closed) = match turn {
+            Err(e) => return lost(e),
+            Ok(Turn::Sent) => continue,
+            Ok(Turn::Idle { deadline, closed }) => (deadline, closed),
+        };
+        // Flush what this task or a direct writer left unflushed. No need to ask the session
+        // again afterwards: `notified` was enabled before it was asked, so anything queued
+        // since has woken it, and the wait below returns at once.
+        let flushed = futures_util::future::poll_fn(|cx| {
+            let mut g = lock_slot(&slot);
+            if !g.unflushed {
+                return std::task::Poll::Ready(Ok(()));
             }
-            None => batch_limit.idle(),
+            let r = Pin::new(&mut g.sink).poll_flush(cx);
+            g.writer_waiting = r.is_pending();
+            if matches!(r, std::task::Poll::Ready(Ok(()))) {
+                g.unflushed = false;
+            }
+            r
+        })
+        .await;
+        if let Err(e) = flushed {
+            return lost(e);
         }
         if closed || shared.is_closed() {
-            let _ = writer.close().await;
+            let _ = futures_util::future::poll_fn(|cx| {
+                let mut g = lock_slot(&slot);
+                // Closing: no more direct writes.
+                g.writer_waiting = true;
+                Pin::new(&mut g.sink).poll_close(cx)
+            })
+            .await;
             return;
         }
         if deadline != armed {
