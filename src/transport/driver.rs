@@ -140,9 +140,10 @@ pub(crate) fn spawn<R, W>(
         limit: START_BATCH,
         writer_waiting: false,
     }));
-    let _ = shared
-        .direct
-        .set(Arc::new(DirectSink { slot: slot.clone() }));
+    let _ = shared.direct.set(Arc::new(DirectSink {
+        slot: slot.clone(),
+        armed: true.into(),
+    }));
     let read = read_loop(shared.clone(), reader, dispatch.clone());
     let write = write_loop(shared, slot, dispatch);
     if span.is_disabled() {
@@ -206,6 +207,9 @@ where
                 };
                 if wake {
                     shared.wake_writer.notify_one();
+                }
+                if let Some(direct) = shared.direct.get() {
+                    direct.rearm();
                 }
                 if shared.is_closed() {
                     return;
@@ -332,15 +336,25 @@ fn lock_slot<W>(slot: &SharedSink<W>) -> std::sync::MutexGuard<'_, SinkSlot<W>> 
 /// idle: a request or a reply then leaves without waking the writer task (one task switch
 /// less per message). Anything it cannot finish — the sink busy or backed up, output left
 /// over, events to deliver — is left to the writer task, which it wakes.
+///
+/// At most one direct write per batch received: a request or a reply goes out at once, while
+/// a burst of sends (a one-way stream) is left to the writer task, which sends what piled up
+/// in one batch instead of one system call per message.
 pub(crate) trait DirectWrite: Send + Sync {
-    /// Writes what the session has to send now if the sink is idle; wakes the writer task
-    /// for whatever is left.
+    /// Writes what the session has to send now if the sink is idle and no direct write
+    /// happened since the last batch was received; wakes the writer task for whatever is
+    /// left.
     fn write_now(&self, shared: &Shared, cx: &mut std::task::Context<'_>);
+
+    /// A batch was received: the next send may write directly again.
+    fn rearm(&self);
 }
 
 /// [`DirectWrite`] over the writer task's sink.
 pub(crate) struct DirectSink<W> {
     slot: SharedSink<W>,
+    /// A direct write is allowed (none since the last batch received).
+    armed: std::sync::atomic::AtomicBool,
 }
 
 impl<W> DirectSink<W>
@@ -391,9 +405,15 @@ where
     W: Sink<Vec<Bytes>, Error = io::Error> + Unpin + Send,
 {
     fn write_now(&self, shared: &Shared, cx: &mut std::task::Context<'_>) {
-        if !self.try_write(shared, cx) {
+        if !self.armed.swap(false, std::sync::atomic::Ordering::Relaxed)
+            || !self.try_write(shared, cx)
+        {
             shared.wake_writer.notify_one();
         }
+    }
+
+    fn rearm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
