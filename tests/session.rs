@@ -565,6 +565,119 @@ fn session_9_2_exceeding_the_window_is_a_flow_control_error() {
     assert_eq!(closed, Some(ErrorCode::FLOW_CONTROL_ERROR));
 }
 
+/// Delivers `payload` on `channel` from client to server in memory, the server releasing it.
+fn deliver_and_release(sim: &mut Sim, channel: Channel, payload: Bytes) {
+    sim.client.send(channel, msg("svc", payload)).unwrap();
+    while let Some(b) = sim.client.poll_transmit(sim.now) {
+        sim.server.handle_batch(sim.now, b);
+    }
+    let mut seen = false;
+    while let Some(e) = sim.server.poll_event() {
+        if let Event::Message(m) = e {
+            sim.server.release(m.channel, m.credit);
+            seen = true;
+        }
+    }
+    assert!(seen);
+}
+
+/// The CREDIT frames of a batch, as (target, increment), and whether it held anything else.
+fn credits_in(batch: Bytes) -> (Vec<(rhizomorph::frame::CreditTarget, u64)>, bool) {
+    let frames = FrameDecoder::new(Settings::default())
+        .decode_batch(batch)
+        .unwrap();
+    let credits: Vec<_> = frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Credit(c) => Some((c.target, c.increment)),
+            _ => None,
+        })
+        .collect();
+    let others = frames.len() > credits.len();
+    (credits, others)
+}
+
+#[test]
+fn session_9_5_small_credit_rides_with_other_frames_and_only_urgent_credit_goes_alone() {
+    use rhizomorph::frame::CreditTarget;
+    // Default windows: 1 MiB per channel, 4 MiB for the connection.
+    let mut sim = Sim::new(SessionConfig::default(), SessionConfig::default());
+    sim.connect();
+    // 40 KiB released: worth returning, not worth a batch of its own.
+    deliver_and_release(&mut sim, Channel::Rpc, pattern(40 * 1024, 1));
+    assert!(!sim.server.credit_due());
+    assert_eq!(sim.server.poll_transmit(sim.now), None);
+    // The reply carries it.
+    sim.server
+        .send(Channel::Rpc, msg("client", pattern(100, 2)))
+        .unwrap();
+    let (credits, others) = credits_in(sim.server.poll_transmit(sim.now).unwrap());
+    assert!(others, "the reply is in the batch");
+    let to_rpc = credits
+        .iter()
+        .find(|(t, _)| *t == CreditTarget::Channel(Channel::Rpc))
+        .map(|c| c.1);
+    let to_conn = credits
+        .iter()
+        .find(|(t, _)| *t == CreditTarget::Connection)
+        .map(|c| c.1);
+    assert!(
+        to_rpc.is_some_and(|n| n >= 40 * 1024) && to_rpc == to_conn,
+        "{credits:?}"
+    );
+    // A quarter of the channel window or more released at once: CREDIT leaves on its own.
+    deliver_and_release(&mut sim, Channel::Bulk, pattern(600 * 1024, 3));
+    assert!(sim.server.credit_due());
+    let (credits, others) = credits_in(sim.server.poll_transmit(sim.now).unwrap());
+    assert!(!others);
+    assert!(
+        credits
+            .iter()
+            .any(|&(t, n)| t == CreditTarget::Channel(Channel::Bulk) && n >= 600 * 1024),
+        "{credits:?}"
+    );
+    // The connection's 600 KiB (of its 4 MiB window) would not have justified a batch; it
+    // rides along with the channel's.
+    assert!(
+        credits
+            .iter()
+            .any(|&(t, n)| t == CreditTarget::Connection && n >= 600 * 1024),
+        "{credits:?}"
+    );
+    assert!(!sim.server.credit_due());
+    assert_eq!(sim.server.poll_transmit(sim.now), None);
+}
+
+#[test]
+fn session_9_5_a_sender_whose_next_frame_needs_more_than_the_window_left_is_not_stalled() {
+    // A 20 KiB channel window; 5 KiB of small messages leave it at about 15 KiB with less
+    // than a quarter releasable, neither of the fraction rules, and the next message's first
+    // frame needs almost 16 KiB of header block. Unless credit is urgent below what one frame
+    // may need (`MAX_HEADER_LIST_SIZE` + 64), nothing moves.
+    let small = Settings::default().with_initial_channel_window(20 * 1024);
+    let mut sim = Sim::new(
+        SessionConfig::default(),
+        SessionConfig::default().with_settings(small),
+    );
+    sim.connect();
+    for i in 0..5u8 {
+        sim.client
+            .send(Channel::Rpc, msg("svc", pattern(960, i)))
+            .unwrap();
+    }
+    let big = RoutingHeader::new()
+        .with("to", "svc")
+        .with("x-blob", "h".repeat(16_000));
+    sim.client
+        .send(
+            Channel::Rpc,
+            OutgoingMessage::new(big.clone(), pattern(10, 0)),
+        )
+        .unwrap();
+    let got = collect(&mut sim, Side::Server, 6);
+    assert_eq!(got[5].header, big);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 

@@ -1322,7 +1322,12 @@ impl Session {
         }
         let limit = self.batch_limit(max_batch);
         let mut batch = Batch::with_capacity(self.batch_capacity(None, limit), vectored);
-        self.queue_credit();
+        // Frames other than CREDIT that this batch will carry (a message may still be held
+        // back by the peer's credit; the batch then carries only CREDIT, which is harmless).
+        let carries = self.pong.is_some()
+            || !self.control.is_empty()
+            || self.outgoing.iter().any(|o| !o.is_idle());
+        self.queue_credit(carries);
         if !self.encode_control(&mut batch, limit) {
             self.encode_messages(&mut batch, limit, None);
         }
@@ -1517,34 +1522,60 @@ impl Session {
         Some(frame)
     }
 
-    /// spec: wire.md §9.5 — batch credit: send it when half the initial window (or 16 KiB) is
-    /// releasable, or when the remaining window is low.
-    fn credit_worth_sending(pending: u64, window: u64, initial: u64) -> bool {
-        pending > 0 && (pending >= (initial / 2).clamp(1, 16 * 1024) || window < initial / 4)
+    /// spec: wire.md §9.5 — credit that justifies a batch of its own: a quarter of the initial
+    /// window releasable, or the window below a quarter of its initial value or below `floor` (what
+    /// one frame may need to make progress: the first frame of a message with the largest
+    /// header block we accept, §8.1).
+    fn credit_urgent(pending: u64, window: u64, initial: u64, floor: u64) -> bool {
+        pending > 0 && (pending >= (initial / 4).max(1) || window < (initial / 4).max(floor))
     }
 
-    /// Whether a CREDIT frame is due (so the driver knows a release needs a write).
+    /// The window below which any released credit is urgent (§9.5): a first frame carries at
+    /// most `MAX_HEADER_LIST_SIZE` of header block and 40 bytes of other metadata (§8.1).
+    fn credit_floor(&self) -> u64 {
+        self.config.settings.max_header_list_size.saturating_add(64)
+    }
+
+    /// spec: wire.md §9.5 — credit worth adding to a batch that leaves anyway: 16 KiB (or a
+    /// quarter of the initial window, if smaller) releasable, or the window below a quarter.
+    fn credit_worth_carrying(pending: u64, window: u64, initial: u64) -> bool {
+        pending > 0 && (pending >= (initial / 4).clamp(1, 16 * 1024) || window < initial / 4)
+    }
+
+    /// Whether a CREDIT frame must be sent even if nothing else is (so the driver knows a
+    /// release needs a write). Smaller amounts wait for a batch that leaves anyway (§9.5).
     pub fn credit_due(&self) -> bool {
         let s = &self.config.settings;
+        let floor = self.credit_floor();
         (0..4).any(|i| {
-            Self::credit_worth_sending(
+            Self::credit_urgent(
                 self.pending_channel_credit[i],
                 self.recv_channel_window[i],
                 s.initial_channel_window,
+                floor,
             )
-        }) || Self::credit_worth_sending(
+        }) || Self::credit_urgent(
             self.conn_creditable,
             self.recv_window,
             s.initial_connection_window,
+            floor,
         )
     }
 
-    fn queue_credit(&mut self) {
+    /// Queues the CREDIT frames due: urgent credit always, smaller amounts only if the batch
+    /// being built `carries` other frames or urgent credit (§9.5).
+    fn queue_credit(&mut self, carries: bool) {
+        let carries = carries || self.credit_due();
+        let floor = self.credit_floor();
+        let worth = |pending, window, initial| {
+            Self::credit_urgent(pending, window, initial, floor)
+                || (carries && Self::credit_worth_carrying(pending, window, initial))
+        };
         let initial_ch = self.config.settings.initial_channel_window;
         for ch in Channel::ALL {
             let i = ch.index();
             let pending = self.pending_channel_credit[i];
-            if Self::credit_worth_sending(pending, self.recv_channel_window[i], initial_ch) {
+            if worth(pending, self.recv_channel_window[i], initial_ch) {
                 self.pending_channel_credit[i] = 0;
                 self.recv_channel_window[i] += pending;
                 self.control.push_back(Frame::Credit(Credit {
@@ -1555,7 +1586,7 @@ impl Session {
         }
         let initial_conn = self.config.settings.initial_connection_window;
         let pending = self.conn_creditable;
-        if Self::credit_worth_sending(pending, self.recv_window, initial_conn) {
+        if worth(pending, self.recv_window, initial_conn) {
             self.conn_creditable = 0;
             self.recv_window += pending;
             self.control.push_back(Frame::Credit(Credit {
