@@ -10,7 +10,9 @@ use bytes::{Bytes, BytesMut};
 use common::{Side, Sim};
 use proptest::prelude::*;
 use rhizomorph::frame::{Channel, ErrorCode, Frame, FrameDecoder, Settings};
-use rhizomorph::session::{Event, Initiator, OutgoingMessage, RoutingHeader, SessionConfig};
+use rhizomorph::session::{
+    Event, Initiator, OutgoingMessage, RoutingHeader, SendError, SessionConfig,
+};
 
 fn header(to: &str) -> RoutingHeader {
     RoutingHeader::new()
@@ -648,21 +650,18 @@ fn session_9_5_small_credit_rides_with_other_frames_and_only_urgent_credit_goes_
     assert_eq!(sim.server.poll_transmit(sim.now), None);
 }
 
-#[test]
-fn session_9_5_a_sender_whose_next_frame_needs_more_than_the_window_left_is_not_stalled() {
-    // A 20 KiB channel window; 5 KiB of small messages leave it at about 15 KiB with less
-    // than a quarter releasable, neither of the fraction rules, and the next message's first
-    // frame needs almost 16 KiB of header block. Unless credit is urgent below what one frame
-    // may need (`MAX_HEADER_LIST_SIZE` + 64), nothing moves.
+/// Over a 20 KiB channel window, `smalls` messages of `small_len` bytes, then one whose first
+/// frame has a ~16 KiB header block; all must arrive (wire.md §9.5's progress threshold).
+fn small_messages_then_a_full_header_block(smalls: u8, small_len: usize, last_len: usize) {
     let small = Settings::default().with_initial_channel_window(20 * 1024);
     let mut sim = Sim::new(
         SessionConfig::default(),
         SessionConfig::default().with_settings(small),
     );
     sim.connect();
-    for i in 0..5u8 {
+    for i in 0..smalls {
         sim.client
-            .send(Channel::Rpc, msg("svc", pattern(960, i)))
+            .send(Channel::Rpc, msg("svc", pattern(small_len, i)))
             .unwrap();
     }
     let big = RoutingHeader::new()
@@ -671,11 +670,105 @@ fn session_9_5_a_sender_whose_next_frame_needs_more_than_the_window_left_is_not_
     sim.client
         .send(
             Channel::Rpc,
-            OutgoingMessage::new(big.clone(), pattern(10, 0)),
+            OutgoingMessage::new(big.clone(), pattern(last_len, 9)),
         )
         .unwrap();
-    let got = collect(&mut sim, Side::Server, 6);
-    assert_eq!(got[5].header, big);
+    let got = collect(&mut sim, Side::Server, smalls as usize + 1);
+    let last = got.last().unwrap();
+    assert_eq!(last.header, big);
+    assert_eq!(last.payload, pattern(last_len, 9));
+}
+
+#[test]
+fn session_9_5_credit_is_urgent_below_what_a_sender_may_wait_for() {
+    // Each case leaves the window with under a quarter of it releasable (neither fraction rule
+    // sends credit) and below what the next first frame needs, so credit must be urgent below
+    // `MAX_HEADER_LIST_SIZE` + 1,088. Five 960 B messages leave ~15.1 KiB, short of the header
+    // block alone (the stall the rule's first floor, + 64, fixed); four 900 B messages leave
+    // ~16.8 KiB, enough for the header block but not for the 1 KiB of data a sender may wait
+    // for beside it (the stall + 64 still had).
+    small_messages_then_a_full_header_block(5, 960, 10);
+    small_messages_then_a_full_header_block(4, 900, 4096);
+}
+
+#[test]
+fn session_9_5_a_message_the_peers_windows_can_never_admit_is_refused_when_sent() {
+    // The server's windows hold 4 KiB per channel: a 5 KiB header block never fits.
+    let tiny = Settings::default().with_initial_channel_window(4096);
+    let mut sim = Sim::new(
+        SessionConfig::default(),
+        SessionConfig::default().with_settings(tiny),
+    );
+    sim.connect();
+    let too_big = RoutingHeader::new().with("x-blob", "h".repeat(5 * 1024));
+    match sim
+        .client
+        .send(Channel::Rpc, OutgoingMessage::new(too_big, pattern(10, 0)))
+    {
+        Err(SendError::WindowTooSmall { needed, window }) => {
+            assert_eq!(window, 4096);
+            assert!(needed > 5 * 1024, "{needed}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A 3.5 KiB header block fits, with less than 1 KiB of data beside it: the message goes
+    // out in frames smaller than the sender would otherwise wait for.
+    let fits = RoutingHeader::new()
+        .with("to", "svc")
+        .with("x-blob", "h".repeat(3500));
+    sim.client
+        .send(
+            Channel::Rpc,
+            OutgoingMessage::new(fits.clone(), pattern(100_000, 3)),
+        )
+        .unwrap();
+    let got = collect(&mut sim, Side::Server, 1);
+    assert_eq!(got[0].header, fits);
+    assert_eq!(got[0].payload, pattern(100_000, 3));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    // spec: wire.md §9.5 — whatever the windows and header sizes, every message a sender
+    // accepts arrives (a receiver that reads never stalls it), and one it refuses could never
+    // have been sent.
+    #[test]
+    fn session_9_5_every_accepted_message_arrives_whatever_the_windows(
+        window in 1_024u64..96 * 1024,
+        conn_factor in 1u64..4,
+        sends in prop::collection::vec((0usize..4, 0usize..16_200, 0usize..40_000, any::<u8>()), 1..24),
+    ) {
+        let settings = Settings::default()
+            .with_initial_channel_window(window)
+            .with_initial_connection_window(window * conn_factor);
+        let mut sim = Sim::new(
+            SessionConfig::default(),
+            SessionConfig::default().with_settings(settings),
+        );
+        sim.connect();
+        let mut accepted = Vec::new();
+        for &(ch, header_len, len, seed) in &sends {
+            let h = RoutingHeader::new().with("to", "svc").with("x-pad", "p".repeat(header_len));
+            let payload = pattern(len, seed);
+            match sim.client.send(Channel::ALL[ch], OutgoingMessage::new(h.clone(), payload.clone())) {
+                Ok(_) => accepted.push((Channel::ALL[ch], h, payload)),
+                Err(SendError::WindowTooSmall { needed, window: w }) => {
+                    prop_assert_eq!(w, window);
+                    prop_assert!(needed > w);
+                    prop_assert!(h.list_size() as u64 + 41 > w);
+                }
+                Err(SendError::HeaderTooLarge { .. }) => prop_assert!(h.list_size() > 16_384),
+                Err(e) => prop_assert!(false, "{e:?}"),
+            }
+        }
+        let got = collect(&mut sim, Side::Server, accepted.len());
+        for ch in Channel::ALL {
+            let want: Vec<_> = accepted.iter().filter(|m| m.0 == ch).map(|m| (m.1.clone(), m.2.clone())).collect();
+            let have: Vec<_> = got.iter().filter(|m| m.channel == ch).map(|m| (m.header.clone(), m.payload.clone())).collect();
+            prop_assert_eq!(have, want);
+        }
+    }
 }
 
 proptest! {

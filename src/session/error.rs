@@ -124,6 +124,11 @@ pub enum SendError {
     /// reused, so a message is never read with a replaced binding).
     #[error("all {max} schema ids of the channel are bound (the peer's SCHEMA_CACHE_SIZE, wire.md §11.2)")]
     SchemaCacheFull { max: u64 },
+    /// The message's first frame needs more credit than the peer's windows ever hold (the
+    /// smaller of its `INITIAL_CHANNEL_WINDOW` and `INITIAL_CONNECTION_WINDOW`): it could
+    /// never be sent (wire.md §9.5.1).
+    #[error("the first frame needs {needed} bytes of credit, the peer's windows hold {window} (wire.md §9.5.1)")]
+    WindowTooSmall { needed: u64, window: u64 },
     /// A compression codec the peer did not announce (wire.md §5.3.4).
     #[error("the peer does not accept codec {codec} (wire.md §5.3.4)")]
     CodecNotAccepted { codec: &'static str },

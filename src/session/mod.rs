@@ -154,6 +154,14 @@ impl SessionConfig {
 /// instead (wire.md §17.5). 2^62 bytes is beyond any connection's lifetime.
 const UNLIMITED_WINDOW: u64 = 1 << 62;
 
+/// The most a first MESSAGE frame carries besides its header block and data (wire.md §8.1).
+const FIRST_FRAME_METADATA: u64 = 40;
+
+/// What a receiver's window must hold beyond `MAX_HEADER_LIST_SIZE` for a sender to make
+/// progress (wire.md §9.5): a first frame's other metadata and 1 KiB of data, rounded up.
+const PROGRESS_MARGIN: u64 = 1088;
+const _: () = assert!(PROGRESS_MARGIN >= FIRST_FRAME_METADATA + outgoing::MIN_CHUNK);
+
 /// Who ended the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Initiator {
@@ -1102,12 +1110,20 @@ impl Session {
         // spec: wire.md §8.1 — the header block must fit the first frame; an encoded block is
         // never longer than the list size (§6.5), and the other metadata takes ≤ 40 bytes.
         let size = m.header.list_size() as u64;
-        let max = self
-            .peer
-            .max_header_list_size
-            .min(self.peer.max_frame_payload.saturating_sub(40));
+        let max = self.peer.max_header_list_size.min(
+            self.peer
+                .max_frame_payload
+                .saturating_sub(FIRST_FRAME_METADATA),
+        );
         if size > max {
             return Err(SendError::HeaderTooLarge { size, max });
+        }
+        // spec: wire.md §9.5.1 — a first frame that needs more credit than the peer's windows
+        // ever hold would wait forever: the sender learns it now.
+        let needed = size + FIRST_FRAME_METADATA + u64::from(len > 0);
+        let window = self.window_ceiling();
+        if needed > window {
+            return Err(SendError::WindowTooSmall { needed, window });
         }
         if let Compression::Compressed { codec, .. } = m.compression {
             if !self.peer.accepts_codec(codec) {
@@ -1491,6 +1507,7 @@ impl Session {
 
     fn next_message_frame(&mut self, room: usize) -> Option<MessageFrame> {
         let max_payload = Self::payload_room(&self.peer, room);
+        let ceiling = self.window_ceiling();
         let mut ready = [false; 4];
         for ch in Channel::ALL {
             let i = ch.index();
@@ -1498,7 +1515,7 @@ impl Session {
                 .send_window
                 .min(self.outgoing[i].window)
                 .min(max_payload);
-            ready[i] = self.outgoing[i].ready(available);
+            ready[i] = self.outgoing[i].ready(available, ceiling);
             if !ready[i] && !self.outgoing[i].is_idle() {
                 self.stats.credit_stalls += 1;
             }
@@ -1531,9 +1548,25 @@ impl Session {
     }
 
     /// The window below which any released credit is urgent (§9.5): a first frame carries at
-    /// most `MAX_HEADER_LIST_SIZE` of header block and 40 bytes of other metadata (§8.1).
+    /// most `MAX_HEADER_LIST_SIZE` of header block and 40 bytes of other metadata (§8.1), and
+    /// a sender may wait for 1 KiB of data beside them.
     fn credit_floor(&self) -> u64 {
-        self.config.settings.max_header_list_size.saturating_add(64)
+        self.config
+            .settings
+            .max_header_list_size
+            .saturating_add(PROGRESS_MARGIN)
+    }
+
+    /// The most credit the peer's windows ever hold for one channel: the smaller of its initial
+    /// channel and connection windows (§9.1); unlimited where QUIC's windows replace them.
+    fn window_ceiling(&self) -> u64 {
+        match self.config.framing {
+            Framing::PerChannelStreams => UNLIMITED_WINDOW,
+            Framing::Batched => self
+                .peer
+                .initial_channel_window
+                .min(self.peer.initial_connection_window),
+        }
     }
 
     /// spec: wire.md §9.5 — credit worth adding to a batch that leaves anyway: 16 KiB (or a

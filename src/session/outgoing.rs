@@ -60,8 +60,9 @@ struct Queued {
     first_sent: bool,
 }
 
-/// The smallest chunk worth sending when credit is short (avoids a silly-window trickle).
-const MIN_CHUNK: u64 = 1024;
+/// The smallest chunk worth sending when credit is short (avoids a silly-window trickle), unless
+/// the peer's windows can never hold that much beside the metadata (wire.md §9.5.1).
+pub(crate) const MIN_CHUNK: u64 = 1024;
 
 /// Send state of one channel.
 #[derive(Debug)]
@@ -173,21 +174,26 @@ impl OutChannel {
         Some((front_id, sequence))
     }
 
-    /// Whether the front message can produce a frame with `available` bytes of credit.
-    pub fn ready(&mut self, available: u64) -> bool {
-        match self.frame_size_needed() {
+    /// Whether the front message can produce a frame with `available` bytes of credit, when
+    /// the windows never hold more than `ceiling` (the smaller of the peer's initial windows).
+    pub fn ready(&mut self, available: u64, ceiling: u64) -> bool {
+        match self.frame_size_needed(ceiling) {
             Some(needed) => available >= needed,
             None => false,
         }
     }
 
-    /// The smallest frame payload worth sending for the front message.
-    fn frame_size_needed(&mut self) -> Option<u64> {
+    /// The smallest frame payload worth sending for the front message: the metadata and
+    /// `MIN_CHUNK` bytes of data (or what is left), but never more than `ceiling` as long as
+    /// that holds the metadata and one byte — otherwise a sender would wait for credit the
+    /// receiver cannot give (spec: wire.md §9.5.1).
+    fn frame_size_needed(&mut self, ceiling: u64) -> Option<u64> {
         let front = self.queue.front_mut()?;
         let encoder = &mut self.encoder;
         let meta = front.metadata_len(encoder);
         let remaining = (front.message.payload.len() - front.offset) as u64;
-        Some(meta + remaining.min(MIN_CHUNK))
+        let least = meta + remaining.min(1);
+        Some((meta + remaining.min(MIN_CHUNK)).min(ceiling).max(least))
     }
 
     /// Cuts the next frame of the front message: at most `max_payload` bytes of frame payload
