@@ -692,6 +692,59 @@ fn session_9_5_credit_is_urgent_below_what_a_sender_may_wait_for() {
 }
 
 #[test]
+fn session_9_5_1_messages_queued_before_hello_that_the_peers_settings_forbid_fail() {
+    // Queued before the HELLO exchange, so checked against default settings; the server then
+    // announces 2 KiB messages and 4 KiB windows.
+    let strict = Settings::default()
+        .with_initial_channel_window(4096)
+        .with_max_message_size(2048);
+    let mut sim = Sim::new(
+        SessionConfig::default(),
+        SessionConfig::default().with_settings(strict),
+    );
+    let fits = sim
+        .client
+        .send(Channel::Rpc, msg("svc", pattern(100, 1)))
+        .unwrap();
+    let too_long = sim
+        .client
+        .send(Channel::Rpc, msg("svc", pattern(4000, 2)))
+        .unwrap();
+    let blob = RoutingHeader::new().with("x-blob", "h".repeat(5000));
+    let never_fits = sim
+        .client
+        .send(Channel::Stream, OutgoingMessage::new(blob, pattern(10, 3)))
+        .unwrap();
+    let mut failed = Vec::new();
+    let mut arrived = Vec::new();
+    for _ in 0..100 {
+        for (side, e) in sim.step() {
+            match (side, e) {
+                (Side::Client, Event::SendFailed { channel, id, code }) => {
+                    failed.push((channel, id, code))
+                }
+                (Side::Server, Event::Message(m)) => arrived.push(m),
+                _ => {}
+            }
+        }
+        if !arrived.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        failed,
+        vec![
+            (Channel::Rpc, too_long, ErrorCode::MESSAGE_TOO_LARGE),
+            (Channel::Stream, never_fits, ErrorCode::FLOW_CONTROL_ERROR),
+        ]
+    );
+    assert_eq!(arrived.len(), 1);
+    assert_eq!(arrived[0].payload, pattern(100, 1));
+    assert!(failed.iter().all(|f| f.1 != fits || f.0 != Channel::Rpc));
+    assert!(sim.client.is_open() && sim.server.is_open());
+}
+
+#[test]
 fn session_9_5_a_message_the_peers_windows_can_never_admit_is_refused_when_sent() {
     // The server's windows hold 4 KiB per channel: a 5 KiB header block never fits.
     let tiny = Settings::default().with_initial_channel_window(4096);

@@ -133,3 +133,21 @@ pub enum SendError {
     #[error("the peer does not accept codec {codec} (wire.md §5.3.4)")]
     CodecNotAccepted { codec: &'static str },
 }
+
+impl SendError {
+    /// The error code an [`Event::SendFailed`](crate::session::Event::SendFailed) reports
+    /// for a message refused for this reason after it was queued.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SendError::Closed => ErrorCode::CANCELLED,
+            SendError::GoingAway => ErrorCode::REFUSED,
+            SendError::MessageTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
+            SendError::HeaderTooLarge { .. }
+            | SendError::BadHeaderName { .. }
+            | SendError::TooManyHeaderFields { .. } => ErrorCode::HEADER_ERROR,
+            SendError::SchemaCacheFull { .. } => ErrorCode::SCHEMA_ERROR,
+            SendError::WindowTooSmall { .. } => ErrorCode::FLOW_CONTROL_ERROR,
+            SendError::CodecNotAccepted { .. } => ErrorCode::COMPRESSION_ERROR,
+        }
+    }
+}

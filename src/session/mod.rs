@@ -910,6 +910,7 @@ impl Session {
         for out in &mut self.outgoing {
             out.configure(channel, self.peer.header_table_size as usize);
         }
+        self.recheck_queued();
         debug!(role = ?self.role, peer_agent = %agent, "connected");
         self.events.push_back(Event::Connected {
             version: WIRE_VERSION_1_0,
@@ -1084,6 +1085,31 @@ impl Session {
         }
         self.check_outgoing(&message)?;
         Ok(self.outgoing[channel.index()].push(message))
+    }
+
+    /// Messages queued before the peer's HELLO were checked against default settings; those
+    /// the peer's own settings forbid fail now ([`Event::SendFailed`]), instead of breaking the
+    /// connection when they arrive (§5.3.2, §5.3.5) or waiting for ever (§9.5.1).
+    fn recheck_queued(&mut self) {
+        for ch in Channel::ALL {
+            let refused: Vec<(u64, ErrorCode)> = self.outgoing[ch.index()]
+                .unstarted()
+                .filter_map(|(id, m)| {
+                    let e = self.check_outgoing(m).err()?;
+                    Some((id, e.code()))
+                })
+                .collect();
+            for (id, code) in refused {
+                if self.outgoing[ch.index()].remove_unstarted(id) {
+                    debug!(channel = %ch, id, %code, "queued message refused by the peer's settings");
+                    self.events.push_back(Event::SendFailed {
+                        channel: ch,
+                        id,
+                        code,
+                    });
+                }
+            }
+        }
     }
 
     fn check_outgoing(&self, m: &OutgoingMessage) -> Result<(), SendError> {

@@ -135,6 +135,14 @@ impl OutChannel {
             .map(|(id, _)| id)
     }
 
+    /// The messages that have not started, with their ids, in queue order.
+    pub fn unstarted(&self) -> impl Iterator<Item = (u64, &OutgoingMessage)> {
+        self.queue
+            .iter()
+            .filter(|q| !q.started())
+            .map(|q| (q.id, &q.message))
+    }
+
     /// Removes every message that has not started; returns their ids. A started one stays
     /// (the caller aborts it with [`abort_front`](Self::abort_front)).
     pub fn drop_unstarted(&mut self) -> Vec<u64> {
