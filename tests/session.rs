@@ -538,10 +538,7 @@ fn session_3_2_5_frames_before_hello_are_a_protocol_error() {
 #[test]
 fn session_9_2_exceeding_the_window_is_a_flow_control_error() {
     let small = Settings::default().with_initial_channel_window(4096);
-    let mut sim = Sim::new(
-        SessionConfig::default(),
-        SessionConfig::default().with_settings(small),
-    );
+    let mut sim = server_with(small);
     sim.connect();
     // Forge a 8 KiB MESSAGE frame that ignores the server's 4 KiB window.
     let frame = Frame::Message(rhizomorph::frame::MessageFrame::single(
@@ -565,6 +562,14 @@ fn session_9_2_exceeding_the_window_is_a_flow_control_error() {
         })
     });
     assert_eq!(closed, Some(ErrorCode::FLOW_CONTROL_ERROR));
+}
+
+/// A default client and a server announcing `settings`, not yet connected.
+fn server_with(settings: Settings) -> Sim {
+    Sim::new(
+        SessionConfig::default(),
+        SessionConfig::default().with_settings(settings),
+    )
 }
 
 /// Delivers `payload` on `channel` from client to server in memory, the server releasing it.
@@ -654,10 +659,7 @@ fn session_9_5_small_credit_rides_with_other_frames_and_only_urgent_credit_goes_
 /// frame has a ~16 KiB header block; all must arrive (wire.md §9.5's progress threshold).
 fn small_messages_then_a_full_header_block(smalls: u8, small_len: usize, last_len: usize) {
     let small = Settings::default().with_initial_channel_window(20 * 1024);
-    let mut sim = Sim::new(
-        SessionConfig::default(),
-        SessionConfig::default().with_settings(small),
-    );
+    let mut sim = server_with(small);
     sim.connect();
     for i in 0..smalls {
         sim.client
@@ -698,10 +700,7 @@ fn session_9_5_1_messages_queued_before_hello_that_the_peers_settings_forbid_fai
     let strict = Settings::default()
         .with_initial_channel_window(4096)
         .with_max_message_size(2048);
-    let mut sim = Sim::new(
-        SessionConfig::default(),
-        SessionConfig::default().with_settings(strict),
-    );
+    let mut sim = server_with(strict);
     let fits = sim
         .client
         .send(Channel::Rpc, msg("svc", pattern(100, 1)))
@@ -748,10 +747,7 @@ fn session_9_5_1_messages_queued_before_hello_that_the_peers_settings_forbid_fai
 fn session_9_5_a_message_the_peers_windows_can_never_admit_is_refused_when_sent() {
     // The server's windows hold 4 KiB per channel: a 5 KiB header block never fits.
     let tiny = Settings::default().with_initial_channel_window(4096);
-    let mut sim = Sim::new(
-        SessionConfig::default(),
-        SessionConfig::default().with_settings(tiny),
-    );
+    let mut sim = server_with(tiny);
     sim.connect();
     let too_big = RoutingHeader::new().with("x-blob", "h".repeat(5 * 1024));
     match sim
@@ -795,10 +791,7 @@ proptest! {
         let settings = Settings::default()
             .with_initial_channel_window(window)
             .with_initial_connection_window(window * conn_factor);
-        let mut sim = Sim::new(
-            SessionConfig::default(),
-            SessionConfig::default().with_settings(settings),
-        );
+        let mut sim = server_with(settings);
         sim.connect();
         let mut accepted = Vec::new();
         for &(ch, header_len, len, seed) in &sends {

@@ -1565,12 +1565,18 @@ impl Session {
         Some(frame)
     }
 
-    /// spec: wire.md §9.5 — credit that justifies a batch of its own: a quarter of the initial
-    /// window releasable, or the window below a quarter of its initial value or below `floor` (what
-    /// one frame may need to make progress: the first frame of a message with the largest
-    /// header block we accept, §8.1).
-    fn credit_urgent(pending: u64, window: u64, initial: u64, floor: u64) -> bool {
-        pending > 0 && (pending >= (initial / 4).max(1) || window < (initial / 4).max(floor))
+    /// spec: wire.md §9.5 — whether `pending` releasable bytes are worth a CREDIT frame. On
+    /// their own (`carried` false): a quarter of the initial window, or any amount once the
+    /// window is below a quarter or below `floor` (what one frame may need to make progress,
+    /// §9.5.1). In a batch that leaves anyway (`carried`): from 16 KiB, if that is less.
+    fn credit_worth(pending: u64, window: u64, initial: u64, floor: u64, carried: bool) -> bool {
+        let quarter = (initial / 4).max(1);
+        let enough = if carried {
+            quarter.min(16 * 1024)
+        } else {
+            quarter
+        };
+        pending > 0 && (pending >= enough || window < quarter.max(floor))
     }
 
     /// The window below which any released credit is urgent (§9.5): a first frame carries at
@@ -1595,29 +1601,25 @@ impl Session {
         }
     }
 
-    /// spec: wire.md §9.5 — credit worth adding to a batch that leaves anyway: 16 KiB (or a
-    /// quarter of the initial window, if smaller) releasable, or the window below a quarter.
-    fn credit_worth_carrying(pending: u64, window: u64, initial: u64) -> bool {
-        pending > 0 && (pending >= (initial / 4).clamp(1, 16 * 1024) || window < initial / 4)
-    }
-
     /// Whether a CREDIT frame must be sent even if nothing else is (so the driver knows a
     /// release needs a write). Smaller amounts wait for a batch that leaves anyway (§9.5).
     pub fn credit_due(&self) -> bool {
         let s = &self.config.settings;
         let floor = self.credit_floor();
         (0..4).any(|i| {
-            Self::credit_urgent(
+            Self::credit_worth(
                 self.pending_channel_credit[i],
                 self.recv_channel_window[i],
                 s.initial_channel_window,
                 floor,
+                false,
             )
-        }) || Self::credit_urgent(
+        }) || Self::credit_worth(
             self.conn_creditable,
             self.recv_window,
             s.initial_connection_window,
             floor,
+            false,
         )
     }
 
@@ -1626,10 +1628,8 @@ impl Session {
     fn queue_credit(&mut self, carries: bool) {
         let carries = carries || self.credit_due();
         let floor = self.credit_floor();
-        let worth = |pending, window, initial| {
-            Self::credit_urgent(pending, window, initial, floor)
-                || (carries && Self::credit_worth_carrying(pending, window, initial))
-        };
+        let worth =
+            |pending, window, initial| Self::credit_worth(pending, window, initial, floor, carries);
         let initial_ch = self.config.settings.initial_channel_window;
         for ch in Channel::ALL {
             let i = ch.index();
