@@ -41,15 +41,18 @@ done
 step "a Python peer reads the typed-array vectors with numpy (wire.md §11.4)"
 "$venv/bin/python" spec/vectors/check_numpy.py
 
+step "the layers hold: the sans-IO crate links no I/O crate, the library no CLI or bench crate"
+./scripts/check_layers.sh
+
 step "clippy (warnings are errors)"
-cargo clippy --release --all-targets -- -D warnings
+cargo clippy --release --workspace --all-targets -- -D warnings
 
 step "tests: unit, vectors, properties, allocation bounds, fuzz regressions, doc examples,"
 echo "   legacy interop with a real hypha server and real hypha-rpc clients"
-cargo test --release
+cargo test --release --workspace
 
 step "benchmarks and fuzz targets still build"
-cargo bench --no-run --quiet
+cargo bench --workspace --no-run --quiet
 cargo check --quiet --manifest-path fuzz/Cargo.toml
 
 step "the README commands run (bench at a tenth of its size)"

@@ -1,3 +1,3 @@
-//! Fuzzes `rhizomorph::fuzzing::decompress` (see its doc comment for the oracles).
+//! Fuzzes `rhizomorph_proto::fuzzing::decompress` (see its doc comment for the oracles).
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| rhizomorph::fuzzing::decompress(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| rhizomorph_proto::fuzzing::decompress(data));

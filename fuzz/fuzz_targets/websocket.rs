@@ -1,3 +1,3 @@
-//! Fuzzes `rhizomorph::fuzzing::websocket` (see its doc comment for the oracles).
+//! Fuzzes `rhizomorph_proto::fuzzing::websocket` (see its doc comment for the oracles).
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| rhizomorph::fuzzing::websocket(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| rhizomorph_proto::fuzzing::websocket(data));

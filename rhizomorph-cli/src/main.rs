@@ -1,0 +1,386 @@
+//! The `rhizomorph` command-line tool.
+//!
+//! - `bench`: the main job — loopback scenarios for rhizomorph and its baselines, as a table.
+//! - `serve`: an echo server (plain `ws://` on loopback, or `wss://` with a certificate).
+//! - `inspect`: decode a hex frame dump into readable lines.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use rhizomorph::frame::Settings;
+use rhizomorph::transport::tls;
+use rhizomorph::{Config, Listener};
+use rhizomorph_cli::bench::{self, BenchOptions, BenchTransport};
+use rhizomorph_cli::inspect;
+
+/// Rhizomorph: many prioritized channels over one QUIC or WebSocket connection.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the loopback benchmark: the hypha-rpc report's scenarios, head-of-line blocking and
+    /// a stalled reader, for rhizomorph and plain msgpack over WebSocket, in one run.
+    Bench {
+        /// Scenario to run (repeatable): small, medium, large, mixed, oneway, rpc, fanout, idle,
+        /// hol, stall, all.
+        #[arg(long = "scenario", default_value = "all")]
+        scenarios: Vec<String>,
+        /// Multiply the echo scenarios' message counts (1 = the report's counts).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// Messages in flight for the pipelined runs.
+        #[arg(long, default_value_t = 64)]
+        in_flight: usize,
+        /// Rounds of the echo scenarios (every implementation once per round, in turn): the
+        /// median round is reported, with each ratio's lowest and highest round.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        /// Seconds the head-of-line scenario measures, per implementation.
+        #[arg(long, default_value_t = 4.0)]
+        hol_seconds: f64,
+        /// Shaped link rate for the head-of-line scenario, Mbit/s.
+        #[arg(long, default_value_t = 100.0)]
+        hol_mbit: f64,
+        /// Bottleneck queue of the shaped link, kB.
+        #[arg(long, default_value_t = 64)]
+        hol_queue_kb: usize,
+        /// Datagram loss on the QUIC head-of-line link, percent.
+        #[arg(long, default_value_t = 1.0)]
+        hol_loss_percent: f64,
+        /// Transport to measure: ws (against msgpack over WebSocket), quic (against bare
+        /// quinn), or all.
+        #[arg(long, default_value = "all", value_parser = ["ws", "quic", "all"])]
+        transport: String,
+        /// Seconds the reader stalls in the stall scenario.
+        #[arg(long, default_value_t = 2.0)]
+        stall_seconds: f64,
+        /// MiB the stall scenario pushes.
+        #[arg(long, default_value_t = 256)]
+        stall_mib: u64,
+        /// Write every figure as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+        /// Also run the echo scenarios in legacy mode through a real hypha server (started from
+        /// the venv that scripts/test.sh creates, or $RHIZOMORPH_VENV): a rhizomorph legacy
+        /// caller against a rhizomorph legacy provider and against the real hypha-rpc provider.
+        #[arg(long)]
+        legacy: bool,
+        /// Seconds each request/response run (rpc-50/100/200) lasts.
+        #[arg(long, default_value_t = 3.0)]
+        rpc_seconds: f64,
+        /// Client connection counts of the request/response runs (repeatable).
+        #[arg(long = "rpc-clients", default_values_t = [50, 100, 200])]
+        rpc_clients: Vec<usize>,
+        /// Worker threads of the server runtime (1: one current-thread runtime; the client
+        /// side always has one).
+        #[arg(long, default_value_t = 1)]
+        server_threads: usize,
+        /// With --server-threads N > 1: N single-thread runtimes with one SO_REUSEPORT listener
+        /// each (rhizomorph's WebSocket server), instead of one N-thread runtime.
+        #[arg(long)]
+        reuse_port: bool,
+    },
+    /// Run a router and echo server: messages whose `to` names a connected peer are forwarded
+    /// with hypha's rules (legacy hypha-rpc clients and native peers alike), the rest come
+    /// back on their channel. WebSocket clients without the rhizomorph subprotocol are served
+    /// in legacy mode.
+    Serve {
+        /// Address to listen on (TCP for ws, UDP for quic).
+        #[arg(long, default_value = "127.0.0.1:7878")]
+        addr: String,
+        /// ws (WebSocket, wss:// with a certificate) or quic (always TLS: needs --self-signed or
+        /// --cert/--key).
+        #[arg(long, default_value = "ws", value_parser = ["ws", "quic"])]
+        transport: String,
+        /// Use a freshly generated self-signed certificate (development only; prints its
+        /// SHA-256 fingerprint for clients to pin).
+        #[arg(long)]
+        self_signed: bool,
+        /// Serve with this PEM certificate chain (needs --key).
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// PEM private key for --cert.
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// Allow plain ws:// on a non-loopback address (unencrypted).
+        #[arg(long)]
+        insecure_plain: bool,
+    },
+    /// Decode frames from a hex dump (argument, `@file`, or `-` for stdin) into readable lines.
+    ///
+    /// With no input, encodes and decodes a sample conversation.
+    Inspect {
+        /// Hex bytes (spaces allowed), or `@path` to read hex from a file, or `-` for stdin.
+        input: Vec<String>,
+        /// The receiver's MAX_FRAME_PAYLOAD (wire.md §3.3).
+        #[arg(long, default_value_t = Settings::default().max_frame_payload)]
+        max_frame_payload: u64,
+        /// The receiver's MAX_MESSAGE_SIZE (wire.md §3.3).
+        #[arg(long, default_value_t = Settings::default().max_message_size)]
+        max_message_size: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Inspect {
+            input,
+            max_frame_payload,
+            max_message_size,
+        } => inspect_cmd(&input, max_frame_payload, max_message_size),
+        Command::Bench {
+            scenarios,
+            scale,
+            in_flight,
+            rounds,
+            hol_seconds,
+            hol_mbit,
+            hol_queue_kb,
+            hol_loss_percent,
+            transport,
+            stall_seconds,
+            stall_mib,
+            json,
+            quiet,
+            legacy,
+            rpc_seconds,
+            rpc_clients,
+            server_threads,
+            reuse_port,
+        } => {
+            let config = match Config::default().with_env() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let options = BenchOptions {
+                scenarios,
+                scale,
+                in_flight: in_flight.max(1),
+                rounds: rounds.max(1),
+                hol_duration: Duration::from_secs_f64(hol_seconds),
+                hol_link: rhizomorph_testkit::shaper::LinkShape::mbit(hol_mbit, hol_queue_kb),
+                hol_loss: hol_loss_percent / 100.0,
+                transports: match transport.as_str() {
+                    "ws" => vec![BenchTransport::Ws],
+                    "quic" => vec![BenchTransport::Quic],
+                    _ => vec![BenchTransport::Ws, BenchTransport::Quic],
+                },
+                stall: Duration::from_secs_f64(stall_seconds),
+                stall_bytes: stall_mib << 20,
+                progress: !quiet,
+                config,
+                legacy,
+                rpc_duration: Duration::from_secs_f64(rpc_seconds),
+                rpc_clients,
+                server_threads: server_threads.max(1),
+                reuse_port,
+            };
+            // The clients on one thread, the servers on another (bench::ServerSide): two cores,
+            // as a client process and a server process would use them.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            rt.block_on(bench_cmd(options, json))
+        }
+        Command::Serve {
+            addr,
+            transport,
+            self_signed,
+            cert,
+            key,
+            insecure_plain,
+        } => runtime().block_on(serve_cmd(
+            addr,
+            transport == "quic",
+            self_signed,
+            cert,
+            key,
+            insecure_plain,
+        )),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+async fn bench_cmd(options: BenchOptions, json: Option<PathBuf>) -> ExitCode {
+    println!(
+        "rhizomorph bench: loopback, {} cores; baselines: msgpack-ws = one msgpack message per WebSocket frame (hypha-rpc style), bare-quinn = length-prefixed messages on one quinn stream",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let results = match bench::run(&options).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", bench::render_table(&results));
+    if let Some(path) = json {
+        let doc = serde_json::json!({
+            "command": std::env::args().collect::<Vec<_>>().join(" "),
+            "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+            "results": results,
+        });
+        if let Err(e) = std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&doc).unwrap_or_default(),
+        ) {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!("wrote {}", path.display());
+    }
+    ExitCode::SUCCESS
+}
+
+async fn serve_cmd(
+    addr: String,
+    quic: bool,
+    self_signed: bool,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    insecure_plain: bool,
+) -> ExitCode {
+    let mut config = match Config::default().with_env() {
+        Ok(c) => c.allow_plain_non_loopback(insecure_plain),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if self_signed {
+        match tls::self_signed(&["localhost", "127.0.0.1"])
+            .and_then(|(c, k, fp)| Ok((tls::server_tls(vec![c], k)?, fp)))
+        {
+            Ok((t, fp)) => {
+                println!(
+                    "self-signed certificate, SHA-256 fingerprint (pin it on clients):\n  {fp}"
+                );
+                config = config.with_server_tls(t);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else if let (Some(cert), Some(key)) = (cert, key) {
+        match tls::load_pem(&cert, &key).and_then(|(c, k)| tls::server_tls(c, k)) {
+            Ok(t) => config = config.with_server_tls(t),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if quic && config.server_tls.is_none() {
+        eprintln!("error: QUIC always runs TLS: add --self-signed (development) or --cert/--key");
+        return ExitCode::from(2);
+    }
+    let bound = if quic {
+        Listener::bind_quic(&addr, config)
+    } else {
+        Listener::bind(&addr, config).await
+    };
+    let listener = match bound {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if quic {
+        println!(
+            "rhizomorph router + echo server listening on {}",
+            listener.url()
+        );
+    } else {
+        println!(
+            "rhizomorph router + echo server listening on {} (hypha-rpc clients: {}ws)",
+            listener.url(),
+            listener.url()
+        );
+    }
+    rhizomorph::router::Router::new().serve(listener).await;
+    ExitCode::SUCCESS
+}
+
+fn inspect_cmd(input: &[String], max_frame_payload: u64, max_message_size: u64) -> ExitCode {
+    let limits = Settings::default()
+        .with_max_frame_payload(max_frame_payload)
+        .with_max_message_size(max_message_size);
+    let bytes = match read_input(input) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            let demo = inspect::demo_conversation();
+            println!(
+                "sample conversation ({} bytes):\n{}\n",
+                demo.len(),
+                rhizomorph_proto::hex::to_hex(&demo)
+            );
+            demo.to_vec()
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let lines = inspect::inspect(&bytes, limits);
+    println!("  offset     len  frame");
+    print!("{}", inspect::render(&lines));
+    if lines
+        .iter()
+        .all(|l| matches!(l, inspect::InspectLine::Frame { .. }))
+    {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn read_input(input: &[String]) -> Result<Option<Vec<u8>>, String> {
+    let text = match input {
+        [] => return Ok(None),
+        [one] if one == "-" => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| format!("stdin: {e}"))?;
+            s
+        }
+        [one] if one.starts_with('@') => {
+            std::fs::read_to_string(&one[1..]).map_err(|e| format!("{}: {e}", &one[1..]))?
+        }
+        words => words.join(" "),
+    };
+    rhizomorph_proto::hex::parse_hex(&text)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,376 @@
+//! Fuzz harness bodies, shared by the cargo-fuzz targets in `fuzz/` and by the regression
+//! test that replays every saved crash input (`tests/fuzz_regressions.rs`).
+//!
+//! Owns the oracles the fuzzer checks beyond "no panic": every frame that decodes re-encodes
+//! and decodes to itself. Never used by the library itself.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::frame::{Frame, FrameDecoder, FrameHeader, FrameType, Settings};
+
+/// Limits chosen by the input's first byte, so the fuzzer explores small and default limits.
+fn limits_for(selector: u8) -> Settings {
+    match selector % 3 {
+        0 => Settings::default(),
+        1 => Settings::default()
+            .with_max_frame_payload(1_024)
+            .with_max_message_size(1_024)
+            .with_max_header_list_size(64)
+            .with_schema_cache_size(0)
+            .with_compression(0),
+        _ => Settings::default()
+            .with_max_frame_payload(16_777_215)
+            .with_schema_cache_size(65_536),
+    }
+}
+
+/// Re-encodes a decoded frame and checks that it decodes to itself.
+fn check_round_trip(frame: &Frame, decoder: &FrameDecoder) {
+    let mut wire = BytesMut::new();
+    // A frame the decoder accepted is within every bound, so encoding it cannot fail.
+    frame.encode(&mut wire).expect("a decoded frame re-encodes");
+    let again = decoder
+        .decode(&mut wire)
+        .expect("a re-encoded frame decodes");
+    assert_eq!(again.as_ref(), Some(frame), "re-encoded frame differs");
+    assert!(wire.is_empty(), "re-encoded frame left bytes");
+}
+
+/// The `frame_decoder` target: the first byte picks limits and a split point; the rest is a
+/// byte stream decoded in two pieces and as one WebSocket batch, which must agree.
+pub fn frame_decoder(data: &[u8]) {
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let decoder = FrameDecoder::new(limits_for(selector));
+
+    let mut streamed = Vec::new();
+    let split = (selector as usize * 7) % (rest.len() + 1);
+    let mut buf = BytesMut::from(&rest[..split]);
+    let mut stream_error = None;
+    for piece in [&rest[split..], &[][..]] {
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(frame)) => streamed.push(frame),
+                Ok(None) => break,
+                Err(e) => {
+                    stream_error = Some(e);
+                    break;
+                }
+            }
+        }
+        if stream_error.is_some() {
+            break;
+        }
+        buf.extend_from_slice(piece);
+    }
+
+    match decoder.decode_batch(Bytes::copy_from_slice(rest)) {
+        Ok(frames) => {
+            assert!(
+                stream_error.is_none(),
+                "batch decoded but stream failed: {stream_error:?}"
+            );
+            assert_eq!(frames, streamed, "batch and stream disagree");
+            for f in &frames {
+                check_round_trip(f, &decoder);
+            }
+        }
+        Err(batch_error) => {
+            if let Some(e) = stream_error {
+                assert_eq!(e, batch_error, "batch and stream fail differently");
+            }
+        }
+    }
+}
+
+/// The `header_block` target: the first byte picks the table size and list limit; the rest is
+/// split into header blocks (each prefixed by a length byte) decoded in order by one decoder.
+/// Every decoded header must survive the encoder and a second decoder kept in step.
+pub fn header_block(data: &[u8]) {
+    use crate::header::{HeaderDecoder, HeaderEncoder};
+    let Some((&selector, mut rest)) = data.split_first() else {
+        return;
+    };
+    let capacity = [0usize, 64, 256, 4096][usize::from(selector & 3)];
+    let max_list = [64u64, 1024, 16_384, 1 << 20][usize::from((selector >> 2) & 3)];
+    let mut decoder = HeaderDecoder::new(capacity, max_list);
+    let mut encoder = HeaderEncoder::new(capacity);
+    let mut redecoder = HeaderDecoder::new(capacity, max_list.max(1 << 20));
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = usize::from(len).min(tail.len());
+        let (block, tail) = tail.split_at(len);
+        rest = tail;
+        let Ok(header) = decoder.decode(Bytes::copy_from_slice(block)) else {
+            return;
+        };
+        assert!(
+            header.list_size() as u64 <= max_list,
+            "decoded past the list limit"
+        );
+        assert!(
+            decoder.dynamic_size() <= capacity,
+            "table past its capacity"
+        );
+        let mut again = BytesMut::new();
+        encoder.encode(&header, &mut again);
+        let round = redecoder
+            .decode(again.freeze())
+            .expect("own encoding decodes");
+        assert_eq!(round, header, "encoder/decoder round trip");
+    }
+}
+
+/// The `session_input` target: a server session that has accepted a client's HELLO gets the
+/// input as WebSocket batches (each prefixed by a 2-byte length). Whatever arrives, the session
+/// never panics, keeps its memory within its windows, and its output always decodes.
+pub fn session_input(data: &[u8]) {
+    use crate::frame::Hello;
+    use crate::session::{Event, Session, SessionConfig};
+    use std::time::{Duration, Instant};
+    let now = Instant::now();
+    let settings = Settings::default()
+        .with_initial_channel_window(64 * 1024)
+        .with_max_message_size(256 * 1024);
+    let mut server = Session::server(SessionConfig::default().with_settings(settings), now);
+    let mut hello = BytesMut::new();
+    Frame::Hello(Hello::new(&Settings::default(), Bytes::new(), "fuzz"))
+        .encode(&mut hello)
+        .expect("valid HELLO");
+    server.handle_batch(now, hello.freeze());
+    server.accept(Bytes::new());
+    let out_decoder = FrameDecoder::new(Settings::default());
+    let mut rest = data;
+    let mut t = now;
+    while rest.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
+        let batch = Bytes::copy_from_slice(&rest[2..2 + len]);
+        rest = &rest[2 + len..];
+        t += Duration::from_millis(u64::from(len as u8));
+        server.handle_batch(t, batch);
+        server.handle_timeout(t);
+        while let Some(out) = server.poll_transmit(t) {
+            out_decoder
+                .decode_batch(out)
+                .expect("the session's own output decodes");
+        }
+        while let Some(e) = server.poll_event() {
+            if let Event::Message(m) = e {
+                server.release(m.channel, m.credit);
+            }
+        }
+        for ch in crate::frame::Channel::ALL {
+            assert!(
+                server.held_bytes(ch) <= 64 * 1024 + 256 * 1024 + 70_000,
+                "held past the window"
+            );
+        }
+    }
+}
+
+/// The `decompress` target: byte 0 picks codec and shuffle, bytes 1–4 the declared length
+/// (big-endian), the rest is the compressed data. Decompression never panics, never returns
+/// other than exactly the declared length, and never allocates past the 1 MiB limit.
+pub fn decompress(data: &[u8]) {
+    use crate::frame::{Codec, Compression, Shuffle};
+    if data.len() < 5 {
+        return;
+    }
+    let codec = if data[0] & 1 == 0 {
+        Codec::Lz4
+    } else {
+        Codec::Snappy
+    };
+    let shuffle = [
+        Shuffle::None,
+        Shuffle::Bytes2,
+        Shuffle::Bytes4,
+        Shuffle::Bytes8,
+    ][usize::from((data[0] >> 1) & 3)];
+    let declared = u64::from(u32::from_be_bytes([data[1], data[2], data[3], data[4]]));
+    let compression = Compression::Compressed {
+        codec,
+        shuffle,
+        uncompressed_len: declared,
+    };
+    let payload = Bytes::copy_from_slice(&data[5..]);
+    if let Ok(out) = crate::payload::decompress(&payload, compression, 1 << 20) {
+        assert_eq!(
+            out.len() as u64,
+            declared,
+            "decompressed length differs from the declared one"
+        );
+    }
+}
+
+/// The `hello_decoder` target: the input is a HELLO payload.
+pub fn hello_decoder(data: &[u8]) {
+    let header = FrameHeader {
+        frame_type: FrameType::HELLO,
+        flags: 0,
+        payload_len: data.len(),
+        header_len: 0,
+    };
+    let decoder = FrameDecoder::new(Settings::default());
+    if let Ok(frame) = Frame::load(header, Bytes::copy_from_slice(data), decoder.limits()) {
+        if let Frame::Hello(hello) = &frame {
+            // Decoding validated the settings; resolving them again must agree.
+            let settings = hello.resolved_settings().expect("validated on decode");
+            settings.validate().expect("resolved settings are in range");
+        }
+        if data.len() as u64 <= crate::frame::HELLO_MAX_PAYLOAD {
+            check_round_trip(&frame, &decoder);
+        }
+    }
+}
+
+crate::wire_type! {
+    /// The rkyv type the `payload` target validates arbitrary bytes as: strings, a vector, an
+    /// optional and numbers, so bytecheck's pointer, length, UTF-8 and tag checks all run.
+    pub struct FuzzCall @ 1 {
+        pub method: String,
+        pub args: Vec<u8>,
+        pub values: Vec<f64>,
+        pub note: Option<String>,
+        pub id: u64,
+    }
+}
+
+/// The `payload` target: the bytes as a typed array (wire.md §11.4) and as an rkyv archive
+/// (§11.3). Oracles: no panic; a typed array that parses has exactly product(dims) × size data
+/// bytes and reads as its dtype; an archive is only ever handed out after validation, and one
+/// that validates deserializes.
+pub fn payload(data: &[u8]) {
+    use crate::payload::{ArchivedPayload, DType, SchemaBinding, TypedArrayView};
+    let bytes = Bytes::copy_from_slice(data);
+    if let Ok(view) = TypedArrayView::parse(bytes.clone()) {
+        let count: u64 = view.dims().iter().product();
+        assert_eq!(
+            count * view.dtype().size() as u64,
+            view.data().len() as u64,
+            "data length matches the shape"
+        );
+        let n = match view.dtype() {
+            DType::F64 => view.as_slice::<f64>().map(|s| s.len()),
+            DType::U8 => view.as_slice::<u8>().map(|s| s.len()),
+            DType::I32 => view.as_slice::<i32>().map(|s| s.len()),
+            _ => Ok(count as usize),
+        };
+        assert_eq!(n.ok(), Some(count as usize), "reads as its dtype");
+    }
+    let binding = SchemaBinding::of::<FuzzCall>();
+    if let Ok(archived) = ArchivedPayload::<FuzzCall>::new(bytes, 0, Some(&binding)) {
+        if archived.get().is_ok() {
+            archived
+                .deserialize()
+                .expect("a validated archive deserializes");
+        }
+    }
+}
+
+/// The `legacy_decoder` target (legacy.md §L3, §L4): a legacy binary message, and the same bytes
+/// as a TEXT message when they are UTF-8. A message that decodes must re-encode (header
+/// rewritten to the smallest msgpack forms) and decode to the same header and payload; the
+/// payload is always the undecoded tail of the input.
+pub fn legacy_decoder(data: &[u8]) {
+    use crate::legacy::{self, LegacyLimits};
+    let limits = if data.first().is_some_and(|b| b & 1 == 1) {
+        LegacyLimits {
+            max_header_bytes: 64,
+            max_header_fields: 4,
+        }
+    } else {
+        LegacyLimits::default()
+    };
+    let _ = legacy::msgpack::skip_value(data, 0);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = legacy::TextMessage::parse(text);
+        let _ = legacy::AuthInfo::parse(text);
+    }
+    let input = Bytes::copy_from_slice(data);
+    let Ok(message) = legacy::decode(input.clone(), &limits) else {
+        return;
+    };
+    assert!(
+        input.ends_with(&message.payload),
+        "payload is not the input's tail"
+    );
+    let mut wire = Vec::new();
+    legacy::encode_header(&message.header, &mut wire).expect("a decoded header re-encodes");
+    wire.extend_from_slice(&message.payload);
+    let again = legacy::decode(Bytes::from(wire), &LegacyLimits::default())
+        .expect("a re-encoded message decodes");
+    assert_eq!(again, message, "re-encoded message differs");
+}
+
+/// Decodes `input` with a fresh decoder, fed in two pieces cut at `cut`; returns the events up to
+/// the first error, and the error.
+fn ws_events(
+    role: crate::websocket::Role,
+    max: u64,
+    input: &[u8],
+    cut: usize,
+) -> (
+    Vec<crate::websocket::WsEvent>,
+    Option<crate::websocket::WsFrameError>,
+) {
+    use crate::websocket::{Decoded, WsDecoder};
+    let mut d = WsDecoder::new(role, max);
+    let mut buf = BytesMut::new();
+    let mut events = Vec::new();
+    for piece in [&input[..cut], &input[cut..]] {
+        buf.extend_from_slice(piece);
+        loop {
+            match d.decode(&mut buf) {
+                Ok(Decoded::Event(e)) => events.push(e),
+                Ok(Decoded::NeedBytes(n)) => {
+                    assert!(
+                        n > buf.len(),
+                        "asks for {n} bytes while holding {}",
+                        buf.len()
+                    );
+                    break;
+                }
+                Err(e) => return (events, Some(e)),
+            }
+        }
+    }
+    (events, None)
+}
+
+/// The `websocket` target: the first byte picks the role, the message limit and a split
+/// point; the rest is a received byte stream (and, as text, an upgrade request and response).
+/// Decoding in two pieces must give what decoding at once gives; every binary message
+/// re-encodes (as the peer would send it) and decodes to itself.
+pub fn websocket(data: &[u8]) {
+    use crate::websocket::{handshake, Decoded, OpCode, Role, WsDecoder, WsEncoder, WsEvent};
+    let Some((&selector, input)) = data.split_first() else {
+        return;
+    };
+    let _ = handshake::parse_request(input);
+    let _ = handshake::parse_response(input, "dGhlIHNhbXBsZSBub25jZQ==", &["rhizomorph.v1"]);
+    let role = if selector & 1 == 0 {
+        Role::Server
+    } else {
+        Role::Client
+    };
+    let max = if selector & 2 == 0 { 1 << 20 } else { 300 };
+    let cut = (selector as usize >> 2) * input.len() / 64;
+    let cut = cut.min(input.len());
+    let whole = ws_events(role, max, input, input.len());
+    let split = ws_events(role, max, input, cut);
+    assert_eq!(whole, split, "decoding in pieces differs");
+    let peer = WsEncoder::new(match role {
+        Role::Server => Role::Client,
+        Role::Client => Role::Server,
+    });
+    for event in whole.0 {
+        if let WsEvent::Binary(b) = event {
+            assert!(b.len() as u64 <= max, "message over the limit");
+            let wire = peer.frame(OpCode::Binary, &b, || [1, 2, 3, 4]);
+            let mut buf = BytesMut::from(&wire[..]);
+            let again = WsDecoder::new(role, max).decode(&mut buf);
+            assert_eq!(again, Ok(Decoded::Event(WsEvent::Binary(b))));
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The send side of one channel: the queue of messages, chunking (wire.md §8.1) and the
+//! channel's send window (§9.2).
+//!
+//! Owns the channel's header encoder, its queue and sequence numbers, and the cutting of the
+//! front message into MESSAGE frames that fit the credit and the peer's frame size. Never
+//! decides which channel goes next (the scheduler does) and never holds more than the messages
+//! the application queued.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use crate::frame::{Channel, Compression, MessageFrame, MessageStart, PayloadEncoding};
+use crate::header::HeaderEncoder;
+use crate::header::RoutingHeader;
+
+/// A message to send: routing header, payload and how the payload is encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// The routing header.
+    pub header: RoutingHeader,
+    /// The payload, as it goes on the wire (already compressed if `compression` says so).
+    pub payload: Bytes,
+    /// How the payload is encoded.
+    pub encoding: PayloadEncoding,
+    /// How the payload is compressed.
+    pub compression: Compression,
+}
+
+impl OutgoingMessage {
+    /// A raw, uncompressed message.
+    pub fn new(header: RoutingHeader, payload: impl Into<Bytes>) -> Self {
+        OutgoingMessage {
+            header,
+            payload: payload.into(),
+            encoding: PayloadEncoding::Raw,
+            compression: Compression::None,
+        }
+    }
+
+    /// The same message with another payload encoding.
+    pub fn with_encoding(mut self, encoding: PayloadEncoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+}
+
+#[derive(Debug)]
+struct Queued {
+    /// The application's id for the message (enqueue order), for `cancel`.
+    id: u64,
+    /// The wire sequence number (wire.md §5.3.8), assigned when the first frame leaves.
+    sequence: Option<u64>,
+    message: OutgoingMessage,
+    /// Encoded once, when the message reaches the front (table order = wire order).
+    header_block: Option<Bytes>,
+    /// Payload bytes already sent.
+    offset: usize,
+    /// The first frame (with the metadata) has left: the message has started.
+    first_sent: bool,
+}
+
+/// The smallest chunk worth sending when credit is short (avoids a silly-window trickle), unless
+/// the peer's windows can never hold that much beside the metadata (wire.md §9.5.1).
+pub(crate) const MIN_CHUNK: u64 = 1024;
+
+/// Send state of one channel.
+#[derive(Debug)]
+pub struct OutChannel {
+    channel: Channel,
+    queue: VecDeque<Queued>,
+    queued_bytes: u64,
+    /// Credit the peer has granted on this channel (§9.2).
+    pub window: u64,
+    encoder: HeaderEncoder,
+    next_id: u64,
+    next_sequence: u64,
+}
+
+impl OutChannel {
+    /// A channel with no credit yet (set when the peer's HELLO arrives).
+    pub fn new(channel: Channel) -> Self {
+        OutChannel {
+            channel,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            window: 0,
+            encoder: HeaderEncoder::new(0),
+            next_id: 0,
+            next_sequence: 0,
+        }
+    }
+
+    /// Applies the peer's settings: initial window and header table capacity.
+    pub fn configure(&mut self, window: u64, table_capacity: usize) {
+        self.window = window;
+        self.encoder = HeaderEncoder::new(table_capacity);
+    }
+
+    /// Queues a message; returns its id (enqueue order on this channel).
+    pub fn push(&mut self, message: OutgoingMessage) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.queued_bytes += message.payload.len() as u64;
+        self.queue.push_back(Queued {
+            id,
+            sequence: None,
+            message,
+            header_block: None,
+            offset: 0,
+            first_sent: false,
+        });
+        id
+    }
+
+    /// Payload bytes queued and not yet sent.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued_bytes
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// `(id, wire sequence)` of the message in progress (partly sent), if any.
+    pub fn in_progress(&self) -> Option<(u64, u64)> {
+        self.queue.front().and_then(|q| Some((q.id, q.sequence?)))
+    }
+
+    /// The id of the message whose wire sequence is `sequence`, if it is in progress.
+    pub fn id_of_sequence(&self, sequence: u64) -> Option<u64> {
+        self.in_progress()
+            .filter(|&(_, s)| s == sequence)
+            .map(|(id, _)| id)
+    }
+
+    /// The messages that have not started, with their ids, in queue order.
+    pub fn unstarted(&self) -> impl Iterator<Item = (u64, &OutgoingMessage)> {
+        self.queue
+            .iter()
+            .filter(|q| !q.started())
+            .map(|q| (q.id, &q.message))
+    }
+
+    /// Removes every message that has not started; returns their ids. A started one stays
+    /// (the caller aborts it with [`abort_front`](Self::abort_front)).
+    pub fn drop_unstarted(&mut self) -> Vec<u64> {
+        let mut dropped = Vec::new();
+        let queued_bytes = &mut self.queued_bytes;
+        self.queue.retain(|q| {
+            if q.started() {
+                return true;
+            }
+            *queued_bytes -= q.message.payload.len() as u64;
+            dropped.push(q.id);
+            false
+        });
+        dropped
+    }
+
+    /// Removes the message `id` if it has not started. Returns whether it did.
+    pub fn remove_unstarted(&mut self, id: u64) -> bool {
+        let Some(pos) = self.queue.iter().position(|q| q.id == id && !q.started()) else {
+            return false;
+        };
+        if let Some(q) = self.queue.remove(pos) {
+            self.queued_bytes -= q.message.payload.len() as u64;
+        }
+        true
+    }
+
+    /// Abandons the front message if it has started and is `id` (or any, with `None`);
+    /// returns `(id, wire sequence)` (the caller sends CANCEL with ABORT, §5.7.1).
+    pub fn abort_front(&mut self, id: Option<u64>) -> Option<(u64, u64)> {
+        let (front_id, sequence) = self.in_progress()?;
+        if id.is_some_and(|i| i != front_id) {
+            return None;
+        }
+        let q = self.queue.pop_front()?;
+        self.queued_bytes -= (q.message.payload.len() - q.offset) as u64;
+        Some((front_id, sequence))
+    }
+
+    /// Whether the front message can produce a frame with `available` bytes of credit, when
+    /// the windows never hold more than `ceiling` (the smaller of the peer's initial windows).
+    pub fn ready(&mut self, available: u64, ceiling: u64) -> bool {
+        match self.frame_size_needed(ceiling) {
+            Some(needed) => available >= needed,
+            None => false,
+        }
+    }
+
+    /// The smallest frame payload worth sending for the front message: the metadata and
+    /// `MIN_CHUNK` bytes of data (or what is left), but never more than `ceiling` as long as
+    /// that holds the metadata and one byte — otherwise a sender would wait for credit the
+    /// receiver cannot give (spec: wire.md §9.5.1).
+    fn frame_size_needed(&mut self, ceiling: u64) -> Option<u64> {
+        let front = self.queue.front_mut()?;
+        let encoder = &mut self.encoder;
+        let meta = front.metadata_len(encoder);
+        let remaining = (front.message.payload.len() - front.offset) as u64;
+        let least = meta + remaining.min(1);
+        Some((meta + remaining.min(MIN_CHUNK)).min(ceiling).max(least))
+    }
+
+    /// Cuts the next frame of the front message: at most `max_payload` bytes of frame payload
+    /// and at most `chunk` bytes of data. Returns the frame; the caller charges the windows.
+    pub fn next_frame(&mut self, max_payload: u64, chunk: u64) -> Option<MessageFrame> {
+        let channel = self.channel;
+        let front = self.queue.front_mut()?;
+        let meta = front.metadata_len(&mut self.encoder);
+        let remaining = front.message.payload.len() - front.offset;
+        let room = max_payload.saturating_sub(meta).min(chunk) as usize;
+        let take = remaining.min(room);
+        if take == 0 && remaining > 0 {
+            return None;
+        }
+        let data = front
+            .message
+            .payload
+            .slice(front.offset..front.offset + take);
+        let first = !front.first_sent;
+        let start = first.then(|| MessageStart {
+            message_len: front.message.payload.len() as u64,
+            encoding: front.message.encoding,
+            compression: front.message.compression,
+            header_block: front.header_block.clone().unwrap_or_default(),
+        });
+        if first {
+            // spec: wire.md §5.3.8 — the n-th message started on the channel has sequence n.
+            front.sequence = Some(self.next_sequence);
+            self.next_sequence += 1;
+        }
+        front.offset += take;
+        front.first_sent = true;
+        let last = front.offset == front.message.payload.len();
+        self.queued_bytes -= take as u64;
+        if last {
+            self.queue.pop_front();
+        }
+        Some(MessageFrame {
+            channel,
+            start,
+            last,
+            data,
+        })
+    }
+}
+
+impl Queued {
+    fn started(&self) -> bool {
+        self.first_sent
+    }
+
+    /// Frame payload bytes before the chunk data, encoding the header block on first use.
+    fn metadata_len(&mut self, encoder: &mut HeaderEncoder) -> u64 {
+        if self.started() {
+            return 1;
+        }
+        let block = self
+            .header_block
+            .get_or_insert_with(|| encoder.encode_block(&self.message.header));
+        let probe = MessageFrame {
+            channel: Channel::Control,
+            start: Some(MessageStart {
+                message_len: self.message.payload.len() as u64,
+                encoding: self.message.encoding,
+                compression: self.message.compression,
+                header_block: block.clone(),
+            }),
+            last: false,
+            data: Bytes::new(),
+        };
+        probe.payload_len()
+    }
+}

@@ -1,0 +1,50 @@
+//! Rhizomorph: a multiplexed binary-protocol transport for RPC systems.
+//!
+//! Many prioritized channels — `control` > `rpc` > `stream` > `bulk` — over one QUIC or
+//! WebSocket connection, specified in `spec/wire.md`. This crate is layered as the spec is:
+//!
+//! - [`frame`]: the sans-IO frame codec (bytes ⇄ frames), checked against negotiated limits.
+//! - [`session`]: the sans-IO multiplexing state machine: channels, scheduling, credit,
+//!   chunking, header tables, keepalive, shutdown.
+//! - [`transport`]: thin tokio drivers that pump a session over a socket (WebSocket now).
+//! - [`Endpoint`], [`Listener`], [`Connection`]: the async API an RPC server links against.
+//!
+//! Arrows run one way: transport → session → frame. The codec never knows about sockets.
+//!
+//! ```no_run
+//! use rhizomorph::{Channel, Config, Endpoint, RoutingHeader};
+//! # async fn demo() -> Result<(), rhizomorph::Error> {
+//! let mut conn = Endpoint::connect("ws://127.0.0.1:7878/", Config::default()).await?;
+//! conn.send(Channel::Rpc, RoutingHeader::new().with("to", "echo"), "ping").await?;
+//! let reply = conn.recv().await;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod connection;
+pub mod endpoint;
+pub mod error;
+pub mod metrics;
+pub mod router;
+mod signal;
+pub mod transport;
+
+// The sans-IO protocol (the `rhizomorph-proto` crate), under the names this crate always had.
+/// rkyv, as rhizomorph uses it (the [`wire_type!`] macro derives through this path).
+pub use rhizomorph_proto::rkyv;
+pub use rhizomorph_proto::wire_type;
+pub use rhizomorph_proto::{frame, header, legacy, payload, session, websocket};
+
+pub use config::{AuthRequest, CompressionPolicy, Config};
+pub use connection::{CloseReason, Connection, Message, Mode, Sender};
+pub use endpoint::{Endpoint, Listener};
+pub use error::Error;
+pub use frame::{Channel, ErrorCode};
+pub use header::RoutingHeader;
+
+/// The README's examples, compiled and run as doc tests so they cannot go stale.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,254 @@
+//! The router behind `rhizomorph serve`: forwards messages between connected peers, legacy and
+//! native alike, by their `to` header with hypha's rules (legacy.md §L5), and echoes what is
+//! addressed to nobody it knows (the echo service the benchmarks and examples use).
+//!
+//! Owns the table of connected peers by `<workspace>/<client_id>` and one task per connection.
+//! Never decodes or copies a payload: a forwarded message is the received header, rewritten,
+//! and the received payload bytes. Never trusts identity fields a sender wrote.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tracing::{debug, info, warn};
+
+use crate::connection::{Connection, Message, Mode, Sender};
+use crate::endpoint::Listener;
+use crate::frame::Channel;
+use crate::header::RoutingHeader;
+use crate::legacy::{rewrite, Identity};
+
+struct Peer {
+    sender: Sender,
+    /// Distinguishes a reconnected peer from the connection it replaced.
+    generation: u64,
+}
+
+/// Connected peers by `<workspace>/<client_id>`.
+#[derive(Clone, Default)]
+pub struct Router {
+    peers: Arc<Mutex<HashMap<String, Peer>>>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+    stats: Arc<RouterStats>,
+}
+
+/// What a router has done (for tests and the CLI).
+#[derive(Debug, Default)]
+pub struct RouterStats {
+    /// Messages forwarded to another peer.
+    pub forwarded: std::sync::atomic::AtomicU64,
+    /// Messages echoed back to their sender.
+    pub echoed: std::sync::atomic::AtomicU64,
+    /// Calls to an absent peer answered with a `.reject` (as hypha does).
+    pub rejected: std::sync::atomic::AtomicU64,
+}
+
+/// The identity of a native peer: its HELLO token read as `<workspace>/<client_id>` or as a
+/// bare client id (workspace `ws-user-<id>`, as legacy anonymous clients get); a peer without a
+/// token is anonymous and not addressable (`from` still names it).
+pub fn native_identity(token: &[u8], peer_addr: std::net::SocketAddr) -> (Identity, bool) {
+    let token = std::str::from_utf8(token).unwrap_or("").trim();
+    let valid = |s: &str| !s.is_empty() && !s.contains('/') && s != "*";
+    match token.split_once('/') {
+        Some((ws, id)) if valid(ws) && valid(id) => (Identity::anonymous(ws, id), true),
+        None if valid(token) => (Identity::anonymous(format!("ws-user-{token}"), token), true),
+        _ => (
+            Identity::anonymous("ws-anonymous", format!("native-{}", peer_addr.port())),
+            false,
+        ),
+    }
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new() -> Router {
+        Router::default()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &RouterStats {
+        &self.stats
+    }
+
+    /// Ids of the connected, addressable peers.
+    pub fn peers(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.lock().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Peer>> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Accepts connections from `listener` forever, serving each in its own task.
+    pub async fn serve(self, listener: Listener) {
+        loop {
+            match listener.accept_raw().await {
+                Ok(handshake) => {
+                    let router = self.clone();
+                    tokio::spawn(async move {
+                        match handshake.await {
+                            Ok(conn) => router.serve_connection(conn).await,
+                            Err(e) => debug!(error = %e, "handshake failed"),
+                        }
+                    });
+                }
+                Err(e) => {
+                    debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    /// Serves one connection until it ends: registers it, routes what it sends, unregisters.
+    pub async fn serve_connection(&self, mut conn: Connection) {
+        let (identity, addressable) = match conn.legacy_identity() {
+            Some(id) => (id.clone(), true),
+            None => native_identity(&conn.peer_token().unwrap_or_default(), conn.peer_addr()),
+        };
+        let id = identity.full_id();
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if addressable {
+            // A peer that connects again under the same id replaces the old connection.
+            self.lock().insert(
+                id.clone(),
+                Peer {
+                    sender: conn.sender(),
+                    generation,
+                },
+            );
+        }
+        info!(%id, mode = conn.mode().name(), addressable, "peer connected");
+        let sender = conn.sender();
+        while let Some(msg) = conn.recv().await {
+            if self
+                .route(&identity, conn.mode(), &sender, msg)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        if addressable {
+            let mut peers = self.lock();
+            if peers.get(&id).is_some_and(|p| p.generation == generation) {
+                peers.remove(&id);
+            }
+        }
+        info!(%id, "peer disconnected");
+    }
+
+    /// Routes one message from `from`; `Err` when the sender's own connection is gone.
+    async fn route(
+        &self,
+        from: &Identity,
+        mode: Mode,
+        back: &Sender,
+        msg: Message,
+    ) -> Result<(), crate::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let routed = match msg.header.get("to").map(|_| rewrite(&msg.header, from)) {
+            Some(Ok(r)) => Some(r),
+            Some(Err(e)) => {
+                debug!(error = %e, "unroutable message");
+                None
+            }
+            None => None,
+        };
+        let targets: Vec<Sender> = match &routed {
+            Some(r) => match r.target.strip_suffix("/*") {
+                // A broadcast: every peer of the workspace but the sender.
+                Some(ws) => {
+                    let prefix = format!("{ws}/");
+                    let me = from.full_id();
+                    self.lock()
+                        .iter()
+                        .filter(|(k, _)| k.starts_with(&prefix) && **k != me)
+                        .map(|(_, p)| p.sender.clone())
+                        .collect()
+                }
+                None => self
+                    .lock()
+                    .get(&r.target)
+                    .map(|p| vec![p.sender.clone()])
+                    .unwrap_or_default(),
+            },
+            None => Vec::new(),
+        };
+        match routed {
+            Some(r) if !targets.is_empty() => {
+                let channel = msg.channel;
+                let out = Message {
+                    header: r.header,
+                    ..msg
+                };
+                for target in targets {
+                    // A target that is gone or cannot take this payload costs only this copy.
+                    if let Err(e) = target.forward(channel, out.clone()).await {
+                        debug!(error = %e, target = %r.target, "forward failed");
+                    }
+                    self.stats.forwarded.fetch_add(1, Relaxed);
+                }
+                Ok(())
+            }
+            _ if mode == Mode::Native => {
+                // Not addressed to a connected peer: the echo service.
+                self.stats.echoed.fetch_add(1, Relaxed);
+                match msg.header.get_str("to") {
+                    Some("sink") => Ok(()),
+                    Some("stall") => {
+                        let ms = std::str::from_utf8(&msg.payload)
+                            .ok()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(1000);
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        Ok(())
+                    }
+                    _ => back.forward(msg.channel, msg).await.map(|_| ()),
+                }
+            }
+            _ => {
+                // spec: legacy.md §L5.4 — a call (it has a `session`) to an absent peer is
+                // answered with a `.reject`, as hypha does; anything else is dropped.
+                let Some(session) = msg.header.get_str("session") else {
+                    return Ok(());
+                };
+                let to = msg.header.get_str("to").unwrap_or("");
+                warn!(target = %to, "call to a peer that is not connected");
+                self.stats.rejected.fetch_add(1, Relaxed);
+                let (header, payload) = reject(session, to, &from.full_id(), to);
+                back.send(Channel::Rpc, header, payload).await.map(|_| ())
+            }
+        }
+    }
+}
+
+/// Hypha's answer to a call whose target is not connected: a `<session>.reject` method call
+/// with an error argument.
+pub fn reject(session: &str, from: &str, to: &str, target: &str) -> (RoutingHeader, Bytes) {
+    let header = RoutingHeader::new()
+        .with("type", "method")
+        .with("from", from.to_string())
+        .with("to", to.to_string())
+        .with("method", format!("{session}.reject"));
+    let error = rmpv::Value::Map(vec![(
+        "args".into(),
+        rmpv::Value::Array(vec![rmpv::Value::Map(vec![
+            ("_rtype".into(), "error".into()),
+            (
+                "_rvalue".into(),
+                format!("Target peer {target} is not connected").into(),
+            ),
+            ("_rtrace".into(), "".into()),
+        ])]),
+    )]);
+    let mut payload = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = rmpv::encode::write_value(&mut payload, &error);
+    (header, Bytes::from(payload))
+}

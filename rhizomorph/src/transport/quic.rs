@@ -1,0 +1,722 @@
+//! The QUIC transport (wire.md §17): quinn 0.11 over rustls with the `ring` provider.
+//!
+//! Owns the QUIC endpoint and handshake (ALPN `rhzm/1`), the mapping of channels onto
+//! unidirectional streams (one per channel and direction, opened with a channel-id preamble),
+//! their send priorities, QUIC's flow-control windows, and the close handshake. QUIC does what
+//! the WebSocket mapping needs the session for: stream flow control replaces CREDIT (§17.5)
+//! and each stream is retransmitted independently, so a lost bulk packet never holds an rpc
+//! reply. Never interprets frames: the session does.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{ConnectionError, RecvStream, SendStream, VarInt};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info_span, warn, Instrument};
+
+use crate::config::{ClientTls, Config, ServerTls};
+use crate::connection::{CloseReason, Connection, Mode, Shared};
+use crate::error::Error;
+use crate::frame::{Channel, ErrorCode};
+use crate::session::{Framing, Session};
+use crate::transport::driver::{Dispatch, SharedDispatch};
+
+/// Most bytes handed to quinn per stream write: what the sender holds beyond QUIC's windows
+/// (quinn keeps a write until the stream's flow control lets it out, wire.md §17.5). quinn
+/// interleaves streams by priority per packet, so a larger write would not delay a
+/// higher channel, only hold more memory.
+const STREAM_WRITE: usize = 64 * 1024;
+/// The ALPN protocol id that selects rhizomorph over QUIC (wire.md §3.1, §17.1).
+pub const ALPN: &[u8] = b"rhzm/1";
+
+/// Send priorities of the channel streams, control highest (wire.md §17.4).
+const PRIORITY: [i32; 4] = [3, 2, 1, 0];
+
+/// Most received segments handed to the session under one lock (QUIC delivers a stream as
+/// packet-sized segments; taking them one by one would cost a lock and a wake-up each).
+const READ_SEGMENTS: usize = 64;
+
+/// QUIC transport parameters from the rhizomorph settings (wire.md §17.5): the receive
+/// windows are the announced `INITIAL_*_WINDOW`s, and a peer may open exactly the four channel
+/// streams (§17.2.3: no bidirectional streams). Public so that a bare-quinn comparison (the
+/// bench's `bare-quinn` baseline) runs with exactly the windows rhizomorph runs with.
+pub fn transport_config(config: &Config) -> quinn::TransportConfig {
+    let s = &config.session.settings;
+    let varint = |v: u64| VarInt::from_u64(v).unwrap_or(VarInt::MAX);
+    let mut t = quinn::TransportConfig::default();
+    t.stream_receive_window(varint(s.initial_channel_window))
+        .receive_window(varint(s.initial_connection_window))
+        .send_window(s.initial_connection_window)
+        .max_concurrent_uni_streams(4u32.into())
+        .max_concurrent_bidi_streams(0u32.into())
+        // The session's keepalive (PING, §13) detects a silent peer; QUIC's idle timeout is a
+        // backstop just beyond it.
+        .max_idle_timeout(
+            quinn::IdleTimeout::try_from(config.session.keepalive_timeout + Duration::from_secs(5))
+                .ok(),
+        );
+    t
+}
+
+fn quic_config_error(e: impl std::fmt::Display) -> Error {
+    Error::Tls(format!("TLS configuration unusable for QUIC: {e}"))
+}
+
+/// A quinn client config from our client TLS, offering only `alpn`.
+pub fn quinn_client_config(
+    tls: &ClientTls,
+    alpn: &[u8],
+    transport: quinn::TransportConfig,
+) -> Result<quinn::ClientConfig, Error> {
+    let mut rustls_config = (*tls.config).clone();
+    rustls_config.alpn_protocols = vec![alpn.to_vec()];
+    let crypto = QuicClientConfig::try_from(Arc::new(rustls_config)).map_err(quic_config_error)?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(Arc::new(transport));
+    Ok(client)
+}
+
+/// A quinn server config from our server TLS, accepting only `alpn`.
+pub fn quinn_server_config(
+    tls: &ServerTls,
+    alpn: &[u8],
+    transport: quinn::TransportConfig,
+) -> Result<quinn::ServerConfig, Error> {
+    let mut rustls_config = (*tls.config).clone();
+    rustls_config.alpn_protocols = vec![alpn.to_vec()];
+    let crypto = QuicServerConfig::try_from(Arc::new(rustls_config)).map_err(quic_config_error)?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(transport));
+    Ok(server)
+}
+
+/// A client: its own UDP endpoint, connected to `url` (`quic://host:port`).
+pub async fn connect(url: &str, config: &Config) -> Result<Connection, Error> {
+    tokio::time::timeout(config.connect_timeout, connect_inner(url, config))
+        .await
+        .map_err(|_| Error::Timeout("connect"))?
+}
+
+/// Splits `quic://host:port/...` into host and port.
+fn parse_url(url: &str) -> Result<(String, u16), Error> {
+    let bad = |reason: &str| Error::InvalidAddress {
+        addr: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let rest = url
+        .strip_prefix("quic://")
+        .ok_or_else(|| bad("expected quic://"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (host, port) = authority
+        .rsplit_once(':')
+        .ok_or_else(|| bad("no port (quic://host:port)"))?;
+    let port = port.parse::<u16>().map_err(|_| bad("bad port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    Ok((host.to_string(), port))
+}
+
+async fn resolve(url: &str) -> Result<(String, SocketAddr), Error> {
+    let (host, port) = parse_url(url)?;
+    let addr = super::resolve_first((host.as_str(), port), url).await?;
+    Ok((host, addr))
+}
+
+/// A UDP endpoint for client connections of this address family.
+fn client_endpoint(ipv6: bool) -> Result<quinn::Endpoint, Error> {
+    let bind: SocketAddr = if ipv6 {
+        "[::]:0".parse().expect("a valid address")
+    } else {
+        "0.0.0.0:0".parse().expect("a valid address")
+    };
+    Ok(quinn::Endpoint::client(bind)?)
+}
+
+/// The QUIC handshake to `addr` over `endpoint`, then the HELLO exchange. `own_endpoint`: the
+/// connection owns the endpoint and lets it go idle when it ends.
+async fn connect_over(
+    endpoint: &quinn::Endpoint,
+    own_endpoint: bool,
+    host: &str,
+    addr: SocketAddr,
+    config: &Config,
+) -> Result<Connection, Error> {
+    let tls = super::client_tls(config)?;
+    let client_config = quinn_client_config(&tls, ALPN, transport_config(config))?;
+    let connecting = endpoint
+        .connect_with(client_config, addr, host)
+        .map_err(|e| Error::Quic(e.to_string()))?;
+    let conn = connecting.await.map_err(handshake_error)?;
+    let session = Session::client(session_config(config), Instant::now());
+    start(
+        conn,
+        own_endpoint.then(|| endpoint.clone()),
+        session,
+        config,
+    )
+    .await
+}
+
+async fn connect_inner(url: &str, config: &Config) -> Result<Connection, Error> {
+    let (host, addr) = resolve(url).await?;
+    let endpoint = client_endpoint(addr.is_ipv6())?;
+    connect_over(&endpoint, true, &host, addr, config).await
+}
+
+/// One UDP socket for many client connections.
+///
+/// [`Endpoint::connect`](crate::Endpoint::connect) gives each QUIC connection its own UDP
+/// endpoint (socket, buffers, driver task: about 300 KiB); a client that opens many connections
+/// opens them through one `QuicClient` instead (about 50 KiB each), and quinn tells them apart
+/// by connection id. Connections outlive the `QuicClient` they were made with.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), rhizomorph::Error> {
+/// use rhizomorph::transport::quic::QuicClient;
+/// let client = QuicClient::bind(rhizomorph::Config::default(), false)?;
+/// let a = client.connect("quic://127.0.0.1:7879").await?;
+/// let b = client.connect("quic://127.0.0.1:7879").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct QuicClient {
+    endpoint: quinn::Endpoint,
+    config: Arc<Config>,
+    ipv6: bool,
+}
+
+impl QuicClient {
+    /// Binds a client UDP socket (IPv6 if `ipv6`, else IPv4) for connections made with
+    /// `config`. Must be called within a tokio runtime, which drives the socket.
+    pub fn bind(config: Config, ipv6: bool) -> Result<QuicClient, Error> {
+        Ok(QuicClient {
+            endpoint: client_endpoint(ipv6)?,
+            config: Arc::new(config),
+            ipv6,
+        })
+    }
+
+    /// The local UDP address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Connects to `url` (`quic://host:port`) over this client's socket.
+    pub async fn connect(&self, url: &str) -> Result<Connection, Error> {
+        let config = &self.config;
+        tokio::time::timeout(config.connect_timeout, async {
+            let (host, addr) = resolve(url).await?;
+            if addr.is_ipv6() != self.ipv6 {
+                return Err(Error::InvalidAddress {
+                    addr: url.to_string(),
+                    reason: "address family differs from this QuicClient's socket".into(),
+                });
+            }
+            connect_over(&self.endpoint, false, &host, addr, config).await
+        })
+        .await
+        .map_err(|_| Error::Timeout("connect"))?
+    }
+}
+
+/// A failed QUIC handshake: certificate and ALPN problems are TLS errors (with rustls' reason).
+fn handshake_error(e: ConnectionError) -> Error {
+    match &e {
+        // QUIC carries TLS alerts as the crypto error codes 0x100 – 0x1FF (RFC 9001 §4.8).
+        ConnectionError::TransportError(t) if is_crypto(t.code) => Error::Tls(e.to_string()),
+        ConnectionError::ConnectionClosed(c) if is_crypto(c.error_code) => {
+            Error::Tls(e.to_string())
+        }
+        _ => Error::Quic(e.to_string()),
+    }
+}
+
+fn is_crypto(code: quinn::TransportErrorCode) -> bool {
+    (0x100..0x200).contains(&u64::from(code))
+}
+
+fn session_config(config: &Config) -> crate::session::SessionConfig {
+    config
+        .session
+        .clone()
+        .with_framing(Framing::PerChannelStreams)
+}
+
+/// Accepts QUIC connections on one UDP socket.
+pub struct QuicListener {
+    endpoint: quinn::Endpoint,
+    config: Arc<Config>,
+}
+
+impl QuicListener {
+    /// Binds `addr`. QUIC always runs TLS: the config must carry server TLS (a certificate).
+    pub fn bind(addr: &str, config: Config) -> Result<QuicListener, Error> {
+        let addr: SocketAddr = addr.parse().map_err(|e| Error::InvalidAddress {
+            addr: addr.to_string(),
+            reason: format!("{e}"),
+        })?;
+        let tls = config.server_tls.as_ref().ok_or_else(|| {
+            Error::Tls(
+                "QUIC needs a server certificate: set Config::with_server_tls \
+                 (or `serve --self-signed` / `--cert --key`)"
+                    .into(),
+            )
+        })?;
+        let server_config = quinn_server_config(tls, ALPN, transport_config(&config))?;
+        let endpoint = quinn::Endpoint::server(server_config, addr)?;
+        Ok(QuicListener {
+            endpoint,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Waits for the next client; the returned future completes the QUIC and HELLO handshakes.
+    pub async fn accept_raw(
+        &self,
+    ) -> io::Result<impl std::future::Future<Output = Result<Connection, Error>> + Send + 'static>
+    {
+        let incoming = self.endpoint.accept().await.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotConnected, "the QUIC endpoint is closed")
+        })?;
+        let config = self.config.clone();
+        Ok(async move {
+            let handshake = async {
+                let conn = incoming.await.map_err(handshake_error)?;
+                let session = Session::server(session_config(&config), Instant::now());
+                start(conn, None, session, &config).await
+            };
+            tokio::time::timeout(config.connect_timeout, handshake)
+                .await
+                .map_err(|_| Error::Timeout("accept handshake"))?
+        })
+    }
+
+    /// Accepts the next connection (QUIC and HELLO handshakes).
+    pub async fn accept(&self) -> Result<Connection, Error> {
+        self.accept_raw().await?.await
+    }
+}
+
+impl Drop for QuicListener {
+    fn drop(&mut self) {
+        self.endpoint.close(VarInt::from_u32(0), b"listener closed");
+    }
+}
+
+async fn start(
+    conn: quinn::Connection,
+    endpoint: Option<quinn::Endpoint>,
+    session: Session,
+    config: &Config,
+) -> Result<Connection, Error> {
+    let peer_addr = conn.remote_address();
+    let role = session.role();
+    let shared = Shared::new(session, config);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (connected_tx, connected_rx) = oneshot::channel();
+    let dispatch = Arc::new(std::sync::Mutex::new(Dispatch {
+        incoming: tx,
+        authenticator: config.authenticator.clone(),
+        peer_addr,
+        connected: Some(connected_tx),
+    }));
+    let span = info_span!("connection", peer = %peer_addr, role = ?role, transport = "quic");
+    let linger = config.session.keepalive_timeout;
+    let (handoff_tx, handoff_rx) = mpsc::unbounded_channel();
+    let slots = Arc::new(StreamSlots {
+        conn: conn.clone(),
+        slots: Default::default(),
+        handoff: handoff_tx,
+    });
+    let _ = shared.quic_streams.set(slots.clone());
+    tokio::spawn(
+        accept_streams(conn.clone(), shared.clone(), dispatch.clone()).instrument(span.clone()),
+    );
+    tokio::spawn(watch(conn.clone(), shared.clone(), dispatch.clone()).instrument(span.clone()));
+    let writer = write_loop(
+        conn,
+        endpoint,
+        shared.clone(),
+        dispatch,
+        slots,
+        handoff_rx,
+        linger,
+    );
+    tokio::spawn(writer.instrument(span));
+    let connection = Connection {
+        link: crate::connection::Link::Native(shared),
+        incoming: rx,
+        peer_addr,
+        mode: Mode::Native,
+    };
+    match connected_rx.await {
+        Ok(Ok(())) => Ok(connection),
+        Ok(Err(reason)) => Err(reason.to_error()),
+        Err(_) => Err(CloseReason::Lost("driver ended during the handshake".into()).to_error()),
+    }
+}
+
+/// Waits for the QUIC connection to end and reports why, if the session had not ended first.
+async fn watch(conn: quinn::Connection, shared: Arc<Shared>, dispatch: SharedDispatch) {
+    let e = conn.closed().await;
+
+    let reason = match e {
+        // spec: wire.md §17.6 — the application close code is the CLOSE's code.
+        ConnectionError::ApplicationClosed(a) => CloseReason::Closed {
+            code: ErrorCode(a.error_code.into_inner()),
+            reason: String::from_utf8_lossy(&a.reason).into_owned(),
+        },
+        ConnectionError::LocallyClosed => CloseReason::Lost("closed locally".into()),
+        ConnectionError::TimedOut => CloseReason::Lost("QUIC idle timeout: peer silent".into()),
+        other => CloseReason::Lost(other.to_string()),
+    };
+    dispatch
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .lost_with(&shared, reason);
+}
+
+/// Accepts the peer's channel streams (wire.md §17.2) and spawns a reader for each.
+async fn accept_streams(conn: quinn::Connection, shared: Arc<Shared>, dispatch: SharedDispatch) {
+    let mut seen = [false; 4];
+    loop {
+        let Ok(mut recv) = conn.accept_uni().await else {
+            return; // the connection ended; `watch` reports why
+        };
+        let channel = match read_preamble(&mut recv).await {
+            Ok(c) => c,
+            Err(why) => return protocol_error(&shared, &dispatch, why),
+        };
+        if std::mem::replace(&mut seen[channel.index()], true) {
+            // spec: wire.md §17.2.3 — a second stream for a channel.
+            return protocol_error(&shared, &dispatch, "a second stream for one channel");
+        }
+        let task = read_loop(channel, recv, shared.clone(), dispatch.clone());
+        tokio::spawn(task.instrument(tracing::Span::current()));
+    }
+}
+
+/// spec: wire.md §17.2.1 — a stream starts with its channel id as a varint (0 – 3, so one byte).
+async fn read_preamble(recv: &mut RecvStream) -> Result<Channel, &'static str> {
+    let mut byte = [0u8; 1];
+    recv.read_exact(&mut byte)
+        .await
+        .map_err(|_| "a stream that ended before its channel id")?;
+    // A one-byte varint has its top two bits clear; a longer encoding of 0 – 3 is not minimal.
+    Channel::from_id(byte[0]).map_err(|_| "a stream with a channel id over 3")
+}
+
+fn protocol_error(shared: &Shared, dispatch: &SharedDispatch, why: &'static str) {
+    warn!(why, "QUIC stream rule broken (wire.md §17.2.3, §17.6.4)");
+    super::driver::with_session(shared, dispatch, |s| {
+        s.close(ErrorCode::PROTOCOL_ERROR, &format!("{why} (wire.md §17)"))
+    });
+    shared.wake_writer.notify_one();
+}
+
+/// Feeds one peer stream into the session while the session has room for it (§17.5).
+async fn read_loop(
+    channel: Channel,
+    mut recv: RecvStream,
+    shared: Arc<Shared>,
+    dispatch: SharedDispatch,
+) {
+    let mut segments = vec![Bytes::new(); READ_SEGMENTS];
+    loop {
+        // Read only while the session holds less than its window: QUIC's flow control then
+        // stops the peer at exactly the window the application has not consumed.
+        if !shared.lock().can_read(channel) {
+            let go = shared
+                .readable
+                .wait_for(|| {
+                    if shared.is_closed() {
+                        Some(false)
+                    } else {
+                        shared.lock().can_read(channel).then_some(true)
+                    }
+                })
+                .await;
+            if !go {
+                return;
+            }
+        }
+        match recv.read_chunks(&mut segments).await {
+            Ok(Some(n)) => {
+                let mut was_open = false;
+                super::driver::with_session(&shared, &dispatch, |s| {
+                    was_open = s.is_open();
+                    let now = Instant::now();
+                    for seg in &mut segments[..n] {
+                        s.handle_stream(now, channel, std::mem::take(seg));
+                    }
+                });
+                // After the events were handled (an accepted HELLO queues ours). The writer
+                // also runs the timers: opening moves the deadline from the HELLO timeout to
+                // the keepalive.
+                let wake = {
+                    let s = shared.lock();
+                    s.wants_transmit() || s.is_closed() || (s.is_open() && !was_open)
+                };
+                if wake {
+                    shared.wake_writer.notify_one();
+                }
+            }
+            Ok(None) => {
+                super::driver::with_session(&shared, &dispatch, |s| {
+                    s.handle_stream_end(Instant::now(), channel)
+                });
+                shared.wake_writer.notify_one();
+                return;
+            }
+            Err(quinn::ReadError::Reset(code)) => {
+                // spec: wire.md §17.6.4 — messages are cancelled with CANCEL, never by a reset.
+                debug!(%channel, %code, "peer reset a channel stream");
+                return protocol_error(&shared, &dispatch, "a channel stream reset by the peer");
+            }
+            Err(e) => {
+                debug!(%channel, error = %e, "stream read ended");
+                return; // the connection ended: `watch` reports why
+            }
+        }
+    }
+}
+
+type WriteResult = Result<(), String>;
+
+/// A write in progress, owning its stream's slot until it completes.
+type WriteFuture = Pin<Box<dyn Future<Output = WriteResult> + Send>>;
+
+/// This side's four send streams, shared by the writer task and the application's senders.
+///
+/// A slot's lock is held for exactly one write in flight on that stream: whoever holds it
+/// writes, others leave their frames queued in the session. A sender that queued a message
+/// writes it itself when the slot is free and the write completes at once (no task switch);
+/// a write that has to wait for QUIC is handed to the writer task, never awaited by the sender
+/// (a flow-controlled bulk stream must not block a task that also sends rpc).
+pub(crate) struct StreamSlots {
+    conn: quinn::Connection,
+    slots: [Arc<tokio::sync::Mutex<Option<SendStream>>>; 4],
+    handoff: mpsc::UnboundedSender<WriteFuture>,
+}
+
+impl StreamSlots {
+    /// After a message was queued on `channel` (not control): writes what the session has
+    /// for that stream, if its slot is free; otherwise the slot's holder or the writer will.
+    pub(crate) async fn flush(&self, shared: &Shared, channel: Channel) {
+        let i = channel.index();
+        loop {
+            let Ok(guard) = self.slots[i].clone().try_lock_owned() else {
+                // The holder re-checks the session after it releases the slot.
+                return;
+            };
+            let bytes =
+                shared
+                    .lock()
+                    .poll_transmit_channel_vectored(Instant::now(), channel, STREAM_WRITE);
+            let Some(bytes) = bytes else {
+                drop(guard);
+                // Something queued between our poll and the release is ours to write.
+                if shared.lock().has_channel_output(channel) {
+                    continue;
+                }
+                return;
+            };
+            shared.changed.notify_waiters(); // send-buffer room opened
+            let mut write: WriteFuture =
+                Box::pin(write_one(self.conn.clone(), channel, guard, bytes));
+            match futures_util::poll!(write.as_mut()) {
+                std::task::Poll::Ready(Ok(())) => continue,
+                std::task::Poll::Ready(Err(e)) => {
+                    debug!(error = %e, "stream write failed");
+                    shared.wake_writer.notify_one();
+                    return;
+                }
+                std::task::Poll::Pending => {
+                    let _ = self.handoff.send(write);
+                    shared.wake_writer.notify_one();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Writes `segments` to this side's stream for `channel` (its slot locked), opening it first if
+/// needed. The slot is released when the write completes.
+async fn write_one(
+    conn: quinn::Connection,
+    channel: Channel,
+    mut slot: tokio::sync::OwnedMutexGuard<Option<SendStream>>,
+    mut segments: Vec<Bytes>,
+) -> WriteResult {
+    if slot.is_none() {
+        *slot = Some(open_stream(&conn, channel).await?);
+    }
+    let stream = slot.as_mut().ok_or("stream not opened")?;
+    // quinn keeps the segments as they are: large payloads are never copied on our side.
+    stream
+        .write_all_chunks(&mut segments)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// spec: wire.md §17.2.1, §17.4 — a unidirectional stream with the channel id first and the
+/// channel's priority.
+async fn open_stream(conn: &quinn::Connection, channel: Channel) -> Result<SendStream, String> {
+    let mut s = conn.open_uni().await.map_err(|e| e.to_string())?;
+    let _ = s.set_priority(PRIORITY[channel.index()]);
+    s.write_chunk(Bytes::from(vec![channel as u8]))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+/// Moves the session's output onto the streams, runs the session's timers, and completes the
+/// writes senders handed over. Each stream has at most one write in flight (its slot), so a
+/// stream that QUIC's flow control holds back never delays another (§17.4); the session is
+/// asked for a stream's next bytes only once its previous write is accepted.
+async fn write_loop(
+    conn: quinn::Connection,
+    endpoint: Option<quinn::Endpoint>,
+    shared: Arc<Shared>,
+    dispatch: SharedDispatch,
+    slots: Arc<StreamSlots>,
+    mut handoff: mpsc::UnboundedReceiver<WriteFuture>,
+    linger: Duration,
+) {
+    let mut in_flight: FuturesUnordered<WriteFuture> = FuturesUnordered::new();
+    let mut failed = None;
+    loop {
+        let notified = shared.wake_writer.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let mut deadline = None;
+        let mut closed = false;
+        let mut took = false;
+        super::driver::with_session(&shared, &dispatch, |s| {
+            let now = Instant::now();
+            if s.poll_timeout().is_some_and(|t| t <= now) {
+                s.handle_timeout(now);
+            }
+            for ch in Channel::ALL {
+                let Ok(guard) = slots.slots[ch.index()].clone().try_lock_owned() else {
+                    continue; // a write is in flight on this stream
+                };
+                if let Some(b) = s.poll_transmit_channel_vectored(now, ch, STREAM_WRITE) {
+                    took = true;
+                    in_flight.push(Box::pin(write_one(conn.clone(), ch, guard, b)));
+                }
+            }
+            deadline = s.poll_timeout();
+            closed = s.is_closed();
+        });
+        if took {
+            shared.changed.notify_waiters(); // send-buffer room opened
+        }
+
+        if in_flight.is_empty() && (closed || shared.is_closed()) {
+            break;
+        }
+        tokio::select! {
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Err(e) = done {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            Some(write) = handoff.recv() => in_flight.push(write),
+            _ = &mut notified => {
+                // Let the tasks that are ready now (a receiver answering a batch of requests)
+                // queue what they have: one write then carries all of it.
+                tokio::task::yield_now().await;
+            }
+            _ = sleep_until(deadline) => {}
+        }
+    }
+    if let Some(e) = failed {
+        debug!(error = %e, "stream write failed");
+        if !shared.lock().is_closed() {
+            let reason = CloseReason::Lost(format!("QUIC write failed: {e}"));
+            dispatch
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .lost_with(&shared, reason);
+        }
+    }
+    // Writes handed over since the last round complete before the close handshake.
+    drop(handoff);
+    let _ = tokio::time::timeout(linger, async {
+        while let Some(r) = in_flight.next().await {
+            let _ = r;
+        }
+    })
+    .await;
+    finish(conn, endpoint, &shared, &slots, linger).await;
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The close handshake (wire.md §17.6). The side that sent CLOSE finishes all its streams
+/// (opening any it never used, so the peer knows nothing more is coming) and lets the peer,
+/// which reads them to their end, close the QUIC connection; it closes it itself after
+/// `linger`. The side that received CLOSE closes the QUIC connection with its code at once.
+async fn finish(
+    conn: quinn::Connection,
+    endpoint: Option<quinn::Endpoint>,
+    shared: &Shared,
+    slots: &StreamSlots,
+    linger: Duration,
+) {
+    let reason = shared.close_reason();
+    let (code, text) = match &reason {
+        Some(CloseReason::Closed { code, reason }) => (*code, reason.clone()),
+        Some(CloseReason::Lost(why)) => (ErrorCode::INTERNAL_ERROR, why.clone()),
+        None => (ErrorCode::NO_ERROR, String::new()),
+    };
+    let graceful_local = shared.closed_locally.load(Ordering::Acquire)
+        && code == ErrorCode::NO_ERROR
+        && matches!(reason, Some(CloseReason::Closed { .. }));
+    if graceful_local {
+        for ch in Channel::ALL {
+            let Ok(mut slot) = tokio::time::timeout(linger, slots.slots[ch.index()].lock()).await
+            else {
+                continue;
+            };
+            if slot.is_none() {
+                *slot = open_stream(&conn, ch).await.ok();
+            }
+            if let Some(s) = slot.as_mut() {
+                let _ = s.finish();
+            }
+        }
+        let _ = tokio::time::timeout(linger, conn.closed()).await;
+    }
+    let code = VarInt::from_u64(code.0).unwrap_or(VarInt::from_u32(0x01));
+    let text = &text.as_bytes()[..text.len().min(256)];
+    conn.close(code, text);
+    if let Some(endpoint) = endpoint {
+        // A client's endpoint is its own: wait (briefly) for the CONNECTION_CLOSE to leave.
+        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    }
+}
