@@ -34,4 +34,10 @@ budget=125
 echo "rhizomorph links $count crates (budget $budget); rhizomorph-proto links $(wc -l <<<"$proto")"
 [ "$count" -le "$budget" ] || breach "the rhizomorph library links $count crates (budget $budget)"
 
+# 3. Short modules: no source file of the library or the protocol crate over 900 lines.
+while read -r lines file; do
+  [ "$file" = total ] && continue
+  [ "$lines" -le 900 ] || breach "$file has $lines lines (at most 900: split it by what it owns)"
+done < <(find rhizomorph-proto/src rhizomorph/src -name '*.rs' -print0 | xargs -0 wc -l)
+
 exit $fail

@@ -9,6 +9,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use rhizomorph_proto::frame::Channel;
 use rhizomorph_proto::header::{HeaderDecoder, HeaderEncoder, RoutingHeader};
 use rhizomorph_proto::session::{ChannelScheduler, Event, OutgoingMessage, Session, SessionConfig};
+use rhizomorph_proto::session::{Target, Transmit};
 
 fn hypha_header() -> RoutingHeader {
     RoutingHeader::new()
@@ -77,7 +78,10 @@ fn bench_round(c: &mut Criterion) {
                 )
                 .unwrap();
             }
-            while let Some(x) = a.poll_transmit(now) {
+            while let Some(x) = a
+                .poll_transmit(now, Target::Batch, usize::MAX)
+                .map(Transmit::into_bytes)
+            {
                 b.handle_batch(now, x);
             }
             while let Some(e) = b.poll_event() {
@@ -85,7 +89,10 @@ fn bench_round(c: &mut Criterion) {
                     b.release(m.channel, m.credit);
                 }
             }
-            while let Some(x) = b.poll_transmit(now) {
+            while let Some(x) = b
+                .poll_transmit(now, Target::Batch, usize::MAX)
+                .map(Transmit::into_bytes)
+            {
                 a.handle_batch(now, x);
             }
         })

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use rhizomorph_proto::frame::Channel;
 use rhizomorph_proto::header::RoutingHeader;
 use rhizomorph_proto::session::{Event, OutgoingMessage, Session, SessionConfig};
+use rhizomorph_proto::session::{Target, Transmit};
 
 fn main() {
     let now = Instant::now();
@@ -31,7 +32,10 @@ fn main() {
             )
             .unwrap();
         }
-        while let Some(x) = a.poll_transmit(now) {
+        while let Some(x) = a
+            .poll_transmit(now, Target::Batch, usize::MAX)
+            .map(Transmit::into_bytes)
+        {
             b.handle_batch(now, x);
         }
         while let Some(e) = b.poll_event() {
@@ -40,7 +44,10 @@ fn main() {
                 received += 1;
             }
         }
-        while let Some(x) = b.poll_transmit(now) {
+        while let Some(x) = b
+            .poll_transmit(now, Target::Batch, usize::MAX)
+            .map(Transmit::into_bytes)
+        {
             a.handle_batch(now, x);
         }
     }

@@ -126,7 +126,7 @@ pub fn header_block(data: &[u8]) {
 /// never panics, keeps its memory within its windows, and its output always decodes.
 pub fn session_input(data: &[u8]) {
     use crate::frame::Hello;
-    use crate::session::{Event, Session, SessionConfig};
+    use crate::session::{Event, Session, SessionConfig, Target, Transmit};
     use std::time::{Duration, Instant};
     let now = Instant::now();
     let settings = Settings::default()
@@ -149,7 +149,10 @@ pub fn session_input(data: &[u8]) {
         t += Duration::from_millis(u64::from(len as u8));
         server.handle_batch(t, batch);
         server.handle_timeout(t);
-        while let Some(out) = server.poll_transmit(t) {
+        while let Some(out) = server
+            .poll_transmit(t, Target::Batch, usize::MAX)
+            .map(Transmit::into_bytes)
+        {
             out_decoder
                 .decode_batch(out)
                 .expect("the session's own output decodes");

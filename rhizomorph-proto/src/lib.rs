@@ -20,13 +20,13 @@
 //! use std::time::Instant;
 //! use rhizomorph_proto::frame::Channel;
 //! use rhizomorph_proto::header::RoutingHeader;
-//! use rhizomorph_proto::session::{Event, OutgoingMessage, Session, SessionConfig};
+//! use rhizomorph_proto::session::{Event, OutgoingMessage, Session, SessionConfig, Target};
 //!
 //! let now = Instant::now();
 //! let (mut client, mut server) = Session::connected_pair(SessionConfig::default(), SessionConfig::default(), now);
 //! client.send(Channel::Rpc, OutgoingMessage::new(RoutingHeader::new().with("to", "echo"), "hi")).unwrap();
-//! while let Some(batch) = client.poll_transmit(now) {
-//!     server.handle_batch(now, batch);
+//! while let Some(write) = client.poll_transmit(now, Target::Batch, usize::MAX) {
+//!     server.handle_batch(now, write.into_bytes());
 //! }
 //! assert!(matches!(server.poll_event(), Some(Event::Message(m)) if &m.payload[..] == b"hi"));
 //! ```

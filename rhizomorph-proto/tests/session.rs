@@ -12,6 +12,7 @@ use proptest::prelude::*;
 use rhizomorph_proto::frame::{Channel, ErrorCode, Frame, FrameDecoder, Settings};
 use rhizomorph_proto::header::RoutingHeader;
 use rhizomorph_proto::session::{Event, Initiator, OutgoingMessage, SendError, SessionConfig};
+use rhizomorph_proto::session::{Target, Transmit};
 
 fn header(to: &str) -> RoutingHeader {
     RoutingHeader::new()
@@ -81,6 +82,53 @@ fn session_3_2_handshake_connects_both_sides() {
             .count();
     }
     assert!(sim.client.is_open() && sim.server.is_open());
+}
+
+/// spec: wire.md §3.2.7 — each side's `Connected` event names its peer: a server's carries
+/// the token and agent of the client's HELLO (what its authenticator accepted), a client's
+/// the server's reply token and agent.
+#[test]
+fn session_3_2_7_connected_carries_the_peers_token_and_agent() {
+    let client = SessionConfig::default()
+        .with_token("t0k3n")
+        .with_agent("test-client/1");
+    let server = SessionConfig::default().with_agent("test-server/2");
+    let mut sim = Sim::new(client, server);
+    sim.auto_accept = false;
+    let mut connected = Vec::new();
+    let mut accepted = false;
+    for _ in 0..10 {
+        for (side, e) in sim.step() {
+            match e {
+                Event::HelloReceived { .. } => {
+                    sim.server.accept(Bytes::from_static(b"welcome"));
+                    accepted = true;
+                }
+                Event::Connected { token, agent, .. } => connected.push((side, token, agent)),
+                _ => {}
+            }
+        }
+        if connected.len() == 2 {
+            break;
+        }
+    }
+    assert!(accepted);
+    assert!(
+        connected.contains(&(
+            Side::Server,
+            Bytes::from_static(b"t0k3n"),
+            "test-client/1".into()
+        )),
+        "{connected:?}"
+    );
+    assert!(
+        connected.contains(&(
+            Side::Client,
+            Bytes::from_static(b"welcome"),
+            "test-server/2".into()
+        )),
+        "{connected:?}"
+    );
 }
 
 #[test]
@@ -164,7 +212,11 @@ fn session_6_4_4_wire_overhead_of_a_repeated_rpc_message_is_at_most_16_bytes() {
                 OutgoingMessage::new(h.clone(), payload.clone()),
             )
             .unwrap();
-        let wire = sim.client.poll_transmit(sim.now).unwrap();
+        let wire = sim
+            .client
+            .poll_transmit(sim.now, Target::Batch, usize::MAX)
+            .map(Transmit::into_bytes)
+            .unwrap();
         let overhead = wire.len() - payload.len();
         if i > 0 {
             assert!(overhead <= 16, "message {i}: {overhead} bytes of overhead");
@@ -361,7 +413,12 @@ fn session_13_keepalive_measures_rtt_and_detects_a_dead_peer() {
         if sim.client.poll_timeout().is_some_and(|t| t <= now) {
             sim.client.handle_timeout(now);
         }
-        while sim.client.poll_transmit(now).is_some() {}
+        while sim
+            .client
+            .poll_transmit(now, Target::Batch, usize::MAX)
+            .map(Transmit::into_bytes)
+            .is_some()
+        {}
         while let Some(e) = sim.client.poll_event() {
             if let Event::Closed { code, .. } = e {
                 closed = Some(code);
@@ -527,7 +584,10 @@ fn session_3_2_5_frames_before_hello_are_a_protocol_error() {
         .encode(&mut wire)
         .unwrap();
     server.handle_batch(now, wire.freeze());
-    let out = server.poll_transmit(now).expect("a CLOSE");
+    let out = server
+        .poll_transmit(now, Target::Batch, usize::MAX)
+        .map(Transmit::into_bytes)
+        .expect("a CLOSE");
     let frames = FrameDecoder::new(Settings::default())
         .decode_batch(out)
         .unwrap();
@@ -557,7 +617,10 @@ fn session_9_2_exceeding_the_window_is_a_flow_control_error() {
         Event::Closed { code, .. } => Some(code),
         _ => None,
     });
-    let _ = sim.server.poll_transmit(sim.now);
+    let _ = sim
+        .server
+        .poll_transmit(sim.now, Target::Batch, usize::MAX)
+        .map(Transmit::into_bytes);
     let closed = closed.or_else(|| {
         std::iter::from_fn(|| sim.server.poll_event()).find_map(|e| match e {
             Event::Closed { code, .. } => Some(code),
@@ -578,7 +641,11 @@ fn server_with(settings: Settings) -> Sim {
 /// Delivers `payload` on `channel` from client to server in memory, the server releasing it.
 fn deliver_and_release(sim: &mut Sim, channel: Channel, payload: Bytes) {
     sim.client.send(channel, msg("svc", payload)).unwrap();
-    while let Some(b) = sim.client.poll_transmit(sim.now) {
+    while let Some(b) = sim
+        .client
+        .poll_transmit(sim.now, Target::Batch, usize::MAX)
+        .map(Transmit::into_bytes)
+    {
         sim.server.handle_batch(sim.now, b);
     }
     let mut seen = false;
@@ -616,12 +683,22 @@ fn session_9_5_small_credit_rides_with_other_frames_and_only_urgent_credit_goes_
     // 40 KiB released: worth returning, not worth a batch of its own.
     deliver_and_release(&mut sim, Channel::Rpc, pattern(40 * 1024, 1));
     assert!(!sim.server.credit_due());
-    assert_eq!(sim.server.poll_transmit(sim.now), None);
+    assert_eq!(
+        sim.server
+            .poll_transmit(sim.now, Target::Batch, usize::MAX)
+            .map(Transmit::into_bytes),
+        None
+    );
     // The reply carries it.
     sim.server
         .send(Channel::Rpc, msg("client", pattern(100, 2)))
         .unwrap();
-    let (credits, others) = credits_in(sim.server.poll_transmit(sim.now).unwrap());
+    let (credits, others) = credits_in(
+        sim.server
+            .poll_transmit(sim.now, Target::Batch, usize::MAX)
+            .map(Transmit::into_bytes)
+            .unwrap(),
+    );
     assert!(others, "the reply is in the batch");
     let to_rpc = credits
         .iter()
@@ -638,7 +715,12 @@ fn session_9_5_small_credit_rides_with_other_frames_and_only_urgent_credit_goes_
     // A quarter of the channel window or more released at once: CREDIT leaves on its own.
     deliver_and_release(&mut sim, Channel::Bulk, pattern(600 * 1024, 3));
     assert!(sim.server.credit_due());
-    let (credits, others) = credits_in(sim.server.poll_transmit(sim.now).unwrap());
+    let (credits, others) = credits_in(
+        sim.server
+            .poll_transmit(sim.now, Target::Batch, usize::MAX)
+            .map(Transmit::into_bytes)
+            .unwrap(),
+    );
     assert!(!others);
     assert!(
         credits
@@ -655,7 +737,12 @@ fn session_9_5_small_credit_rides_with_other_frames_and_only_urgent_credit_goes_
         "{credits:?}"
     );
     assert!(!sim.server.credit_due());
-    assert_eq!(sim.server.poll_transmit(sim.now), None);
+    assert_eq!(
+        sim.server
+            .poll_transmit(sim.now, Target::Batch, usize::MAX)
+            .map(Transmit::into_bytes),
+        None
+    );
 }
 
 /// Over a 20 KiB channel window, `smalls` messages of `small_len` bytes, then one whose first
@@ -855,13 +942,17 @@ proptest! {
     }
 }
 
-/// A connected client session (the handshake pumped in memory), at a fixed clock.
-fn connected_client(now: std::time::Instant) -> rhizomorph_proto::session::Session {
+/// A connected client session (the handshake pumped in memory), at a fixed clock, whose large
+/// chunk payloads stay in place (`vectored`) or are copied into the batch.
+fn connected_client(now: std::time::Instant, vectored: bool) -> rhizomorph_proto::session::Session {
     use rhizomorph_proto::session::Session;
-    let mut c = Session::client(SessionConfig::default(), now);
+    let mut c = Session::client(SessionConfig::default().with_vectored(vectored), now);
     let mut s = Session::server(SessionConfig::default(), now);
     for _ in 0..4 {
-        while let Some(b) = c.poll_transmit(now) {
+        while let Some(b) = c
+            .poll_transmit(now, Target::Batch, usize::MAX)
+            .map(Transmit::into_bytes)
+        {
             s.handle_batch(now, b);
         }
         while let Some(e) = s.poll_event() {
@@ -869,7 +960,10 @@ fn connected_client(now: std::time::Instant) -> rhizomorph_proto::session::Sessi
                 s.accept(Bytes::new());
             }
         }
-        while let Some(b) = s.poll_transmit(now) {
+        while let Some(b) = s
+            .poll_transmit(now, Target::Batch, usize::MAX)
+            .map(Transmit::into_bytes)
+        {
             c.handle_batch(now, b);
         }
         while c.poll_event().is_some() {}
@@ -890,22 +984,22 @@ proptest! {
         limit in prop_oneof![Just(usize::MAX), 100usize..70_000],
     ) {
         let now = std::time::Instant::now();
-        let (mut copied, mut vectored) = (connected_client(now), connected_client(now));
+        let (mut copied, mut vectored) = (connected_client(now, false), connected_client(now, true));
         for (i, &len) in sizes.iter().enumerate() {
             let ch = Channel::ALL[i % 4];
             copied.send(ch, msg("svc", pattern(len, i as u8))).unwrap();
             vectored.send(ch, msg("svc", pattern(len, i as u8))).unwrap();
         }
         loop {
-            let a = copied.poll_transmit_limited(now, limit);
-            let b = vectored.poll_transmit_vectored(now, limit);
+            let a = copied.poll_transmit(now, Target::Batch, limit).map(Transmit::into_bytes);
+            let b = vectored.poll_transmit(now, Target::Batch, limit).map(Transmit::into_segments);
             prop_assert_eq!(a.as_ref().map(|a| a.to_vec()), b.map(|b| b.concat()));
             if a.is_none() {
                 break;
             }
         }
         // The per-stream form (QUIC, §17.3) likewise.
-        let (mut copied, mut vectored) = (connected_client(now), connected_client(now));
+        let (mut copied, mut vectored) = (connected_client(now, false), connected_client(now, true));
         for (i, &len) in sizes.iter().enumerate() {
             let ch = Channel::ALL[i % 4];
             copied.send(ch, msg("svc", pattern(len, i as u8))).unwrap();
@@ -913,8 +1007,8 @@ proptest! {
         }
         for ch in Channel::ALL {
             loop {
-                let a = copied.poll_transmit_channel(now, ch, limit);
-                let b = vectored.poll_transmit_channel_vectored(now, ch, limit);
+                let a = copied.poll_transmit(now, Target::Stream(ch), limit).map(Transmit::into_bytes);
+                let b = vectored.poll_transmit(now, Target::Stream(ch), limit).map(Transmit::into_segments);
                 prop_assert_eq!(a.as_ref().map(|a| a.to_vec()), b.map(|b| b.concat()));
                 if a.is_none() {
                     break;

@@ -12,6 +12,7 @@ use rhizomorph_proto::frame::{
 };
 use rhizomorph_proto::header::RoutingHeader;
 use rhizomorph_proto::session::{Event, Framing, OutgoingMessage, Session, SessionConfig};
+use rhizomorph_proto::session::{Target, Transmit};
 
 fn config() -> SessionConfig {
     SessionConfig::default().with_framing(Framing::PerChannelStreams)
@@ -27,7 +28,10 @@ impl Streams {
     /// Takes everything `from` has to send on every stream.
     fn collect(&mut self, now: Instant, from: &mut Session) {
         for ch in Channel::ALL {
-            while let Some(b) = from.poll_transmit_channel(now, ch, usize::MAX) {
+            while let Some(b) = from
+                .poll_transmit(now, Target::Stream(ch), usize::MAX)
+                .map(Transmit::into_bytes)
+            {
                 self.pending[ch.index()].push_back(b);
             }
         }
@@ -244,7 +248,8 @@ fn cancel_of_a_message_in_progress_travels_on_its_channel_stream() {
     let (mut c, mut s, mut up, _down) = connect(now);
     let id = c.send(Channel::Stream, msg(vec![3; 100_000])).unwrap();
     let first = c
-        .poll_transmit_channel(now, Channel::Stream, 20_000)
+        .poll_transmit(now, Target::Stream(Channel::Stream), 20_000)
+        .map(Transmit::into_bytes)
         .unwrap();
     c.cancel(Channel::Stream, id);
     up.pending[Channel::Stream.index()].push_back(first);

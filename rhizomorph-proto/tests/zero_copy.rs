@@ -14,6 +14,7 @@ use rhizomorph_proto::session::{Event, OutgoingMessage, Session, SessionConfig};
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
 use counting_alloc::{measure, Counting};
+use rhizomorph_proto::session::{Target, Transmit};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -39,7 +40,11 @@ fn receive_array(chunk_size: u64) -> (usize, usize, bool) {
         .with_encoding(PayloadEncoding::TypedArray);
     tx.send(Channel::Bulk, message).unwrap();
     // What the transport received: allocated before counting starts.
-    let batches: Vec<Bytes> = std::iter::from_fn(|| tx.poll_transmit(now)).collect();
+    let batches: Vec<Bytes> = std::iter::from_fn(|| {
+        tx.poll_transmit(now, Target::Batch, usize::MAX)
+            .map(Transmit::into_bytes)
+    })
+    .collect();
 
     let ((borrowed, sum), seen) = measure(|| {
         for b in batches {

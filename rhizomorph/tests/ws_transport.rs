@@ -115,7 +115,7 @@ async fn ws_3_2_7_authenticator_refuses_a_bad_token() {
 /// the HELLO exchange, one echoed message of `len` bytes, and a WebSocket ping along the way.
 async fn foreign_client_echo(url: &str, len: usize) {
     use futures_util::{SinkExt, StreamExt};
-    use rhizomorph::session::{Event, OutgoingMessage, Session, SessionConfig};
+    use rhizomorph::session::{Event, OutgoingMessage, Session, SessionConfig, Target, Transmit};
     use std::time::Instant;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -136,7 +136,10 @@ async fn foreign_client_echo(url: &str, len: usize) {
     let payload = Bytes::from((0..len).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>());
     let (mut ponged, mut sent) = (false, false);
     loop {
-        while let Some(batch) = session.poll_transmit(Instant::now()) {
+        while let Some(batch) = session
+            .poll_transmit(Instant::now(), Target::Batch, usize::MAX)
+            .map(Transmit::into_bytes)
+        {
             ws.send(WsMessage::Binary(batch)).await.unwrap();
         }
         match ws.next().await.expect("the server closed").unwrap() {
@@ -181,7 +184,7 @@ async fn ws_16_a_foreign_websocket_server_interoperates() {
     // The other direction: our client (masking) against tungstenite's server, which checks
     // masking and answers a rhizomorph session it drives itself.
     use futures_util::{SinkExt, StreamExt};
-    use rhizomorph::session::{Event, Session, SessionConfig};
+    use rhizomorph::session::{Event, Session, SessionConfig, Target, Transmit};
     use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
     use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -218,7 +221,10 @@ async fn ws_16_a_foreign_websocket_server_interoperates() {
                     _ => {}
                 }
             }
-            while let Some(batch) = session.poll_transmit(std::time::Instant::now()) {
+            while let Some(batch) = session
+                .poll_transmit(std::time::Instant::now(), Target::Batch, usize::MAX)
+                .map(Transmit::into_bytes)
+            {
                 ws.send(WsMessage::Binary(batch)).await.unwrap();
             }
         }
@@ -304,14 +310,17 @@ fn client_frame(opcode: rhizomorph::websocket::OpCode, payload: &[u8], fin: bool
 
 #[tokio::test]
 async fn ws_16_2_4_a_fragmented_batch_with_a_ping_between_its_fragments_is_joined() {
-    use rhizomorph::session::{Event, Session, SessionConfig};
+    use rhizomorph::session::{Event, Session, SessionConfig, Target, Transmit};
     use rhizomorph::websocket::{OpCode, Role, WsDecoder, WsEvent};
     use tokio::io::AsyncWriteExt;
     let url = echo_server(Config::default()).await;
     let (mut tcp, mut buf) = within("upgrade", raw_upgraded(&url)).await;
     let now = std::time::Instant::now();
     let mut session = Session::client(SessionConfig::default(), now);
-    let hello = session.poll_transmit(now).unwrap();
+    let hello = session
+        .poll_transmit(now, Target::Batch, usize::MAX)
+        .map(Transmit::into_bytes)
+        .unwrap();
     let (a, b) = hello.split_at(hello.len() / 2);
     let mut wire = client_frame(OpCode::Binary, a, false);
     wire.extend(client_frame(OpCode::Ping, b"between", true));

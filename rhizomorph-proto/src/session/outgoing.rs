@@ -1,10 +1,9 @@
-//! The send side of one channel: the queue of messages, chunking (wire.md §8.1) and the
-//! channel's send window (§9.2).
+//! The send side of one channel: the queue of messages and chunking (wire.md §8.1).
 //!
 //! Owns the channel's header encoder, its queue and sequence numbers, and the cutting of the
 //! front message into MESSAGE frames that fit the credit and the peer's frame size. Never
-//! decides which channel goes next (the scheduler does) and never holds more than the messages
-//! the application queued.
+//! decides which channel goes next (the scheduler does), never keeps credit (the session's
+//! flow control does) and never holds more than the messages the application queued.
 
 use std::collections::VecDeque;
 
@@ -70,30 +69,26 @@ pub struct OutChannel {
     channel: Channel,
     queue: VecDeque<Queued>,
     queued_bytes: u64,
-    /// Credit the peer has granted on this channel (§9.2).
-    pub window: u64,
     encoder: HeaderEncoder,
     next_id: u64,
     next_sequence: u64,
 }
 
 impl OutChannel {
-    /// A channel with no credit yet (set when the peer's HELLO arrives).
+    /// A channel with nothing queued (its credit is the session's [`FlowControl`](super::flow)).
     pub fn new(channel: Channel) -> Self {
         OutChannel {
             channel,
             queue: VecDeque::new(),
             queued_bytes: 0,
-            window: 0,
             encoder: HeaderEncoder::new(0),
             next_id: 0,
             next_sequence: 0,
         }
     }
 
-    /// Applies the peer's settings: initial window and header table capacity.
-    pub fn configure(&mut self, window: u64, table_capacity: usize) {
-        self.window = window;
+    /// Applies the peer's header table capacity (its HELLO arrived).
+    pub fn configure(&mut self, table_capacity: usize) {
         self.encoder = HeaderEncoder::new(table_capacity);
     }
 

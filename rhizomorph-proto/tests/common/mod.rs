@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rhizomorph_proto::session::{Event, Session, SessionConfig};
+use rhizomorph_proto::session::{Target, Transmit};
 
 /// One direction of a link: a bottleneck that serializes bytes at `bytes_per_sec` behind a
 /// queue of at most `queue_limit` bytes, then `latency` of propagation.
@@ -136,14 +137,22 @@ impl Sim {
     fn pump(&mut self) -> (bool, Vec<(Side, Event)>) {
         let mut progressed = false;
         while self.to_server.has_room(self.now) {
-            let Some(b) = self.client.poll_transmit(self.now) else {
+            let Some(b) = self
+                .client
+                .poll_transmit(self.now, Target::Batch, usize::MAX)
+                .map(Transmit::into_bytes)
+            else {
                 break;
             };
             self.to_server.push(self.now, b);
             progressed = true;
         }
         while self.to_client.has_room(self.now) {
-            let Some(b) = self.server.poll_transmit(self.now) else {
+            let Some(b) = self
+                .server
+                .poll_transmit(self.now, Target::Batch, usize::MAX)
+                .map(Transmit::into_bytes)
+            else {
                 break;
             };
             self.to_client.push(self.now, b);

@@ -1,6 +1,6 @@
 //! The driver: two tokio tasks per connection that move bytes between a message transport
 //! (a stream of received batches, and a sink for batches given as segments to write in order,
-//! `Session::poll_transmit_vectored`) and the shared session.
+//! `Session::poll_transmit` with `Target::Batch`) and the shared session.
 //!
 //! The reader task feeds received batches into the session and hands out events; the writer
 //! task sends what the session produces, as soon as it is ready (no timer, wire.md §10.2), and
@@ -21,6 +21,7 @@ use tracing::{debug, Instrument};
 use crate::config::{AuthRequest, Authenticator};
 use crate::connection::{CloseReason, Shared};
 use crate::session::{Event, IncomingMessage, Session};
+use crate::session::{Target, Transmit};
 
 /// Delivers session events: messages to the application, state to the shared handle.
 pub(crate) struct Dispatch {
@@ -381,7 +382,9 @@ where
         }
         let (batch, more) = {
             let mut s = shared.lock();
-            let b = s.poll_transmit_vectored(Instant::now(), slot.limit);
+            let b = s
+                .poll_transmit(Instant::now(), Target::Batch, slot.limit)
+                .map(Transmit::into_segments);
             (b, has_output(&s) || s.has_events())
         };
         let Some(batch) = batch else {
@@ -484,7 +487,9 @@ where
                 }
                 capped = s.batch_limit(limit);
                 ceiling = s.batch_limit(usize::MAX);
-                batch = s.poll_transmit_vectored(now, limit);
+                batch = s
+                    .poll_transmit(now, Target::Batch, limit)
+                    .map(Transmit::into_segments);
                 deadline = s.poll_timeout();
                 closed = s.is_closed();
             });

@@ -28,6 +28,7 @@ use crate::connection::{CloseReason, Connection, Mode, Shared};
 use crate::error::Error;
 use crate::frame::{Channel, ErrorCode};
 use crate::session::{Framing, Session};
+use crate::session::{Target, Transmit};
 use crate::transport::driver::{Dispatch, SharedDispatch};
 
 /// Most bytes handed to quinn per stream write: what the sender holds beyond QUIC's windows
@@ -525,10 +526,10 @@ impl StreamSlots {
                 // The holder re-checks the session after it releases the slot.
                 return;
             };
-            let bytes =
-                shared
-                    .lock()
-                    .poll_transmit_channel_vectored(Instant::now(), channel, STREAM_WRITE);
+            let bytes = shared
+                .lock()
+                .poll_transmit(Instant::now(), Target::Stream(channel), STREAM_WRITE)
+                .map(Transmit::into_segments);
             let Some(bytes) = bytes else {
                 drop(guard);
                 // Something queued between our poll and the release is ours to write.
@@ -618,7 +619,10 @@ async fn write_loop(
                 let Ok(guard) = slots.slots[ch.index()].clone().try_lock_owned() else {
                     continue; // a write is in flight on this stream
                 };
-                if let Some(b) = s.poll_transmit_channel_vectored(now, ch, STREAM_WRITE) {
+                if let Some(b) = s
+                    .poll_transmit(now, Target::Stream(ch), STREAM_WRITE)
+                    .map(Transmit::into_segments)
+                {
                     took = true;
                     in_flight.push(Box::pin(write_one(conn.clone(), ch, guard, b)));
                 }

@@ -405,8 +405,8 @@ impl Outgoing {
 /// At most this many buffers per `writev`.
 const MAX_IOVECS: usize = 64;
 
-/// The sending half: a `Sink` of batches (each given as segments, `Session::
-/// poll_transmit_vectored`), each one binary message, written as header + segments with
+/// The sending half: a `Sink` of batches (each given as segments, `Transmit::into_segments`),
+/// each one binary message, written as header + segments with
 /// `writev` — no copy on a server; a client masks, in place when the batch is one unshared
 /// buffer, else into one new buffer.
 pub(crate) struct WsWriter<W> {

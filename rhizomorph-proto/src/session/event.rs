@@ -1,0 +1,106 @@
+//! What the session tells the application and its driver: events, who closed, and counters.
+//!
+//! Owns the event and statistics types. Never decides anything: the session pushes events as
+//! the spec's rules fire, in the order they fire.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::IncomingMessage;
+use crate::frame::{Channel, ErrorCode, SchemaFrame, Settings};
+
+/// Who ended the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initiator {
+    /// This side sent CLOSE (or detected an error).
+    Local,
+    /// The peer sent CLOSE.
+    Peer,
+}
+
+/// Something the application should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Server only: the client's HELLO arrived; call [`Session::accept`] or [`Session::reject`].
+    HelloReceived {
+        /// The client's auth token.
+        token: Bytes,
+        /// The client's agent string.
+        agent: String,
+    },
+    /// The HELLO exchange finished: messages flow.
+    Connected {
+        /// The negotiated wire version.
+        version: u64,
+        /// The peer's settings.
+        peer_settings: Settings,
+        /// The peer's HELLO token: on a server the client's credential (what
+        /// [`Event::HelloReceived`] carried), on a client the server's reply token.
+        token: Bytes,
+        /// The peer's agent string.
+        agent: String,
+    },
+    /// A message arrived whole. Call [`Session::release`] with its `credit` when done.
+    Message(IncomingMessage),
+    /// The peer abandoned a message it was sending us (§5.7.1).
+    MessageAborted {
+        /// Channel.
+        channel: Channel,
+        /// Its sequence number.
+        sequence: u64,
+        /// The peer's reason.
+        code: ErrorCode,
+    },
+    /// A message we queued will not be delivered (refused by GOAWAY, cancelled, closed).
+    SendFailed {
+        /// Channel.
+        channel: Channel,
+        /// The id [`Session::send`] returned for it.
+        id: u64,
+        /// Why.
+        code: ErrorCode,
+    },
+    /// A SCHEMA binding arrived for a channel (§11.2).
+    SchemaBound(SchemaFrame),
+    /// A PONG answered our PING.
+    Rtt {
+        /// The measured round trip.
+        rtt: Duration,
+    },
+    /// The peer is draining (§14.1): no new messages from us.
+    GoAway {
+        /// Its code.
+        code: ErrorCode,
+        /// Its reason.
+        reason: String,
+    },
+    /// The connection is over. Nothing more will be sent or received.
+    Closed {
+        /// The CLOSE code.
+        code: ErrorCode,
+        /// The CLOSE reason.
+        reason: String,
+        /// Who closed.
+        initiator: Initiator,
+    },
+}
+
+/// Counters a user can read (bytes per channel, batching, stalls).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// MESSAGE payload bytes sent, per channel.
+    pub bytes_sent: [u64; 4],
+    /// MESSAGE payload bytes received, per channel.
+    pub bytes_received: [u64; 4],
+    /// Messages sent, per channel.
+    pub messages_sent: [u64; 4],
+    /// Messages received, per channel.
+    pub messages_received: [u64; 4],
+    /// Frames sent.
+    pub frames_sent: u64,
+    /// Batches (transport writes) sent.
+    pub batches_sent: u64,
+    /// Times a channel had data queued but no credit when a batch was built.
+    pub credit_stalls: u64,
+}
