@@ -34,7 +34,56 @@ budget=125
 echo "rhizomorph links $count crates (budget $budget); rhizomorph-proto links $(wc -l <<<"$proto")"
 [ "$count" -le "$budget" ] || breach "the rhizomorph library links $count crates (budget $budget)"
 
-# 3. Short modules: no source file of the library or the protocol crate over 900 lines.
+# 3. Arrows inside each crate: no cycle between its top-level modules (`use crate::x` outside
+#    tests and comments), and the drivers never reach up to the face.
+python3 - <<'PY' || fail=1
+import glob, os, re, sys
+def graph(src):
+    g = {}
+    for p in glob.glob(src + "/**/*.rs", recursive=True):
+        rel = os.path.relpath(p, src)
+        if rel == "lib.rs":
+            continue
+        mod = rel.split("/")[0].removesuffix(".rs")
+        text = open(p).read().split("#[cfg(test)]")[0]
+        text = "\n".join(l for l in text.splitlines() if not l.strip().startswith("//"))
+        for m in re.findall(r"crate::([a-z_]+)", text):
+            if m != mod and (os.path.exists(f"{src}/{m}.rs") or os.path.isdir(f"{src}/{m}")):
+                g.setdefault(mod, set()).add(m)
+    return g
+def cycle(g):
+    state = {}
+    def visit(n, path):
+        state[n] = 1
+        for m in sorted(g.get(n, ())):
+            if state.get(m) == 1:
+                return path + [n, m]
+            if m not in state:
+                c = visit(m, path + [n])
+                if c:
+                    return c
+        state[n] = 2
+        return None
+    for n in sorted(g):
+        if n not in state:
+            c = visit(n, [])
+            if c:
+                return c
+    return None
+bad = False
+for src in ("rhizomorph-proto/src", "rhizomorph/src"):
+    c = cycle(graph(src))
+    if c:
+        print(f"layer check: a cycle of imports in {src}: {' -> '.join(c)}", file=sys.stderr)
+        bad = True
+up = graph("rhizomorph/src").get("transport", set()) & {"connection", "endpoint", "router"}
+if up:
+    print(f"layer check: rhizomorph/src/transport imports the face: {sorted(up)}", file=sys.stderr)
+    bad = True
+sys.exit(1 if bad else 0)
+PY
+
+# 4. Short modules: no source file of the library or the protocol crate over 900 lines.
 while read -r lines file; do
   [ "$file" = total ] && continue
   [ "$lines" -le 900 ] || breach "$file has $lines lines (at most 900: split it by what it owns)"

@@ -2,15 +2,15 @@
 //!
 //! Owns the application's side of a connection: waiting for send-buffer room (backpressure),
 //! handing out received messages and releasing their credit when the application takes them
-//! (wire.md §9.3), and the connection's visible state. Never touches a socket: the transport's
-//! driver tasks do, through the shared [`Session`].
+//! (wire.md §9.3), and the connection's visible state. Never touches a socket and never knows
+//! which transport it runs on: the drivers do, and hand it an open handle over the shared
+//! session ([`transport`](crate::transport)).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 use crate::config::CompressionPolicy;
 use crate::error::Error;
@@ -20,35 +20,10 @@ use crate::payload::{
     ArchivedPayload, ContentHint, Element, PayloadError, SchemaBinding, TypedArray, TypedArrayView,
     WireType,
 };
-use crate::session::{OutgoingMessage, Session, SessionStats};
-use crate::signal::Signal;
+use crate::session::{OutgoingMessage, SessionStats};
+use crate::transport::shared::{Link, Opened, Shared};
 
-/// How the connection talks: the native protocol, or legacy msgpack (hypha-rpc peers).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// The rhizomorph wire protocol (`spec/wire.md`).
-    Native,
-    /// Legacy msgpack over WebSocket (`spec/legacy.md`): one message per WebSocket message,
-    /// `msgpack(header) ++ msgpack payload`; no channels, compression or typed payloads.
-    Legacy,
-}
-
-impl Mode {
-    /// `"native"` or `"legacy"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Native => "native",
-            Mode::Legacy => "legacy",
-        }
-    }
-}
-
-/// What a handle talks to: the native session, or a legacy link.
-#[derive(Clone)]
-pub(crate) enum Link {
-    Native(Arc<Shared>),
-    Legacy(Arc<crate::transport::legacy::LegacyLink>),
-}
+pub use crate::transport::shared::{CloseReason, Mode};
 
 /// A received message: routing header and payload, readable without decoding the payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,114 +75,6 @@ impl Message {
     }
 }
 
-/// How the connection ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CloseReason {
-    /// A CLOSE frame (from either side).
-    Closed {
-        /// Its code.
-        code: ErrorCode,
-        /// Its reason.
-        reason: String,
-    },
-    /// The transport ended without CLOSE (peer died, network failed).
-    Lost(String),
-}
-
-impl CloseReason {
-    pub(crate) fn to_error(&self) -> Error {
-        match self {
-            CloseReason::Closed { code, reason } => Error::Closed {
-                code: *code,
-                reason: reason.clone(),
-            },
-            CloseReason::Lost(why) => Error::ConnectionLost(why.clone()),
-        }
-    }
-}
-
-/// State shared by the application's handles and the transport's driver tasks.
-pub(crate) struct Shared {
-    pub(crate) session: Mutex<Session>,
-    /// Wakes the writer: something may be ready to send.
-    pub(crate) wake_writer: Notify,
-    /// Wakes senders waiting for send-buffer room, and anyone waiting for state changes.
-    pub(crate) changed: Signal,
-    pub(crate) send_buffer: u64,
-    pub(crate) closed: Mutex<Option<CloseReason>>,
-    pub(crate) peer_goaway: Mutex<bool>,
-    /// Wakes stream readers waiting for the application to consume (QUIC, wire.md §17.5).
-    pub(crate) readable: Signal,
-    /// This side sent CLOSE.
-    pub(crate) closed_locally: std::sync::atomic::AtomicBool,
-    /// QUIC: the send streams, for senders that write their own messages.
-    pub(crate) quic_streams: std::sync::OnceLock<Arc<crate::transport::quic::StreamSlots>>,
-    /// WebSocket: the writer's sink, for senders that write their own batch when it is idle.
-    pub(crate) direct: std::sync::OnceLock<Arc<dyn crate::transport::driver::DirectWrite>>,
-    /// The peer's settings, once its HELLO arrived (the codecs it accepts, its limits).
-    pub(crate) peer_settings: std::sync::OnceLock<crate::frame::Settings>,
-    /// The peer's HELLO token (server: the client's credential; client: the server's reply).
-    pub(crate) peer_token: std::sync::OnceLock<Bytes>,
-    /// Our `MAX_MESSAGE_SIZE`: the decompression limit.
-    pub(crate) max_message_size: u64,
-    pub(crate) compression: CompressionPolicy,
-}
-
-impl Shared {
-    pub(crate) fn new(session: Session, config: &crate::config::Config) -> Arc<Shared> {
-        let send_buffer = config.send_buffer;
-        Arc::new(Shared {
-            peer_settings: std::sync::OnceLock::new(),
-            peer_token: std::sync::OnceLock::new(),
-            max_message_size: session.local_settings().max_message_size,
-            compression: config.compression,
-            session: Mutex::new(session),
-            wake_writer: Notify::new(),
-            changed: Signal::default(),
-            send_buffer,
-            closed: Mutex::new(None),
-            peer_goaway: Mutex::new(false),
-            readable: Signal::default(),
-            closed_locally: std::sync::atomic::AtomicBool::new(false),
-            quic_streams: std::sync::OnceLock::new(),
-            direct: std::sync::OnceLock::new(),
-        })
-    }
-
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Session> {
-        // A panic while holding the lock would be a bug in this crate; keep going with the
-        // state as it is rather than poisoning every handle.
-        self.session.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
-        self.closed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Whether the connection is over (cheaper than [`close_reason`](Self::close_reason):
-    /// nothing cloned).
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
-    }
-
-    pub(crate) fn set_closed(&self, reason: CloseReason) {
-        let mut c = self.closed.lock().unwrap_or_else(|p| p.into_inner());
-        if c.is_none() {
-            *c = Some(reason);
-        }
-        drop(c);
-        self.changed.notify_waiters();
-        self.readable.notify_waiters();
-        self.wake_writer.notify_one();
-    }
-}
-
 /// One rhizomorph connection. Cloneable senders come from [`Connection::sender`]; the
 /// connection itself receives.
 ///
@@ -223,10 +90,10 @@ impl Shared {
 /// # Ok(()) }
 /// ```
 pub struct Connection {
-    pub(crate) link: Link,
-    pub(crate) incoming: mpsc::UnboundedReceiver<crate::session::IncomingMessage>,
-    pub(crate) peer_addr: SocketAddr,
-    pub(crate) mode: Mode,
+    link: Link,
+    incoming: mpsc::UnboundedReceiver<crate::session::IncomingMessage>,
+    peer_addr: SocketAddr,
+    mode: Mode,
 }
 
 impl std::fmt::Debug for Connection {
@@ -361,11 +228,13 @@ impl Sender {
         let message = Self::maybe_compress(shared, message, as_received);
         let mut message = Some(message);
         // Fast path: room in the send buffer (no waiter registration needed).
-        if let Some(reason) = shared.close_reason() {
-            return Err(reason.to_error());
+        if shared.is_closed() {
+            if let Some(reason) = shared.close_reason() {
+                return Err(reason.to_error());
+            }
         }
         if let Some(id) = Self::try_queue(shared, channel, &mut message, schema.as_ref())? {
-            Self::after_queue(shared, channel).await;
+            shared.after_queue(channel).await;
             return Ok(id);
         }
         let id = shared
@@ -377,7 +246,7 @@ impl Sender {
                 Self::try_queue(shared, channel, &mut message, schema.as_ref()).transpose()
             })
             .await?;
-        Self::after_queue(shared, channel).await;
+        shared.after_queue(channel).await;
         Ok(id)
     }
 }
@@ -454,23 +323,16 @@ impl Sender {
         message.compression = compression;
         message
     }
+}
 
-    /// After queueing on `channel`: over QUIC the sender writes its stream itself when it can
-    /// (no task switch, see `StreamSlots`); otherwise the writer task is woken.
-    async fn after_queue(shared: &Arc<Shared>, channel: Channel) {
-        if let Some(slots) = shared.quic_streams.get() {
-            if channel != Channel::Control {
-                return slots.flush(shared, channel).await;
-            }
-        } else if let Some(direct) = shared.direct.get() {
-            // Once: a direct write never waits, it leaves what it cannot finish to the writer.
-            return futures_util::future::poll_fn(|cx| {
-                direct.write_now(shared, cx);
-                std::task::Poll::Ready(())
-            })
-            .await;
+impl From<Opened> for Connection {
+    fn from(o: Opened) -> Connection {
+        Connection {
+            link: o.link,
+            incoming: o.incoming,
+            peer_addr: o.peer_addr,
+            mode: o.mode,
         }
-        shared.wake_writer.notify_one();
     }
 }
 
@@ -616,7 +478,9 @@ impl Connection {
     /// Whether the peer has sent GOAWAY (no new messages may be sent). Never in legacy mode.
     pub fn peer_going_away(&self) -> bool {
         match &self.link {
-            Link::Native(shared) => *shared.peer_goaway.lock().unwrap_or_else(|p| p.into_inner()),
+            Link::Native(shared) => shared
+                .peer_goaway
+                .load(std::sync::atomic::Ordering::Acquire),
             Link::Legacy(_) => false,
         }
     }

@@ -1,11 +1,12 @@
 //! Endpoints: connect to a server, or listen and accept clients.
 //!
-//! Owns the choice of transport from a URL scheme. Never holds a connection's state.
+//! Owns the choice of transport from a URL scheme, and turning what a driver opened into the
+//! [`Connection`] an application holds. Never holds a connection's state.
 
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::error::Error;
-use crate::transport::quic::{self, QuicListener};
+use crate::transport::quic::{self, ClientSocket, QuicListener};
 use crate::transport::ws::{self, WsListener};
 
 /// Opens client connections.
@@ -17,13 +18,54 @@ impl Endpoint {
     /// `allow_plain_non_loopback`), `wss://host:port/path`, or `quic://host:port`.
     ///
     /// Each QUIC connection made here has its own UDP socket; to open many, share one with
-    /// [`QuicClient`](crate::transport::quic::QuicClient).
+    /// [`QuicClient`].
     pub async fn connect(url: &str, config: Config) -> Result<Connection, Error> {
-        if url.starts_with("quic://") {
-            quic::connect(url, &config).await
+        let opened = if url.starts_with("quic://") {
+            quic::connect(url, &config).await?
         } else {
-            ws::connect(url, &config).await
-        }
+            ws::connect(url, &config).await?
+        };
+        Ok(opened.into())
+    }
+}
+
+/// One UDP socket for many client connections.
+///
+/// [`Endpoint::connect`] gives each QUIC connection its own UDP endpoint (socket, buffers,
+/// driver task: about 300 KiB); a client that opens many connections opens them through one
+/// `QuicClient` instead (about 50 KiB each), and quinn tells them apart by connection id.
+/// Connections outlive the `QuicClient` they were made with.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), rhizomorph::Error> {
+/// use rhizomorph::QuicClient;
+/// let client = QuicClient::bind(rhizomorph::Config::default(), false)?;
+/// let a = client.connect("quic://127.0.0.1:7879").await?;
+/// let b = client.connect("quic://127.0.0.1:7879").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct QuicClient {
+    socket: ClientSocket,
+}
+
+impl QuicClient {
+    /// Binds a client UDP socket (IPv6 if `ipv6`, else IPv4) for connections made with
+    /// `config`. Must be called within a tokio runtime, which drives the socket.
+    pub fn bind(config: Config, ipv6: bool) -> Result<QuicClient, Error> {
+        Ok(QuicClient {
+            socket: ClientSocket::bind(config, ipv6)?,
+        })
+    }
+
+    /// The local UDP address.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Connects to `url` (`quic://host:port`) over this client's socket.
+    pub async fn connect(&self, url: &str) -> Result<Connection, Error> {
+        Ok(self.socket.connect(url).await?.into())
     }
 }
 
@@ -88,8 +130,14 @@ impl Listener {
         std::pin::Pin<Box<dyn std::future::Future<Output = Result<Connection, Error>> + Send>>,
     > {
         Ok(match &self.inner {
-            ListenerKind::Ws(l) => Box::pin(l.accept_raw().await?),
-            ListenerKind::Quic(l) => Box::pin(l.accept_raw().await?),
+            ListenerKind::Ws(l) => {
+                let opening = l.accept_raw().await?;
+                Box::pin(async move { Ok(opening.await?.into()) })
+            }
+            ListenerKind::Quic(l) => {
+                let opening = l.accept_raw().await?;
+                Box::pin(async move { Ok(opening.await?.into()) })
+            }
         })
     }
 }

@@ -26,10 +26,12 @@ pub mod config;
 pub mod connection;
 pub mod endpoint;
 pub mod error;
-pub mod metrics;
 pub mod router;
 mod signal;
 pub mod transport;
+
+/// Process-wide connection counters (per mode, legacy fallbacks, legacy pings).
+pub use transport::metrics;
 
 // The sans-IO protocol (the `rhizomorph-proto` crate), under the names this crate always had.
 /// rkyv, as rhizomorph uses it (the [`wire_type!`] macro derives through this path).
@@ -39,7 +41,7 @@ pub use rhizomorph_proto::{frame, header, legacy, payload, session, websocket};
 
 pub use config::{AuthRequest, CompressionPolicy, Config};
 pub use connection::{CloseReason, Connection, Message, Mode, Sender};
-pub use endpoint::{Endpoint, Listener};
+pub use endpoint::{Endpoint, Listener, QuicClient};
 pub use error::Error;
 pub use frame::{Channel, ErrorCode};
 pub use header::RoutingHeader;

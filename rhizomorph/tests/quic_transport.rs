@@ -167,7 +167,7 @@ async fn quic_17_2_3_a_second_stream_for_one_channel_closes_with_protocol_error(
 async fn quic_client_shares_one_socket_among_its_connections() {
     let (url, fp, _) = echo_server_quic();
     let config = Config::default().with_client_tls(tls::client_tls_pinned(&fp).unwrap());
-    let client = quic::QuicClient::bind(config, false).unwrap();
+    let client = rhizomorph::QuicClient::bind(config, false).unwrap();
     let port = client.local_addr().unwrap().port();
     let mut conns = Vec::new();
     for _ in 0..3 {
@@ -189,7 +189,7 @@ async fn quic_client_shares_one_socket_among_its_connections() {
         let m = within("echo", conn.recv()).await.unwrap();
         assert_eq!(m.payload, Bytes::from(payload));
     }
-    let r = quic::QuicClient::bind(Config::default(), false)
+    let r = rhizomorph::QuicClient::bind(Config::default(), false)
         .unwrap()
         .connect("quic://[::1]:9")
         .await;

@@ -95,10 +95,7 @@ pub async fn run_idle(
     // QUIC clients share one UDP socket (`QuicClient`), as a client opening thousands of
     // connections would; WebSocket connections are one TCP socket each anyway.
     let quic_client = if quic {
-        Some(
-            rhizomorph::transport::quic::QuicClient::bind(serve.config.clone(), false)
-                .map_err(io::Error::other)?,
-        )
+        Some(rhizomorph::QuicClient::bind(serve.config.clone(), false).map_err(io::Error::other)?)
     } else {
         None
     };

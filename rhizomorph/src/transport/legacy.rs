@@ -26,12 +26,12 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::config::{Config, LegacyAuthRequest};
-use crate::connection::{CloseReason, Connection, Link, Mode};
 use crate::error::Error;
 use crate::frame::{Channel, Compression, ErrorCode, PayloadEncoding};
 use crate::header::RoutingHeader;
 use crate::legacy::{self, AuthInfo, ConnectionInfo, Identity, LegacyLimits, TextMessage};
 use crate::session::{IncomingMessage, SessionStats};
+use crate::transport::shared::{CloseReason, Link, Mode, Opened};
 
 /// Bytes of unread received messages before the reader stops reading.
 fn receive_window(config: &Config) -> usize {
@@ -208,7 +208,7 @@ pub(crate) async fn client<S>(
     config: &Config,
     peer_addr: SocketAddr,
     url: &str,
-) -> Result<Connection, Error>
+) -> Result<Opened, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -266,7 +266,7 @@ pub(crate) async fn server<S>(
     mut ws: WebSocketStream<S>,
     config: &Config,
     peer_addr: SocketAddr,
-) -> Result<Connection, Error>
+) -> Result<Opened, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -326,7 +326,7 @@ where
         "legacy client connected"
     );
     let conn = start(ws, config, peer_addr, None, Some(identity), false);
-    if let crate::connection::Link::Legacy(link) = &conn.link {
+    if let Link::Legacy(link) = &conn.link {
         let _ = link.out.send(Out::Text(info));
     }
     Ok(conn)
@@ -376,7 +376,7 @@ fn start<S>(
     info: Option<ConnectionInfo>,
     identity: Option<Identity>,
     is_client: bool,
-) -> Connection
+) -> Opened
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -409,7 +409,7 @@ where
     if is_client && !config.legacy.ping_interval.is_zero() {
         tokio::spawn(ping_loop(link.clone(), config.legacy.ping_interval).instrument(span));
     }
-    Connection {
+    Opened {
         link: Link::Legacy(link),
         incoming: rx,
         peer_addr,
@@ -535,7 +535,7 @@ async fn read_loop<S>(
                 }
                 match TextMessage::parse(&t) {
                     Ok(TextMessage::Ping) if !is_client => {
-                        crate::metrics::count_legacy_ping();
+                        crate::transport::metrics::count_legacy_ping();
                         let _ = link.out.send(Out::Text(TextMessage::Pong.to_text()));
                     }
                     Ok(TextMessage::RefreshToken) if !is_client => {

@@ -1,17 +1,30 @@
 //! Transports: thin tokio drivers that pump a [`Session`](crate::session::Session) over a socket.
 //!
-//! Owns sockets, TLS and tasks. Never interprets frames: everything protocol-shaped is the
-//! session's.
+//! Owns sockets, TLS and tasks. Never interprets frames (everything protocol-shaped is the
+//! session's), and never imports the face (`connection`): a driver hands the face an
+//! [`Opened`](shared::Opened) handle over [`Shared`](shared::Shared) state, and the face waits
+//! on that state.
+//!
+//! - [`ws`]: the framed WebSocket transport (`ws/mod.rs` connect and accept, `ws/io.rs` the
+//!   RFC 6455 byte pump, `ws/driver.rs` the reader and writer tasks); legacy mode rides the
+//!   same upgrade ([`legacy`]).
+//! - [`quic`]: the QUIC transport, one stream per channel.
+//! - `shared.rs` (the state behind a connection's handles), `dispatch.rs` (events handed out
+//!   after the lock, the open-and-await-HELLO scaffold), `flush.rs` (the hook through which a
+//!   sender writes its own message), `url.rs` (server URLs), [`tls`].
 
 use crate::config::{ClientTls, Config};
 use crate::error::Error;
 
-pub(crate) mod driver;
+pub(crate) mod dispatch;
+pub(crate) mod flush;
 pub mod legacy;
+pub mod metrics;
 pub mod quic;
+pub(crate) mod shared;
 pub mod tls;
+pub(crate) mod url;
 pub mod ws;
-pub(crate) mod ws_io;
 
 /// The first address `addr` resolves to; `shown` names it in the error.
 pub(crate) async fn resolve_first(

@@ -20,16 +20,17 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{ConnectionError, RecvStream, SendStream, VarInt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::config::{ClientTls, Config, ServerTls};
-use crate::connection::{CloseReason, Connection, Mode, Shared};
 use crate::error::Error;
 use crate::frame::{Channel, ErrorCode};
-use crate::session::{Framing, Session};
-use crate::session::{Target, Transmit};
-use crate::transport::driver::{Dispatch, SharedDispatch};
+use crate::session::{Framing, Session, Target, Transmit};
+use crate::transport::dispatch::{self, with_session, Opening, SharedDispatch};
+use crate::transport::flush::Flush;
+use crate::transport::shared::{CloseReason, Opened, Shared};
+use crate::transport::url::{Scheme, ServerUrl};
 
 /// Most bytes handed to quinn per stream write: what the sender holds beyond QUIC's windows
 /// (quinn keeps a write until the stream's flow control lets it out, wire.md §17.5). quinn
@@ -101,37 +102,22 @@ pub fn quinn_server_config(
 }
 
 /// A client: its own UDP endpoint, connected to `url` (`quic://host:port`).
-pub async fn connect(url: &str, config: &Config) -> Result<Connection, Error> {
+pub(crate) async fn connect(url: &str, config: &Config) -> Result<Opened, Error> {
     tokio::time::timeout(config.connect_timeout, connect_inner(url, config))
         .await
         .map_err(|_| Error::Timeout("connect"))?
 }
 
-/// Splits `quic://host:port/...` into host and port.
-fn parse_url(url: &str) -> Result<(String, u16), Error> {
-    let bad = |reason: &str| Error::InvalidAddress {
-        addr: url.to_string(),
-        reason: reason.to_string(),
-    };
-    let rest = url
-        .strip_prefix("quic://")
-        .ok_or_else(|| bad("expected quic://"))?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    let (host, port) = authority
-        .rsplit_once(':')
-        .ok_or_else(|| bad("no port (quic://host:port)"))?;
-    let port = port.parse::<u16>().map_err(|_| bad("bad port"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(bad("no host"));
-    }
-    Ok((host.to_string(), port))
-}
-
 async fn resolve(url: &str) -> Result<(String, SocketAddr), Error> {
-    let (host, port) = parse_url(url)?;
-    let addr = super::resolve_first((host.as_str(), port), url).await?;
-    Ok((host, addr))
+    let parsed = ServerUrl::parse(url)?;
+    if parsed.scheme != Scheme::Quic {
+        return Err(Error::InvalidAddress {
+            addr: url.to_string(),
+            reason: "expected quic://".into(),
+        });
+    }
+    let addr = super::resolve_first((parsed.host.as_str(), parsed.port), url).await?;
+    Ok((parsed.host, addr))
 }
 
 /// A UDP endpoint for client connections of this address family.
@@ -152,7 +138,7 @@ async fn connect_over(
     host: &str,
     addr: SocketAddr,
     config: &Config,
-) -> Result<Connection, Error> {
+) -> Result<Opened, Error> {
     let tls = super::client_tls(config)?;
     let client_config = quinn_client_config(&tls, ALPN, transport_config(config))?;
     let connecting = endpoint
@@ -169,39 +155,26 @@ async fn connect_over(
     .await
 }
 
-async fn connect_inner(url: &str, config: &Config) -> Result<Connection, Error> {
+async fn connect_inner(url: &str, config: &Config) -> Result<Opened, Error> {
     let (host, addr) = resolve(url).await?;
     let endpoint = client_endpoint(addr.is_ipv6())?;
     connect_over(&endpoint, true, &host, addr, config).await
 }
 
-/// One UDP socket for many client connections.
-///
-/// [`Endpoint::connect`](crate::Endpoint::connect) gives each QUIC connection its own UDP
-/// endpoint (socket, buffers, driver task: about 300 KiB); a client that opens many connections
-/// opens them through one `QuicClient` instead (about 50 KiB each), and quinn tells them apart
-/// by connection id. Connections outlive the `QuicClient` they were made with.
-///
-/// ```no_run
-/// # async fn demo() -> Result<(), rhizomorph::Error> {
-/// use rhizomorph::transport::quic::QuicClient;
-/// let client = QuicClient::bind(rhizomorph::Config::default(), false)?;
-/// let a = client.connect("quic://127.0.0.1:7879").await?;
-/// let b = client.connect("quic://127.0.0.1:7879").await?;
-/// # Ok(()) }
-/// ```
+/// One UDP socket for many client connections (the transport under
+/// [`QuicClient`](crate::QuicClient)).
 #[derive(Clone)]
-pub struct QuicClient {
+pub(crate) struct ClientSocket {
     endpoint: quinn::Endpoint,
     config: Arc<Config>,
     ipv6: bool,
 }
 
-impl QuicClient {
+impl ClientSocket {
     /// Binds a client UDP socket (IPv6 if `ipv6`, else IPv4) for connections made with
     /// `config`. Must be called within a tokio runtime, which drives the socket.
-    pub fn bind(config: Config, ipv6: bool) -> Result<QuicClient, Error> {
-        Ok(QuicClient {
+    pub(crate) fn bind(config: Config, ipv6: bool) -> Result<ClientSocket, Error> {
+        Ok(ClientSocket {
             endpoint: client_endpoint(ipv6)?,
             config: Arc::new(config),
             ipv6,
@@ -209,12 +182,12 @@ impl QuicClient {
     }
 
     /// The local UDP address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.endpoint.local_addr()
     }
 
     /// Connects to `url` (`quic://host:port`) over this client's socket.
-    pub async fn connect(&self, url: &str) -> Result<Connection, Error> {
+    pub(crate) async fn connect(&self, url: &str) -> Result<Opened, Error> {
         let config = &self.config;
         tokio::time::timeout(config.connect_timeout, async {
             let (host, addr) = resolve(url).await?;
@@ -255,7 +228,7 @@ fn session_config(config: &Config) -> crate::session::SessionConfig {
 }
 
 /// Accepts QUIC connections on one UDP socket.
-pub struct QuicListener {
+pub(crate) struct QuicListener {
     endpoint: quinn::Endpoint,
     config: Arc<Config>,
 }
@@ -290,8 +263,7 @@ impl QuicListener {
     /// Waits for the next client; the returned future completes the QUIC and HELLO handshakes.
     pub async fn accept_raw(
         &self,
-    ) -> io::Result<impl std::future::Future<Output = Result<Connection, Error>> + Send + 'static>
-    {
+    ) -> io::Result<impl std::future::Future<Output = Result<Opened, Error>> + Send + 'static> {
         let incoming = self.endpoint.accept().await.ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotConnected, "the QUIC endpoint is closed")
         })?;
@@ -307,11 +279,6 @@ impl QuicListener {
                 .map_err(|_| Error::Timeout("accept handshake"))?
         })
     }
-
-    /// Accepts the next connection (QUIC and HELLO handshakes).
-    pub async fn accept(&self) -> Result<Connection, Error> {
-        self.accept_raw().await?.await
-    }
 }
 
 impl Drop for QuicListener {
@@ -325,18 +292,11 @@ async fn start(
     endpoint: Option<quinn::Endpoint>,
     session: Session,
     config: &Config,
-) -> Result<Connection, Error> {
+) -> Result<Opened, Error> {
     let peer_addr = conn.remote_address();
     let role = session.role();
-    let shared = Shared::new(session, config);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (connected_tx, connected_rx) = oneshot::channel();
-    let dispatch = Arc::new(std::sync::Mutex::new(Dispatch {
-        incoming: tx,
-        authenticator: config.authenticator.clone(),
-        peer_addr,
-        connected: Some(connected_tx),
-    }));
+    let opening = Opening::new(session, config, peer_addr);
+    let (shared, dispatch) = (opening.shared.clone(), opening.dispatch.clone());
     let span = info_span!("connection", peer = %peer_addr, role = ?role, transport = "quic");
     let linger = config.session.keepalive_timeout;
     let (handoff_tx, handoff_rx) = mpsc::unbounded_channel();
@@ -345,7 +305,7 @@ async fn start(
         slots: Default::default(),
         handoff: handoff_tx,
     });
-    let _ = shared.quic_streams.set(slots.clone());
+    let _ = shared.flush.set(slots.clone());
     tokio::spawn(
         accept_streams(conn.clone(), shared.clone(), dispatch.clone()).instrument(span.clone()),
     );
@@ -360,17 +320,7 @@ async fn start(
         linger,
     );
     tokio::spawn(writer.instrument(span));
-    let connection = Connection {
-        link: crate::connection::Link::Native(shared),
-        incoming: rx,
-        peer_addr,
-        mode: Mode::Native,
-    };
-    match connected_rx.await {
-        Ok(Ok(())) => Ok(connection),
-        Ok(Err(reason)) => Err(reason.to_error()),
-        Err(_) => Err(CloseReason::Lost("driver ended during the handshake".into()).to_error()),
-    }
+    opening.established().await
 }
 
 /// Waits for the QUIC connection to end and reports why, if the session had not ended first.
@@ -387,10 +337,7 @@ async fn watch(conn: quinn::Connection, shared: Arc<Shared>, dispatch: SharedDis
         ConnectionError::TimedOut => CloseReason::Lost("QUIC idle timeout: peer silent".into()),
         other => CloseReason::Lost(other.to_string()),
     };
-    dispatch
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .lost_with(&shared, reason);
+    dispatch::lost_with(&shared, &dispatch, reason);
 }
 
 /// Accepts the peer's channel streams (wire.md §17.2) and spawns a reader for each.
@@ -425,7 +372,7 @@ async fn read_preamble(recv: &mut RecvStream) -> Result<Channel, &'static str> {
 
 fn protocol_error(shared: &Shared, dispatch: &SharedDispatch, why: &'static str) {
     warn!(why, "QUIC stream rule broken (wire.md §17.2.3, §17.6.4)");
-    super::driver::with_session(shared, dispatch, |s| {
+    with_session(shared, dispatch, |s| {
         s.close(ErrorCode::PROTOCOL_ERROR, &format!("{why} (wire.md §17)"))
     });
     shared.wake_writer.notify_one();
@@ -460,7 +407,7 @@ async fn read_loop(
         match recv.read_chunks(&mut segments).await {
             Ok(Some(n)) => {
                 let mut was_open = false;
-                super::driver::with_session(&shared, &dispatch, |s| {
+                with_session(&shared, &dispatch, |s| {
                     was_open = s.is_open();
                     let now = Instant::now();
                     for seg in &mut segments[..n] {
@@ -479,7 +426,7 @@ async fn read_loop(
                 }
             }
             Ok(None) => {
-                super::driver::with_session(&shared, &dispatch, |s| {
+                with_session(&shared, &dispatch, |s| {
                     s.handle_stream_end(Instant::now(), channel)
                 });
                 shared.wake_writer.notify_one();
@@ -516,10 +463,15 @@ pub(crate) struct StreamSlots {
     handoff: mpsc::UnboundedSender<WriteFuture>,
 }
 
-impl StreamSlots {
-    /// After a message was queued on `channel` (not control): writes what the session has
-    /// for that stream, if its slot is free; otherwise the slot's holder or the writer will.
-    pub(crate) async fn flush(&self, shared: &Shared, channel: Channel) {
+impl Flush for StreamSlots {
+    /// After a message was queued on `channel`: writes what the session has for that stream,
+    /// if its slot is free; otherwise the slot's holder or the writer will. Control-channel
+    /// messages share the control stream with the session's own frames: the writer sends them.
+    fn after_queue(&self, shared: &Shared, channel: Channel, cx: &mut std::task::Context<'_>) {
+        if channel == Channel::Control {
+            shared.wake_writer.notify_one();
+            return;
+        }
         let i = channel.index();
         loop {
             let Ok(guard) = self.slots[i].clone().try_lock_owned() else {
@@ -541,7 +493,7 @@ impl StreamSlots {
             shared.changed.notify_waiters(); // send-buffer room opened
             let mut write: WriteFuture =
                 Box::pin(write_one(self.conn.clone(), channel, guard, bytes));
-            match futures_util::poll!(write.as_mut()) {
+            match write.as_mut().poll(cx) {
                 std::task::Poll::Ready(Ok(())) => continue,
                 std::task::Poll::Ready(Err(e)) => {
                     debug!(error = %e, "stream write failed");
@@ -610,7 +562,7 @@ async fn write_loop(
         let mut deadline = None;
         let mut closed = false;
         let mut took = false;
-        super::driver::with_session(&shared, &dispatch, |s| {
+        with_session(&shared, &dispatch, |s| {
             let now = Instant::now();
             if s.poll_timeout().is_some_and(|t| t <= now) {
                 s.handle_timeout(now);

@@ -5,7 +5,8 @@
 //! The reader task feeds received batches into the session and hands out events; the writer
 //! task sends what the session produces, as soon as it is ready (no timer, wire.md §10.2), and
 //! runs the session's timers. A sender whose message finds the transport idle writes the batch
-//! itself ([`DirectWrite`]): one task switch less per request or reply (wire.md §16.4). Reading
+//! itself ([`DirectSink`], the WebSocket flush hook): one task switch less per request or
+//! reply (wire.md §16.4). Reading
 //! never waits for writing, so two peers that both send a lot cannot deadlock. Never decodes
 //! anything itself.
 
@@ -15,133 +16,32 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::{Sink, Stream, StreamExt};
-use tokio::sync::mpsc;
-use tracing::{debug, Instrument};
+use tracing::Instrument;
 
-use crate::config::{AuthRequest, Authenticator};
-use crate::connection::{CloseReason, Shared};
-use crate::session::{Event, IncomingMessage, Session};
-use crate::session::{Target, Transmit};
-
-/// Delivers session events: messages to the application, state to the shared handle.
-pub(crate) struct Dispatch {
-    pub(crate) incoming: mpsc::UnboundedSender<IncomingMessage>,
-    pub(crate) authenticator: Option<Authenticator>,
-    pub(crate) peer_addr: std::net::SocketAddr,
-    pub(crate) connected: Option<tokio::sync::oneshot::Sender<Result<(), CloseReason>>>,
-}
-
-impl Dispatch {
-    fn drain(&mut self, session: &mut Session, shared: &Shared) {
-        while let Some(event) = session.poll_event() {
-            match event {
-                Event::Message(m) => {
-                    // Bounded by flow control: only what the windows allow is ever queued here.
-                    if let Err(mpsc::error::SendError(m)) = self.incoming.send(m) {
-                        // The application dropped its receiver; release so the peer is not stuck.
-                        session.release(m.channel, m.credit);
-                    }
-                }
-                Event::HelloReceived { token, agent } => {
-                    let _ = shared.peer_token.set(token.clone());
-                    let request = AuthRequest {
-                        token,
-                        agent,
-                        peer_addr: self.peer_addr,
-                    };
-                    let decision = match &self.authenticator {
-                        Some(auth) => auth(&request),
-                        None => Ok(Bytes::new()),
-                    };
-                    match decision {
-                        Ok(reply) => session.accept(reply),
-                        Err((code, reason)) => session.reject(code, &reason),
-                    }
-                }
-                Event::Connected {
-                    agent,
-                    peer_settings,
-                    token,
-                    ..
-                } => {
-                    if session.role() == crate::session::Role::Client {
-                        let _ = shared.peer_token.set(token);
-                    }
-                    let _ = shared.peer_settings.set(peer_settings);
-                    debug!(peer_agent = %agent, "connected");
-                    if let Some(tx) = self.connected.take() {
-                        let _ = tx.send(Ok(()));
-                    }
-                }
-                Event::GoAway { code, reason } => {
-                    debug!(%code, %reason, "peer going away");
-                    *shared.peer_goaway.lock().unwrap_or_else(|p| p.into_inner()) = true;
-                    shared.changed.notify_waiters();
-                }
-                Event::Closed {
-                    code,
-                    reason,
-                    initiator,
-                } => {
-                    debug!(%code, %reason, ?initiator, "closed");
-                    if initiator == crate::session::Initiator::Local {
-                        shared
-                            .closed_locally
-                            .store(true, std::sync::atomic::Ordering::Release);
-                    }
-                    let r = CloseReason::Closed { code, reason };
-                    if let Some(tx) = self.connected.take() {
-                        let _ = tx.send(Err(r.clone()));
-                    }
-                    shared.set_closed(r);
-                }
-                Event::SendFailed { channel, id, code } => {
-                    debug!(%channel, id, %code, "message not delivered");
-                }
-                Event::MessageAborted {
-                    channel,
-                    sequence,
-                    code,
-                } => {
-                    debug!(%channel, sequence, %code, "peer aborted a message");
-                }
-                Event::SchemaBound(_) | Event::Rtt { .. } => {}
-            }
-        }
-    }
-
-    fn lost(&mut self, shared: &Shared, why: String) {
-        self.lost_with(shared, CloseReason::Lost(why));
-    }
-
-    /// The transport ended (for `reason`) without the session seeing CLOSE.
-    pub(crate) fn lost_with(&mut self, shared: &Shared, r: CloseReason) {
-        if let Some(tx) = self.connected.take() {
-            let _ = tx.send(Err(r.clone()));
-        }
-        shared.set_closed(r);
-    }
-}
+use crate::frame::Channel;
+use crate::session::{Session, Target, Transmit};
+use crate::transport::dispatch::{self, drain_events, with_session, SharedDispatch};
+use crate::transport::flush::Flush;
+use crate::transport::shared::Shared;
 
 /// Spawns the reader and writer tasks for one connection.
 pub(crate) fn spawn<R, W>(
     shared: Arc<Shared>,
     reader: R,
     writer: W,
-    dispatch: Dispatch,
+    dispatch: SharedDispatch,
     span: tracing::Span,
 ) where
     R: Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
     W: Sink<Vec<Bytes>, Error = io::Error> + Send + Unpin + 'static,
 {
-    let dispatch = Arc::new(std::sync::Mutex::new(dispatch));
     let slot = Arc::new(std::sync::Mutex::new(SinkSlot {
         sink: writer,
         unflushed: false,
         limit: START_BATCH,
         writer_waiting: false,
     }));
-    let _ = shared.direct.set(Arc::new(DirectSink {
+    let _ = shared.flush.set(Arc::new(DirectSink {
         slot: slot.clone(),
         armed: true.into(),
     }));
@@ -154,29 +54,6 @@ pub(crate) fn spawn<R, W>(
     } else {
         tokio::spawn(read.instrument(span.clone()));
         tokio::spawn(write.instrument(span));
-    }
-}
-
-pub(crate) type SharedDispatch = Arc<std::sync::Mutex<Dispatch>>;
-
-/// Runs `f` on the session, then delivers the events it produced.
-pub(crate) fn with_session(
-    shared: &Shared,
-    dispatch: &SharedDispatch,
-    f: impl FnOnce(&mut Session),
-) {
-    let mut s = shared.lock();
-    f(&mut s);
-    drain_events(&mut s, shared, dispatch);
-}
-
-/// Delivers the events the session holds (the dispatch is locked only if there are some).
-fn drain_events(s: &mut Session, shared: &Shared, dispatch: &SharedDispatch) {
-    if s.has_events() {
-        dispatch
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(s, shared);
     }
 }
 
@@ -200,17 +77,21 @@ where
                 // accepted HELLO) gave it something to do: a PONG, a CREDIT to return, queued
                 // messages that credit may have unblocked, a close. An idle wake-up per
                 // received batch costs a task switch. One lock for all of it.
-                let wake = {
+                let (wake, hello) = {
                     let mut s = shared.lock();
                     s.handle_batch(Instant::now(), batch);
-                    drain_events(&mut s, &shared, &dispatch);
-                    has_output(&s)
+                    let hello = drain_events(&mut s, &shared, &dispatch);
+                    (has_output(&s), hello)
                 };
+                if let Some(request) = hello {
+                    // The authenticator runs with no lock held; its answer wakes the writer.
+                    dispatch::authenticate(&shared, &dispatch, request);
+                }
                 if wake {
                     shared.wake_writer.notify_one();
                 }
-                if let Some(direct) = shared.direct.get() {
-                    direct.rearm();
+                if let Some(flush) = shared.flush.get() {
+                    flush.on_received();
                 }
                 if shared.is_closed() {
                     return;
@@ -219,10 +100,7 @@ where
             Some(Err(e)) => {
                 let closed = shared.lock().is_closed();
                 if !closed {
-                    dispatch
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .lost(&shared, e.to_string());
+                    dispatch::lost(&shared, &dispatch, e.to_string());
                 }
                 return;
             }
@@ -230,10 +108,7 @@ where
                 let closed = shared.lock().is_closed();
                 if !closed {
                     let why = "the transport ended without CLOSE".to_string();
-                    dispatch
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .lost(&shared, why);
+                    dispatch::lost(&shared, &dispatch, why);
                 }
                 return;
             }
@@ -333,25 +208,14 @@ fn lock_slot<W>(slot: &SharedSink<W>) -> std::sync::MutexGuard<'_, SinkSlot<W>> 
     slot.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Lets a sender write the batch it just queued itself, on its own task, when the sink is
-/// idle: a request or a reply then leaves without waking the writer task (one task switch
-/// less per message). Anything it cannot finish — the sink busy or backed up, output left
-/// over, events to deliver — is left to the writer task, which it wakes.
+/// The WebSocket flush hook: lets a sender write the batch it just queued itself, on its own
+/// task, when the sink is idle: a request or a reply then leaves without waking the writer task
+/// (one task switch less per message). Anything it cannot finish — the sink busy or backed up,
+/// output left over, events to deliver — is left to the writer task, which it wakes.
 ///
 /// At most one direct write per batch received: a request or a reply goes out at once, while
 /// a burst of sends (a one-way stream) is left to the writer task, which sends what piled up
 /// in one batch instead of one system call per message.
-pub(crate) trait DirectWrite: Send + Sync {
-    /// Writes what the session has to send now if the sink is idle and no direct write
-    /// happened since the last batch was received; wakes the writer task for whatever is
-    /// left.
-    fn write_now(&self, shared: &Shared, cx: &mut std::task::Context<'_>);
-
-    /// A batch was received: the next send may write directly again.
-    fn rearm(&self);
-}
-
-/// [`DirectWrite`] over the writer task's sink.
 pub(crate) struct DirectSink<W> {
     slot: SharedSink<W>,
     /// A direct write is allowed (none since the last batch received).
@@ -403,11 +267,14 @@ where
     }
 }
 
-impl<W> DirectWrite for DirectSink<W>
+impl<W> Flush for DirectSink<W>
 where
     W: Sink<Vec<Bytes>, Error = io::Error> + Unpin + Send,
 {
-    fn write_now(&self, shared: &Shared, cx: &mut std::task::Context<'_>) {
+    /// Writes what the session has to send now (whatever the channel: one ordered stream of
+    /// batches) if the sink is idle and no direct write happened since the last batch was
+    /// received; wakes the writer task for whatever is left.
+    fn after_queue(&self, shared: &Shared, _channel: Channel, cx: &mut std::task::Context<'_>) {
         if !self.armed.swap(false, std::sync::atomic::Ordering::Relaxed)
             || !self.try_write(shared, cx)
         {
@@ -415,7 +282,7 @@ where
         }
     }
 
-    fn rearm(&self) {
+    fn on_received(&self) {
         self.armed.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
@@ -436,12 +303,7 @@ where
     W: Sink<Vec<Bytes>, Error = io::Error> + Unpin,
 {
     use std::pin::Pin;
-    let lost = |e: io::Error| {
-        dispatch
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .lost(&shared, e.to_string())
-    };
+    let lost = |e: io::Error| dispatch::lost(&shared, &dispatch, e.to_string());
     let mut batch_limit = BatchLimit::new();
     // The last batch handed to the transport: its size and when.
     let mut last_batch = (0usize, Instant::now());

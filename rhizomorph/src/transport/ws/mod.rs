@@ -2,8 +2,8 @@
 //!
 //! Owns connecting and accepting: TCP, TLS, the WebSocket upgrade with the `rhizomorph.v1`
 //! subprotocol check (§16.1, §3.4), and handing the upgraded stream to the native driver
-//! (rhizomorph's own RFC 6455 framing, `ws_io`) or to legacy mode (tungstenite, from the same
-//! stream and the bytes already read). Never looks inside a batch.
+//! ([`driver`] over rhizomorph's own RFC 6455 framing, [`socket`]) or to legacy mode
+//! (tungstenite, from the same stream and the bytes already read). Never looks inside a batch.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,19 +11,22 @@ use std::sync::{Arc, Weak};
 
 use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::{Role as TungRole, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use tracing::{info_span, warn};
 
 use crate::config::Config;
-use crate::connection::{CloseReason, Connection, Mode, Shared};
 use crate::error::Error;
 use crate::frame::ErrorCode;
 use crate::session::Session;
-use crate::transport::driver::{self, Dispatch};
-use crate::transport::ws_io::{self, Control, SplitIo, Verdict, WsReader, WsWriter};
+use crate::transport::dispatch::Opening;
+use crate::transport::shared::{CloseReason, Mode, Opened, Shared};
+use crate::transport::url::{Scheme, ServerUrl};
 use crate::websocket::Role;
+use socket::{Control, SplitIo, Verdict, WsReader, WsWriter};
+
+pub(crate) mod driver;
+pub(crate) mod socket;
 
 /// The WebSocket subprotocol that selects rhizomorph (wire.md §3.1).
 pub const SUBPROTOCOL: &str = "rhizomorph.v1";
@@ -45,17 +48,6 @@ fn legacy_ws_config(config: &Config) -> WebSocketConfig {
         .read_buffer_size(config.ws_read_buffer)
 }
 
-fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-        || host
-            .trim_matches(|c| c == '[' || c == ']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 fn tune_socket(stream: &TcpStream, config: &Config) -> io::Result<()> {
     stream.set_nodelay(true)?;
     if let Some(lowat) = config.notsent_lowat {
@@ -67,58 +59,46 @@ fn tune_socket(stream: &TcpStream, config: &Config) -> io::Result<()> {
 
 /// Connects to `url` (`ws://host:port/path` or `wss://…`), runs the WebSocket and HELLO
 /// handshakes, and returns the open connection.
-pub async fn connect(url: &str, config: &Config) -> Result<Connection, Error> {
+pub(crate) async fn connect(url: &str, config: &Config) -> Result<Opened, Error> {
     tokio::time::timeout(config.connect_timeout, connect_inner(url, config))
         .await
         .map_err(|_| Error::Timeout("connect"))?
 }
 
-async fn connect_inner(url: &str, config: &Config) -> Result<Connection, Error> {
-    let bad = |reason: &str| Error::InvalidAddress {
-        addr: url.to_string(),
-        reason: reason.to_string(),
+async fn connect_inner(url: &str, config: &Config) -> Result<Opened, Error> {
+    let parsed = ServerUrl::parse(url)?;
+    let secure = match parsed.scheme {
+        Scheme::Ws => false,
+        Scheme::Wss => true,
+        Scheme::Quic => {
+            return Err(Error::InvalidAddress {
+                addr: url.to_string(),
+                reason: "expected ws:// or wss://".into(),
+            })
+        }
     };
-    let (secure, rest) = if let Some(r) = url.strip_prefix("wss://") {
-        (true, r)
-    } else if let Some(r) = url.strip_prefix("ws://") {
-        (false, r)
-    } else {
-        return Err(bad("expected ws:// or wss://"));
-    };
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
-    if host.is_empty() {
-        return Err(bad("no host"));
-    }
-    let addr_str = if authority.contains(':') && !authority.ends_with(']') {
-        authority.to_string()
-    } else {
-        format!("{authority}:{}", if secure { 443 } else { 80 })
-    };
-    if !secure && !is_loopback(host) && !config.allow_plain_non_loopback {
+    if !secure && !parsed.is_loopback() && !config.allow_plain_non_loopback {
         return Err(Error::PlainNotAllowed {
-            addr: authority.to_string(),
+            addr: parsed.authority.clone(),
         });
     }
-    let path = match rest.find(['/', '?']) {
-        Some(i) if rest[i..].starts_with('/') => rest[i..].to_string(),
-        Some(i) => format!("/{}", &rest[i..]),
-        None => "/".to_string(),
-    };
-    let tcp = TcpStream::connect(&addr_str).await?;
+    let tcp = TcpStream::connect((parsed.host.as_str(), parsed.port)).await?;
     tune_socket(&tcp, config)?;
     let peer_addr = tcp.peer_addr()?;
     let target = Target {
         url,
-        authority,
-        path: &path,
+        authority: &parsed.authority,
+        path: &parsed.path,
         peer_addr,
     };
     if secure {
         let tls = super::client_tls(config)?;
-        let name = host.trim_matches(|c| c == '[' || c == ']').to_string();
-        let name = rustls::pki_types::ServerName::try_from(name)
-            .map_err(|e| bad(&format!("not a TLS server name: {e}")))?;
+        let name = rustls::pki_types::ServerName::try_from(parsed.host.clone()).map_err(|e| {
+            Error::InvalidAddress {
+                addr: url.to_string(),
+                reason: format!("not a TLS server name: {e}"),
+            }
+        })?;
         let stream = tokio_rustls::TlsConnector::from(tls.config)
             .connect(name, tcp)
             .await
@@ -140,16 +120,12 @@ struct Target<'a> {
 
 /// The WebSocket upgrade offering `rhizomorph.v1`, then native mode, or legacy mode on the same
 /// WebSocket if the server selected no subprotocol (wire.md §3.4.2).
-async fn open<S: SplitIo>(
-    mut stream: S,
-    t: Target<'_>,
-    config: &Config,
-) -> Result<Connection, Error> {
+async fn open<S: SplitIo>(mut stream: S, t: Target<'_>, config: &Config) -> Result<Opened, Error> {
     let (response, tail) =
-        ws_io::client_handshake(&mut stream, t.authority, t.path, &[SUBPROTOCOL]).await?;
+        socket::client_handshake(&mut stream, t.authority, t.path, &[SUBPROTOCOL]).await?;
     if response.protocol.as_deref() == Some(SUBPROTOCOL) {
         let session = Session::client(config.session.clone(), std::time::Instant::now());
-        crate::metrics::count_connection(Mode::Native);
+        crate::transport::metrics::count_connection(Mode::Native);
         return start(stream, tail, Role::Client, session, config, t.peer_addr).await;
     }
     // spec: wire.md §3.4.2 — the server selected no subprotocol: not rhizomorph. Fall back by
@@ -163,10 +139,10 @@ async fn open<S: SplitIo>(
         peer = %t.url,
         "server did not select rhizomorph.v1: falling back to legacy msgpack mode (wire.md §3.4.2)"
     );
-    crate::metrics::count_fallback();
+    crate::transport::metrics::count_fallback();
     let ws = legacy_ws(stream, tail, TungRole::Client, config).await;
     let conn = crate::transport::legacy::client(ws, config, t.peer_addr, t.url).await?;
-    crate::metrics::count_connection(Mode::Legacy);
+    crate::transport::metrics::count_connection(Mode::Legacy);
     Ok(conn)
 }
 
@@ -215,17 +191,10 @@ async fn start<S: SplitIo>(
     session: Session,
     config: &Config,
     peer_addr: SocketAddr,
-) -> Result<Connection, Error> {
+) -> Result<Opened, Error> {
     let session_role = session.role();
-    let shared = Shared::new(session, config);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (connected_tx, connected_rx) = oneshot::channel();
-    let dispatch = Dispatch {
-        incoming: tx,
-        authenticator: config.authenticator.clone(),
-        peer_addr,
-        connected: Some(connected_tx),
-    };
+    let opening = Opening::new(session, config, peer_addr);
+    let shared = opening.shared.clone();
     let (r, w) = stream.split_io();
     // Weak: the tasks own the connection's state, not the other way round.
     let weak: Weak<Shared> = Arc::downgrade(&shared);
@@ -252,18 +221,8 @@ async fn start<S: SplitIo>(
         Box::new(move || close_status(weak.upgrade().and_then(|s| s.close_reason()))),
     );
     let span = info_span!("connection", peer = %peer_addr, role = ?session_role, transport = "ws");
-    driver::spawn(shared.clone(), reader, writer, dispatch, span);
-    let conn = Connection {
-        link: crate::connection::Link::Native(shared),
-        incoming: rx,
-        peer_addr,
-        mode: Mode::Native,
-    };
-    match connected_rx.await {
-        Ok(Ok(())) => Ok(conn),
-        Ok(Err(reason)) => Err(reason.to_error()),
-        Err(_) => Err(CloseReason::Lost("driver ended during the handshake".into()).to_error()),
-    }
+    driver::spawn(shared, reader, writer, opening.dispatch.clone(), span);
+    opening.established().await
 }
 
 /// Binds with `SO_REUSEPORT`: several listeners (one per runtime or core) on one port, the
@@ -284,7 +243,7 @@ async fn bind_reuse_port(addr: &str) -> Result<TcpListener, Error> {
 }
 
 /// A WebSocket listener that accepts rhizomorph connections.
-pub struct WsListener {
+pub(crate) struct WsListener {
     listener: TcpListener,
     config: Arc<Config>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
@@ -333,8 +292,7 @@ impl WsListener {
     /// (run it in its own task so one slow client does not hold up the others).
     pub async fn accept_raw(
         &self,
-    ) -> io::Result<impl std::future::Future<Output = Result<Connection, Error>> + Send + 'static>
-    {
+    ) -> io::Result<impl std::future::Future<Output = Result<Opened, Error>> + Send + 'static> {
         let (tcp, peer_addr) = self.listener.accept().await?;
         let config = self.config.clone();
         let acceptor = self.acceptor.clone();
@@ -347,11 +305,6 @@ impl WsListener {
             .map_err(|_| Error::Timeout("accept handshake"))?
         })
     }
-
-    /// Accepts the next connection and completes its handshakes.
-    pub async fn accept(&self) -> Result<Connection, Error> {
-        self.accept_raw().await?.await
-    }
 }
 
 async fn handshake(
@@ -359,7 +312,7 @@ async fn handshake(
     peer_addr: SocketAddr,
     config: Arc<Config>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
-) -> Result<Connection, Error> {
+) -> Result<Opened, Error> {
     tune_socket(&tcp, &config)?;
     match acceptor {
         Some(acceptor) => {
@@ -378,9 +331,9 @@ async fn accept_ws<S: SplitIo>(
     mut stream: S,
     peer_addr: SocketAddr,
     config: &Config,
-) -> Result<Connection, Error> {
+) -> Result<Opened, Error> {
     let (serve_legacy, legacy_only) = (config.legacy.serve, config.legacy.only);
-    let (_, protocol, tail) = ws_io::server_handshake(&mut stream, |req| {
+    let (_, protocol, tail) = socket::server_handshake(&mut stream, |req| {
         let offered = req.protocols.iter().any(|p| p == SUBPROTOCOL);
         if (!offered && serve_legacy) || legacy_only {
             // spec: wire.md §3.4.1 — served in legacy mode: no subprotocol selected, and no
@@ -401,10 +354,10 @@ async fn accept_ws<S: SplitIo>(
     if protocol.is_none() {
         let ws = legacy_ws(stream, tail, TungRole::Server, config).await;
         let conn = crate::transport::legacy::server(ws, config, peer_addr).await?;
-        crate::metrics::count_connection(Mode::Legacy);
+        crate::transport::metrics::count_connection(Mode::Legacy);
         return Ok(conn);
     }
     let session = Session::server(config.session.clone(), std::time::Instant::now());
-    crate::metrics::count_connection(Mode::Native);
+    crate::transport::metrics::count_connection(Mode::Native);
     start(stream, tail, Role::Server, session, config, peer_addr).await
 }

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::connection::Mode;
+use super::shared::Mode;
 
 static NATIVE: AtomicU64 = AtomicU64::new(0);
 static LEGACY: AtomicU64 = AtomicU64::new(0);

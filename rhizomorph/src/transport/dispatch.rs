@@ -1,0 +1,229 @@
+//! Handing out what a session produced, and the scaffold every native driver opens with.
+//!
+//! Owns the delivery of session events to the application's side (messages into the
+//! connection's queue, state into [`Shared`], the HELLO exchange's outcome to whoever waits
+//! for it) and the one way a driver starts: shared state, dispatch, the handle the face gets,
+//! and the wait for the HELLO exchange. Events are handed out right after the session lock that
+//! produced them, in order; the user's authenticator runs after every lock is released, never
+//! under one. Never touches a socket.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use super::shared::{CloseReason, Link, Mode, Opened, Shared};
+use crate::config::{AuthRequest, Authenticator, Config};
+use crate::error::Error;
+use crate::session::{Event, IncomingMessage, Initiator, Role, Session};
+
+/// Delivers session events: messages to the application, state to the shared handle.
+pub(crate) struct Dispatch {
+    incoming: mpsc::UnboundedSender<IncomingMessage>,
+    authenticator: Option<Authenticator>,
+    peer_addr: SocketAddr,
+    connected: Option<oneshot::Sender<Result<(), CloseReason>>>,
+}
+
+/// The dispatch of one connection, shared by its driver tasks.
+pub(crate) type SharedDispatch = Arc<Mutex<Dispatch>>;
+
+fn lock(dispatch: &SharedDispatch) -> std::sync::MutexGuard<'_, Dispatch> {
+    // A panic while holding the lock would be a bug in this crate; keep going with the state
+    // as it is rather than poisoning every handle.
+    dispatch.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Dispatch {
+    /// Hands out the session's events. A client's HELLO is returned instead, for
+    /// [`authenticate`] to decide on once the locks are released.
+    fn drain(&mut self, session: &mut Session, shared: &Shared) -> Option<AuthRequest> {
+        let mut hello = None;
+        while let Some(event) = session.poll_event() {
+            match event {
+                Event::Message(m) => {
+                    // Bounded by flow control: only what the windows allow is ever queued here.
+                    if let Err(mpsc::error::SendError(m)) = self.incoming.send(m) {
+                        // The application dropped its receiver; release so the peer is not stuck.
+                        session.release(m.channel, m.credit);
+                    }
+                }
+                Event::HelloReceived { token, agent } => {
+                    let _ = shared.peer_token.set(token.clone());
+                    hello = Some(AuthRequest {
+                        token,
+                        agent,
+                        peer_addr: self.peer_addr,
+                    });
+                }
+                Event::Connected {
+                    agent,
+                    peer_settings,
+                    token,
+                    ..
+                } => {
+                    if session.role() == Role::Client {
+                        let _ = shared.peer_token.set(token);
+                    }
+                    let _ = shared.peer_settings.set(peer_settings);
+                    debug!(peer_agent = %agent, "connected");
+                    if let Some(tx) = self.connected.take() {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                Event::GoAway { code, reason } => {
+                    debug!(%code, %reason, "peer going away");
+                    shared
+                        .peer_goaway
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    shared.changed.notify_waiters();
+                }
+                Event::Closed {
+                    code,
+                    reason,
+                    initiator,
+                } => {
+                    debug!(%code, %reason, ?initiator, "closed");
+                    if initiator == Initiator::Local {
+                        shared
+                            .closed_locally
+                            .store(true, std::sync::atomic::Ordering::Release);
+                    }
+                    let r = CloseReason::Closed { code, reason };
+                    if let Some(tx) = self.connected.take() {
+                        let _ = tx.send(Err(r.clone()));
+                    }
+                    shared.set_closed(r);
+                }
+                Event::SendFailed { channel, id, code } => {
+                    debug!(%channel, id, %code, "message not delivered");
+                }
+                Event::MessageAborted {
+                    channel,
+                    sequence,
+                    code,
+                } => {
+                    debug!(%channel, sequence, %code, "peer aborted a message");
+                }
+                Event::SchemaBound(_) | Event::Rtt { .. } => {}
+            }
+        }
+        hello
+    }
+
+    /// The transport ended (for `reason`) without the session seeing CLOSE.
+    pub(crate) fn lost_with(&mut self, shared: &Shared, r: CloseReason) {
+        if let Some(tx) = self.connected.take() {
+            let _ = tx.send(Err(r.clone()));
+        }
+        shared.set_closed(r);
+    }
+}
+
+/// The transport failed or ended (`why`) without the session seeing CLOSE.
+pub(crate) fn lost(shared: &Shared, dispatch: &SharedDispatch, why: String) {
+    lock(dispatch).lost_with(shared, CloseReason::Lost(why));
+}
+
+/// Like [`lost`], with the reason the transport gave.
+pub(crate) fn lost_with(shared: &Shared, dispatch: &SharedDispatch, reason: CloseReason) {
+    lock(dispatch).lost_with(shared, reason);
+}
+
+/// Runs `f` on the session, then hands out the events it produced.
+pub(crate) fn with_session(
+    shared: &Shared,
+    dispatch: &SharedDispatch,
+    f: impl FnOnce(&mut Session),
+) {
+    let hello = {
+        let mut s = shared.lock();
+        f(&mut s);
+        drain_events(&mut s, shared, dispatch)
+    };
+    if let Some(request) = hello {
+        authenticate(shared, dispatch, request);
+    }
+}
+
+/// Hands out the events the session holds (the dispatch is locked only if there are some).
+/// Returns a client's HELLO for [`authenticate`], to be called once the session is unlocked.
+#[must_use = "a client's HELLO must be authenticated"]
+pub(crate) fn drain_events(
+    s: &mut Session,
+    shared: &Shared,
+    dispatch: &SharedDispatch,
+) -> Option<AuthRequest> {
+    if s.has_events() {
+        lock(dispatch).drain(s, shared)
+    } else {
+        None
+    }
+}
+
+/// Server: asks the config's authenticator about a client's HELLO (wire.md §3.2.7), with no
+/// lock held, then accepts or rejects it and wakes the writer for the answer.
+pub(crate) fn authenticate(shared: &Shared, dispatch: &SharedDispatch, request: AuthRequest) {
+    let authenticator = lock(dispatch).authenticator.clone();
+    let decision = match authenticator {
+        Some(auth) => auth(&request),
+        None => Ok(Bytes::new()),
+    };
+    with_session(shared, dispatch, |s| match decision {
+        Ok(reply) => s.accept(reply),
+        Err((code, reason)) => s.reject(code, &reason),
+    });
+    shared.wake_writer.notify_one();
+}
+
+/// A native connection being opened: its shared state and dispatch for the driver's tasks,
+/// and what the face's handle is made of once the HELLO exchange is over.
+pub(crate) struct Opening {
+    /// The session's shared state (give it to the driver's tasks).
+    pub(crate) shared: Arc<Shared>,
+    /// The event delivery (give it to the driver's tasks).
+    pub(crate) dispatch: SharedDispatch,
+    incoming: mpsc::UnboundedReceiver<IncomingMessage>,
+    connected: oneshot::Receiver<Result<(), CloseReason>>,
+    peer_addr: SocketAddr,
+}
+
+impl Opening {
+    /// Shared state and dispatch for `session`, a connection to or from `peer_addr`.
+    pub(crate) fn new(session: Session, config: &Config, peer_addr: SocketAddr) -> Opening {
+        let shared = Shared::new(session, config);
+        let (tx, incoming) = mpsc::unbounded_channel();
+        let (connected_tx, connected) = oneshot::channel();
+        let dispatch = Arc::new(Mutex::new(Dispatch {
+            incoming: tx,
+            authenticator: config.authenticator.clone(),
+            peer_addr,
+            connected: Some(connected_tx),
+        }));
+        Opening {
+            shared,
+            dispatch,
+            incoming,
+            connected,
+            peer_addr,
+        }
+    }
+
+    /// Waits for the HELLO exchange (the driver's tasks run it) and returns the open handle,
+    /// or why the connection ended first.
+    pub(crate) async fn established(self) -> Result<Opened, Error> {
+        let opened = Opened {
+            link: Link::Native(self.shared),
+            incoming: self.incoming,
+            peer_addr: self.peer_addr,
+            mode: Mode::Native,
+        };
+        match self.connected.await {
+            Ok(Ok(())) => Ok(opened),
+            Ok(Err(reason)) => Err(reason.to_error()),
+            Err(_) => Err(CloseReason::Lost("driver ended during the handshake".into()).to_error()),
+        }
+    }
+}

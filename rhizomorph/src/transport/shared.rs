@@ -1,0 +1,182 @@
+//! State shared by a connection's handles and its driver's tasks, and the handle a driver gives
+//! the face once a connection is open.
+//!
+//! Owns the session behind its lock, the wake-ups between senders, readers and the writer, the
+//! connection's end ([`CloseReason`]) and what the peer's HELLO told us. Drivers create it; the
+//! face ([`Connection`](crate::Connection), [`Sender`](crate::Sender)) waits on it and hands out
+//! from it. Never imports the face, and never touches a socket: the drivers do.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, Notify};
+
+use super::flush::Flush;
+use super::legacy::LegacyLink;
+use crate::config::{CompressionPolicy, Config};
+use crate::error::Error;
+use crate::frame::{Channel, ErrorCode, Settings};
+use crate::session::{IncomingMessage, Session};
+use crate::signal::Signal;
+
+/// How the connection talks: the native protocol, or legacy msgpack (hypha-rpc peers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The rhizomorph wire protocol (`spec/wire.md`).
+    Native,
+    /// Legacy msgpack over WebSocket (`spec/legacy.md`): one message per WebSocket message,
+    /// `msgpack(header) ++ msgpack payload`; no channels, compression or typed payloads.
+    Legacy,
+}
+
+impl Mode {
+    /// `"native"` or `"legacy"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Native => "native",
+            Mode::Legacy => "legacy",
+        }
+    }
+}
+
+/// What a handle talks to: the native session, or a legacy link.
+#[derive(Clone)]
+pub(crate) enum Link {
+    Native(Arc<Shared>),
+    Legacy(Arc<LegacyLink>),
+}
+
+/// An open connection as a driver hands it to the face: what the handle talks to, the queue of
+/// received messages, the peer's address and the mode.
+pub(crate) struct Opened {
+    pub(crate) link: Link,
+    pub(crate) incoming: mpsc::UnboundedReceiver<IncomingMessage>,
+    pub(crate) peer_addr: SocketAddr,
+    pub(crate) mode: Mode,
+}
+
+/// How the connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// A CLOSE frame (from either side).
+    Closed {
+        /// Its code.
+        code: ErrorCode,
+        /// Its reason.
+        reason: String,
+    },
+    /// The transport ended without CLOSE (peer died, network failed).
+    Lost(String),
+}
+
+impl CloseReason {
+    pub(crate) fn to_error(&self) -> Error {
+        match self {
+            CloseReason::Closed { code, reason } => Error::Closed {
+                code: *code,
+                reason: reason.clone(),
+            },
+            CloseReason::Lost(why) => Error::ConnectionLost(why.clone()),
+        }
+    }
+}
+
+/// State shared by the application's handles and the transport's driver tasks.
+pub(crate) struct Shared {
+    pub(crate) session: Mutex<Session>,
+    /// Wakes the writer: something may be ready to send.
+    pub(crate) wake_writer: Notify,
+    /// Wakes senders waiting for send-buffer room, and anyone waiting for state changes.
+    pub(crate) changed: Signal,
+    pub(crate) send_buffer: u64,
+    closed: Mutex<Option<CloseReason>>,
+    /// Whether `closed` is set: read on every send and every received batch, without a lock.
+    closed_flag: AtomicBool,
+    /// The peer sent GOAWAY.
+    pub(crate) peer_goaway: AtomicBool,
+    /// Wakes stream readers waiting for the application to consume (QUIC, wire.md §17.5).
+    pub(crate) readable: Signal,
+    /// This side sent CLOSE.
+    pub(crate) closed_locally: AtomicBool,
+    /// The driver's flush hook, for senders that write their own messages (set once, when the
+    /// driver starts).
+    pub(crate) flush: OnceLock<Arc<dyn Flush>>,
+    /// The peer's settings, once its HELLO arrived (the codecs it accepts, its limits).
+    pub(crate) peer_settings: OnceLock<Settings>,
+    /// The peer's HELLO token (server: the client's credential; client: the server's reply).
+    pub(crate) peer_token: OnceLock<Bytes>,
+    /// Our `MAX_MESSAGE_SIZE`: the decompression limit.
+    pub(crate) max_message_size: u64,
+    pub(crate) compression: CompressionPolicy,
+}
+
+impl Shared {
+    pub(crate) fn new(session: Session, config: &Config) -> Arc<Shared> {
+        let send_buffer = config.send_buffer;
+        Arc::new(Shared {
+            peer_settings: OnceLock::new(),
+            peer_token: OnceLock::new(),
+            max_message_size: session.local_settings().max_message_size,
+            compression: config.compression,
+            session: Mutex::new(session),
+            wake_writer: Notify::new(),
+            changed: Signal::default(),
+            send_buffer,
+            closed: Mutex::new(None),
+            closed_flag: AtomicBool::new(false),
+            peer_goaway: AtomicBool::new(false),
+            readable: Signal::default(),
+            closed_locally: AtomicBool::new(false),
+            flush: OnceLock::new(),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Session> {
+        // A panic while holding the lock would be a bug in this crate; keep going with the
+        // state as it is rather than poisoning every handle.
+        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
+        self.closed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether the connection is over (cheaper than [`close_reason`](Self::close_reason):
+    /// nothing cloned).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed_flag.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_closed(&self, reason: CloseReason) {
+        let mut c = self.closed.lock().unwrap_or_else(|p| p.into_inner());
+        if c.is_none() {
+            *c = Some(reason);
+            self.closed_flag.store(true, Ordering::Release);
+        }
+        drop(c);
+        self.changed.notify_waiters();
+        self.readable.notify_waiters();
+        self.wake_writer.notify_one();
+    }
+
+    /// After a message was queued on `channel`: the driver's flush hook writes it on this task
+    /// if the transport takes it at once; otherwise (or with no hook yet) the writer task is
+    /// woken. Never waits.
+    pub(crate) async fn after_queue(&self, channel: Channel) {
+        match self.flush.get() {
+            Some(flush) => {
+                futures_util::future::poll_fn(|cx| {
+                    flush.after_queue(self, channel, cx);
+                    std::task::Poll::Ready(())
+                })
+                .await
+            }
+            None => self.wake_writer.notify_one(),
+        }
+    }
+}
