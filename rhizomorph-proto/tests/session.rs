@@ -34,11 +34,7 @@ fn pattern(len: usize, seed: u8) -> Bytes {
 }
 
 /// Steps until `want` messages arrived at `side` (releasing each at once); returns them.
-fn collect(
-    sim: &mut Sim,
-    side: Side,
-    want: usize,
-) -> Vec<rhizomorph_proto::session::IncomingMessage> {
+fn collect(sim: &mut Sim, side: Side, want: usize) -> Vec<rhizomorph_proto::session::Message> {
     let mut got = Vec::new();
     while got.len() < want {
         let events = sim.step();

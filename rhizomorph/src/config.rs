@@ -121,16 +121,7 @@ pub struct ClientTls {
     pub config: Arc<rustls::ClientConfig>,
 }
 
-/// Whether `send` compresses payloads (wire.md §12.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CompressionPolicy {
-    /// Payloads leave as they are.
-    Off,
-    /// Per message, from a cheap look at the bytes: small, random-looking or already compressed
-    /// payloads are left alone; typed arrays are byte-shuffled before lz4; a result that saves
-    /// less than 1/8 is discarded.
-    Auto,
-}
+pub use crate::payload::CompressionPolicy;
 
 /// Endpoint configuration. `Config::default()` is right for most uses; override with the
 /// `with_*` methods, or with environment variables through [`Config::with_env`]:

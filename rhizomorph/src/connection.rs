@@ -12,68 +12,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::config::CompressionPolicy;
 use crate::error::Error;
 use crate::frame::{Channel, Compression, ErrorCode, PayloadEncoding};
 use crate::header::RoutingHeader;
-use crate::payload::{
-    ArchivedPayload, ContentHint, Element, PayloadError, SchemaBinding, TypedArray, TypedArrayView,
-    WireType,
-};
+use crate::payload::{Element, PayloadError, SchemaBinding, TypedArray, WireType};
 use crate::session::{OutgoingMessage, SessionStats};
 use crate::transport::shared::{Link, Opened, Shared};
 
+pub use crate::session::Message;
 pub use crate::transport::shared::{CloseReason, Mode};
-
-/// A received message: routing header and payload, readable without decoding the payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    /// The channel it arrived on.
-    pub channel: Channel,
-    /// Its sequence number on the channel (wire.md §5.3.8).
-    pub sequence: u64,
-    /// The routing header.
-    pub header: RoutingHeader,
-    /// The payload (a view of the received bytes when it arrived in one frame).
-    pub payload: Bytes,
-    /// How the payload is encoded.
-    pub encoding: PayloadEncoding,
-    /// How the payload was compressed on the wire (`payload` is decompressed).
-    pub compression: Compression,
-    /// For an rkyv payload: the sender's schema binding (wire.md §11.2).
-    pub schema: Option<SchemaBinding>,
-    /// The payload could not be decompressed (wire.md §12.3.4): `payload` is empty.
-    pub error: Option<PayloadError>,
-}
-
-impl Message {
-    /// The rkyv archive of a `T` in the payload, validated (bytecheck) and read in place
-    /// (wire.md §11.3). Fails with `SchemaMismatch` if the sender bound another type or
-    /// layout, `UnknownSchemaId` if it bound nothing.
-    pub fn archived<T>(&self) -> Result<ArchivedPayload<T>, PayloadError>
-    where
-        T: WireType + rkyv::Archive,
-        T::Archived: for<'a> rkyv::bytecheck::CheckBytes<crate::payload::schema::Validator<'a>>,
-    {
-        if let Some(e) = &self.error {
-            return Err(e.clone());
-        }
-        let PayloadEncoding::Rkyv { schema_id } = self.encoding else {
-            return Err(PayloadError::NotRkyv {
-                encoding: self.encoding.name(),
-            });
-        };
-        ArchivedPayload::new(self.payload.clone(), schema_id, self.schema.as_ref())
-    }
-
-    /// The payload as a typed array (wire.md §11.4), viewed in place.
-    pub fn typed_array(&self) -> Result<TypedArrayView, PayloadError> {
-        if let Some(e) = &self.error {
-            return Err(e.clone());
-        }
-        TypedArrayView::parse(self.payload.clone())
-    }
-}
 
 /// One rhizomorph connection. Cloneable senders come from [`Connection::sender`]; the
 /// connection itself receives.
@@ -91,7 +38,7 @@ impl Message {
 /// ```
 pub struct Connection {
     link: Link,
-    incoming: mpsc::UnboundedReceiver<crate::session::IncomingMessage>,
+    incoming: mpsc::UnboundedReceiver<Message>,
     peer_addr: SocketAddr,
     mode: Mode,
 }
@@ -140,9 +87,9 @@ impl Sender {
             return Err(Error::NativeOnly("send_typed (rkyv payloads)"));
         }
         let archive = crate::payload::encode(value)?;
-        let message = OutgoingMessage::new(header, Bytes::from_owner(archive));
-        self.send_inner(channel, message, Some(SchemaBinding::of::<T>()), None)
-            .await
+        let message = OutgoingMessage::new(header, Bytes::from_owner(archive))
+            .with_schema(SchemaBinding::of::<T>());
+        self.send_inner(channel, message, None).await
     }
 
     /// Sends a received message on: same header, payload bytes (not decoded, not copied) and
@@ -159,17 +106,15 @@ impl Sender {
         if let Some(e) = message.error {
             return Err(e.into());
         }
-        let schema = match message.encoding {
-            PayloadEncoding::Rkyv { schema_id } => Some(
-                message
-                    .schema
-                    .ok_or(PayloadError::UnknownSchemaId { schema_id })?,
-            ),
-            _ => None,
-        };
-        let out =
+        let mut out =
             OutgoingMessage::new(message.header, message.payload).with_encoding(message.encoding);
-        self.send_inner(channel, out, schema, Some(message.compression))
+        if let PayloadEncoding::Rkyv { schema_id } = message.encoding {
+            let binding = message
+                .schema
+                .ok_or(PayloadError::UnknownSchemaId { schema_id })?;
+            out = out.with_schema(binding);
+        }
+        self.send_inner(channel, out, Some(message.compression))
             .await
     }
 
@@ -200,7 +145,7 @@ impl Sender {
         channel: Channel,
         message: OutgoingMessage,
     ) -> Result<u64, Error> {
-        self.send_inner(channel, message, None, None).await
+        self.send_inner(channel, message, None).await
     }
 
     /// `as_received`: forwarding a message that arrived with this compression (see
@@ -209,13 +154,14 @@ impl Sender {
         &self,
         channel: Channel,
         message: OutgoingMessage,
-        schema: Option<SchemaBinding>,
         as_received: Option<Compression>,
     ) -> Result<u64, Error> {
         let shared = match &self.link {
             Link::Native(shared) => shared,
             Link::Legacy(link) => {
-                if schema.is_some() || matches!(message.encoding, PayloadEncoding::Rkyv { .. }) {
+                if message.schema.is_some()
+                    || matches!(message.encoding, PayloadEncoding::Rkyv { .. })
+                {
                     return Err(Error::NativeOnly("rkyv payloads"));
                 }
                 if message.compression != Compression::None {
@@ -233,7 +179,7 @@ impl Sender {
                 return Err(reason.to_error());
             }
         }
-        if let Some(id) = Self::try_queue(shared, channel, &mut message, schema.as_ref())? {
+        if let Some(id) = Self::try_queue(shared, channel, &mut message)? {
             shared.after_queue(channel).await;
             return Ok(id);
         }
@@ -243,7 +189,7 @@ impl Sender {
                 if let Some(reason) = shared.close_reason() {
                     return Some(Err(reason.to_error()));
                 }
-                Self::try_queue(shared, channel, &mut message, schema.as_ref()).transpose()
+                Self::try_queue(shared, channel, &mut message).transpose()
             })
             .await?;
         shared.after_queue(channel).await;
@@ -258,7 +204,6 @@ impl Sender {
         shared: &Shared,
         channel: Channel,
         message: &mut Option<OutgoingMessage>,
-        schema: Option<&SchemaBinding>,
     ) -> Result<Option<u64>, Error> {
         let Some(len) = message.as_ref().map(|m| m.payload.len() as u64) else {
             return Ok(None);
@@ -268,59 +213,34 @@ impl Sender {
         if queued != 0 && queued + len > shared.send_buffer {
             return Ok(None);
         }
-        let Some(mut m) = message.take() else {
+        let Some(m) = message.take() else {
             return Ok(None);
         };
-        if let Some(binding) = schema {
-            // Under the same lock as the send: the SCHEMA frame is queued ahead of it.
-            let schema_id = s.schema_id(channel, binding)?;
-            m.encoding = PayloadEncoding::Rkyv { schema_id };
-        }
-        let id = s.send(channel, m)?;
-        drop(s);
-        Ok(Some(id))
+        // A schema is bound under the same lock as the send: its SCHEMA frame leaves first.
+        Ok(Some(s.send(channel, m)?))
     }
 
-    /// Compresses the payload if the policy says so and the content looks worth it (§12.2).
-    /// A forwarded message (`as_received`) keeps its original sender's choice where the peer
-    /// accepts it.
+    /// Compresses the payload if the policy says so and the content looks worth it (§12.2,
+    /// [`compress_for_send`](crate::payload::compress_for_send)). A forwarded message
+    /// (`as_received`) keeps its original sender's choice where the peer accepts it.
     fn maybe_compress(
         shared: &Shared,
         mut message: OutgoingMessage,
         as_received: Option<Compression>,
     ) -> OutgoingMessage {
-        if shared.compression == CompressionPolicy::Off
-            || message.compression != Compression::None
-            || message.payload.len() < crate::payload::compress::MIN_COMPRESS
-            || as_received == Some(Compression::None)
-        {
+        if message.compression != Compression::None {
             return message;
         }
-        let Some(peer) = shared.peer_settings.get() else {
-            return message;
-        };
-        if let Some(Compression::Compressed { codec, shuffle, .. }) = as_received {
-            if peer.accepts_codec(codec) {
-                let choice = Some((codec, shuffle));
-                (message.payload, message.compression) =
-                    crate::payload::compress(&message.payload, choice);
-                return message;
-            }
+        if let Some((payload, compression)) = crate::payload::compress_for_send(
+            &message.payload,
+            message.encoding,
+            shared.compression,
+            shared.peer_settings.get(),
+            as_received,
+        ) {
+            message.payload = payload;
+            message.compression = compression;
         }
-        let hint = match message.encoding {
-            PayloadEncoding::TypedArray => message
-                .payload
-                .first()
-                .and_then(|&t| crate::payload::DType::from_tag(t))
-                .map_or(ContentHint::Unknown, |d| ContentHint::NumericArray {
-                    element_size: d.size(),
-                }),
-            _ => ContentHint::Unknown,
-        };
-        let choice = crate::payload::choose(&message.payload, hint, peer);
-        let (payload, compression) = crate::payload::compress(&message.payload, choice);
-        message.payload = payload;
-        message.compression = compression;
         message
     }
 }
@@ -373,21 +293,12 @@ impl Connection {
         if let Link::Legacy(link) = &self.link {
             link.mark_ready();
         }
-        let m = self.incoming.recv().await?;
+        let mut m = self.incoming.recv().await?;
         let shared = match &self.link {
             Link::Native(shared) => shared,
             Link::Legacy(link) => {
                 link.release(m.credit);
-                return Some(Message {
-                    channel: m.channel,
-                    sequence: m.sequence,
-                    header: m.header,
-                    payload: m.payload,
-                    encoding: m.encoding,
-                    compression: m.compression,
-                    schema: None,
-                    error: None,
-                });
+                return Some(m);
             }
         };
         let credit_due = {
@@ -401,21 +312,8 @@ impl Connection {
         shared.readable.notify_waiters();
         // spec: wire.md §12.3 — decompressed within our MAX_MESSAGE_SIZE; a failure concerns
         // this message only and is reported with it.
-        let (payload, error) =
-            match crate::payload::decompress(&m.payload, m.compression, shared.max_message_size) {
-                Ok(p) => (p, None),
-                Err(e) => (Bytes::new(), Some(PayloadError::from(e))),
-            };
-        Some(Message {
-            channel: m.channel,
-            sequence: m.sequence,
-            header: m.header,
-            payload,
-            encoding: m.encoding,
-            compression: m.compression,
-            schema: m.schema,
-            error,
-        })
+        m.decompress(shared.max_message_size);
+        Some(m)
     }
 
     /// Cancels our message `id` (as `send` returned it) on `channel` (wire.md §5.7.1): dropped

@@ -1,15 +1,20 @@
 //! Rhizomorph: a multiplexed binary-protocol transport for RPC systems.
 //!
 //! Many prioritized channels — `control` > `rpc` > `stream` > `bulk` — over one QUIC or
-//! WebSocket connection, specified in `spec/wire.md`. This crate is layered as the spec is:
+//! WebSocket connection, specified in `spec/wire.md`. This is the crate an RPC server links;
+//! it is layered as the spec is, arrows running one way (face → transport → protocol):
 //!
-//! - [`frame`]: the sans-IO frame codec (bytes ⇄ frames), checked against negotiated limits.
-//! - [`session`]: the sans-IO multiplexing state machine: channels, scheduling, credit,
-//!   chunking, header tables, keepalive, shutdown.
-//! - [`transport`]: thin tokio drivers that pump a session over a socket (WebSocket now).
-//! - [`Endpoint`], [`Listener`], [`Connection`]: the async API an RPC server links against.
-//!
-//! Arrows run one way: transport → session → frame. The codec never knows about sockets.
+//! - [`Endpoint`], [`Listener`], [`Connection`], [`Sender`]: the async API — waiting for
+//!   send-buffer room and handing out received messages, nothing else.
+//! - [`transport`]: thin tokio drivers that pump a session over a socket — WebSocket
+//!   (`transport::ws`, legacy mode beside it) and QUIC (`transport::quic`) — and the state they
+//!   share with the face. They never import the face.
+//! - [`config`], [`error`], [`router`] (the router behind `rhizomorph serve`).
+//! - The protocol itself, sans-IO, is the `rhizomorph-proto` crate, re-exported here under the
+//!   names it always had: [`frame`] (codec), [`header`] (routing headers and their tables),
+//!   [`session`] (the multiplexing state machine), [`payload`] (rkyv, typed arrays,
+//!   compression), [`websocket`] (RFC 6455), [`legacy`] (hypha-rpc's msgpack mode). Its
+//!   `Cargo.toml` has no tokio, no quinn and no sockets: the compiler holds the arrow.
 //!
 //! ```no_run
 //! use rhizomorph::{Channel, Config, Endpoint, RoutingHeader};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::IncomingMessage;
+use super::Message;
 use crate::frame::{Channel, ErrorCode, SchemaFrame, Settings};
 
 /// Who ended the connection.
@@ -42,7 +42,7 @@ pub enum Event {
         agent: String,
     },
     /// A message arrived whole. Call [`Session::release`] with its `credit` when done.
-    Message(IncomingMessage),
+    Message(Message),
     /// The peer abandoned a message it was sending us (§5.7.1).
     MessageAborted {
         /// Channel.

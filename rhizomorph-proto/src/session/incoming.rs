@@ -13,31 +13,10 @@
 use bytes::Bytes;
 
 use super::error::SessionError;
+use super::Message;
 use crate::frame::{Channel, Compression, MessageFrame, PayloadEncoding};
 use crate::header::HeaderDecoder;
 use crate::header::RoutingHeader;
-
-/// A message received whole (wire.md §6.1).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IncomingMessage {
-    /// The channel it arrived on.
-    pub channel: Channel,
-    /// Its sequence number on that channel (wire.md §5.3.8).
-    pub sequence: u64,
-    /// The decoded routing header.
-    pub header: RoutingHeader,
-    /// How the payload is encoded.
-    pub encoding: PayloadEncoding,
-    /// How it is compressed (payload bytes are as sent: still compressed).
-    pub compression: Compression,
-    /// The payload.
-    pub payload: Bytes,
-    /// Flow-control bytes to give back with `Session::release` once the application is done.
-    pub credit: u64,
-    /// For an rkyv payload: what the sender bound its Schema Id to on this channel (§11.2),
-    /// `None` if it bound nothing.
-    pub schema: Option<crate::payload::SchemaBinding>,
-}
 
 /// Where the chunks of a message in progress collect (wire.md §8.3).
 #[derive(Debug)]
@@ -177,7 +156,7 @@ impl InChannel {
         &mut self,
         frame: MessageFrame,
         frame_len: u64,
-    ) -> Result<Option<IncomingMessage>, SessionError> {
+    ) -> Result<Option<Message>, SessionError> {
         let channel = self.channel;
         let mut partial = match (frame.start, self.partial.take()) {
             (Some(start), None) => {
@@ -251,7 +230,7 @@ impl InChannel {
         }
         let payload = partial.chunks.finish();
         self.delivered_unreleased += partial.held;
-        Ok(Some(IncomingMessage {
+        Ok(Some(Message {
             channel,
             sequence: partial.sequence,
             header: partial.header,
@@ -260,6 +239,7 @@ impl InChannel {
             payload,
             credit: partial.held,
             schema: None,
+            error: None,
         }))
     }
 

@@ -47,6 +47,7 @@ mod flow;
 mod handshake;
 mod incoming;
 mod keepalive;
+mod message;
 mod outgoing;
 mod scheduler;
 mod schemas;
@@ -63,8 +64,8 @@ use tracing::{debug, trace, warn};
 pub use config::{Framing, Role, SessionConfig};
 pub use error::{SendError, SessionError};
 pub use event::{Event, Initiator, SessionStats};
-pub use incoming::IncomingMessage;
 pub use keepalive::Keepalive;
+pub use message::Message;
 pub use outgoing::OutgoingMessage;
 pub use scheduler::ChannelScheduler;
 pub use transmit::{Target, Transmit};
@@ -417,14 +418,24 @@ impl Session {
 
     /// Queues `message` on `channel`; returns its id on that channel (enqueue order; the wire
     /// sequence number, §5.3.8, is assigned when it starts). It leaves as credit and the
-    /// scheduler allow (§7, §9). Messages queued before the HELLO exchange finishes wait.
-    pub fn send(&mut self, channel: Channel, message: OutgoingMessage) -> Result<u64, SendError> {
+    /// scheduler allow (§7, §9). Messages queued before the HELLO exchange finishes wait. A
+    /// message with a [`schema`](OutgoingMessage::schema) is bound first (§11.2.1): its SCHEMA
+    /// frame, if new, leaves before it.
+    pub fn send(
+        &mut self,
+        channel: Channel,
+        mut message: OutgoingMessage,
+    ) -> Result<u64, SendError> {
         match self.state {
             State::Closing | State::Finishing | State::Closed => return Err(SendError::Closed),
             _ if self.shutdown.peer_goaway.is_some() => return Err(SendError::GoingAway),
             _ => {}
         }
         self.check_outgoing(&message)?;
+        if let Some(binding) = message.schema.take() {
+            let schema_id = self.schema_id(channel, &binding)?;
+            message.encoding = PayloadEncoding::Rkyv { schema_id };
+        }
         Ok(self.outgoing[channel.index()].push(message))
     }
 

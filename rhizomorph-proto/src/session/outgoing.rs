@@ -12,6 +12,7 @@ use bytes::Bytes;
 use crate::frame::{Channel, Compression, MessageFrame, MessageStart, PayloadEncoding};
 use crate::header::HeaderEncoder;
 use crate::header::RoutingHeader;
+use crate::payload::SchemaBinding;
 
 /// A message to send: routing header, payload and how the payload is encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +25,10 @@ pub struct OutgoingMessage {
     pub encoding: PayloadEncoding,
     /// How the payload is compressed.
     pub compression: Compression,
+    /// For an rkyv payload: the type it archives. [`Session::send`](super::Session::send)
+    /// binds it on the channel (a SCHEMA frame the first time, wire.md §11.2.1) and sets
+    /// `encoding` to the bound Schema Id.
+    pub schema: Option<SchemaBinding>,
 }
 
 impl OutgoingMessage {
@@ -34,12 +39,20 @@ impl OutgoingMessage {
             payload: payload.into(),
             encoding: PayloadEncoding::Raw,
             compression: Compression::None,
+            schema: None,
         }
     }
 
     /// The same message with another payload encoding.
     pub fn with_encoding(mut self, encoding: PayloadEncoding) -> Self {
         self.encoding = encoding;
+        self
+    }
+
+    /// The same message as an rkyv archive of the type `binding` names (see
+    /// [`schema`](Self::schema)).
+    pub fn with_schema(mut self, binding: SchemaBinding) -> Self {
+        self.schema = Some(binding);
         self
     }
 }

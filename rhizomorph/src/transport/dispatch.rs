@@ -17,11 +17,11 @@ use tracing::debug;
 use super::shared::{CloseReason, Link, Mode, Opened, Shared};
 use crate::config::{AuthRequest, Authenticator, Config};
 use crate::error::Error;
-use crate::session::{Event, IncomingMessage, Initiator, Role, Session};
+use crate::session::{Event, Initiator, Message, Role, Session};
 
 /// Delivers session events: messages to the application, state to the shared handle.
 pub(crate) struct Dispatch {
-    incoming: mpsc::UnboundedSender<IncomingMessage>,
+    incoming: mpsc::UnboundedSender<Message>,
     authenticator: Option<Authenticator>,
     peer_addr: SocketAddr,
     connected: Option<oneshot::Sender<Result<(), CloseReason>>>,
@@ -185,7 +185,7 @@ pub(crate) struct Opening {
     pub(crate) shared: Arc<Shared>,
     /// The event delivery (give it to the driver's tasks).
     pub(crate) dispatch: SharedDispatch,
-    incoming: mpsc::UnboundedReceiver<IncomingMessage>,
+    incoming: mpsc::UnboundedReceiver<Message>,
     connected: oneshot::Receiver<Result<(), CloseReason>>,
     peer_addr: SocketAddr,
 }

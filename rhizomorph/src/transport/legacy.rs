@@ -30,7 +30,7 @@ use crate::error::Error;
 use crate::frame::{Channel, Compression, ErrorCode, PayloadEncoding};
 use crate::header::RoutingHeader;
 use crate::legacy::{self, AuthInfo, ConnectionInfo, Identity, LegacyLimits, TextMessage};
-use crate::session::{IncomingMessage, SessionStats};
+use crate::session::{Message, SessionStats};
 use crate::transport::shared::{CloseReason, Link, Mode, Opened};
 
 /// Bytes of unread received messages before the reader stops reading.
@@ -475,7 +475,7 @@ async fn write_loop<S>(
 async fn read_loop<S>(
     link: Arc<LegacyLink>,
     mut stream: SplitStream<WebSocketStream<S>>,
-    incoming: mpsc::UnboundedSender<IncomingMessage>,
+    incoming: mpsc::UnboundedSender<Message>,
     window: usize,
     is_client: bool,
 ) where
@@ -510,7 +510,7 @@ async fn read_loop<S>(
                     s.bytes_received[Channel::Rpc.index()] += len as u64;
                     s.messages_received[Channel::Rpc.index()] += 1;
                 }
-                let message = IncomingMessage {
+                let message = Message {
                     channel: Channel::Rpc,
                     sequence,
                     header: m.header,
@@ -519,6 +519,7 @@ async fn read_loop<S>(
                     payload: m.payload,
                     credit: u64::from(want),
                     schema: None,
+                    error: None,
                 };
                 sequence += 1;
                 if incoming.send(message).is_err() {

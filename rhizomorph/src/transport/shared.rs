@@ -18,7 +18,7 @@ use super::legacy::LegacyLink;
 use crate::config::{CompressionPolicy, Config};
 use crate::error::Error;
 use crate::frame::{Channel, ErrorCode, Settings};
-use crate::session::{IncomingMessage, Session};
+use crate::session::{Message, Session};
 use crate::signal::Signal;
 
 /// How the connection talks: the native protocol, or legacy msgpack (hypha-rpc peers).
@@ -52,7 +52,7 @@ pub(crate) enum Link {
 /// received messages, the peer's address and the mode.
 pub(crate) struct Opened {
     pub(crate) link: Link,
-    pub(crate) incoming: mpsc::UnboundedReceiver<IncomingMessage>,
+    pub(crate) incoming: mpsc::UnboundedReceiver<Message>,
     pub(crate) peer_addr: SocketAddr,
     pub(crate) mode: Mode,
 }

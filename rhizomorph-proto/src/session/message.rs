@@ -1,0 +1,85 @@
+//! A received message (wire.md §6.1): its routing header, payload and how the payload is
+//! encoded, as a session hands it out and as the application reads it.
+//!
+//! Owns the one received-message type of the crate and the two things done to a payload after
+//! it arrived: bounded decompression (§12.3) and validated, in-place typed access (§11.3,
+//! §11.4). Never copies a payload that arrived in one frame and was not compressed.
+
+use bytes::Bytes;
+
+use crate::frame::{Channel, Compression, PayloadEncoding};
+use crate::header::RoutingHeader;
+use crate::payload::{ArchivedPayload, PayloadError, SchemaBinding, TypedArrayView, WireType};
+
+/// A message received whole (wire.md §6.1): routing header and payload, readable without
+/// decoding the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The channel it arrived on.
+    pub channel: Channel,
+    /// Its sequence number on the channel (wire.md §5.3.8).
+    pub sequence: u64,
+    /// The routing header.
+    pub header: RoutingHeader,
+    /// The payload (a view of the received bytes when it arrived in one frame). As the session
+    /// hands it out it is as sent, still compressed if `compression` says so;
+    /// [`decompress`](Self::decompress) (which a `rhizomorph` connection runs before handing it
+    /// to the application) replaces it with the decompressed bytes.
+    pub payload: Bytes,
+    /// How the payload is encoded.
+    pub encoding: PayloadEncoding,
+    /// How the payload was compressed on the wire.
+    pub compression: Compression,
+    /// For an rkyv payload: the sender's schema binding on this channel (wire.md §11.2),
+    /// `None` if it bound nothing.
+    pub schema: Option<SchemaBinding>,
+    /// The payload could not be decompressed (wire.md §12.3.4): `payload` is empty.
+    pub error: Option<PayloadError>,
+    /// Flow-control bytes the receiver gives back once the application is done with the
+    /// message (`Session::release`; a `rhizomorph` connection does it when it hands the message
+    /// out).
+    pub credit: u64,
+}
+
+impl Message {
+    /// Decompresses the payload in place, within `max_message_size` (our `MAX_MESSAGE_SIZE`).
+    ///
+    /// spec: wire.md §12.3 — a failure concerns this message only: it is recorded in
+    /// [`error`](Self::error) and the payload is emptied; the connection goes on.
+    pub fn decompress(&mut self, max_message_size: u64) {
+        match crate::payload::decompress(&self.payload, self.compression, max_message_size) {
+            Ok(p) => self.payload = p,
+            Err(e) => {
+                self.payload = Bytes::new();
+                self.error = Some(PayloadError::from(e));
+            }
+        }
+    }
+
+    /// The rkyv archive of a `T` in the payload, validated (bytecheck) and read in place
+    /// (wire.md §11.3). Fails with `SchemaMismatch` if the sender bound another type or
+    /// layout, `UnknownSchemaId` if it bound nothing.
+    pub fn archived<T>(&self) -> Result<ArchivedPayload<T>, PayloadError>
+    where
+        T: WireType + rkyv::Archive,
+        T::Archived: for<'a> rkyv::bytecheck::CheckBytes<crate::payload::schema::Validator<'a>>,
+    {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        let PayloadEncoding::Rkyv { schema_id } = self.encoding else {
+            return Err(PayloadError::NotRkyv {
+                encoding: self.encoding.name(),
+            });
+        };
+        ArchivedPayload::new(self.payload.clone(), schema_id, self.schema.as_ref())
+    }
+
+    /// The payload as a typed array (wire.md §11.4), viewed in place.
+    pub fn typed_array(&self) -> Result<TypedArrayView, PayloadError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        TypedArrayView::parse(self.payload.clone())
+    }
+}
