@@ -44,6 +44,9 @@ step "a Python peer reads the typed-array vectors with numpy (wire.md §11.4)"
 step "the layers hold: the sans-IO crate links no I/O crate, the library no CLI or bench crate"
 ./scripts/check_layers.sh
 
+step "docs build without a warning or a broken link"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
 step "clippy (warnings are errors)"
 cargo clippy --release --workspace --all-targets -- -D warnings
 

@@ -1,6 +1,6 @@
 //! The pieces of the `rhizomorph` command that its tests and probes reuse.
 //!
-//! - [`bench`]: `rhizomorph bench`, the loopback benchmark of both transports against their
+//! - [`bench`](mod@bench): `rhizomorph bench`, the loopback benchmark of both transports against their
 //!   baselines (raw TCP, bare quinn, msgpack over WebSocket, HTTP/2), with its scenarios.
 //! - [`inspect`]: `rhizomorph inspect`, frame dumps decoded by the real decoder.
 //!

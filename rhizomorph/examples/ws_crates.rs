@@ -1,6 +1,6 @@
 //! Which WebSocket framing carries rhizomorph's batches faster on loopback: tokio-tungstenite
 //! (rhizomorph's legacy mode), fastwebsockets, or rhizomorph's own (`rhizomorph::websocket`,
-//! driven the way `transport::ws_io` drives it: reads sized to the frame, unmasking in place,
+//! driven the way `transport::ws::socket` drives it: reads sized to the frame, unmasking in place,
 //! `writev` of header + payload)? All run on a raw TCP connection after the HTTP upgrade (the
 //! handshake is not on the hot path), as client (masking) → server (echo).
 //!
@@ -120,7 +120,7 @@ fn run_fastwebsockets(size: usize, window: usize, rounds: usize) -> f64 {
     })
 }
 
-/// Writes one frame (header, then payload) with `writev`, as `transport::ws_io` does.
+/// Writes one frame (header, then payload) with `writev`, as `transport::ws::socket` does.
 async fn write_frame(s: &mut TcpStream, head: &[u8], body: &[u8]) {
     use tokio::io::AsyncWriteExt;
     let (mut h, mut b) = (0, 0);
@@ -195,7 +195,7 @@ fn run_rhizomorph(size: usize, window: usize, rounds: usize) -> f64 {
         let start = Instant::now();
         for _ in 0..rounds {
             for _ in 0..window {
-                // The payload is shared: mask a copy, as ws_io does.
+                // The payload is shared: mask a copy, as transport::ws::socket does.
                 let (head, n, key) = enc.head(ROp::Binary, size, rand_key);
                 let mut body = bytes::BytesMut::from(&payload[..]);
                 apply_mask(&mut body, key.unwrap());

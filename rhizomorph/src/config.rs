@@ -168,7 +168,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             // The WebSocket driver grows batches up to this only while the transport keeps
-            // up (transport::driver::BatchLimit); 256 KiB measured fastest for 2 MB echoes
+            // up (transport::ws::driver::BatchLimit); 256 KiB measured fastest for 2 MB echoes
             // (`examples/large_probe.rs`: 64 KiB 1.41 ms, 256 KiB 1.17 ms, 512 KiB 1.33 ms,
             // 1 MiB 1.23 ms per round trip, medians of alternating runs).
             session: SessionConfig::default().with_max_batch(256 * 1024),

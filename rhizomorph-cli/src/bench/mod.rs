@@ -2,7 +2,8 @@
 //! the same run, printed as a table with ratios and optionally written as JSON.
 //!
 //! Owns the orchestration (servers, shaping proxies, progress bars, the report). Workloads are
-//! in [`scenarios`]; the legacy baseline in [`baseline`]; the link model in [`shaper`].
+//! in [`scenarios`]; the msgpack-ws baseline peer and the link model are the test kit's
+//! (`rhizomorph_testkit::msgpack_ws`, `rhizomorph_testkit::shaper`).
 
 pub mod bare_quinn;
 pub mod fanout;

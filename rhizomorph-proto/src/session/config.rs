@@ -25,8 +25,9 @@ pub enum Framing {
     /// schedules the channels and runs CREDIT flow control (§7, §9).
     #[default]
     Batched,
-    /// One ordered byte stream per channel (QUIC, §17): [`Session::poll_transmit_channel`] and
-    /// [`Session::handle_stream`]. The transport prioritizes the streams and runs flow control
+    /// One ordered byte stream per channel (QUIC, §17): [`Session::poll_transmit`](super::Session::poll_transmit) with
+    /// [`Target::Stream`](super::Target::Stream) and
+    /// [`Session::handle_stream`](super::Session::handle_stream). The transport prioritizes the streams and runs flow control
     /// (§17.4, §17.5); CREDIT frames are neither sent nor accepted.
     PerChannelStreams,
 }
@@ -39,7 +40,7 @@ pub struct SessionConfig {
     /// Largest chunk of payload per MESSAGE frame this side sends (also bounded by the peer's
     /// `MAX_FRAME_PAYLOAD`). Smaller chunks let higher channels through sooner (§7.5).
     pub chunk_size: u64,
-    /// Largest batch [`Session::poll_transmit`] returns (also bounded by the peer's
+    /// Largest batch [`Session::poll_transmit`](super::Session::poll_transmit) returns (also bounded by the peer's
     /// `MAX_BATCH_SIZE`). 64 KiB by default: a driver that hands every batch to its transport
     /// as it comes delays a higher channel's frame by at most that. A driver that watches its
     /// transport can allow more and ask for less: rhizomorph's WebSocket driver

@@ -22,7 +22,7 @@ pub enum Initiator {
 /// Something the application should know about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// Server only: the client's HELLO arrived; call [`Session::accept`] or [`Session::reject`].
+    /// Server only: the client's HELLO arrived; call [`Session::accept`](super::Session::accept) or [`Session::reject`](super::Session::reject).
     HelloReceived {
         /// The client's auth token.
         token: Bytes,
@@ -41,7 +41,7 @@ pub enum Event {
         /// The peer's agent string.
         agent: String,
     },
-    /// A message arrived whole. Call [`Session::release`] with its `credit` when done.
+    /// A message arrived whole. Call [`Session::release`](super::Session::release) with its `credit` when done.
     Message(Message),
     /// The peer abandoned a message it was sending us (§5.7.1).
     MessageAborted {
@@ -56,7 +56,7 @@ pub enum Event {
     SendFailed {
         /// Channel.
         channel: Channel,
-        /// The id [`Session::send`] returned for it.
+        /// The id [`Session::send`](super::Session::send) returned for it.
         id: u64,
         /// Why.
         code: ErrorCode,

@@ -29,15 +29,15 @@
 //!
 //! # Where each rule lives
 //!
-//! - [`handshake`]: the HELLO exchange and its timeout (§3.2, §18).
-//! - [`flow`]: credit in both directions, and when it is worth a CREDIT frame (§9, §17.5).
-//! - [`streams`]: what only per-channel streams have (§17).
-//! - [`shutdown`]: CANCEL, GOAWAY and its drain, CLOSE (§5.7, §14).
-//! - [`schemas`]: Schema Id tables (§11.2).
-//! - [`transmit`] and [`batch`]: what the next write carries and how it is encoded (§7, §10).
-//! - [`outgoing`], [`incoming`]: one channel's send queue and chunking (§8.1), and its
-//!   reassembly and receive credit (§8.2, §9.3); [`scheduler`]: which channel goes next (§7);
-//!   [`keepalive`]: PING and silence (§13).
+//! - `handshake.rs`: the HELLO exchange and its timeout (§3.2, §18).
+//! - `flow.rs`: credit in both directions, and when it is worth a CREDIT frame (§9, §17.5).
+//! - `streams.rs`: what only per-channel streams have (§17).
+//! - `shutdown.rs`: CANCEL, GOAWAY and its drain, CLOSE (§5.7, §14).
+//! - `schemas.rs`: Schema Id tables (§11.2).
+//! - `transmit.rs` and `batch.rs`: what the next write carries and how it is encoded (§7, §10).
+//! - `outgoing.rs`, `incoming.rs`: one channel's send queue and chunking (§8.1), and its
+//!   reassembly and receive credit (§8.2, §9.3); `scheduler.rs`: which channel goes next (§7);
+//!   `keepalive.rs`: PING and silence (§13); `message.rs`: the received [`Message`].
 
 mod batch;
 mod config;

@@ -91,7 +91,7 @@ impl Session {
         }
     }
 
-    /// Per-channel streams: whether [`poll_transmit_channel`](Self::poll_transmit_channel)
+    /// Per-channel streams: whether [`poll_transmit`](Self::poll_transmit) with `Target::Stream(channel)`
     /// would return bytes for `channel` now.
     pub fn has_channel_output(&self, channel: Channel) -> bool {
         let i = channel.index();

@@ -5,7 +5,7 @@
 //! Rhizomorph frames its batches itself because the general-purpose crates copy every message
 //! at least twice on the way through (into a write buffer, out of a zeroed read buffer); here a
 //! batch leaves as a header plus the batch (`writev`), and a received message is a view of the
-//! bytes the socket read, unmasked in place. Never touches a socket: `transport::ws_io` does.
+//! bytes the socket read, unmasked in place. Never touches a socket: `transport::ws::socket` does.
 
 pub mod frame;
 pub mod handshake;

@@ -2,8 +2,7 @@
 //!
 //! Owns sockets, TLS and tasks. Never interprets frames (everything protocol-shaped is the
 //! session's), and never imports the face (`connection`): a driver hands the face an
-//! [`Opened`](shared::Opened) handle over [`Shared`](shared::Shared) state, and the face waits
-//! on that state.
+//! `Opened` handle over `Shared` state (`shared.rs`), and the face waits on that state.
 //!
 //! - [`ws`]: the framed WebSocket transport (`ws/mod.rs` connect and accept, `ws/io.rs` the
 //!   RFC 6455 byte pump, `ws/driver.rs` the reader and writer tasks); legacy mode rides the

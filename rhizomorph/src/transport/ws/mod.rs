@@ -2,7 +2,7 @@
 //!
 //! Owns connecting and accepting: TCP, TLS, the WebSocket upgrade with the `rhizomorph.v1`
 //! subprotocol check (§16.1, §3.4), and handing the upgraded stream to the native driver
-//! ([`driver`] over rhizomorph's own RFC 6455 framing, [`socket`]) or to legacy mode
+//! (`driver.rs`, over rhizomorph's own RFC 6455 framing in `socket.rs`) or to legacy mode
 //! (tungstenite, from the same stream and the bytes already read). Never looks inside a batch.
 
 use std::io;
