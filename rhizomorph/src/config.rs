@@ -156,8 +156,7 @@ pub struct Config {
     pub legacy: LegacyConfig,
     /// The smallest read the WebSocket layer makes (a frame longer than this is read straight
     /// into a buffer of its size). Held per connection while it waits for input (idle memory);
-    /// messages shorter than a quarter of it are copied out so they do not pin it. Legacy mode's
-    /// WebSocket library also zeroes a buffer of this size before every read.
+    /// messages shorter than a quarter of it are copied out so they do not pin it.
     pub ws_read_buffer: usize,
     /// Server: bind WebSocket listeners with `SO_REUSEPORT`, so that one listener per runtime
     /// (or core) can share a port.

@@ -80,12 +80,3 @@ pub enum Error {
     #[error("timed out: {0}")]
     Timeout(&'static str),
 }
-
-impl From<tokio_tungstenite::tungstenite::Error> for Error {
-    fn from(e: tokio_tungstenite::tungstenite::Error) -> Self {
-        match e {
-            tokio_tungstenite::tungstenite::Error::Io(io) => Error::Io(io),
-            other => Error::WebSocket(other.to_string()),
-        }
-    }
-}

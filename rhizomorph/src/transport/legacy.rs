@@ -5,24 +5,22 @@
 //! `connection_info`; server: read it, ask the hook, reply), the reader and writer tasks, the
 //! keepalive pings, and the memory bounds legacy mode has instead of flow control: a sender
 //! waits while its send buffer is full, and the reader stops reading (TCP then stops the peer)
-//! while the application holds a receive window's worth of unread messages. Never decodes a
-//! payload.
+//! while the application holds a receive window's worth of unread messages. The WebSocket
+//! framing is the native driver's (`ws::socket`: sized reads, `writev`, pings, close). Never
+//! decodes a payload.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use std::pin::Pin;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::poll_fn;
+use futures_util::Sink;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::config::{Config, LegacyAuthRequest};
@@ -32,6 +30,8 @@ use crate::header::RoutingHeader;
 use crate::legacy::{self, AuthInfo, ConnectionInfo, Identity, LegacyLimits, TextMessage};
 use crate::session::{Message, SessionStats};
 use crate::transport::shared::{CloseReason, Link, Mode, Opened};
+use crate::transport::ws::socket::{Control, SplitIo, WsIn, WsReader, WsWriter};
+use crate::websocket::{OpCode, Role};
 
 /// Bytes of unread received messages before the reader stops reading.
 fn receive_window(config: &Config) -> usize {
@@ -40,8 +40,9 @@ fn receive_window(config: &Config) -> usize {
 
 /// What the writer task writes.
 enum Out {
-    /// One legacy message (one or two WebSocket frames), holding its send-buffer permit.
-    Message(Vec<WsMessage>, Option<OwnedSemaphorePermit>),
+    /// One legacy message (one BINARY frame written from its segments), holding its
+    /// send-buffer permit.
+    Message(Vec<Bytes>, Option<OwnedSemaphorePermit>),
     /// A TEXT control message.
     Text(String),
     /// A WebSocket close.
@@ -81,17 +82,11 @@ impl LegacyLink {
         self.mark_ready();
         let encoded = legacy::encode_message(header, payload, &self.limits)?;
         let len = encoded.len();
-        // spec: legacy.md §L3.3 — a large payload is a second fragment, not copied.
+        // spec: legacy.md §L2.4 — a large payload is written after the header (`writev`), not
+        // copied behind it.
         let frames = match encoded.tail {
-            Some(tail) => vec![
-                WsMessage::Frame(Frame::message(
-                    encoded.head,
-                    OpCode::Data(Data::Binary),
-                    false,
-                )),
-                WsMessage::Frame(Frame::message(tail, OpCode::Data(Data::Continue), true)),
-            ],
-            None => vec![WsMessage::Binary(Bytes::from(encoded.head))],
+            Some(tail) => vec![Bytes::from(encoded.head), tail],
+            None => vec![Bytes::from(encoded.head)],
         };
         // Never ask for more than the whole budget: a large message waits for an empty buffer.
         let want = len.clamp(1, self.send_budget_total) as u32;
@@ -193,33 +188,120 @@ impl LegacyLink {
     }
 }
 
-fn ws_close(code: u16, reason: String) -> WsMessage {
-    WsMessage::Close(Some(CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
-    }))
+/// The reading half of a legacy WebSocket: the in-house RFC 6455 framing (`ws::socket`), as
+/// the native driver uses it, with TEXT messages and the peer's close handed out.
+struct LegacyReader<R> {
+    reader: WsReader<R>,
+}
+
+impl<R: AsyncRead + Unpin> LegacyReader<R> {
+    /// The next message from the peer (cancel-safe).
+    async fn next(&mut self) -> Option<std::io::Result<WsIn>> {
+        poll_fn(|cx| self.reader.poll_message(cx)).await
+    }
+}
+
+/// The writing half: messages, TEXT, and the close frame with its status.
+struct LegacyWriter<W> {
+    writer: WsWriter<W>,
+    /// Set before the writer closes: the status its close frame carries.
+    close_status: Arc<Mutex<(u16, String)>>,
+    /// The reader queued a reply (a pong, a close echo): the writer should run.
+    wake: Arc<Notify>,
+}
+
+impl<W: AsyncWrite + Unpin> LegacyWriter<W> {
+    /// Writes one message (and any control reply the reader queued), flushed if `flush`.
+    async fn write(
+        &mut self,
+        opcode: OpCode,
+        body: Vec<Bytes>,
+        flush: bool,
+    ) -> std::io::Result<()> {
+        poll_fn(|cx| Pin::new(&mut self.writer).poll_ready(cx)).await?;
+        self.writer.start_message(opcode, body)?;
+        if flush {
+            self.flush().await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes what is started and any control replies, and flushes the stream.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        poll_fn(|cx| Pin::new(&mut self.writer).poll_flush(cx)).await
+    }
+
+    async fn text(&mut self, text: String) -> std::io::Result<()> {
+        self.write(OpCode::Text, vec![Bytes::from(text)], true)
+            .await
+    }
+
+    /// Sends a close frame with `code` and `reason`, then shuts the stream down.
+    async fn close(&mut self, code: u16, reason: String) -> std::io::Result<()> {
+        *self.close_status.lock().unwrap_or_else(|p| p.into_inner()) = (code, reason);
+        poll_fn(|cx| Pin::new(&mut self.writer).poll_close(cx)).await
+    }
+}
+
+/// The halves of an upgraded `stream` for the `role` end; `tail`: bytes read past the upgrade.
+/// A message may be one `MAX_MESSAGE_SIZE` payload plus its header (legacy.md §L3.3).
+fn halves<S: SplitIo>(
+    stream: S,
+    tail: BytesMut,
+    role: Role,
+    config: &Config,
+) -> (LegacyReader<S::Read>, LegacyWriter<S::Write>) {
+    let (r, w) = stream.split_io();
+    let wake = Arc::new(Notify::new());
+    let control = Control::new(Arc::new({
+        let wake = wake.clone();
+        move || wake.notify_one()
+    }));
+    let max = config.session.settings.max_message_size as usize + 64 * 1024;
+    let reader = WsReader::new(r, tail, role, max, config.ws_read_buffer, control.clone());
+    let close_status = Arc::new(Mutex::new((1000, String::new())));
+    let status = close_status.clone();
+    let writer = WsWriter::new(
+        w,
+        role,
+        control,
+        Box::new(move || status.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+    );
+    (
+        LegacyReader { reader },
+        LegacyWriter {
+            writer,
+            close_status,
+            wake,
+        },
+    )
+}
+
+/// A TEXT message's text (the decoder checked it is UTF-8).
+fn text_of(t: &Bytes) -> Result<&str, legacy::LegacyError> {
+    std::str::from_utf8(t).map_err(|e| legacy::LegacyError::BadJson(e.to_string()))
 }
 
 /// Client side: we offered `rhizomorph.v1` and the server did not select it (wire.md §3.4.2).
 /// Sends the auth JSON and waits for `connection_info` (binary messages before it are skipped,
 /// as hypha-rpc does).
-pub(crate) async fn client<S>(
-    mut ws: WebSocketStream<S>,
+pub(crate) async fn client<S: SplitIo>(
+    stream: S,
+    tail: BytesMut,
     config: &Config,
     peer_addr: SocketAddr,
     url: &str,
-) -> Result<Opened, Error>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) -> Result<Opened, Error> {
+    let (mut rx, mut ws) = halves(stream, tail, Role::Client, config);
     let mut auth = config.legacy.auth.clone();
     if auth.client_id.is_none() {
         auth.client_id = Some(format!("rhizomorph-{:016x}", rand_u64()));
     }
-    ws.send(WsMessage::Text(auth.to_text().into())).await?;
+    ws.text(auth.to_text()).await?;
     let info = loop {
-        match ws.next().await {
-            Some(Ok(WsMessage::Text(t))) => match TextMessage::parse(&t)? {
+        match rx.next().await {
+            Some(Ok(WsIn::Text(t))) => match TextMessage::parse(text_of(&t)?)? {
                 TextMessage::ConnectionInfo(info) => break *info,
                 TextMessage::Error(message) => {
                     return Err(Error::LegacyRefused {
@@ -234,14 +316,13 @@ where
                     })
                 }
             },
-            Some(Ok(WsMessage::Binary(_) | WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
-            Some(Ok(WsMessage::Close(c))) => {
+            Some(Ok(WsIn::Binary(_))) => continue,
+            Some(Ok(WsIn::Closed { reason, .. })) => {
                 return Err(Error::LegacyRefused {
                     addr: url.to_string(),
-                    message: c.map(|c| c.reason.to_string()).unwrap_or_default(),
+                    message: reason,
                 })
             }
-            Some(Ok(WsMessage::Frame(_))) => continue,
             Some(Err(e)) => return Err(e.into()),
             None => {
                 return Err(Error::ConnectionLost(
@@ -257,39 +338,41 @@ where
         mode = "legacy",
         "connected in legacy mode"
     );
-    Ok(start(ws, config, peer_addr, Some(info), None, true))
+    Ok(start((rx, ws), config, peer_addr, Some(info), None, true))
 }
 
 /// Server side: a WebSocket client that did not offer `rhizomorph.v1` (wire.md §3.4.1). Reads
 /// its auth JSON (within 5 s, as hypha), asks the hook, replies `connection_info` or `error`.
-pub(crate) async fn server<S>(
-    mut ws: WebSocketStream<S>,
+pub(crate) async fn server<S: SplitIo>(
+    stream: S,
+    tail: BytesMut,
     config: &Config,
     peer_addr: SocketAddr,
-) -> Result<Opened, Error>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let first = tokio::time::timeout(Duration::from_secs(5), ws.next())
+) -> Result<Opened, Error> {
+    let (mut rx, mut ws) = halves(stream, tail, Role::Server, config);
+    let first = tokio::time::timeout(Duration::from_secs(5), rx.next())
         .await
         .map_err(|_| Error::Timeout("legacy authentication message"))?;
     let auth = match first {
-        Some(Ok(WsMessage::Text(t))) => match AuthInfo::parse(&t) {
+        Some(Ok(WsIn::Text(t))) => match text_of(&t).and_then(AuthInfo::parse) {
             Ok(a) => a,
             Err(e) => {
                 // hypha: 1003 for JSON it cannot read.
-                let _ = ws.send(ws_close(1003, e.to_string())).await;
+                let _ = ws.close(1003, e.to_string()).await;
                 return Err(e.into());
             }
         },
-        Some(Ok(other)) => {
+        Some(Ok(WsIn::Binary(b))) => {
             let _ = ws
-                .send(ws_close(1003, "expected the authentication JSON".into()))
+                .close(1003, "expected the authentication JSON".into())
                 .await;
             return Err(Error::LegacyRefused {
                 addr: peer_addr.to_string(),
-                message: format!("first message was not TEXT: {}", other.len()),
+                message: format!("first message was not TEXT: {}", b.len()),
             });
+        }
+        Some(Ok(WsIn::Closed { .. })) => {
+            return Err(Error::ConnectionLost("closed before authenticating".into()))
         }
         Some(Err(e)) => return Err(e.into()),
         None => return Err(Error::ConnectionLost("closed before authenticating".into())),
@@ -303,12 +386,8 @@ where
         Ok(id) => id,
         Err(message) => {
             warn!(peer = %peer_addr, %message, "legacy client refused");
-            let _ = ws
-                .send(WsMessage::Text(
-                    TextMessage::Error(message.clone()).to_text().into(),
-                ))
-                .await;
-            let _ = ws.send(ws_close(1008, message.clone())).await;
+            let _ = ws.text(TextMessage::Error(message.clone()).to_text()).await;
+            let _ = ws.close(1008, message.clone()).await;
             return Err(Error::LegacyRefused {
                 addr: peer_addr.to_string(),
                 message,
@@ -325,7 +404,7 @@ where
         mode = "legacy",
         "legacy client connected"
     );
-    let conn = start(ws, config, peer_addr, None, Some(identity), false);
+    let conn = start((rx, ws), config, peer_addr, None, Some(identity), false);
     if let Link::Legacy(link) = &conn.link {
         let _ = link.out.send(Out::Text(info));
     }
@@ -369,8 +448,8 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
-fn start<S>(
-    ws: WebSocketStream<S>,
+fn start<R, W>(
+    (reader, writer): (LegacyReader<R>, LegacyWriter<W>),
     config: &Config,
     peer_addr: SocketAddr,
     info: Option<ConnectionInfo>,
@@ -378,7 +457,8 @@ fn start<S>(
     is_client: bool,
 ) -> Opened
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
 {
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let send_budget_total = (config.send_buffer as usize).clamp(64 * 1024, u32::MAX as usize);
@@ -401,11 +481,10 @@ where
         identity,
     });
     let (tx, rx) = mpsc::unbounded_channel();
-    let (sink, stream) = ws.split();
     let role = if is_client { "client" } else { "server" };
     let span = info_span!("connection", peer = %peer_addr, role, transport = "ws", mode = "legacy");
-    tokio::spawn(write_loop(link.clone(), sink, out_rx).instrument(span.clone()));
-    tokio::spawn(read_loop(link.clone(), stream, tx, window, is_client).instrument(span.clone()));
+    tokio::spawn(write_loop(link.clone(), writer, out_rx).instrument(span.clone()));
+    tokio::spawn(read_loop(link.clone(), reader, tx, window, is_client).instrument(span.clone()));
     if is_client && !config.legacy.ping_interval.is_zero() {
         tokio::spawn(ping_loop(link.clone(), config.legacy.ping_interval).instrument(span));
     }
@@ -417,42 +496,44 @@ where
     }
 }
 
-async fn write_loop<S>(
+async fn write_loop<W: AsyncWrite + Unpin>(
     link: Arc<LegacyLink>,
-    mut sink: SplitSink<WebSocketStream<S>, WsMessage>,
+    mut ws: LegacyWriter<W>,
     mut rx: mpsc::UnboundedReceiver<Out>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) {
     if !link.ready.load(Ordering::Acquire) {
         tokio::select! {
             _ = link.ready_notify.notified() => {}
             _ = link.closed() => {}
         }
     }
-    while let Some(out) = rx.recv().await {
-        let result = match out {
-            Out::Message(frames, permit) => {
-                let mut r = Ok(());
-                let n = frames.len();
-                for (i, f) in frames.into_iter().enumerate() {
-                    // Flush once per message, and only when nothing else is waiting.
-                    r = if i + 1 == n && rx.is_empty() {
-                        sink.send(f).await
-                    } else {
-                        sink.feed(f).await
-                    };
-                    if r.is_err() {
-                        break;
-                    }
+    let wake = ws.wake.clone();
+    loop {
+        let out = tokio::select! {
+            out = rx.recv() => match out {
+                Some(out) => out,
+                None => return,
+            },
+            // A pong or a close echo the reader queued.
+            _ = wake.notified() => {
+                if let Err(e) = ws.flush().await {
+                    debug!(error = %e, "legacy write failed");
+                    link.set_closed(CloseReason::Lost(e.to_string()));
+                    return;
                 }
+                continue;
+            }
+        };
+        let result = match out {
+            Out::Message(segments, permit) => {
+                // Flushed only when nothing else is waiting.
+                let r = ws.write(OpCode::Binary, segments, rx.is_empty()).await;
                 drop(permit);
                 r
             }
-            Out::Text(t) => sink.send(WsMessage::Text(t.into())).await,
+            Out::Text(t) => ws.text(t).await,
             Out::Close(code, reason) => {
-                let _ = sink.send(ws_close(code, reason.clone())).await;
-                let _ = sink.close().await;
+                let _ = ws.close(code, reason.clone()).await;
                 link.set_closed(CloseReason::Closed {
                     code: if code == 1000 {
                         ErrorCode::NO_ERROR
@@ -472,15 +553,13 @@ async fn write_loop<S>(
     }
 }
 
-async fn read_loop<S>(
+async fn read_loop<R: AsyncRead + Unpin>(
     link: Arc<LegacyLink>,
-    mut stream: SplitStream<WebSocketStream<S>>,
+    mut stream: LegacyReader<R>,
     incoming: mpsc::UnboundedSender<Message>,
     window: usize,
     is_client: bool,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) {
     let mut sequence = 0u64;
     let reason = loop {
         let msg = tokio::select! {
@@ -488,7 +567,7 @@ async fn read_loop<S>(
             _ = link.closed() => return,
         };
         match msg {
-            Some(Ok(WsMessage::Binary(bytes))) => {
+            Some(Ok(WsIn::Binary(bytes))) => {
                 let len = bytes.len();
                 let m = match legacy::decode(bytes, &link.limits) {
                     Ok(m) => m,
@@ -526,7 +605,7 @@ async fn read_loop<S>(
                     link.release(u64::from(want));
                 }
             }
-            Some(Ok(WsMessage::Text(t))) => {
+            Some(Ok(WsIn::Text(t))) => {
                 if !is_client && t.len() > legacy::handshake::MAX_CONTROL_TEXT {
                     warn!(
                         len = t.len(),
@@ -534,7 +613,7 @@ async fn read_loop<S>(
                     );
                     continue;
                 }
-                match TextMessage::parse(&t) {
+                match text_of(&t).and_then(TextMessage::parse) {
                     Ok(TextMessage::Ping) if !is_client => {
                         crate::transport::metrics::count_legacy_ping();
                         let _ = link.out.send(Out::Text(TextMessage::Pong.to_text()));
@@ -561,10 +640,8 @@ async fn read_loop<S>(
                     Err(e) => debug!(error = %e, "legacy TEXT message that does not parse"),
                 }
             }
-            Some(Ok(WsMessage::Close(c))) => {
-                let (code, reason) = c.map_or((1005, String::new()), |c| {
-                    (u16::from(c.code), c.reason.to_string())
-                });
+            Some(Ok(WsIn::Closed { code, reason })) => {
+                let code = code.unwrap_or(1005);
                 break if code == 1000 || code == 1001 {
                     CloseReason::Closed {
                         code: ErrorCode::NO_ERROR,
@@ -574,7 +651,6 @@ async fn read_loop<S>(
                     CloseReason::Lost(format!("WebSocket closed with {code}: {reason}"))
                 };
             }
-            Some(Ok(_)) => {}
             Some(Err(e)) => break CloseReason::Lost(e.to_string()),
             None => break CloseReason::Lost("WebSocket ended".into()),
         }

@@ -2,8 +2,9 @@
 //!
 //! Owns connecting and accepting: TCP, TLS, the WebSocket upgrade with the `rhizomorph.v1`
 //! subprotocol check (§16.1, §3.4), and handing the upgraded stream to the native driver
-//! (`driver.rs`, over rhizomorph's own RFC 6455 framing in `socket.rs`) or to legacy mode
-//! (tungstenite, from the same stream and the bytes already read). Never looks inside a batch.
+//! (`driver.rs`) or to legacy mode (`transport::legacy`, from the same stream and the bytes
+//! already read), both over rhizomorph's own RFC 6455 framing in `socket.rs`. Never looks
+//! inside a batch.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,8 +12,6 @@ use std::sync::{Arc, Weak};
 
 use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::protocol::{Role as TungRole, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
 use tracing::{info_span, warn};
 
 use crate::config::Config;
@@ -34,18 +33,6 @@ pub const SUBPROTOCOL: &str = "rhizomorph.v1";
 /// The largest WebSocket message a native peer accepts: one batch (§16.2.2), plus slack.
 fn native_max_message(config: &Config) -> usize {
     config.session.settings.max_batch_size as usize + 1024
-}
-
-/// Legacy mode (tungstenite): one WebSocket message per message, up to our `MAX_MESSAGE_SIZE`
-/// (hypha accepts 16 MiB, Python clients 1 MiB); no permessage-deflate (legacy.md §L2.1).
-fn legacy_ws_config(config: &Config) -> WebSocketConfig {
-    let max = config.session.settings.max_message_size as usize + 64 * 1024;
-    WebSocketConfig::default()
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max))
-        // Write each message at once: bytes queued here are out of the scheduler's reach (§16.4).
-        .write_buffer_size(0)
-        .read_buffer_size(config.ws_read_buffer)
 }
 
 fn tune_socket(stream: &TcpStream, config: &Config) -> io::Result<()> {
@@ -140,27 +127,9 @@ async fn open<S: SplitIo>(mut stream: S, t: Target<'_>, config: &Config) -> Resu
         "server did not select rhizomorph.v1: falling back to legacy msgpack mode (wire.md §3.4.2)"
     );
     crate::transport::metrics::count_fallback();
-    let ws = legacy_ws(stream, tail, TungRole::Client, config).await;
-    let conn = crate::transport::legacy::client(ws, config, t.peer_addr, t.url).await?;
+    let conn = crate::transport::legacy::client(stream, tail, config, t.peer_addr, t.url).await?;
     crate::transport::metrics::count_connection(Mode::Legacy);
     Ok(conn)
-}
-
-/// Legacy mode runs on tungstenite's framing, over the upgraded stream and what was read past
-/// the upgrade.
-async fn legacy_ws<S: SplitIo>(
-    stream: S,
-    tail: BytesMut,
-    role: TungRole,
-    config: &Config,
-) -> WebSocketStream<S> {
-    WebSocketStream::from_partially_read(
-        stream,
-        tail.to_vec(),
-        role,
-        Some(legacy_ws_config(config)),
-    )
-    .await
 }
 
 /// The WebSocket close status for how the session ended (wire.md §16.3).
@@ -352,8 +321,7 @@ async fn accept_ws<S: SplitIo>(
     })
     .await?;
     if protocol.is_none() {
-        let ws = legacy_ws(stream, tail, TungRole::Server, config).await;
-        let conn = crate::transport::legacy::server(ws, config, peer_addr).await?;
+        let conn = crate::transport::legacy::server(stream, tail, config, peer_addr).await?;
         crate::transport::metrics::count_connection(Mode::Legacy);
         return Ok(conn);
     }

@@ -1,6 +1,8 @@
 //! The WebSocket byte pump: runs the opening handshake on a stream and adapts the two halves of
-//! an upgraded stream to the driver's batches (a `Stream` of received binary messages, a `Sink`
-//! of batches to send).
+//! an upgraded stream to the drivers: for native mode a `Stream` of received binary messages
+//! (batches) and a `Sink` of batches to send; for legacy mode the same halves with TEXT
+//! messages and the peer's close handed out too ([`WsReader::poll_message`],
+//! [`WsWriter::start_message`]).
 //!
 //! Owns reading into a buffer sized for the frame being received (so a large message is read
 //! straight into place), `writev` of a frame header and the batch it carries, pings and pongs,
@@ -274,18 +276,19 @@ impl<R: AsyncRead + Unpin> WsReader<R> {
         }
     }
 
-    fn fail(&mut self, code: u16, e: io::Error) -> Poll<Option<io::Result<Bytes>>> {
+    fn fail<T>(&mut self, code: u16, e: io::Error) -> Poll<Option<io::Result<T>>> {
         self.done = true;
         self.control.queue_close(code, &e.to_string());
         Poll::Ready(Some(Err(e)))
     }
 }
 
-impl<R: AsyncRead + Unpin> Stream for WsReader<R> {
-    type Item = io::Result<Bytes>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
+impl<R: AsyncRead + Unpin> WsReader<R> {
+    /// The next data message (BINARY or TEXT, fragments joined), or the peer's close (echoed);
+    /// pings are answered on the way. `None` once the stream has ended. Cancel-safe: the
+    /// state is the reader's, a dropped poll loses nothing.
+    pub(crate) fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<WsIn>>> {
+        let this = self;
         if this.done {
             return Poll::Ready(None);
         }
@@ -300,14 +303,10 @@ impl<R: AsyncRead + Unpin> Stream for WsReader<R> {
                     } else {
                         b
                     };
-                    return Poll::Ready(Some(Ok(b)));
+                    return Poll::Ready(Some(Ok(WsIn::Binary(b))));
                 }
-                // spec: wire.md §3.4.3 — TEXT in native mode is a protocol error.
-                Ok(Decoded::Event(WsEvent::Text(_))) => {
-                    return this.fail(
-                        1002,
-                        invalid("TEXT WebSocket message in native mode (wire.md §3.4.3)"),
-                    )
+                Ok(Decoded::Event(WsEvent::Text(t))) => {
+                    return Poll::Ready(Some(Ok(WsIn::Text(t))))
                 }
                 Ok(Decoded::Event(WsEvent::Ping(p))) => {
                     this.control.queue_pong(p);
@@ -317,10 +316,10 @@ impl<R: AsyncRead + Unpin> Stream for WsReader<R> {
                 Ok(Decoded::Event(WsEvent::Close(c))) => {
                     this.done = true;
                     this.control.queue_close(c.code.unwrap_or(1000), "");
-                    return Poll::Ready(Some(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("WebSocket closed by the peer ({:?} {:?})", c.code, c.reason),
-                    ))));
+                    return Poll::Ready(Some(Ok(WsIn::Closed {
+                        code: c.code,
+                        reason: c.reason,
+                    })));
                 }
                 Err(e) => {
                     let code =
@@ -405,6 +404,45 @@ impl Outgoing {
 /// At most this many buffers per `writev`.
 const MAX_IOVECS: usize = 64;
 
+/// One thing a WebSocket reader hands out.
+#[derive(Debug)]
+pub(crate) enum WsIn {
+    /// A BINARY message.
+    Binary(Bytes),
+    /// A TEXT message (UTF-8 checked by the decoder).
+    Text(Bytes),
+    /// The peer's close frame (echoed already): the stream ends after it.
+    Closed {
+        /// Its status code, if it had one.
+        code: Option<u16>,
+        /// Its reason.
+        reason: String,
+    },
+}
+
+/// Native mode: a `Stream` of batches (binary messages).
+impl<R: AsyncRead + Unpin> Stream for WsReader<R> {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        match ready!(this.poll_message(cx)) {
+            Some(Ok(WsIn::Binary(b))) => Poll::Ready(Some(Ok(b))),
+            // spec: wire.md §3.4.3 — TEXT in native mode is a protocol error.
+            Some(Ok(WsIn::Text(_))) => this.fail(
+                1002,
+                invalid("TEXT WebSocket message in native mode (wire.md §3.4.3)"),
+            ),
+            Some(Ok(WsIn::Closed { code, reason })) => Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("WebSocket closed by the peer ({code:?} {reason:?})"),
+            )))),
+            Some(Err(e)) => Poll::Ready(Some(Err(e))),
+            None => Poll::Ready(None),
+        }
+    }
+}
+
 /// The sending half: a `Sink` of batches (each given as segments, `Transmit::into_segments`),
 /// each one binary message, written as header + segments with
 /// `writev` — no copy on a server; a client masks, in place when the batch is one unshared
@@ -470,6 +508,15 @@ impl<W: AsyncWrite + Unpin> WsWriter<W> {
             seg: 0,
             seg_pos: 0,
         }
+    }
+
+    /// Starts one message (a BINARY one of segments, or a TEXT one) after `poll_ready`.
+    pub(crate) fn start_message(&mut self, opcode: OpCode, body: Vec<Bytes>) -> io::Result<()> {
+        if self.out.is_some() || self.close_sent {
+            return Err(io::Error::other("start_send without poll_ready"));
+        }
+        self.out = Some(self.frame(opcode, body));
+        Ok(())
     }
 
     /// Writes the frame in progress until it is out.
@@ -540,12 +587,7 @@ impl<W: AsyncWrite + Unpin> Sink<Vec<Bytes>> for WsWriter<W> {
     }
 
     fn start_send(self: Pin<&mut Self>, batch: Vec<Bytes>) -> io::Result<()> {
-        let this = self.get_mut();
-        if this.out.is_some() || this.close_sent {
-            return Err(io::Error::other("start_send without poll_ready"));
-        }
-        this.out = Some(this.frame(OpCode::Binary, batch));
-        Ok(())
+        self.get_mut().start_message(OpCode::Binary, batch)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
