@@ -377,3 +377,104 @@ pub fn websocket(data: &[u8]) {
         }
     }
 }
+
+/// The `legacy_session` target: byte 0 picks the side (client or server) and whether the
+/// application reads; the rest is a sequence of WebSocket messages, each a kind byte (BINARY,
+/// TEXT, close, time passing, a send by the application) and a 2-byte length. Whatever arrives,
+/// the session never panics; its queued events, its unread bytes and its output stay within
+/// its bounds; it ends exactly once; and once ended it transmits nothing.
+pub fn legacy_session(data: &[u8]) {
+    use crate::header::RoutingHeader;
+    use crate::legacy::handshake::AuthInfo;
+    use crate::legacy::session::{
+        LegacyConfig, LegacyEvent, LegacySession, LegacyTransmit, Side, MESSAGE_OVERHEAD,
+    };
+    use crate::websocket::{CloseFrame, WsEvent};
+    use std::time::{Duration, Instant};
+    let Some((&mode, mut rest)) = data.split_first() else {
+        return;
+    };
+    let now = Instant::now();
+    let config = LegacyConfig {
+        send_buffer: 64 * 1024,
+        receive_window: 64 * 1024,
+        ..LegacyConfig::default()
+    };
+    let side = if mode & 1 == 0 {
+        Side::Server
+    } else {
+        Side::Client {
+            auth: AuthInfo::default(),
+        }
+    };
+    let reads = mode & 2 != 0;
+    let mut s = LegacySession::new(side, config.clone(), now);
+    let (mut t, mut ended, mut held) = (now, 0, 0u64);
+    while rest.len() >= 3 {
+        let kind = rest[0];
+        let len = usize::from(u16::from_be_bytes([rest[1], rest[2]])).min(rest.len() - 3);
+        let body = Bytes::copy_from_slice(&rest[3..3 + len]);
+        rest = &rest[3 + len..];
+        if s.wants_read() || kind % 5 >= 3 {
+            match kind % 5 {
+                0 => s.handle_message(t, WsEvent::Binary(body)),
+                1 => s.handle_message(t, WsEvent::Text(body)),
+                2 => s.handle_message(
+                    t,
+                    WsEvent::Close(CloseFrame {
+                        code: Some(1000),
+                        reason: String::new(),
+                    }),
+                ),
+                3 => {
+                    t += Duration::from_millis(u64::from(kind) * 100);
+                    s.handle_timeout(t);
+                }
+                _ => {
+                    let _ = s.send(&RoutingHeader::new().with("to", "x"), body);
+                }
+            }
+        }
+        assert!(
+            s.queued_bytes() <= config.send_buffer + 70_000,
+            "send buffer"
+        );
+        assert!(
+            s.pending_events() <= 4 + config.receive_window / MESSAGE_OVERHEAD,
+            "events unbounded"
+        );
+        let mut texts = 0;
+        // Events, then what they let out (which may end the session: another event).
+        for _ in 0..2 {
+            while let Some(e) = s.poll_event() {
+                match e {
+                    LegacyEvent::Authenticate(_) => {
+                        s.accept(r#"{"type": "connection_info"}"#.into())
+                    }
+                    LegacyEvent::TokenRequested => s.send_reconnection_token("t"),
+                    LegacyEvent::Message(m) if reads => s.release(m.credit),
+                    LegacyEvent::Message(m) => held += m.credit,
+                    LegacyEvent::Closed(_) => ended += 1,
+                    _ => {}
+                }
+            }
+            if mode & 4 != 0 {
+                s.mark_ready();
+            }
+            while let Some(out) = s.poll_transmit(t) {
+                if let LegacyTransmit::Text(_) = out {
+                    texts += 1;
+                    assert!(texts <= 8, "TEXT replies are one slot each");
+                }
+            }
+        }
+        assert!(
+            held <= (config.receive_window + MESSAGE_OVERHEAD + 70_000) as u64,
+            "read past the receive window"
+        );
+        assert_eq!(s.is_closed(), ended == 1, "ends exactly once");
+        if s.is_closed() {
+            assert!(s.poll_transmit(t).is_none(), "nothing after the end");
+        }
+    }
+}

@@ -52,6 +52,12 @@ fn fuzz_regressions_payload() {
 }
 
 #[test]
+fn fuzz_regressions_legacy_session() {
+    // Seeds: a server flooded with pings, tokens and messages; a client's handshake; refusals.
+    assert!(replay("legacy_session", rhizomorph_proto::fuzzing::legacy_session) >= 5);
+}
+
+#[test]
 fn fuzz_harness_accepts_every_valid_vector() {
     // The harness's oracles (round trip, stream == batch) hold on every valid vector, so a
     // harness bug cannot hide behind inputs the fuzzer never finds.

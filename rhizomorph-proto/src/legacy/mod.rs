@@ -1,7 +1,8 @@
 //! Legacy msgpack mode (`spec/legacy.md`): what hypha-rpc peers and the hypha server speak.
 //!
 //! Owns, sans-IO, the legacy message codec ([`codec`]), the TEXT handshake and keepalive
-//! messages ([`handshake`]) and hypha's routing rules ([`route`]), on top of a scanner for
+//! messages ([`handshake`]), the connection's state machine ([`session`]: handshakes,
+//! keepalive, memory bounds, timers) and hypha's routing rules ([`route`]), on top of a scanner for
 //! msgpack that never allocates ([`msgpack`]). Never opens a socket (the WebSocket transport
 //! drives it) and never decodes a payload.
 
@@ -9,6 +10,7 @@ pub mod codec;
 pub mod handshake;
 pub mod msgpack;
 pub mod route;
+pub mod session;
 
 pub use codec::{
     check_payload, decode, encode_header, encode_message, EncodedMessage, LegacyLimits,
@@ -16,6 +18,10 @@ pub use codec::{
 };
 pub use handshake::{AuthInfo, ConnectionInfo, TextMessage};
 pub use route::{normalize_to, rewrite, Identity, Routed};
+pub use session::{
+    Initiator, LegacyClose, LegacyConfig, LegacyEvent, LegacySendError, LegacySession,
+    LegacyTransmit, Side,
+};
 
 /// What can be wrong with a legacy message or handshake, with the offending value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
