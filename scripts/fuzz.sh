@@ -8,13 +8,16 @@ cd "$(dirname "$0")/.."
 seconds=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frame_decoder hello_decoder header_block session_input decompress payload legacy_decoder websocket)
+[ ${#targets[@]} -gt 0 ] || targets=(frame_decoder hello_decoder header_block session_input decompress payload legacy_decoder websocket legacy_session)
 
 python3 - <<'PY'
 import json, os
 doc = json.load(open("spec/vectors/frames.json"))
-for target in ("frame_decoder", "hello_decoder", "header_block", "session_input", "decompress", "payload", "legacy_decoder", "websocket"):
+for target in ("frame_decoder", "hello_decoder", "header_block", "session_input", "decompress", "payload", "legacy_decoder", "websocket", "legacy_session"):
     os.makedirs(f"fuzz/corpus/{target}", exist_ok=True)
+# Legacy session: handshakes, floods and refusals on both sides.
+for name in os.listdir("fuzz/regressions/legacy_session"):
+    open(f"fuzz/corpus/legacy_session/{name}", "wb").write(open(f"fuzz/regressions/legacy_session/{name}", "rb").read())
 # Legacy mode: the captured hypha-rpc frames.
 for name in os.listdir("fuzz/regressions/legacy_decoder"):
     if name.startswith("captured-"):

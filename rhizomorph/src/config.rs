@@ -63,6 +63,10 @@ pub struct LegacyConfig {
     /// Client: interval of the `{"type": "ping"}` keepalive (the first goes 2 s after the
     /// handshake, as hypha-rpc's). Hypha closes clients idle for its idle timeout.
     pub ping_interval: Duration,
+    /// Either side: close a legacy peer from which nothing arrived for this long (1001,
+    /// legacy.md §L4.3); `None`: never. hypha-rpc clients ping every 20 s, so the default,
+    /// 60 s, only closes peers that are gone.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for LegacyConfig {
@@ -74,6 +78,7 @@ impl Default for LegacyConfig {
             auth: crate::legacy::AuthInfo::default(),
             authenticator: None,
             ping_interval: Duration::from_secs(20),
+            idle_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -379,6 +384,12 @@ impl Config {
     /// Returns the config with this legacy identity request (client id, workspace, token).
     pub fn with_legacy_auth(mut self, auth: crate::legacy::AuthInfo) -> Self {
         self.legacy.auth = auth;
+        self
+    }
+    /// Returns the config with this legacy idle timeout (`None`: never close an idle legacy
+    /// peer; default 60 s, legacy.md §L4.3).
+    pub fn with_legacy_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.legacy.idle_timeout = timeout;
         self
     }
     /// Returns the config with this legacy authentication hook (server).

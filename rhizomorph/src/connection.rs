@@ -7,6 +7,7 @@
 //! session ([`transport`](crate::transport)).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +18,8 @@ use crate::frame::{Channel, Compression, ErrorCode, PayloadEncoding};
 use crate::header::RoutingHeader;
 use crate::payload::{Element, PayloadError, SchemaBinding, TypedArray, WireType};
 use crate::session::{OutgoingMessage, SessionStats};
-use crate::transport::shared::{Link, Opened, Shared};
+use crate::transport::handle::Handle;
+use crate::transport::shared::Opened;
 
 pub use crate::session::Message;
 pub use crate::transport::shared::{CloseReason, Mode};
@@ -37,7 +39,7 @@ pub use crate::transport::shared::{CloseReason, Mode};
 /// # Ok(()) }
 /// ```
 pub struct Connection {
-    link: Link,
+    handle: Arc<dyn Handle>,
     incoming: mpsc::UnboundedReceiver<Message>,
     peer_addr: SocketAddr,
     mode: Mode,
@@ -55,7 +57,7 @@ impl std::fmt::Debug for Connection {
 /// A cloneable handle that sends on a connection (e.g. one per task).
 #[derive(Clone)]
 pub struct Sender {
-    link: Link,
+    handle: Arc<dyn Handle>,
 }
 
 impl Sender {
@@ -83,9 +85,6 @@ impl Sender {
     where
         T: WireType + for<'a> rkyv::Serialize<crate::payload::Serializer<'a>>,
     {
-        if matches!(self.link, Link::Legacy(_)) {
-            return Err(Error::NativeOnly("send_typed (rkyv payloads)"));
-        }
         let archive = crate::payload::encode(value)?;
         let message = OutgoingMessage::new(header, Bytes::from_owner(archive))
             .with_schema(SchemaBinding::of::<T>());
@@ -126,9 +125,6 @@ impl Sender {
         data: &[T],
         dims: &[u64],
     ) -> Result<u64, Error> {
-        if matches!(self.link, Link::Legacy(_)) {
-            return Err(Error::NativeOnly("send_array (typed arrays)"));
-        }
         let payload = TypedArray::encode(data, dims)?;
         let message =
             OutgoingMessage::new(header, payload).with_encoding(PayloadEncoding::TypedArray);
@@ -156,99 +152,43 @@ impl Sender {
         message: OutgoingMessage,
         as_received: Option<Compression>,
     ) -> Result<u64, Error> {
-        let shared = match &self.link {
-            Link::Native(shared) => shared,
-            Link::Legacy(link) => {
-                if message.schema.is_some()
-                    || matches!(message.encoding, PayloadEncoding::Rkyv { .. })
-                {
-                    return Err(Error::NativeOnly("rkyv payloads"));
-                }
-                if message.compression != Compression::None {
-                    return Err(Error::NativeOnly("compressed payloads"));
-                }
-                let _ = channel;
-                return link.send(&message.header, message.payload).await;
-            }
-        };
-        let message = Self::maybe_compress(shared, message, as_received);
+        let handle = &*self.handle;
+        let message = handle.prepare(message, as_received)?;
         let mut message = Some(message);
+        let common = handle.common();
         // Fast path: room in the send buffer (no waiter registration needed).
-        if shared.is_closed() {
-            if let Some(reason) = shared.close_reason() {
+        if common.is_closed() {
+            if let Some(reason) = common.close_reason() {
                 return Err(reason.to_error());
             }
         }
-        if let Some(id) = Self::try_queue(shared, channel, &mut message)? {
-            shared.after_queue(channel).await;
-            return Ok(id);
-        }
-        let id = shared
-            .changed
-            .wait_for(|| {
-                if let Some(reason) = shared.close_reason() {
-                    return Some(Err(reason.to_error()));
-                }
-                Self::try_queue(shared, channel, &mut message).transpose()
-            })
-            .await?;
-        shared.after_queue(channel).await;
+        let id = match handle.try_send(channel, &mut message)? {
+            Some(id) => id,
+            None => {
+                common
+                    .changed
+                    .wait_for(|| {
+                        if let Some(reason) = common.close_reason() {
+                            return Some(Err(reason.to_error()));
+                        }
+                        handle.try_send(channel, &mut message).transpose()
+                    })
+                    .await?
+            }
+        };
+        futures_util::future::poll_fn(|cx| {
+            handle.after_queue(channel, cx);
+            std::task::Poll::Ready(())
+        })
+        .await;
         Ok(id)
-    }
-}
-
-impl Sender {
-    /// Queues `message` if the channel's send buffer has room; takes it out of the option
-    /// when it does.
-    fn try_queue(
-        shared: &Shared,
-        channel: Channel,
-        message: &mut Option<OutgoingMessage>,
-    ) -> Result<Option<u64>, Error> {
-        let Some(len) = message.as_ref().map(|m| m.payload.len() as u64) else {
-            return Ok(None);
-        };
-        let mut s = shared.lock();
-        let queued = s.queued_bytes(channel);
-        if queued != 0 && queued + len > shared.send_buffer {
-            return Ok(None);
-        }
-        let Some(m) = message.take() else {
-            return Ok(None);
-        };
-        // A schema is bound under the same lock as the send: its SCHEMA frame leaves first.
-        Ok(Some(s.send(channel, m)?))
-    }
-
-    /// Compresses the payload if the policy says so and the content looks worth it (§12.2,
-    /// [`compress_for_send`](crate::payload::compress_for_send)). A forwarded message
-    /// (`as_received`) keeps its original sender's choice where the peer accepts it.
-    fn maybe_compress(
-        shared: &Shared,
-        mut message: OutgoingMessage,
-        as_received: Option<Compression>,
-    ) -> OutgoingMessage {
-        if message.compression != Compression::None {
-            return message;
-        }
-        if let Some((payload, compression)) = crate::payload::compress_for_send(
-            &message.payload,
-            message.encoding,
-            shared.compression,
-            shared.peer_settings.get(),
-            as_received,
-        ) {
-            message.payload = payload;
-            message.compression = compression;
-        }
-        message
     }
 }
 
 impl From<Opened> for Connection {
     fn from(o: Opened) -> Connection {
         Connection {
-            link: o.link,
+            handle: o.handle,
             incoming: o.incoming,
             peer_addr: o.peer_addr,
             mode: o.mode,
@@ -260,7 +200,7 @@ impl Connection {
     /// A cloneable sender for this connection.
     pub fn sender(&self) -> Sender {
         Sender {
-            link: self.link.clone(),
+            handle: self.handle.clone(),
         }
     }
 
@@ -290,29 +230,9 @@ impl Connection {
     ///
     /// [`close_reason`]: Connection::close_reason
     pub async fn recv(&mut self) -> Option<Message> {
-        if let Link::Legacy(link) = &self.link {
-            link.mark_ready();
-        }
+        self.handle.mark_ready();
         let mut m = self.incoming.recv().await?;
-        let shared = match &self.link {
-            Link::Native(shared) => shared,
-            Link::Legacy(link) => {
-                link.release(m.credit);
-                return Some(m);
-            }
-        };
-        let credit_due = {
-            let mut s = shared.lock();
-            s.release(m.channel, m.credit);
-            s.credit_due()
-        };
-        if credit_due {
-            shared.wake_writer.notify_one();
-        }
-        shared.readable.notify_waiters();
-        // spec: wire.md §12.3 — decompressed within our MAX_MESSAGE_SIZE; a failure concerns
-        // this message only and is reported with it.
-        m.decompress(shared.max_message_size);
+        self.handle.received(&mut m);
         Some(m)
     }
 
@@ -320,23 +240,14 @@ impl Connection {
     /// if it has not started, aborted mid-transfer if it has, nothing if it has been sent.
     /// Legacy mode cannot cancel (a message leaves whole): nothing happens.
     pub fn cancel(&self, channel: Channel, id: u64) {
-        if let Link::Native(shared) = &self.link {
-            shared.lock().cancel(channel, id);
-            shared.wake_writer.notify_one();
-        }
+        self.handle.cancel(channel, id);
     }
 
     /// Graceful shutdown (wire.md §14.1): GOAWAY, finish what is in flight, then CLOSE. Waits
     /// up to 10 s for the drain, then closes. Legacy mode: what is queued is written, then a
     /// WebSocket close (1000).
     pub async fn close(&self) {
-        match &self.link {
-            Link::Native(shared) => {
-                shared.lock().goaway(ErrorCode::NO_ERROR, "closing");
-                shared.wake_writer.notify_one();
-            }
-            Link::Legacy(link) => link.close(ErrorCode::NO_ERROR, "closing"),
-        }
+        self.handle.close_gracefully();
         if tokio::time::timeout(Duration::from_secs(10), self.closed())
             .await
             .is_err()
@@ -345,42 +256,30 @@ impl Connection {
         }
     }
 
-    /// Closes at once with `code` (wire.md §14.2): queued messages fail.
+    /// Closes at once with `code` (wire.md §14.2): queued messages fail. Legacy mode: what is
+    /// queued is written first (a legacy message is never cut), then a WebSocket close (1000
+    /// for `NO_ERROR`, 1011 otherwise).
     pub fn close_now(&self, code: ErrorCode, reason: &str) {
-        match &self.link {
-            Link::Native(shared) => {
-                shared.lock().close(code, reason);
-                shared.wake_writer.notify_one();
-            }
-            Link::Legacy(link) => link.close(code, reason),
-        }
+        self.handle.close_now(code, reason);
     }
 
     /// Waits until the connection is over and returns why.
     pub async fn closed(&self) -> CloseReason {
-        let shared = match &self.link {
-            Link::Native(shared) => shared,
-            Link::Legacy(link) => return link.closed().await,
-        };
-        shared.changed.wait_for(|| shared.close_reason()).await
+        let common = self.handle.common();
+        common.changed.wait_for(|| common.close_reason()).await
     }
 
     /// Why the connection ended, if it has.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        match &self.link {
-            Link::Native(shared) => shared.close_reason(),
-            Link::Legacy(link) => link.close_reason(),
-        }
+        self.handle.common().close_reason()
     }
 
     /// Whether the peer has sent GOAWAY (no new messages may be sent). Never in legacy mode.
     pub fn peer_going_away(&self) -> bool {
-        match &self.link {
-            Link::Native(shared) => shared
-                .peer_goaway
-                .load(std::sync::atomic::Ordering::Acquire),
-            Link::Legacy(_) => false,
-        }
+        self.handle
+            .common()
+            .peer_goaway
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Native or legacy (wire.md §3.4).
@@ -393,35 +292,24 @@ impl Connection {
     /// first, so that nothing addressed to it arrives before it can be routed. Nothing in native
     /// mode or on a client.
     pub fn ready(&self) {
-        if let Link::Legacy(link) = &self.link {
-            link.mark_ready();
-        }
+        self.handle.mark_ready();
     }
 
     /// Legacy client: the server's `connection_info` (our workspace and client id, the
     /// manager's id, the user). `None` in native mode and on the server side.
     pub fn legacy_info(&self) -> Option<&crate::legacy::ConnectionInfo> {
-        match &self.link {
-            Link::Legacy(link) => link.info.as_ref(),
-            Link::Native(_) => None,
-        }
+        self.handle.common().legacy_info.get()
     }
 
     /// Legacy server: who the client is, as the authentication hook decided.
     pub fn legacy_identity(&self) -> Option<&crate::legacy::Identity> {
-        match &self.link {
-            Link::Legacy(link) => link.identity.as_ref(),
-            Link::Native(_) => None,
-        }
+        self.handle.common().legacy_identity.get()
     }
 
     /// Native mode: the peer's HELLO token (wire.md §3.2.7) — on a server the client's
     /// credential, on a client the server's reply. `None` in legacy mode.
     pub fn peer_token(&self) -> Option<Bytes> {
-        match &self.link {
-            Link::Native(shared) => shared.peer_token.get().cloned(),
-            Link::Legacy(_) => None,
-        }
+        self.handle.common().peer_token.get().cloned()
     }
 
     /// The peer's address.
@@ -432,27 +320,18 @@ impl Connection {
     /// Counters: bytes and messages per channel, frames, batches, credit stalls. Legacy mode
     /// counts messages and bytes (on `rpc`) only.
     pub fn stats(&self) -> SessionStats {
-        match &self.link {
-            Link::Native(shared) => shared.lock().stats().clone(),
-            Link::Legacy(link) => link.stats(),
-        }
+        self.handle.stats()
     }
 
     /// The smoothed round-trip time measured by PING (wire.md §13.2), once known. Legacy
     /// client: the last `ping`/`pong` round trip.
     pub fn rtt(&self) -> Option<Duration> {
-        match &self.link {
-            Link::Native(shared) => shared.lock().rtt(),
-            Link::Legacy(link) => link.rtt(),
-        }
+        self.handle.rtt()
     }
 
     /// Payload bytes queued on `channel` and not yet sent (legacy mode: on all channels).
     pub fn queued_bytes(&self, channel: Channel) -> u64 {
-        match &self.link {
-            Link::Native(shared) => shared.lock().queued_bytes(channel),
-            Link::Legacy(link) => link.queued_bytes(),
-        }
+        self.handle.queued_bytes(channel)
     }
 }
 

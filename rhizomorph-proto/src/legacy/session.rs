@@ -245,6 +245,7 @@ pub struct LegacySession {
     sequence: u64,
     stats: SessionStats,
     malformed: u64,
+    pings: u64,
     last_report: Option<Instant>,
     suppressed: u64,
 }
@@ -282,6 +283,7 @@ impl LegacySession {
             sequence: 0,
             stats: SessionStats::default(),
             malformed: 0,
+            pings: 0,
             last_report: None,
             suppressed: 0,
         }
@@ -416,7 +418,10 @@ impl LegacySession {
         }
         match TextMessage::parse(text) {
             // One pong answers any number of pings received before it leaves.
-            Ok(TextMessage::Ping) if !self.is_client => self.pong_due = true,
+            Ok(TextMessage::Ping) if !self.is_client => {
+                self.pings += 1;
+                self.pong_due = true;
+            }
             Ok(TextMessage::RefreshToken) if !self.is_client => {
                 if !self.token_requested {
                     self.token_requested = true;
@@ -446,9 +451,9 @@ impl LegacySession {
 
     fn malformed(&mut self, now: Instant, error: LegacyError, len: usize) {
         self.malformed += 1;
-        let due = self
-            .last_report
-            .map_or(true, |t| now.saturating_duration_since(t) >= self.config.report_interval);
+        let due = self.last_report.map_or(true, |t| {
+            now.saturating_duration_since(t) >= self.config.report_interval
+        });
         if due {
             self.last_report = Some(now);
             let suppressed = std::mem::take(&mut self.suppressed);
@@ -691,6 +696,11 @@ impl LegacySession {
                 self.close_with(close_code::POLICY, reason, false);
             }
             State::Open => {
+                if !self.wants_read() {
+                    // Our application is not reading: the peer's messages wait in the socket,
+                    // unseen. It is not idle.
+                    self.last_received = now;
+                }
                 if let Some(idle) = self.config.idle_timeout {
                     if now >= self.last_received + idle {
                         let secs = idle.as_secs_f64();
@@ -743,6 +753,11 @@ impl LegacySession {
     /// Client: the last `ping`/`pong` round trip (§L4.3).
     pub fn rtt(&self) -> Option<Duration> {
         self.rtt
+    }
+
+    /// Server: `ping` messages received (each answered: one pong answers those before it).
+    pub fn pings_received(&self) -> u64 {
+        self.pings
     }
 
     /// Messages dropped because they did not decode (§L3.3).

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-use super::shared::{CloseReason, Link, Mode, Opened, Shared};
+use super::shared::{CloseReason, Mode, Opened, Shared};
 use crate::config::{AuthRequest, Authenticator, Config};
 use crate::error::Error;
 use crate::session::{Event, Initiator, Message, Role, Session};
@@ -215,7 +215,7 @@ impl Opening {
     /// or why the connection ended first.
     pub(crate) async fn established(self) -> Result<Opened, Error> {
         let opened = Opened {
-            link: Link::Native(self.shared),
+            handle: self.shared,
             incoming: self.incoming,
             peer_addr: self.peer_addr,
             mode: Mode::Native,

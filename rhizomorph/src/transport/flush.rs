@@ -10,14 +10,15 @@ use std::task::Context;
 
 use super::shared::Shared;
 use crate::frame::Channel;
+use crate::session::Session;
 
 /// Writes what a send just queued, on the sender's task, if the transport takes it at once
 /// (one task switch less per request or reply, wire.md §16.4); otherwise wakes the writer task.
-pub(crate) trait Flush: Send + Sync {
+pub(crate) trait Flush<S = Session>: Send + Sync {
     /// A message was queued on `channel`. Writes what the session has for it now if the
     /// transport is idle, else (or for whatever is left) wakes the writer task. Returns at once:
     /// `cx` is only for polling the transport's readiness, never registered to wait.
-    fn after_queue(&self, shared: &Shared, channel: Channel, cx: &mut Context<'_>);
+    fn after_queue(&self, shared: &Shared<S>, channel: Channel, cx: &mut Context<'_>);
 
     /// A batch was received from the peer (the WebSocket writer allows one direct write per
     /// received batch, so a burst of one-way sends still leaves in batches).

@@ -1,14 +1,16 @@
 //! Transports: thin tokio drivers that pump a [`Session`](crate::session::Session) over a socket.
 //!
 //! Owns sockets, TLS and tasks. Never interprets frames (everything protocol-shaped is the
-//! session's), and never imports the face (`connection`): a driver hands the face an
-//! `Opened` handle over `Shared` state (`shared.rs`), and the face waits on that state.
+//! session's, native or legacy), and never imports the face (`connection`): a driver hands
+//! the face an `Opened` handle over `Shared` state (`shared.rs`), and the face waits on that
+//! state.
 //!
-//! - [`ws`]: the framed WebSocket transport (`ws/mod.rs` connect and accept, `ws/io.rs` the
-//!   RFC 6455 byte pump, `ws/driver.rs` the reader and writer tasks); legacy mode rides the
-//!   same upgrade ([`legacy`]).
+//! - [`ws`]: the framed WebSocket transport (`ws/mod.rs` connect and accept, `ws/socket.rs`
+//!   the RFC 6455 byte pump, `ws/driver.rs` the reader and writer tasks); legacy mode rides
+//!   the same upgrade and framing ([`legacy`]: the legacy session's reader and writer tasks).
 //! - [`quic`]: the QUIC transport, one stream per channel.
-//! - `shared.rs` (the state behind a connection's handles), `dispatch.rs` (events handed out
+//! - `shared.rs` (the state behind a connection's handles, over either session), `handle.rs`
+//!   (the one handle type the face holds, and the one place the two modes differ), `dispatch.rs` (events handed out
 //!   after the lock, the open-and-await-HELLO scaffold), `flush.rs` (the hook through which a
 //!   sender writes its own message), `url.rs` (server URLs), [`tls`].
 
@@ -17,6 +19,7 @@ use crate::error::Error;
 
 pub(crate) mod dispatch;
 pub(crate) mod flush;
+pub(crate) mod handle;
 pub mod legacy;
 pub mod metrics;
 pub mod quic;

@@ -9,15 +9,17 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::Context;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 
 use super::flush::Flush;
-use super::legacy::LegacyLink;
+use super::handle::Handle;
 use crate::config::{CompressionPolicy, Config};
 use crate::error::Error;
 use crate::frame::{Channel, ErrorCode, Settings};
+use crate::legacy::{ConnectionInfo, Identity};
 use crate::session::{Message, Session};
 use crate::signal::Signal;
 
@@ -41,17 +43,10 @@ impl Mode {
     }
 }
 
-/// What a handle talks to: the native session, or a legacy link.
-#[derive(Clone)]
-pub(crate) enum Link {
-    Native(Arc<Shared>),
-    Legacy(Arc<LegacyLink>),
-}
-
-/// An open connection as a driver hands it to the face: what the handle talks to, the queue of
-/// received messages, the peer's address and the mode.
+/// An open connection as a driver hands it to the face: the handle over its shared state, the
+/// queue of received messages, the peer's address and the mode.
 pub(crate) struct Opened {
-    pub(crate) link: Link,
+    pub(crate) handle: Arc<dyn Handle>,
     pub(crate) incoming: mpsc::UnboundedReceiver<Message>,
     pub(crate) peer_addr: SocketAddr,
     pub(crate) mode: Mode,
@@ -83,9 +78,9 @@ impl CloseReason {
     }
 }
 
-/// State shared by the application's handles and the transport's driver tasks.
-pub(crate) struct Shared {
-    pub(crate) session: Mutex<Session>,
+/// What a connection's handles and driver tasks share whatever the mode: the connection's
+/// end, the wake-ups, and what the peer told us in its handshake.
+pub(crate) struct Common {
     /// Wakes the writer: something may be ready to send.
     pub(crate) wake_writer: Notify,
     /// Wakes senders waiting for send-buffer room, and anyone waiting for state changes.
@@ -96,49 +91,93 @@ pub(crate) struct Shared {
     closed_flag: AtomicBool,
     /// The peer sent GOAWAY.
     pub(crate) peer_goaway: AtomicBool,
-    /// Wakes stream readers waiting for the application to consume (QUIC, wire.md §17.5).
+    /// Wakes readers waiting for the application to consume (a QUIC stream at its window,
+    /// wire.md §17.5; a legacy reader at its receive window, legacy.md §L3.3).
     pub(crate) readable: Signal,
     /// This side sent CLOSE.
     pub(crate) closed_locally: AtomicBool,
-    /// The driver's flush hook, for senders that write their own messages (set once, when the
-    /// driver starts).
-    pub(crate) flush: OnceLock<Arc<dyn Flush>>,
     /// The peer's settings, once its HELLO arrived (the codecs it accepts, its limits).
     pub(crate) peer_settings: OnceLock<Settings>,
     /// The peer's HELLO token (server: the client's credential; client: the server's reply).
     pub(crate) peer_token: OnceLock<Bytes>,
+    /// Legacy client: what the server's `connection_info` said (legacy.md §L4.2).
+    pub(crate) legacy_info: OnceLock<ConnectionInfo>,
+    /// Legacy server: who the client is, as the authentication hook decided.
+    pub(crate) legacy_identity: OnceLock<Identity>,
     /// Our `MAX_MESSAGE_SIZE`: the decompression limit.
     pub(crate) max_message_size: u64,
     pub(crate) compression: CompressionPolicy,
 }
 
-impl Shared {
-    pub(crate) fn new(session: Session, config: &Config) -> Arc<Shared> {
-        let send_buffer = config.send_buffer;
+/// State shared by the application's handles and the transport's driver tasks: the session
+/// of either mode (`S`: the native [`Session`] or the legacy session) behind its lock, and the
+/// [`Common`] part.
+pub(crate) struct Shared<S = Session> {
+    pub(crate) session: Mutex<S>,
+    /// The driver's flush hook, for senders that write their own messages (set once, when the
+    /// driver starts).
+    pub(crate) flush: OnceLock<Arc<dyn Flush<S>>>,
+    common: Common,
+}
+
+impl<S> std::ops::Deref for Shared<S> {
+    type Target = Common;
+
+    fn deref(&self) -> &Common {
+        &self.common
+    }
+}
+
+impl<S> Shared<S> {
+    /// Shared state for `session`; `max_message_size` is our decompression limit.
+    pub(crate) fn with(session: S, config: &Config, max_message_size: u64) -> Arc<Shared<S>> {
         Arc::new(Shared {
-            peer_settings: OnceLock::new(),
-            peer_token: OnceLock::new(),
-            max_message_size: session.local_settings().max_message_size,
-            compression: config.compression,
             session: Mutex::new(session),
-            wake_writer: Notify::new(),
-            changed: Signal::default(),
-            send_buffer,
-            closed: Mutex::new(None),
-            closed_flag: AtomicBool::new(false),
-            peer_goaway: AtomicBool::new(false),
-            readable: Signal::default(),
-            closed_locally: AtomicBool::new(false),
             flush: OnceLock::new(),
+            common: Common {
+                peer_settings: OnceLock::new(),
+                peer_token: OnceLock::new(),
+                legacy_info: OnceLock::new(),
+                legacy_identity: OnceLock::new(),
+                max_message_size,
+                compression: config.compression,
+                wake_writer: Notify::new(),
+                changed: Signal::default(),
+                send_buffer: config.send_buffer,
+                closed: Mutex::new(None),
+                closed_flag: AtomicBool::new(false),
+                peer_goaway: AtomicBool::new(false),
+                readable: Signal::default(),
+                closed_locally: AtomicBool::new(false),
+            },
         })
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Session> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, S> {
         // A panic while holding the lock would be a bug in this crate; keep going with the
         // state as it is rather than poisoning every handle.
         self.session.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// After a message was queued on `channel`: the driver's flush hook writes it on this task
+    /// if the transport takes it at once; otherwise (or with no hook yet) the writer task is
+    /// woken. Never waits.
+    pub(crate) fn after_queue(&self, channel: Channel, cx: &mut Context<'_>) {
+        match self.flush.get() {
+            Some(flush) => flush.after_queue(self, channel, cx),
+            None => self.wake_writer.notify_one(),
+        }
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(session: Session, config: &Config) -> Arc<Shared> {
+        let max = session.local_settings().max_message_size;
+        Shared::with(session, config, max)
+    }
+}
+
+impl Common {
     pub(crate) fn close_reason(&self) -> Option<CloseReason> {
         self.closed
             .lock()
@@ -162,21 +201,5 @@ impl Shared {
         self.changed.notify_waiters();
         self.readable.notify_waiters();
         self.wake_writer.notify_one();
-    }
-
-    /// After a message was queued on `channel`: the driver's flush hook writes it on this task
-    /// if the transport takes it at once; otherwise (or with no hook yet) the writer task is
-    /// woken. Never waits.
-    pub(crate) async fn after_queue(&self, channel: Channel) {
-        match self.flush.get() {
-            Some(flush) => {
-                futures_util::future::poll_fn(|cx| {
-                    flush.after_queue(self, channel, cx);
-                    std::task::Poll::Ready(())
-                })
-                .await
-            }
-            None => self.wake_writer.notify_one(),
-        }
     }
 }
