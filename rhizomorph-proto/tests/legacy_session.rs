@@ -390,3 +390,26 @@ fn a_client_refused_by_the_server_reports_the_refusal() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn l4_2_a_server_that_closes_before_it_is_ready_never_sends_connection_info() {
+    let now = Instant::now();
+    let mut s = LegacySession::new(Side::Server, LegacyConfig::default(), now);
+    s.handle_message(now, text(AUTH));
+    events(&mut s);
+    s.accept(INFO.into());
+    // The application refuses the client after accepting it (an identity already connected).
+    s.close(close_code::POLICY, "w/a is already connected", true);
+    assert_eq!(
+        transmits(&mut s, now),
+        vec![
+            LegacyTransmit::Text(
+                r#"{"type": "error", "message": "w/a is already connected"}"#.into()
+            ),
+            LegacyTransmit::Close {
+                code: close_code::POLICY,
+                reason: "w/a is already connected".into()
+            },
+        ]
+    );
+}

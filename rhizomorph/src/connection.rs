@@ -102,6 +102,32 @@ impl Sender {
     /// arrived compressed is compressed again with the same codec and shuffle when the peer
     /// accepts the codec.
     pub async fn forward(&self, channel: Channel, message: Message) -> Result<u64, Error> {
+        let (out, compression) = Self::forwardable(message)?;
+        self.send_inner(channel, out, Some(compression)).await
+    }
+
+    /// Like [`forward`](Self::forward), but never waits: [`Error::WouldBlock`] if the send
+    /// buffer is full (a router skips a slow receiver of a broadcast with it, wire.md §6.1.2).
+    pub fn try_forward(&self, channel: Channel, message: Message) -> Result<u64, Error> {
+        let (out, compression) = Self::forwardable(message)?;
+        let handle = &*self.handle;
+        let mut out = Some(handle.prepare(out, Some(compression))?);
+        if let Some(reason) = handle.common().close_reason() {
+            return Err(reason.to_error());
+        }
+        let id = handle
+            .try_send(channel, &mut out)?
+            .ok_or(Error::WouldBlock)?;
+        // The flush hook only polls the transport's readiness and never waits: what the
+        // transport does not take at once is left to the writer task, which it wakes.
+        let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+        handle.after_queue(channel, &mut cx);
+        Ok(id)
+    }
+
+    /// A received message as it is sent on: header, payload and encoding as received, an rkyv
+    /// payload bound to the schema its sender bound; one that failed is refused.
+    fn forwardable(message: Message) -> Result<(OutgoingMessage, Compression), Error> {
         if let Some(e) = message.error {
             return Err(e.into());
         }
@@ -113,8 +139,12 @@ impl Sender {
                 .ok_or(PayloadError::UnknownSchemaId { schema_id })?;
             out = out.with_schema(binding);
         }
-        self.send_inner(channel, out, Some(message.compression))
-            .await
+        Ok((out, message.compression))
+    }
+
+    /// Why the connection ended, if it has (the same as [`Connection::close_reason`]).
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.handle.common().close_reason()
     }
 
     /// Sends a typed array (wire.md §11.4) of `data` with shape `dims` (empty: one dimension).

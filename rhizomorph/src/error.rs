@@ -76,6 +76,10 @@ pub enum Error {
     /// The operation needs the native protocol and the connection is in legacy mode.
     #[error("{0} needs the native protocol; this connection is in legacy (msgpack) mode")]
     NativeOnly(&'static str),
+    /// The send buffer is full: a `try_` send that would have waited (send again later, or use
+    /// the waiting variant).
+    #[error("the send buffer is full (a waiting send would wait here)")]
+    WouldBlock,
     /// The operation did not finish in time.
     #[error("timed out: {0}")]
     Timeout(&'static str),

@@ -42,6 +42,14 @@ pub struct RouterStats {
     pub echoed: std::sync::atomic::AtomicU64,
     /// Calls to an absent peer answered with a `.reject` (as hypha does).
     pub rejected: std::sync::atomic::AtomicU64,
+    /// Messages that failed on their own (a payload error, too large for the next hop): each
+    /// dropped, its connection left open (wire.md §6.1.1).
+    pub failed: std::sync::atomic::AtomicU64,
+    /// Broadcast copies not delivered because the receiver's send buffer was full: a slow
+    /// receiver is skipped, never buffered for (wire.md §6.1.2).
+    pub skipped_slow: std::sync::atomic::AtomicU64,
+    /// Connections refused because their identity was already connected.
+    pub refused_duplicate: std::sync::atomic::AtomicU64,
 }
 
 /// The identity of a native peer: its HELLO token read as `<workspace>/<client_id>` or as a
@@ -114,8 +122,24 @@ impl Router {
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if addressable {
-            // A peer that connects again under the same id replaces the old connection.
-            self.lock().insert(
+            // An identity is never handed to a second connection while the first is live:
+            // whoever claims it again is refused (the first keeps its calls). A peer whose old
+            // connection is over takes its place.
+            let mut peers = self.lock();
+            if peers
+                .get(&id)
+                .is_some_and(|p| p.sender.close_reason().is_none())
+            {
+                drop(peers);
+                warn!(%id, peer = %conn.peer_addr(), "refused: this identity is already connected");
+                self.stats
+                    .refused_duplicate
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let reason = format!("{id} is already connected");
+                conn.close_now(crate::frame::ErrorCode::AUTH_FAILED, &reason);
+                return;
+            }
+            peers.insert(
                 id.clone(),
                 Peer {
                     sender: conn.sender(),
@@ -187,12 +211,27 @@ impl Router {
                     header: r.header,
                     ..msg
                 };
+                let broadcast = targets.len() > 1 || r.target.ends_with("/*");
                 for target in targets {
                     // A target that is gone or cannot take this payload costs only this copy.
-                    if let Err(e) = target.forward(channel, out.clone()).await {
-                        debug!(error = %e, target = %r.target, "forward failed");
+                    let sent = if broadcast {
+                        // spec: wire.md §6.1.2 — a slow receiver of a broadcast is skipped.
+                        target.try_forward(channel, out.clone())
+                    } else {
+                        target.forward(channel, out.clone()).await
+                    };
+                    match sent {
+                        Ok(_) => {
+                            self.stats.forwarded.fetch_add(1, Relaxed);
+                        }
+                        Err(crate::Error::WouldBlock) => {
+                            self.stats.skipped_slow.fetch_add(1, Relaxed);
+                        }
+                        Err(e) => {
+                            self.stats.failed.fetch_add(1, Relaxed);
+                            debug!(error = %e, target = %r.target, "forward failed");
+                        }
                     }
-                    self.stats.forwarded.fetch_add(1, Relaxed);
                 }
                 Ok(())
             }
@@ -209,7 +248,7 @@ impl Router {
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                         Ok(())
                     }
-                    _ => back.forward(msg.channel, msg).await.map(|_| ()),
+                    _ => self.per_message(back, back.forward(msg.channel, msg).await),
                 }
             }
             _ => {
@@ -222,7 +261,28 @@ impl Router {
                 warn!(target = %to, "call to a peer that is not connected");
                 self.stats.rejected.fetch_add(1, Relaxed);
                 let (header, payload) = reject(session, to, &from.full_id(), to);
-                back.send(Channel::Rpc, header, payload).await.map(|_| ())
+                self.per_message(back, back.send(Channel::Rpc, header, payload).await)
+            }
+        }
+    }
+
+    /// The outcome of sending one message back to its sender: `Err` only if the sender's
+    /// connection is gone; a failure of the message itself (a payload error, a size the
+    /// connection refuses) drops that message and leaves the connection open (wire.md §6.1.1).
+    fn per_message(
+        &self,
+        back: &Sender,
+        sent: Result<u64, crate::Error>,
+    ) -> Result<(), crate::Error> {
+        match sent {
+            Ok(_) => Ok(()),
+            Err(e) if back.close_reason().is_some() => Err(e),
+            Err(e) => {
+                self.stats
+                    .failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                debug!(error = %e, "message failed; the connection goes on");
+                Ok(())
             }
         }
     }

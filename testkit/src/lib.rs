@@ -7,12 +7,14 @@
 //! - [`python`]: the venv `scripts/test.sh` makes, a real hypha server, the real hypha-rpc
 //!   provider.
 //! - [`payload`]: incompressible and time-stamped payloads.
+//! - [`process`]: this process's resident memory and open fds (for hostile-peer bounds).
 //!
 //! Never part of what a user links: the library and the protocol crate do not depend on it.
 
 pub mod echo_server;
 pub mod msgpack_ws;
 pub mod payload;
+pub mod process;
 pub mod python;
 pub mod shaper;
 pub mod udp_shaper;

@@ -565,7 +565,13 @@ impl LegacySession {
             // Closing already: a close at once overrides a graceful one.
             State::Closing if graceful => {}
             _ => {
-                // A server that closes before it was ready still sends the close.
+                if !self.is_client && !self.ready {
+                    // A server that closes before it was ready never says `connection_info`: a
+                    // refusal (any code but a normal close) says `error` instead, as hypha does.
+                    self.handshake_text = (code != close_code::NORMAL)
+                        .then(|| Bytes::from(TextMessage::Error(reason.to_string()).to_text()));
+                }
+                // The close is sent whether or not the application got ready.
                 self.ready = true;
                 self.close_with(code, reason.to_string(), graceful);
             }

@@ -70,6 +70,12 @@ pub struct SessionConfig {
     /// or are copied into its one buffer (for a driver that writes one buffer). The bytes are
     /// the same either way. On by default.
     pub vectored: bool,
+    /// Most received messages the application may hold unreleased (per connection on a single
+    /// stream, per channel over per-channel streams) before the session stops wanting to read
+    /// (`Session::wants_read`, `Session::can_read`; wire.md §9.6.1): the windows count bytes,
+    /// and a message costs memory beyond them. 16,384 by default (about 3 MiB of bookkeeping
+    /// at a few hundred bytes per message, within a default 4 MiB connection window).
+    pub max_held_messages: u64,
 }
 
 impl Default for SessionConfig {
@@ -86,6 +92,7 @@ impl Default for SessionConfig {
             agent: concat!("rhizomorph/", env!("CARGO_PKG_VERSION")).to_string(),
             framing: Framing::Batched,
             vectored: true,
+            max_held_messages: 16_384,
         }
     }
 }
@@ -125,6 +132,11 @@ impl SessionConfig {
     /// Returns the config with this framing.
     pub fn with_framing(mut self, framing: Framing) -> Self {
         self.framing = framing;
+        self
+    }
+    /// Returns the config with this bound on received messages held unreleased.
+    pub fn with_max_held_messages(mut self, count: u64) -> Self {
+        self.max_held_messages = count.max(1);
         self
     }
     /// Returns the config with large chunk payloads left in place (`true`) or copied.

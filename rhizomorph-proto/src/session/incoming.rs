@@ -102,6 +102,9 @@ pub struct InChannel {
     started: u64,
     /// Bytes delivered in messages the application has not released yet.
     delivered_unreleased: u64,
+    /// Messages delivered and not released yet (what a flood of small messages costs beyond
+    /// their bytes, wire.md §9.6.1).
+    delivered_messages: u64,
     /// Bytes that may be credited back now.
     creditable: u64,
     /// After our GOAWAY: messages at or above this sequence are dropped (§14.1.3).
@@ -120,6 +123,7 @@ impl InChannel {
             partial: None,
             started: 0,
             delivered_unreleased: 0,
+            delivered_messages: 0,
             creditable: 0,
             refuse_from: None,
         }
@@ -230,6 +234,7 @@ impl InChannel {
         }
         let payload = partial.chunks.finish();
         self.delivered_unreleased += partial.held;
+        self.delivered_messages += 1;
         Ok(Some(Message {
             channel,
             sequence: partial.sequence,
@@ -243,8 +248,14 @@ impl InChannel {
         }))
     }
 
-    /// The application is done with `bytes` of delivered messages (§9.3).
+    /// Messages delivered and not yet released.
+    pub fn held_messages(&self) -> u64 {
+        self.delivered_messages
+    }
+
+    /// The application is done with one delivered message of `bytes` (its credit, §9.3).
     pub fn release(&mut self, bytes: u64) {
+        self.delivered_messages = self.delivered_messages.saturating_sub(1);
         let bytes = bytes.min(self.delivered_unreleased);
         self.delivered_unreleased -= bytes;
         self.creditable += bytes;

@@ -33,7 +33,9 @@ pub struct Message {
     /// For an rkyv payload: the sender's schema binding on this channel (wire.md §11.2),
     /// `None` if it bound nothing.
     pub schema: Option<SchemaBinding>,
-    /// The payload could not be decompressed (wire.md §12.3.4): `payload` is empty.
+    /// The message failed, and only it (wire.md §6.1.1): its payload could not be
+    /// decompressed (§12.3.4; `payload` is then empty), or its Schema Id is not bound on the
+    /// channel (§11.2.4). The connection goes on.
     pub error: Option<PayloadError>,
     /// Flow-control bytes the receiver gives back once the application is done with the
     /// message (`Session::release`; a `rhizomorph` connection does it when it hands the message

@@ -66,7 +66,7 @@ pub use error::{SendError, SessionError};
 pub use event::{Event, Initiator, SessionStats};
 pub use keepalive::Keepalive;
 pub use message::Message;
-pub use outgoing::OutgoingMessage;
+pub use outgoing::{message_charge, OutgoingMessage, QUEUED_MESSAGE_OVERHEAD};
 pub use scheduler::ChannelScheduler;
 pub use transmit::{Target, Transmit};
 
@@ -261,9 +261,29 @@ impl Session {
         self.outgoing[channel.index()].queued_bytes()
     }
 
+    /// What the messages queued on `channel` cost against a send buffer: unsent payload bytes
+    /// plus each message's header and a fixed overhead (so empty messages are bounded too).
+    pub fn queued_charge(&self, channel: Channel) -> u64 {
+        self.outgoing[channel.index()].queued_charge()
+    }
+
     /// Bytes received on `channel` and not yet credited back: what the receiver holds.
     pub fn held_bytes(&self, channel: Channel) -> u64 {
         self.incoming[channel.index()].held_bytes()
+    }
+
+    /// Messages received and not yet released by the application, on all channels.
+    pub fn held_messages(&self) -> u64 {
+        self.incoming.iter().map(InChannel::held_messages).sum()
+    }
+
+    /// Whether the driver should read more from a single-stream transport (WebSocket): false
+    /// while the application holds `max_held_messages` unreleased messages (wire.md §9.6.1), so
+    /// a flood of tiny messages, which the windows (counting bytes) barely charge, is bounded
+    /// in count too; the transport then pushes back on the peer. Always true once closed (what
+    /// remains is read to see the end).
+    pub fn wants_read(&self) -> bool {
+        self.is_closed() || self.held_messages() < self.config.max_held_messages
     }
 
     /// Whether events are waiting for [`poll_event`](Self::poll_event).
@@ -399,6 +419,10 @@ impl Session {
         if let Some(mut msg) = self.incoming[ch].on_frame(m, len)? {
             if let PayloadEncoding::Rkyv { schema_id } = msg.encoding {
                 msg.schema = self.schemas.inbound(msg.channel, schema_id);
+                // spec: wire.md §11.2.4 — SCHEMA_ERROR for this message, not the connection.
+                if msg.schema.is_none() {
+                    msg.error = Some(crate::payload::PayloadError::UnknownSchemaId { schema_id });
+                }
             }
             self.stats.messages_received[ch] += 1;
             self.events.push_back(Event::Message(msg));
@@ -466,7 +490,16 @@ impl Session {
 
     fn check_outgoing(&self, m: &OutgoingMessage) -> Result<(), SendError> {
         let len = m.payload.len() as u64;
-        if len > self.peer.max_message_size {
+        // spec: wire.md §5.3.3, §12.3.1 — the receiver checks Uncompressed Length too: a
+        // compressed message the peer would refuse is refused here, not by a broken connection.
+        let whole = match m.compression {
+            Compression::Compressed {
+                uncompressed_len, ..
+            } => len.max(uncompressed_len),
+            Compression::None => len,
+        };
+        if whole > self.peer.max_message_size {
+            let len = whole;
             return Err(SendError::MessageTooLarge {
                 len,
                 max: self.peer.max_message_size,

@@ -76,12 +76,24 @@ struct Queued {
 /// the peer's windows can never hold that much beside the metadata (wire.md §9.5.1).
 pub(crate) const MIN_CHUNK: u64 = 1024;
 
+/// What a queued message costs in memory besides its payload: its place in the queue and its
+/// header's allocations (charged on top of the header's list size).
+pub const QUEUED_MESSAGE_OVERHEAD: u64 = 128;
+
+/// The send-buffer charge of a message besides its payload bytes: its header and a fixed
+/// overhead, so that messages with empty payloads are bounded too.
+pub fn message_charge(m: &OutgoingMessage) -> u64 {
+    m.header.list_size() as u64 + QUEUED_MESSAGE_OVERHEAD
+}
+
 /// Send state of one channel.
 #[derive(Debug)]
 pub struct OutChannel {
     channel: Channel,
     queue: VecDeque<Queued>,
     queued_bytes: u64,
+    /// [`message_charge`] summed over the queued messages.
+    queued_meta: u64,
     encoder: HeaderEncoder,
     next_id: u64,
     next_sequence: u64,
@@ -94,6 +106,7 @@ impl OutChannel {
             channel,
             queue: VecDeque::new(),
             queued_bytes: 0,
+            queued_meta: 0,
             encoder: HeaderEncoder::new(0),
             next_id: 0,
             next_sequence: 0,
@@ -110,6 +123,7 @@ impl OutChannel {
         let id = self.next_id;
         self.next_id += 1;
         self.queued_bytes += message.payload.len() as u64;
+        self.queued_meta += message_charge(&message);
         self.queue.push_back(Queued {
             id,
             sequence: None,
@@ -124,6 +138,12 @@ impl OutChannel {
     /// Payload bytes queued and not yet sent.
     pub fn queued_bytes(&self) -> u64 {
         self.queued_bytes
+    }
+
+    /// What the queued messages cost: their unsent payload bytes, and each one's header and
+    /// fixed overhead ([`message_charge`]). What a send buffer bounds.
+    pub fn queued_charge(&self) -> u64 {
+        self.queued_bytes + self.queued_meta
     }
 
     /// Whether nothing is queued.
@@ -156,11 +176,13 @@ impl OutChannel {
     pub fn drop_unstarted(&mut self) -> Vec<u64> {
         let mut dropped = Vec::new();
         let queued_bytes = &mut self.queued_bytes;
+        let queued_meta = &mut self.queued_meta;
         self.queue.retain(|q| {
             if q.started() {
                 return true;
             }
             *queued_bytes -= q.message.payload.len() as u64;
+            *queued_meta -= message_charge(&q.message);
             dropped.push(q.id);
             false
         });
@@ -174,6 +196,7 @@ impl OutChannel {
         };
         if let Some(q) = self.queue.remove(pos) {
             self.queued_bytes -= q.message.payload.len() as u64;
+            self.queued_meta -= message_charge(&q.message);
         }
         true
     }
@@ -187,6 +210,7 @@ impl OutChannel {
         }
         let q = self.queue.pop_front()?;
         self.queued_bytes -= (q.message.payload.len() - q.offset) as u64;
+        self.queued_meta -= message_charge(&q.message);
         Some((front_id, sequence))
     }
 
@@ -245,7 +269,9 @@ impl OutChannel {
         let last = front.offset == front.message.payload.len();
         self.queued_bytes -= take as u64;
         if last {
-            self.queue.pop_front();
+            if let Some(q) = self.queue.pop_front() {
+                self.queued_meta -= message_charge(&q.message);
+            }
         }
         Some(MessageFrame {
             channel,

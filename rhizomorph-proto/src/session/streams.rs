@@ -79,6 +79,7 @@ impl Session {
         let held = |i: usize| self.incoming[i].held_bytes() + self.streams.bufs[i].len() as u64;
         held(channel.index()) < s.initial_channel_window
             && (0..4).map(held).sum::<u64>() < s.initial_connection_window
+            && self.incoming[channel.index()].held_messages() < self.config.max_held_messages
     }
 
     /// Per-channel streams: the peer's stream for `channel` ended (FIN). Once all of them have

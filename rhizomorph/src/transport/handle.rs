@@ -212,10 +212,15 @@ impl Core for Session {
         message: &mut Option<OutgoingMessage>,
         send_buffer: u64,
     ) -> Result<Option<u64>, Error> {
-        let Some(len) = message.as_ref().map(|m| m.payload.len() as u64) else {
+        let Some(len) = message
+            .as_ref()
+            .map(|m| m.payload.len() as u64 + crate::session::message_charge(m))
+        else {
             return Ok(None);
         };
-        let queued = self.queued_bytes(channel);
+        // Charged per message as well as per byte: a flood of empty messages to a peer that
+        // grants no credit waits here like a large one (never an unbounded queue).
+        let queued = self.queued_charge(channel);
         if queued != 0 && queued + len > send_buffer {
             return Ok(None);
         }
@@ -321,10 +326,11 @@ impl Core for LegacySession {
     }
 
     fn close_now(&mut self, code: ErrorCode, reason: &str) {
-        let ws = if code == ErrorCode::NO_ERROR {
-            close_code::NORMAL
-        } else {
-            close_code::INTERNAL
+        let ws = match code {
+            ErrorCode::NO_ERROR => close_code::NORMAL,
+            // Refused (an identity already in use): what hypha closes a refused client with.
+            ErrorCode::AUTH_FAILED => close_code::POLICY,
+            _ => close_code::INTERNAL,
         };
         // What is queued still leaves first: a legacy message is never cut (legacy.md §L2.4).
         self.close(ws, reason, true);

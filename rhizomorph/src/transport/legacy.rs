@@ -368,14 +368,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
 ) {
     loop {
         // Not reading while the application holds a receive window: TCP pushes back.
-        let open = shared
-            .readable
-            .wait_for(|| {
-                let s = shared.lock();
-                (s.is_closed() || s.wants_read()).then(|| !s.is_closed())
-            })
-            .await;
-        if !open {
+        if !shared.wait_readable(LegacySession::wants_read).await || shared.lock().is_closed() {
             return;
         }
         let ended = shared.changed.wait_for(|| shared.is_closed().then_some(()));

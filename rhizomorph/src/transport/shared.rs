@@ -170,6 +170,26 @@ impl<S> Shared<S> {
     }
 }
 
+impl<S> Shared<S> {
+    /// Waits until `may_read` holds on the session (checked now and after every consumption
+    /// the application reports); false if the connection ended first. A reader calls it
+    /// before each read, so the transport's flow control pushes back on the peer meanwhile.
+    pub(crate) async fn wait_readable(&self, mut may_read: impl FnMut(&S) -> bool) -> bool {
+        if may_read(&self.lock()) {
+            return true;
+        }
+        self.readable
+            .wait_for(|| {
+                if self.is_closed() {
+                    Some(false)
+                } else {
+                    may_read(&self.lock()).then_some(true)
+                }
+            })
+            .await
+    }
+}
+
 impl Shared {
     pub(crate) fn new(session: Session, config: &Config) -> Arc<Shared> {
         let max = session.local_settings().max_message_size;

@@ -274,7 +274,12 @@ impl QuicListener {
                 let session = Session::server(session_config(&config), Instant::now());
                 start(conn, None, session, &config).await
             };
-            tokio::time::timeout(config.connect_timeout, handshake)
+            // The session's HELLO timeout decides (CLOSE with TIMEOUT, wire.md §18); this
+            // outer bound must not race it (see the WebSocket listener).
+            let bound = config
+                .connect_timeout
+                .max(config.session.hello_timeout + Duration::from_secs(2));
+            tokio::time::timeout(bound, handshake)
                 .await
                 .map_err(|_| Error::Timeout("accept handshake"))?
         })
@@ -389,20 +394,8 @@ async fn read_loop(
     loop {
         // Read only while the session holds less than its window: QUIC's flow control then
         // stops the peer at exactly the window the application has not consumed.
-        if !shared.lock().can_read(channel) {
-            let go = shared
-                .readable
-                .wait_for(|| {
-                    if shared.is_closed() {
-                        Some(false)
-                    } else {
-                        shared.lock().can_read(channel).then_some(true)
-                    }
-                })
-                .await;
-            if !go {
-                return;
-            }
+        if !shared.wait_readable(|s| s.can_read(channel)).await {
+            return;
         }
         match recv.read_chunks(&mut segments).await {
             Ok(Some(n)) => {

@@ -71,6 +71,11 @@ where
     R: Stream<Item = io::Result<Bytes>> + Unpin,
 {
     loop {
+        // spec: wire.md §9.6.1 — not reading while the application holds its most unreleased
+        // messages: the transport pushes back on the peer.
+        if !shared.wait_readable(Session::wants_read).await {
+            return;
+        }
         match reader.next().await {
             Some(Ok(batch)) => {
                 // Wake the writer only if the batch (and the events it produced, such as an

@@ -265,13 +265,16 @@ impl WsListener {
         let (tcp, peer_addr) = self.listener.accept().await?;
         let config = self.config.clone();
         let acceptor = self.acceptor.clone();
+        // One timer decides how a slow HELLO ends: the session's (wire.md §18: CLOSE with
+        // TIMEOUT). This outer bound, for TLS and the upgrade, must not race it: when it fired
+        // first the connection was dropped instead, and closed with NO_ERROR.
+        let bound = config
+            .connect_timeout
+            .max(config.session.hello_timeout + std::time::Duration::from_secs(2));
         Ok(async move {
-            tokio::time::timeout(
-                config.connect_timeout,
-                handshake(tcp, peer_addr, config, acceptor),
-            )
-            .await
-            .map_err(|_| Error::Timeout("accept handshake"))?
+            tokio::time::timeout(bound, handshake(tcp, peer_addr, config, acceptor))
+                .await
+                .map_err(|_| Error::Timeout("accept handshake"))?
         })
     }
 }
