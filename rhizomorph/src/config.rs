@@ -155,6 +155,10 @@ pub struct Config {
     pub authenticator: Option<Authenticator>,
     /// Time allowed for TCP + TLS + WebSocket + HELLO.
     pub connect_timeout: Duration,
+    /// Server: bytes all of a listener's connections together may allocate for messages under
+    /// reassembly (wire.md §8.3.1; each connection also has `session.max_reassembly`). A
+    /// message that would exceed it is refused alone (CANCEL, `LIMIT_EXCEEDED`). Default 1 GiB.
+    pub server_reassembly: u64,
     /// Payload compression on send (receiving always decompresses, within the limits).
     pub compression: CompressionPolicy,
     /// Legacy msgpack mode: fallback and serving (`spec/legacy.md`).
@@ -183,6 +187,7 @@ impl Default for Config {
             client_tls: None,
             authenticator: None,
             connect_timeout: Duration::from_secs(10),
+            server_reassembly: 1 << 30,
             compression: CompressionPolicy::Auto,
             legacy: LegacyConfig::default(),
             ws_read_buffer: 8 * 1024,
@@ -384,6 +389,11 @@ impl Config {
     /// Returns the config with this legacy identity request (client id, workspace, token).
     pub fn with_legacy_auth(mut self, auth: crate::legacy::AuthInfo) -> Self {
         self.legacy.auth = auth;
+        self
+    }
+    /// Returns the config with this listener-wide reassembly budget (bytes, wire.md §8.3.1).
+    pub fn with_server_reassembly(mut self, bytes: u64) -> Self {
+        self.server_reassembly = bytes;
         self
     }
     /// Returns the config with this legacy idle timeout (`None`: never close an idle legacy

@@ -125,14 +125,19 @@ impl Sender {
         Ok(id)
     }
 
-    /// A received message as it is sent on: header, payload and encoding as received, an rkyv
-    /// payload bound to the schema its sender bound; one that failed is refused.
+    /// A received message as it is sent on: header, payload and encoding as received (still
+    /// compressed, if it came from [`Connection::recv_raw`]), an rkyv payload bound to the
+    /// schema its sender bound; one that failed is refused.
     fn forwardable(message: Message) -> Result<(OutgoingMessage, Compression), Error> {
         if let Some(e) = message.error {
             return Err(e.into());
         }
         let mut out =
             OutgoingMessage::new(message.header, message.payload).with_encoding(message.encoding);
+        if message.still_compressed {
+            // As it traveled (a router's raw receive): forwarded without decompressing.
+            out.compression = message.compression;
+        }
         if let PayloadEncoding::Rkyv { schema_id } = message.encoding {
             let binding = message
                 .schema
@@ -165,7 +170,8 @@ impl Sender {
     /// whose compression is `None` is compressed here if the config's policy says so.
     ///
     /// In legacy mode the channel is not on the wire (one WebSocket message per message), the
-    /// payload must be empty or one msgpack value, and it must be uncompressed.
+    /// payload must be empty or one msgpack value, and a compressed one is decompressed first
+    /// (legacy peers take no compression).
     pub async fn send_message(
         &self,
         channel: Channel,
@@ -260,9 +266,21 @@ impl Connection {
     ///
     /// [`close_reason`]: Connection::close_reason
     pub async fn recv(&mut self) -> Option<Message> {
+        let mut m = self.recv_raw().await?;
+        // spec: wire.md §12.3 — decompressed within our MAX_MESSAGE_SIZE; a failure concerns
+        // this message only and is reported with it (§6.1.1).
+        m.decompress(self.handle.common().max_message_size);
+        Some(m)
+    }
+
+    /// Like [`recv`](Self::recv), but the payload is left as it arrived, still compressed if
+    /// [`Message::compression`] says so: what a router uses (wire.md §6.1: it forwards without
+    /// decompressing, so a peer's compressed messages, bombs within the limits included, cost
+    /// it no decompression work). [`Message::decompress`] decompresses it later, if wanted.
+    pub async fn recv_raw(&mut self) -> Option<Message> {
         self.handle.mark_ready();
-        let mut m = self.incoming.recv().await?;
-        self.handle.received(&mut m);
+        let m = self.incoming.recv().await?;
+        self.handle.received(&m);
         Some(m)
     }
 

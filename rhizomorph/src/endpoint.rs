@@ -85,14 +85,14 @@ impl Listener {
     /// server TLS.
     pub async fn bind(addr: &str, config: Config) -> Result<Listener, Error> {
         Ok(Listener {
-            inner: ListenerKind::Ws(WsListener::bind(addr, config).await?),
+            inner: ListenerKind::Ws(WsListener::bind(addr, with_shared_budget(config)).await?),
         })
     }
 
     /// Listens on UDP `addr` over QUIC (wire.md §17). The config must carry server TLS.
     pub fn bind_quic(addr: &str, config: Config) -> Result<Listener, Error> {
         Ok(Listener {
-            inner: ListenerKind::Quic(QuicListener::bind(addr, config)?),
+            inner: ListenerKind::Quic(QuicListener::bind(addr, with_shared_budget(config))?),
         })
     }
 
@@ -140,4 +140,14 @@ impl Listener {
             }
         })
     }
+}
+
+/// A listener's connections share one reassembly budget (wire.md §8.3.1), unless the config
+/// already names one (several listeners sharing a budget).
+fn with_shared_budget(mut config: Config) -> Config {
+    if config.session.shared_reassembly.is_none() {
+        let budget = crate::session::ReassemblyBudget::new(config.server_reassembly);
+        config.session.shared_reassembly = Some(budget);
+    }
+    config
 }

@@ -149,7 +149,9 @@ impl Router {
         }
         info!(%id, mode = conn.mode().name(), addressable, "peer connected");
         let sender = conn.sender();
-        while let Some(msg) = conn.recv().await {
+        // Raw: a router forwards payloads as they arrived, never decompressing them (wire.md
+        // §6.1), so compressed messages (bombs within the limits too) cost it no CPU.
+        while let Some(msg) = conn.recv_raw().await {
             if self
                 .route(&identity, conn.mode(), &sender, msg)
                 .await

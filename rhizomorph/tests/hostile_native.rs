@@ -80,14 +80,25 @@ async fn a_message_that_fails_alone_leaves_its_connection_open() {
         ..OutgoingMessage::new(to("echo"), Bytes::from_static(b"\xff\xff\xff\xff not lz4"))
     };
     conn.send_message(Channel::Rpc, bomb).await.unwrap();
-    // Both failed on their own; the connection carries on, and says nothing was wrong with it.
+    // The router dropped the first (it cannot bind it on the way back) and echoed the second
+    // as it came, undecompressed (§6.1); it fails here, alone, as COMPRESSION_ERROR.
+    let back = within("the bad lz4 echoed", conn.recv()).await.unwrap();
+    assert!(
+        matches!(
+            back.error,
+            Some(rhizomorph::payload::PayloadError::Compression(_))
+        ),
+        "{:?}",
+        back.error
+    );
+    // The connection carries on, and says nothing was wrong with it.
     echo(&mut conn, b"after").await;
     assert_eq!(conn.close_reason(), None);
     let failed = router
         .stats()
         .failed
         .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(failed, 2, "two messages failed, each alone");
+    assert_eq!(failed, 1, "the unbound message failed, alone");
     conn.close().await;
 }
 
@@ -326,4 +337,81 @@ async fn a_client_that_never_sends_hello_is_closed_with_timeout() {
         }
         assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     }
+}
+
+/// Round-trip times of echo calls on `conn` for `d` (at least 100 calls), sorted.
+async fn echo_rtts(conn: &mut Connection, d: Duration) -> Vec<Duration> {
+    let mut rtts = Vec::new();
+    let until = Instant::now() + d;
+    while Instant::now() < until || rtts.len() < 100 {
+        let t = Instant::now();
+        echo(conn, b"ping").await;
+        rtts.push(t.elapsed());
+    }
+    rtts.sort();
+    rtts
+}
+
+fn p99(sorted: &[Duration]) -> Duration {
+    sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)]
+}
+
+/// Two peers sending lz4 bombs within the limits (263 KB that declare 64 MiB) to the echo:
+/// before, the router decompressed, unshuffled and recompressed each on its I/O task (80–250
+/// ms per bomb) and a healthy client's p99 went from ~1 to 500+ ms. A router forwards payloads
+/// as they arrived (wire.md §6.1), so they cost it no decompression at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn compression_bombs_do_not_slow_a_healthy_client() {
+    let _g = SERIAL.lock().await;
+    let (url, _router) = start_router();
+    let mut healthy = Endpoint::connect(&url, Config::default()).await.unwrap();
+    echo_rtts(&mut healthy, Duration::from_millis(100)).await; // warm up
+    let idle = echo_rtts(&mut healthy, Duration::from_secs(1)).await;
+    let zeros = Bytes::from(vec![0u8; 64 << 20]);
+    let (bomb, compression) =
+        rhizomorph::payload::compress(&zeros, Some((Codec::Lz4, Shuffle::None)));
+    assert!(bomb.len() < 300_000, "{}", bomb.len());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut attackers = Vec::new();
+    for _ in 0..2 {
+        let mut conn = Endpoint::connect(&url, Config::default()).await.unwrap();
+        let (bomb, stop) = (bomb.clone(), stop.clone());
+        attackers.push(tokio::spawn(async move {
+            let sender = conn.sender();
+            let mut sent = 0u64;
+            // 50 bombs a second each: cheap to send (13 MB/s), 4–12 s of CPU a second for a
+            // server that decompresses them.
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tick.tick().await;
+                let m = OutgoingMessage {
+                    compression,
+                    ..OutgoingMessage::new(to("echo"), bomb.clone())
+                };
+                if sender.send_message(Channel::Bulk, m).await.is_err() {
+                    break;
+                }
+                // Take the echo back without decompressing it (the attacker's CPU is not ours).
+                if conn.recv_raw().await.is_none() {
+                    break;
+                }
+                sent += 1;
+            }
+            sent
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let attacked = echo_rtts(&mut healthy, Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut bombs = 0;
+    for a in attackers {
+        bombs += a.await.unwrap();
+    }
+    let (idle_p99, attacked_p99) = (p99(&idle), p99(&attacked));
+    eprintln!("healthy p99 idle {idle_p99:?}, under {bombs} bombs {attacked_p99:?}");
+    assert!(bombs >= 100, "the attack ran ({bombs} bombs)");
+    assert!(
+        attacked_p99 <= 5 * idle_p99.max(Duration::from_micros(200)),
+        "p99 {attacked_p99:?} under bombs vs {idle_p99:?} idle"
+    );
 }

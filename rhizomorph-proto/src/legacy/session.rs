@@ -360,6 +360,7 @@ impl LegacySession {
                             payload: m.payload,
                             encoding: PayloadEncoding::Msgpack,
                             compression: Compression::None,
+                            still_compressed: false,
                             schema: None,
                             error: None,
                             credit,

@@ -76,6 +76,15 @@ pub struct SessionConfig {
     /// and a message costs memory beyond them. 16,384 by default (about 3 MiB of bookkeeping
     /// at a few hundred bytes per message, within a default 4 MiB connection window).
     pub max_held_messages: u64,
+    /// Bytes this connection may allocate for messages under reassembly (wire.md §8.3.1); a
+    /// message that would exceed it is refused alone (CANCEL, `LIMIT_EXCEEDED`). Default
+    /// 64 MiB, one default `MAX_MESSAGE_SIZE`: several large messages at once (one per
+    /// channel) share it instead of taking four times that.
+    pub max_reassembly: u64,
+    /// A budget shared with other connections (a listener's: `rhizomorph::Config::
+    /// with_server_reassembly`), charged as well as `max_reassembly`. `None`: only this
+    /// connection's.
+    pub shared_reassembly: Option<std::sync::Arc<super::ReassemblyBudget>>,
 }
 
 impl Default for SessionConfig {
@@ -93,6 +102,8 @@ impl Default for SessionConfig {
             framing: Framing::Batched,
             vectored: true,
             max_held_messages: 16_384,
+            max_reassembly: 64 << 20,
+            shared_reassembly: None,
         }
     }
 }
@@ -137,6 +148,19 @@ impl SessionConfig {
     /// Returns the config with this bound on received messages held unreleased.
     pub fn with_max_held_messages(mut self, count: u64) -> Self {
         self.max_held_messages = count.max(1);
+        self
+    }
+    /// Returns the config with this per-connection reassembly budget (bytes).
+    pub fn with_max_reassembly(mut self, bytes: u64) -> Self {
+        self.max_reassembly = bytes;
+        self
+    }
+    /// Returns the config charging reassembly to `budget` too (shared by connections).
+    pub fn with_shared_reassembly(
+        mut self,
+        budget: std::sync::Arc<super::ReassemblyBudget>,
+    ) -> Self {
+        self.shared_reassembly = Some(budget);
         self
     }
     /// Returns the config with large chunk payloads left in place (`true`) or copied.

@@ -52,6 +52,16 @@ pub enum Event {
         /// The peer's reason.
         code: ErrorCode,
     },
+    /// We refused a message the peer was sending, alone: it would exceed a reassembly budget
+    /// (wire.md §8.3.1). The peer was told with CANCEL; nothing of it is delivered.
+    MessageRefused {
+        /// Channel.
+        channel: Channel,
+        /// Its sequence number.
+        sequence: u64,
+        /// Why (`LIMIT_EXCEEDED`).
+        code: ErrorCode,
+    },
     /// A message we queued will not be delivered (refused by GOAWAY, cancelled, closed).
     SendFailed {
         /// Channel.

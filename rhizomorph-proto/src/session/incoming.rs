@@ -12,6 +12,7 @@
 
 use bytes::Bytes;
 
+use super::budget::Budgets;
 use super::error::SessionError;
 use super::Message;
 use crate::frame::{Channel, Compression, MessageFrame, PayloadEncoding};
@@ -65,6 +66,26 @@ impl Reassembly {
         }
     }
 
+    /// How many bytes of capacity [`push`](Self::push) of `data_len` more bytes would
+    /// allocate (what the reassembly budget is charged, §8.3.1).
+    fn growth(&self, data_len: usize, message_len: u64, eager: u64) -> u64 {
+        let message_len = message_len as usize;
+        let bytes = match self {
+            Reassembly::Empty if data_len == message_len => 0,
+            Reassembly::Empty => message_len.min((eager as usize).max(data_len)),
+            Reassembly::Whole(whole) => message_len.max(whole.len() + data_len),
+            Reassembly::Buffer(buf) => {
+                let need = buf.len() + data_len;
+                if need > buf.capacity() {
+                    (buf.capacity() * 2).min(message_len).max(need) - buf.capacity()
+                } else {
+                    0
+                }
+            }
+        };
+        bytes as u64
+    }
+
     /// The whole message, once every byte has arrived.
     fn finish(self) -> Bytes {
         match self {
@@ -88,6 +109,8 @@ struct Partial {
     held: u64,
     /// Dropped on completion (refused after our GOAWAY, or rejected by us).
     discard: bool,
+    /// Bytes reserved from the reassembly budgets for its buffer.
+    reserved: u64,
 }
 
 /// Receive state of one channel.
@@ -109,13 +132,33 @@ pub struct InChannel {
     creditable: u64,
     /// After our GOAWAY: messages at or above this sequence are dropped (§14.1.3).
     refuse_from: Option<u64>,
+    /// What reassembly buffers are charged to (§8.3.1).
+    budgets: Budgets,
+    /// A message refused because it would exceed a reassembly budget: its sequence, for the
+    /// session to tell the peer (CANCEL, §5.7.2).
+    over_budget: Option<u64>,
+}
+
+impl Drop for InChannel {
+    fn drop(&mut self) {
+        // The connection's end frees what its messages in progress held.
+        if let Some(p) = self.partial.as_mut() {
+            self.budgets.release(std::mem::take(&mut p.reserved));
+        }
+    }
 }
 
 impl InChannel {
     /// A channel whose header table has `table_capacity` bytes and list limit `max_list`;
     /// reassembly buffers start at no more than `eager_alloc` bytes (the channel's receive
     /// window).
-    pub fn new(channel: Channel, table_capacity: usize, max_list: u64, eager_alloc: u64) -> Self {
+    pub(crate) fn new(
+        channel: Channel,
+        table_capacity: usize,
+        max_list: u64,
+        eager_alloc: u64,
+        budgets: Budgets,
+    ) -> Self {
         InChannel {
             channel,
             decoder: HeaderDecoder::new(table_capacity, max_list),
@@ -126,7 +169,14 @@ impl InChannel {
             delivered_messages: 0,
             creditable: 0,
             refuse_from: None,
+            budgets,
+            over_budget: None,
         }
+    }
+
+    /// The sequence of a message just refused for the reassembly budget, once.
+    pub fn take_over_budget(&mut self) -> Option<u64> {
+        self.over_budget.take()
     }
 
     /// Messages started by the peer (the GOAWAY accepted count, §14.1.1).
@@ -179,6 +229,7 @@ impl InChannel {
                     received: 0,
                     held: 0,
                     discard: self.refuse_from.is_some_and(|n| sequence >= n),
+                    reserved: 0,
                 }
             }
             (None, Some(p)) => p,
@@ -214,6 +265,23 @@ impl InChannel {
         } else {
             if !frame.data.is_empty() {
                 let len = partial.message_len;
+                let growth = partial
+                    .chunks
+                    .growth(frame.data.len(), len, self.eager_alloc);
+                if growth > 0 && !self.budgets.try_reserve(growth) {
+                    // spec: wire.md §8.3.1 — over a reassembly budget: this message is refused
+                    // (CANCEL, LIMIT_EXCEEDED), its bytes freed and credited; nothing else is.
+                    self.over_budget = Some(partial.sequence);
+                    self.budgets.release(std::mem::take(&mut partial.reserved));
+                    partial.discard = true;
+                    partial.chunks = Reassembly::Empty;
+                    self.creditable += std::mem::take(&mut partial.held) + frame_len;
+                    if !frame.last {
+                        self.partial = Some(partial);
+                    }
+                    return Ok(None);
+                }
+                partial.reserved += growth;
                 partial.chunks.push(frame.data, len, self.eager_alloc);
             }
             // spec: wire.md §9.3 — a chunk appended to reassembly is released at once if the
@@ -232,6 +300,8 @@ impl InChannel {
         if partial.discard {
             return Ok(None);
         }
+        // Assembled: the buffer is the application's message now, no longer under reassembly.
+        self.budgets.release(partial.reserved);
         let payload = partial.chunks.finish();
         self.delivered_unreleased += partial.held;
         self.delivered_messages += 1;
@@ -241,6 +311,7 @@ impl InChannel {
             header: partial.header,
             encoding: partial.encoding,
             compression: partial.compression,
+            still_compressed: partial.compression != Compression::None,
             payload,
             credit: partial.held,
             schema: None,
@@ -273,6 +344,7 @@ impl InChannel {
         match self.partial.take() {
             Some(p) if p.sequence == sequence => {
                 self.creditable += p.held;
+                self.budgets.release(p.reserved);
                 true
             }
             other => {
@@ -289,6 +361,7 @@ impl InChannel {
             Some(p) if p.sequence == sequence && !p.discard => {
                 p.discard = true;
                 p.chunks = Reassembly::Empty;
+                self.budgets.release(std::mem::take(&mut p.reserved));
                 self.creditable += std::mem::take(&mut p.held);
                 true
             }
@@ -315,6 +388,13 @@ mod tests {
         }
         b.truncate(len);
         Bytes::from(b)
+    }
+
+    fn unlimited() -> Budgets {
+        Budgets {
+            connection: super::super::budget::ReassemblyBudget::new(u64::MAX),
+            shared: None,
+        }
     }
 
     fn frames(payload: &Bytes, chunk: usize) -> Vec<MessageFrame> {
@@ -360,7 +440,7 @@ mod tests {
                     continue;
                 }
                 let payload = data.slice(..len);
-                let mut ch = InChannel::new(Channel::Bulk, 4096, 1 << 16, eager);
+                let mut ch = InChannel::new(Channel::Bulk, 4096, 1 << 16, eager, unlimited());
                 let fs = frames(&payload, chunk);
                 let count = fs.len();
                 for (i, f) in fs.into_iter().enumerate() {
@@ -378,7 +458,7 @@ mod tests {
     fn reassembly_8_3_a_message_over_the_window_grows_with_what_has_arrived() {
         let eager = 64 * 1024;
         let payload = incompressible(1 << 20, 9);
-        let mut ch = InChannel::new(Channel::Bulk, 4096, 1 << 16, eager);
+        let mut ch = InChannel::new(Channel::Bulk, 4096, 1 << 16, eager, unlimited());
         let mut received = 0;
         for f in frames(&payload, 16 * 1024) {
             received += f.data.len();
@@ -411,7 +491,7 @@ mod tests {
     #[test]
     fn reassembly_8_3_a_single_frame_message_is_a_view_of_the_received_bytes() {
         let payload = incompressible(100_000, 3);
-        let mut ch = InChannel::new(Channel::Bulk, 4096, 1 << 16, 1 << 20);
+        let mut ch = InChannel::new(Channel::Bulk, 4096, 1 << 16, 1 << 20, unlimited());
         let m = ch.on_frame(frames(&payload, 1 << 20).remove(0), 0);
         let m = m.unwrap().unwrap();
         assert_eq!(m.payload.as_ptr(), payload.as_ptr());

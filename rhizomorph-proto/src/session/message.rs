@@ -37,6 +37,10 @@ pub struct Message {
     /// decompressed (§12.3.4; `payload` is then empty), or its Schema Id is not bound on the
     /// channel (§11.2.4). The connection goes on.
     pub error: Option<PayloadError>,
+    /// Whether `payload` still holds the bytes as they traveled, compressed (`compression` is
+    /// not `None` and [`decompress`](Self::decompress) has not run): what a router forwards as
+    /// it is (wire.md §6.1). False once decompressed, and for an uncompressed message.
+    pub still_compressed: bool,
     /// Flow-control bytes the receiver gives back once the application is done with the
     /// message (`Session::release`; a `rhizomorph` connection does it when it hands the message
     /// out).
@@ -49,6 +53,9 @@ impl Message {
     /// spec: wire.md §12.3 — a failure concerns this message only: it is recorded in
     /// [`error`](Self::error) and the payload is emptied; the connection goes on.
     pub fn decompress(&mut self, max_message_size: u64) {
+        if !std::mem::take(&mut self.still_compressed) {
+            return;
+        }
         match crate::payload::decompress(&self.payload, self.compression, max_message_size) {
             Ok(p) => self.payload = p,
             Err(e) => {

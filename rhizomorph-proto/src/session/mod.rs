@@ -40,6 +40,7 @@
 //!   `keepalive.rs`: PING and silence (§13); `message.rs`: the received [`Message`].
 
 mod batch;
+mod budget;
 mod config;
 mod error;
 mod event;
@@ -61,6 +62,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tracing::{debug, trace, warn};
 
+pub use budget::ReassemblyBudget;
 pub use config::{Framing, Role, SessionConfig};
 pub use error::{SendError, SessionError};
 pub use event::{Event, Initiator, SessionStats};
@@ -195,6 +197,11 @@ impl Session {
         let local = config.settings;
         let table = local.header_table_size as usize;
         let list = local.max_header_list_size;
+        // spec: wire.md §8.3.1 — the connection's own reassembly budget, and the shared one.
+        let budgets = budget::Budgets {
+            connection: ReassemblyBudget::new(config.max_reassembly),
+            shared: config.shared_reassembly.clone(),
+        };
         Session {
             role,
             state: State::AwaitingHello,
@@ -204,8 +211,10 @@ impl Session {
             control: VecDeque::new(),
             pong: None,
             outgoing: Channel::ALL.map(OutChannel::new),
-            incoming: Channel::ALL
-                .map(|c| InChannel::new(c, table, list, local.initial_channel_window)),
+            incoming: Channel::ALL.map(|c| {
+                let window = local.initial_channel_window;
+                InChannel::new(c, table, list, window, budgets.clone())
+            }),
             scheduler: ChannelScheduler::default(),
             flow: FlowControl::new(&local, config.framing),
             streams: ChannelStreams::default(),
@@ -416,7 +425,23 @@ impl Session {
         let len = m.payload_len();
         self.flow.charge_received(m.channel, len)?;
         self.stats.bytes_received[ch] += m.data.len() as u64;
-        if let Some(mut msg) = self.incoming[ch].on_frame(m, len)? {
+        let delivered = self.incoming[ch].on_frame(m, len)?;
+        if let Some(sequence) = self.incoming[ch].take_over_budget() {
+            // spec: wire.md §8.3.1, §5.7.2 — refused alone: the peer stops sending it.
+            let (channel, code) = (Channel::ALL[ch], ErrorCode::LIMIT_EXCEEDED);
+            self.control.push_back(Frame::Cancel(crate::frame::Cancel {
+                channel,
+                sequence,
+                code,
+                abort: false,
+            }));
+            self.events.push_back(Event::MessageRefused {
+                channel,
+                sequence,
+                code,
+            });
+        }
+        if let Some(mut msg) = delivered {
             if let PayloadEncoding::Rkyv { schema_id } = msg.encoding {
                 msg.schema = self.schemas.inbound(msg.channel, schema_id);
                 // spec: wire.md §11.2.4 — SCHEMA_ERROR for this message, not the connection.

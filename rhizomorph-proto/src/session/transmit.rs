@@ -269,7 +269,13 @@ impl Session {
 
     pub(super) fn next_message_frame(&mut self, room: usize) -> Option<MessageFrame> {
         let max_payload = Self::payload_room(&self.peer, room);
-        let ceiling = self.flow.window_ceiling(&self.peer);
+        // spec: wire.md §8.1, §9.5.1 — the smallest frame worth waiting for is also bounded by
+        // the peer's MAX_FRAME_PAYLOAD: a message whose metadata and first KiB do not fit one
+        // frame is cut to it (before, it waited for a frame the peer would never accept).
+        let ceiling = self
+            .flow
+            .window_ceiling(&self.peer)
+            .min(self.peer.max_frame_payload);
         let mut ready = [false; 4];
         for ch in Channel::ALL {
             let i = ch.index();

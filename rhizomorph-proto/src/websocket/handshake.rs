@@ -105,6 +105,9 @@ fn has_token(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool 
 /// The length of a parsed head, `None` while it is incomplete (an error once it is too long).
 fn head_len(parsed: httparse::Result<usize>, have: usize) -> Result<Option<usize>, HandshakeError> {
     match parsed {
+        // A complete head is held to the limit too (before, one read of a whole 20 or 32 KiB
+        // head was accepted: the limit only applied while the head was incomplete).
+        Ok(httparse::Status::Complete(n)) if n > MAX_HANDSHAKE_LEN => Err(HandshakeError::TooLong),
         Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
         Ok(httparse::Status::Partial) if have > MAX_HANDSHAKE_LEN => Err(HandshakeError::TooLong),
         Ok(httparse::Status::Partial) => Ok(None),
@@ -359,6 +362,33 @@ mod tests {
         assert!(matches!(
             parse_request(b"POST / HTTP/1.1\r\n\r\n"),
             Err(HandshakeError::NotUpgrade(_))
+        ));
+    }
+
+    #[test]
+    fn a_head_over_16_kib_is_refused_whole_or_in_part() {
+        let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+        for pad in [15 * 1024, 20 * 1024, 32 * 1024] {
+            let head = format!(
+                "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{key}X-Pad: {}\r\n\r\n",
+                "a".repeat(pad)
+            );
+            let whole = parse_request(head.as_bytes());
+            if head.len() <= MAX_HANDSHAKE_LEN {
+                assert!(whole.unwrap().is_some(), "{} bytes", head.len());
+            } else {
+                assert_eq!(whole, Err(HandshakeError::TooLong), "{} bytes", head.len());
+                // Incomplete, once past the limit.
+                let part = &head.as_bytes()[..MAX_HANDSHAKE_LEN + 1];
+                assert_eq!(parse_request(part), Err(HandshakeError::TooLong));
+            }
+        }
+        // At most 64 header lines.
+        let many: String = (0..70).map(|i| format!("X-{i}: v\r\n")).collect();
+        let head = format!("GET / HTTP/1.1\r\nHost: h\r\n{many}{key}\r\n");
+        assert!(matches!(
+            parse_request(head.as_bytes()),
+            Err(HandshakeError::Http(_))
         ));
     }
 }

@@ -107,6 +107,13 @@ impl Dispatch {
                 } => {
                     debug!(%channel, sequence, %code, "peer aborted a message");
                 }
+                Event::MessageRefused {
+                    channel,
+                    sequence,
+                    code,
+                } => {
+                    debug!(%channel, sequence, %code, "refused a message over the reassembly budget");
+                }
                 Event::SchemaBound(_) | Event::Rtt { .. } => {}
             }
         }

@@ -43,8 +43,8 @@ pub(crate) trait Handle: Send + Sync {
     fn after_queue(&self, channel: Channel, cx: &mut Context<'_>);
 
     /// The application took `message`: its credit goes back (the peer or our reader may go
-    /// on), and its payload is decompressed within our `MAX_MESSAGE_SIZE` (wire.md §12.3).
-    fn received(&self, message: &mut Message);
+    /// on).
+    fn received(&self, message: &Message);
 
     /// The application is ready for the peer (legacy server: `connection_info` may leave,
     /// legacy.md §L4.2). Nothing in native mode.
@@ -136,15 +136,12 @@ impl<S: Core> Handle for Shared<S> {
         Shared::after_queue(self, channel, cx)
     }
 
-    fn received(&self, message: &mut Message) {
+    fn received(&self, message: &Message) {
         let wake = self.lock().release(message.channel, message.credit);
         if wake {
             self.wake_writer.notify_one();
         }
         self.readable.notify_waiters();
-        // spec: wire.md §12.3 — decompressed within our MAX_MESSAGE_SIZE; a failure concerns
-        // this message only and is reported with it.
-        message.decompress(self.max_message_size);
     }
 
     fn mark_ready(&self) {
@@ -189,6 +186,18 @@ impl Core for Session {
         mut message: OutgoingMessage,
         as_received: Option<Compression>,
     ) -> Result<OutgoingMessage, Error> {
+        if let Compression::Compressed { codec, .. } = message.compression {
+            // Still compressed as it arrived (a router's raw forward): sent as it is where the
+            // peer accepts the codec, decompressed here where it does not (wire.md §6.1).
+            let accepted = shared
+                .peer_settings
+                .get()
+                .is_some_and(|p| p.accepts_codec(codec));
+            if !accepted {
+                decompress_for_peer(&mut message, shared.max_message_size)?;
+            }
+            return Ok(message);
+        }
         // spec: wire.md §12.2 — compressed if the policy says so and the content looks worth
         // it; a forwarded message keeps its original sender's choice where the peer accepts it.
         if message.compression == Compression::None {
@@ -269,18 +278,17 @@ impl Core for Session {
 /// instead of credit.
 impl Core for LegacySession {
     fn prepare(
-        _shared: &Shared<LegacySession>,
-        message: OutgoingMessage,
+        shared: &Shared<LegacySession>,
+        mut message: OutgoingMessage,
         _as_received: Option<Compression>,
     ) -> Result<OutgoingMessage, Error> {
+        // A native message forwarded still compressed: legacy peers take none.
+        decompress_for_peer(&mut message, shared.max_message_size)?;
         if message.schema.is_some() || matches!(message.encoding, PayloadEncoding::Rkyv { .. }) {
             return Err(Error::NativeOnly("rkyv payloads"));
         }
         if message.encoding == PayloadEncoding::TypedArray {
             return Err(Error::NativeOnly("typed arrays"));
-        }
-        if message.compression != Compression::None {
-            return Err(Error::NativeOnly("compressed payloads"));
         }
         Ok(message)
     }
@@ -347,4 +355,16 @@ impl Core for LegacySession {
     fn queued_bytes(&self, _channel: Channel) -> u64 {
         LegacySession::queued_bytes(self) as u64
     }
+}
+
+/// Decompresses a message's payload in place (within `max`, wire.md §12.3) for a peer that
+/// does not take its codec. Nothing for an uncompressed one.
+fn decompress_for_peer(message: &mut OutgoingMessage, max: u64) -> Result<(), Error> {
+    if message.compression != Compression::None {
+        let payload = crate::payload::decompress(&message.payload, message.compression, max)
+            .map_err(crate::payload::PayloadError::from)?;
+        message.payload = payload;
+        message.compression = Compression::None;
+    }
+    Ok(())
 }
