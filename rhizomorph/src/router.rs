@@ -19,6 +19,9 @@ use crate::frame::Channel;
 use crate::header::RoutingHeader;
 use crate::legacy::{rewrite, Identity};
 
+/// Message copies a connection's task routes before it yields to the others.
+const FAIR_SHARE: usize = 64;
+
 struct Peer {
     sender: Sender,
     /// Distinguishes a reconnected peer from the connection it replaced.
@@ -151,13 +154,18 @@ impl Router {
         let sender = conn.sender();
         // Raw: a router forwards payloads as they arrived, never decompressing them (wire.md
         // §6.1), so compressed messages (bombs within the limits too) cost it no CPU.
+        // Copies made since this task last yielded: a peer whose messages keep arriving (a
+        // broadcast costs one copy per receiver) gives the other connections a turn every
+        // `FAIR_SHARE` copies, so one flooding sender cannot hold a server thread.
+        let mut work = 0;
         while let Some(msg) = conn.recv_raw().await {
-            if self
-                .route(&identity, conn.mode(), &sender, msg)
-                .await
-                .is_err()
-            {
-                break;
+            match self.route(&identity, conn.mode(), &sender, msg).await {
+                Ok(copies) => work += copies.max(1),
+                Err(_) => break,
+            }
+            if work >= FAIR_SHARE {
+                work = 0;
+                tokio::task::yield_now().await;
             }
         }
         if addressable {
@@ -169,14 +177,15 @@ impl Router {
         info!(%id, "peer disconnected");
     }
 
-    /// Routes one message from `from`; `Err` when the sender's own connection is gone.
+    /// Routes one message from `from`; returns the copies it sent (or tried to), `Err` when
+    /// the sender's own connection is gone.
     async fn route(
         &self,
         from: &Identity,
         mode: Mode,
         back: &Sender,
         msg: Message,
-    ) -> Result<(), crate::Error> {
+    ) -> Result<usize, crate::Error> {
         use std::sync::atomic::Ordering::Relaxed;
         let routed = match msg.header.get("to").map(|_| rewrite(&msg.header, from)) {
             Some(Ok(r)) => Some(r),
@@ -214,6 +223,7 @@ impl Router {
                     ..msg
                 };
                 let broadcast = targets.len() > 1 || r.target.ends_with("/*");
+                let copies = targets.len();
                 for target in targets {
                     // A target that is gone or cannot take this payload costs only this copy.
                     let sent = if broadcast {
@@ -235,20 +245,20 @@ impl Router {
                         }
                     }
                 }
-                Ok(())
+                Ok(copies)
             }
             _ if mode == Mode::Native => {
                 // Not addressed to a connected peer: the echo service.
                 self.stats.echoed.fetch_add(1, Relaxed);
                 match msg.header.get_str("to") {
-                    Some("sink") => Ok(()),
+                    Some("sink") => Ok(0),
                     Some("stall") => {
                         let ms = std::str::from_utf8(&msg.payload)
                             .ok()
                             .and_then(|s| s.parse().ok())
                             .unwrap_or(1000);
                         tokio::time::sleep(Duration::from_millis(ms)).await;
-                        Ok(())
+                        Ok(0)
                     }
                     _ => self.per_message(back, back.forward(msg.channel, msg).await),
                 }
@@ -257,7 +267,7 @@ impl Router {
                 // spec: legacy.md §L5.4 — a call (it has a `session`) to an absent peer is
                 // answered with a `.reject`, as hypha does; anything else is dropped.
                 let Some(session) = msg.header.get_str("session") else {
-                    return Ok(());
+                    return Ok(0);
                 };
                 let to = msg.header.get_str("to").unwrap_or("");
                 warn!(target = %to, "call to a peer that is not connected");
@@ -275,16 +285,16 @@ impl Router {
         &self,
         back: &Sender,
         sent: Result<u64, crate::Error>,
-    ) -> Result<(), crate::Error> {
+    ) -> Result<usize, crate::Error> {
         match sent {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(1),
             Err(e) if back.close_reason().is_some() => Err(e),
             Err(e) => {
                 self.stats
                     .failed
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 debug!(error = %e, "message failed; the connection goes on");
-                Ok(())
+                Ok(1)
             }
         }
     }

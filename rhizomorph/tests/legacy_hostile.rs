@@ -5,12 +5,13 @@
 //!
 //! The tests share one process's fd table and RSS, so they run one at a time.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rhizomorph::{Channel, Config, Listener};
 use rhizomorph_testkit::process::{open_fds, rss_kib};
+use rhizomorph_testkit::raw_ws::{close_code, frame, legacy_client, read_frame, server_hung_up};
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -44,102 +45,6 @@ fn start_server(config: Config) -> SocketAddr {
         });
     });
     rx.recv().unwrap()
-}
-
-/// One masked client frame.
-fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x80 | opcode];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n if n < 65536 => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    let key = [0x11, 0x22, 0x33, 0x44];
-    f.extend_from_slice(&key);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    f
-}
-
-/// A legacy client over a plain socket: the upgrade (no `rhizomorph.v1`), the auth TEXT, and
-/// the server's `connection_info` read.
-fn legacy_client(addr: SocketAddr, id: &str) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    let auth = format!(
-        r#"{{"client_id": "{id}", "workspace": "ws-h", "token": null, "reconnection_token": null}}"#
-    );
-    s.write_all(&frame(0x1, auth.as_bytes())).unwrap();
-    let (opcode, body) = read_frame(&mut s).expect("connection_info");
-    assert_eq!(opcode, 0x1);
-    assert!(body.starts_with(br#"{"type": "connection_info""#));
-    s
-}
-
-/// One server frame (unmasked): opcode and payload; `None` at EOF.
-fn read_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-    let mut h = [0u8; 2];
-    s.read_exact(&mut h).ok()?;
-    let len = match h[1] & 0x7f {
-        126 => {
-            let mut l = [0u8; 2];
-            s.read_exact(&mut l).ok()?;
-            u64::from(u16::from_be_bytes(l))
-        }
-        127 => {
-            let mut l = [0u8; 8];
-            s.read_exact(&mut l).ok()?;
-            u64::from_be_bytes(l)
-        }
-        n => u64::from(n),
-    };
-    let mut body = vec![0; len as usize];
-    s.read_exact(&mut body).ok()?;
-    Some((h[0] & 0x0f, body))
-}
-
-/// Reads frames until the server's close; its status code.
-fn close_code(s: &mut TcpStream) -> Option<u16> {
-    while let Some((opcode, body)) = read_frame(s) {
-        if opcode == 0x8 {
-            return body.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
-        }
-    }
-    None
-}
-
-/// Whether the server closed its end: EOF after whatever it still sends.
-fn server_hung_up(s: &mut TcpStream) -> bool {
-    let mut sink = [0u8; 4096];
-    loop {
-        match s.read(&mut sink) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(_) => return false,
-        }
-    }
 }
 
 fn wait_for_fds(target: usize, slack: usize, within: Duration) -> usize {
@@ -230,6 +135,7 @@ fn a_ping_flood_from_a_client_that_never_reads_costs_no_memory() {
     );
     std::thread::sleep(Duration::from_millis(500));
     let grown = rss_kib().saturating_sub(before);
+    eprintln!("{pings} pings from a client that never reads: RSS +{grown} KiB");
     // Before the legacy session: 73 bytes per unanswered ping (+71 MiB here).
     assert!(
         grown < 16 * 1024,

@@ -198,3 +198,36 @@ async fn quic_client_shares_one_socket_among_its_connections() {
         "an IPv6 address on an IPv4 socket: {r:?}"
     );
 }
+
+/// A QUIC client that completes the handshake and never sends HELLO is closed at the session's
+/// HELLO timeout with `TIMEOUT` (wire.md §18, §14.2.2). Before: only after ~40 s, with
+/// `NO_ERROR`.
+#[tokio::test]
+async fn quic_a_client_that_never_sends_hello_is_closed_with_timeout() {
+    let (cert, key, _) = tls::self_signed(&["localhost"]).unwrap();
+    let mut config =
+        Config::default().with_server_tls(tls::server_tls(vec![cert.clone()], key).unwrap());
+    config.session.hello_timeout = Duration::from_secs(1);
+    // The listener's own bound as short: it used to race the session's timer.
+    config.connect_timeout = Duration::from_secs(1);
+    let listener = Listener::bind_quic("127.0.0.1:0", config).unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            if let Ok(h) = listener.accept_raw().await {
+                tokio::spawn(h);
+            }
+        }
+    });
+    let conn = bare_connect(cert, quic::ALPN, addr).await.unwrap();
+    let t = std::time::Instant::now();
+    let err = within("closed by the server", conn.closed()).await;
+    let took = t.elapsed();
+    match &err {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(u64::from(c.error_code), ErrorCode::TIMEOUT.0, "{err}");
+        }
+        other => panic!("closed by {other:?} after {took:?}"),
+    }
+    assert!(took < Duration::from_secs(4), "{took:?}");
+}

@@ -7,7 +7,8 @@
 //! - [`python`]: the venv `scripts/test.sh` makes, a real hypha server, the real hypha-rpc
 //!   provider.
 //! - [`payload`]: incompressible and time-stamped payloads.
-//! - [`process`]: this process's resident memory and open fds (for hostile-peer bounds).
+//! - [`process`]: a process's resident memory and open fds (for hostile-peer bounds).
+//! - [`raw_ws`]: a hand-driven legacy WebSocket client for hostile-peer tests.
 //!
 //! Never part of what a user links: the library and the protocol crate do not depend on it.
 
@@ -16,6 +17,7 @@ pub mod msgpack_ws;
 pub mod payload;
 pub mod process;
 pub mod python;
+pub mod raw_ws;
 pub mod shaper;
 pub mod udp_shaper;
 

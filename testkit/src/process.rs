@@ -1,11 +1,22 @@
-//! What this process holds, read from `/proc/self` (Linux): resident memory and open file
-//! descriptors, for tests that bound what a hostile peer can make a server hold.
+//! What a process holds, read from `/proc` (Linux): resident memory and open file
+//! descriptors, for tests that bound what a hostile peer can make a server hold — this
+//! process's, or a server's started as a child.
 //!
 //! Owns nothing but the readings; never changes the process.
 
-/// Resident set size in KiB (`VmRSS`), 0 where `/proc/self/status` cannot be read.
+/// This process's resident set size in KiB (`VmRSS`), 0 where it cannot be read.
 pub fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    rss_kib_of("self")
+}
+
+/// This process's open file descriptors, 0 where they cannot be read.
+pub fn open_fds() -> usize {
+    open_fds_of("self")
+}
+
+/// The resident set size in KiB of process `pid` (a number, or `self`).
+pub fn rss_kib_of(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status
@@ -16,7 +27,7 @@ pub fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Open file descriptors (entries of `/proc/self/fd`), 0 where it cannot be read.
-pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+/// The open file descriptors of process `pid` (a number, or `self`).
+pub fn open_fds_of(pid: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
