@@ -594,6 +594,54 @@ fn session_3_2_5_frames_before_hello_are_a_protocol_error() {
     assert!(server.is_closed());
 }
 
+/// An ignorable frame type is no exception before HELLO (§3.2.5); after it, it is skipped
+/// (§4.2.2). CLOSE is allowed before HELLO (the §4.2 table): a refusal is one.
+#[test]
+fn session_3_2_5_only_padding_hello_and_close_come_before_hello() {
+    let now = std::time::Instant::now();
+    let ignorable = Frame::Ignored {
+        frame_type: 0x81,
+        flags: 0,
+        payload: Bytes::from_static(b"x"),
+    };
+    let mut server = rhizomorph_proto::session::Session::server(SessionConfig::default(), now);
+    let mut wire = BytesMut::new();
+    Frame::Padding { len: 4 }.encode(&mut wire).unwrap();
+    ignorable.encode(&mut wire).unwrap();
+    server.handle_batch(now, wire.freeze());
+    let out = server
+        .poll_transmit(now, Target::Batch, usize::MAX)
+        .map(Transmit::into_bytes)
+        .expect("a CLOSE");
+    let frames = FrameDecoder::new(Settings::default())
+        .decode_batch(out)
+        .unwrap();
+    assert!(
+        matches!(&frames[..], [Frame::Close(c)] if c.code == ErrorCode::PROTOCOL_ERROR),
+        "{frames:?}"
+    );
+    // After HELLO, the same frame is skipped.
+    let mut sim = Sim::new(SessionConfig::default(), SessionConfig::default());
+    sim.connect();
+    let mut wire = BytesMut::new();
+    ignorable.encode(&mut wire).unwrap();
+    sim.server.handle_batch(sim.now, wire.freeze());
+    assert!(sim.server.is_open());
+    // A CLOSE before HELLO is taken as the end, not as a protocol error.
+    let mut client = rhizomorph_proto::session::Session::client(SessionConfig::default(), now);
+    let mut wire = BytesMut::new();
+    Frame::Close(rhizomorph_proto::frame::Close::new(
+        ErrorCode::AUTH_FAILED,
+        "no",
+    ))
+    .encode(&mut wire)
+    .unwrap();
+    client.handle_batch(now, wire.freeze());
+    let closed = std::iter::from_fn(|| client.poll_event())
+        .any(|e| matches!(e, Event::Closed { code, .. } if code == ErrorCode::AUTH_FAILED));
+    assert!(closed, "the refusal's code reaches the application");
+}
+
 #[test]
 fn session_9_2_exceeding_the_window_is_a_flow_control_error() {
     let small = Settings::default().with_initial_channel_window(4096);

@@ -368,7 +368,13 @@ impl Session {
             state: state.name(),
         };
         match (frame, state) {
-            (Frame::Padding { .. } | Frame::Ignored { .. }, _) => Ok(()),
+            (Frame::Padding { .. }, _) => Ok(()),
+            // spec: wire.md §3.2.5 — before the peer's HELLO only PADDING, HELLO and CLOSE;
+            // an ignorable type is no exception (no limits are announced yet to skip it under).
+            (Frame::Ignored { .. }, State::AwaitingHello | State::AwaitingAccept) => {
+                Err(unexpected("an ignorable frame before HELLO"))
+            }
+            (Frame::Ignored { .. }, _) => Ok(()),
             (Frame::Close(c), _) if self.must_finish_streams(&c) => {
                 // spec: wire.md §17.6 — frames the peer sent before CLOSE may still be on its
                 // channel streams: read them to their end first.
