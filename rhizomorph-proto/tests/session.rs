@@ -574,13 +574,32 @@ fn session_14_1_goaway_drains_then_closes() {
 #[test]
 fn session_3_2_5_frames_before_hello_are_a_protocol_error() {
     let now = std::time::Instant::now();
+    let ping = Frame::Ping(rhizomorph_proto::frame::Ping { opaque: 1 });
+    let server = fresh_server_fed(now, &[ping]);
+    assert_only_close(server, now, ErrorCode::PROTOCOL_ERROR);
+}
+
+/// A server that has seen nothing but `frames` (in one batch).
+fn fresh_server_fed(
+    now: std::time::Instant,
+    frames: &[Frame],
+) -> rhizomorph_proto::session::Session {
     let mut server = rhizomorph_proto::session::Session::server(SessionConfig::default(), now);
     let mut wire = BytesMut::new();
-    Frame::Ping(rhizomorph_proto::frame::Ping { opaque: 1 })
-        .encode(&mut wire)
-        .unwrap();
+    for f in frames {
+        f.encode(&mut wire).unwrap();
+    }
     server.handle_batch(now, wire.freeze());
-    let out = server
+    server
+}
+
+/// `session`'s next output is one CLOSE with `code`, and it is closed.
+fn assert_only_close(
+    mut session: rhizomorph_proto::session::Session,
+    now: std::time::Instant,
+    code: ErrorCode,
+) {
+    let out = session
         .poll_transmit(now, Target::Batch, usize::MAX)
         .map(Transmit::into_bytes)
         .expect("a CLOSE");
@@ -588,10 +607,10 @@ fn session_3_2_5_frames_before_hello_are_a_protocol_error() {
         .decode_batch(out)
         .unwrap();
     assert!(
-        matches!(&frames[..], [Frame::Close(c)] if c.code == ErrorCode::PROTOCOL_ERROR),
+        matches!(&frames[..], [Frame::Close(c)] if c.code == code),
         "{frames:?}"
     );
-    assert!(server.is_closed());
+    assert!(session.is_closed());
 }
 
 /// An ignorable frame type is no exception before HELLO (§3.2.5); after it, it is skipped
@@ -604,22 +623,8 @@ fn session_3_2_5_only_padding_hello_and_close_come_before_hello() {
         flags: 0,
         payload: Bytes::from_static(b"x"),
     };
-    let mut server = rhizomorph_proto::session::Session::server(SessionConfig::default(), now);
-    let mut wire = BytesMut::new();
-    Frame::Padding { len: 4 }.encode(&mut wire).unwrap();
-    ignorable.encode(&mut wire).unwrap();
-    server.handle_batch(now, wire.freeze());
-    let out = server
-        .poll_transmit(now, Target::Batch, usize::MAX)
-        .map(Transmit::into_bytes)
-        .expect("a CLOSE");
-    let frames = FrameDecoder::new(Settings::default())
-        .decode_batch(out)
-        .unwrap();
-    assert!(
-        matches!(&frames[..], [Frame::Close(c)] if c.code == ErrorCode::PROTOCOL_ERROR),
-        "{frames:?}"
-    );
+    let server = fresh_server_fed(now, &[Frame::Padding { len: 4 }, ignorable.clone()]);
+    assert_only_close(server, now, ErrorCode::PROTOCOL_ERROR);
     // After HELLO, the same frame is skipped.
     let mut sim = Sim::new(SessionConfig::default(), SessionConfig::default());
     sim.connect();

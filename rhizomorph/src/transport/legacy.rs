@@ -100,8 +100,9 @@ fn with_session<T>(
     let mut s = shared.lock();
     let pings = s.pings_received();
     let out = f(&mut s);
-    for _ in pings..s.pings_received() {
-        crate::transport::metrics::count_legacy_ping();
+    let answered = s.pings_received() - pings;
+    if answered > 0 {
+        crate::transport::metrics::count_legacy_pings(answered);
     }
     if s.pending_events() > 0 {
         let mut d = dispatch.lock().unwrap_or_else(|p| p.into_inner());

@@ -45,6 +45,6 @@ pub(crate) fn count_fallback() {
     FALLBACKS.fetch_add(1, Ordering::Relaxed);
 }
 
-pub(crate) fn count_legacy_ping() {
-    LEGACY_PINGS.fetch_add(1, Ordering::Relaxed);
+pub(crate) fn count_legacy_pings(n: u64) {
+    LEGACY_PINGS.fetch_add(n, Ordering::Relaxed);
 }
