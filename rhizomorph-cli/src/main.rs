@@ -270,7 +270,8 @@ async fn serve_cmd(
     insecure_plain: bool,
 ) -> ExitCode {
     let mut config = match Config::default().with_env() {
-        Ok(c) => c.allow_plain_non_loopback(insecure_plain),
+        // A router forwards calls, cancellations and transfers (wire.md §20), never takes them.
+        Ok(c) => c.allow_plain_non_loopback(insecure_plain).with_exchanges(false),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);

@@ -170,6 +170,20 @@ pub struct Config {
     /// Server: bind WebSocket listeners with `SO_REUSEPORT`, so that one listener per runtime
     /// (or core) can share a port.
     pub reuse_port: bool,
+    /// Act on calls, cancellations and transfers (wire.md §20): replies go to their
+    /// [`call`](crate::Sender::call), a cancellation is recorded for its request, a transfer's
+    /// later parts go to its [`IncomingTransfer`](crate::IncomingTransfer). On by default; a
+    /// router turns it off (it forwards such messages as they are, to whom they name).
+    pub exchanges: bool,
+    /// How long a [`call`](crate::Sender::call) waits for its reply unless told otherwise
+    /// ([`Call::timeout`](crate::Call::timeout)). Default 30 s.
+    pub call_timeout: Duration,
+    /// Server: handshakes (TLS, WebSocket upgrade, HELLO) a listener runs at once; more wait
+    /// for a slot, each still bounded by `connect_timeout`. Default 256.
+    pub max_concurrent_handshakes: usize,
+    /// Server: accepted connections a listener holds for `accept` to take; past it, handshakes
+    /// wait (the kernel's backlog then fills). Default 1,024.
+    pub accept_backlog: usize,
 }
 
 impl Default for Config {
@@ -192,6 +206,10 @@ impl Default for Config {
             legacy: LegacyConfig::default(),
             ws_read_buffer: 8 * 1024,
             reuse_port: false,
+            exchanges: true,
+            call_timeout: Duration::from_secs(30),
+            max_concurrent_handshakes: 256,
+            accept_backlog: 1024,
         }
     }
 }
@@ -422,6 +440,24 @@ impl Config {
     pub fn with_keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
         self.session.keepalive_interval = interval;
         self.session.keepalive_timeout = timeout;
+        self
+    }
+    /// Acts on calls, cancellations and transfers (wire.md §20), or forwards them as they are
+    /// (a router: `false`). See [`Config::exchanges`].
+    pub fn with_exchanges(mut self, on: bool) -> Self {
+        self.exchanges = on;
+        self
+    }
+    /// Returns the config with this default call timeout ([`Config::call_timeout`]).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+    /// Server: handshakes run at once, and connections held for `accept`
+    /// ([`Config::max_concurrent_handshakes`], [`Config::accept_backlog`]).
+    pub fn with_handshakes(mut self, concurrent: usize, backlog: usize) -> Self {
+        self.max_concurrent_handshakes = concurrent.max(1);
+        self.accept_backlog = backlog.max(1);
         self
     }
 }

@@ -1,31 +1,105 @@
-//! The public connection API: send on a channel, receive messages, close.
+//! The public connection API: receive messages, take a channel for a task of its own, reach
+//! the connection's state.
 //!
-//! Owns the application's side of a connection: waiting for send-buffer room (backpressure),
-//! handing out received messages and releasing their credit when the application takes them
-//! (wire.md §9.3), and the connection's visible state. Never touches a socket and never knows
-//! which transport it runs on: the drivers do, and hand it an open handle over the shared
-//! session ([`transport`](crate::transport)).
+//! Owns the application's receiving side of a connection — handing out received messages in
+//! priority order and releasing their credit when the application takes them (wire.md §9.3) —
+//! and [`Link`], what every handle of one connection holds, whose end closes the connection.
+//! Sending is [`Sender`]'s (every send method here delegates to it). Never touches a socket
+//! and never knows which transport it runs on: the drivers do, and hand it an open handle over
+//! the shared session ([`transport`](crate::transport)).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use crate::error::Error;
-use crate::frame::{Channel, Compression, ErrorCode, PayloadEncoding};
+use crate::frame::{Channel, ErrorCode};
 use crate::header::RoutingHeader;
-use crate::payload::{Element, PayloadError, SchemaBinding, TypedArray, WireType};
+use crate::receiver::ChannelReceiver;
+use crate::sender::DRAIN_DEADLINE;
+/// The sending half (its own module, [`sender`](crate::sender); here too, where it always was).
+pub use crate::sender::Sender;
 use crate::session::{OutgoingMessage, SessionStats};
+use crate::transfer::IncomingTransfer;
 use crate::transport::handle::Handle;
 use crate::transport::shared::Opened;
 
 pub use crate::session::Message;
 pub use crate::transport::shared::{CloseReason, Mode};
 
-/// One rhizomorph connection. Cloneable senders come from [`Connection::sender`]; the
-/// connection itself receives.
+/// What every handle of one connection holds (the [`Connection`], its [`Sender`]s and
+/// [`ChannelReceiver`]s). When the last is dropped, the connection closes gracefully.
+pub(crate) struct Link {
+    pub(crate) handle: Arc<dyn Handle>,
+    /// The legacy server's `connection_info` was released (the application is ready).
+    ready: AtomicBool,
+}
+
+impl Link {
+    /// Marks the application ready for the peer (once).
+    pub(crate) fn mark_ready(&self) {
+        if !self.ready.swap(true, Ordering::AcqRel) {
+            self.handle.mark_ready();
+        }
+    }
+
+    /// The application took `m`: its credit goes back to the peer.
+    pub(crate) fn received(&self, m: &Message) {
+        self.handle.received(m);
+    }
+
+    /// Our `MAX_MESSAGE_SIZE`, the decompression limit.
+    pub(crate) fn max_message_size(&self) -> u64 {
+        self.handle.common().max_message_size
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // Nobody can use the connection any more: close it as `Sender::close` does, without
+        // anyone to wait for the drain — a task does, if there is a runtime to run it.
+        let common = self.handle.common();
+        if common.is_closed() {
+            return;
+        }
+        self.handle.close_gracefully();
+        let handle = self.handle.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    let common = handle.common();
+                    let drained = tokio::time::timeout(
+                        DRAIN_DEADLINE,
+                        common.changed.wait_for(|| common.close_reason()),
+                    )
+                    .await;
+                    if drained.is_err() {
+                        handle.close_now(ErrorCode::NO_ERROR, "drain timed out");
+                    }
+                });
+            }
+            Err(_) => self.handle.close_now(ErrorCode::NO_ERROR, "all handles dropped"),
+        }
+    }
+}
+
+/// One rhizomorph connection: it receives, and reaches everything else (senders, channel
+/// receivers, state).
+///
+/// Received messages come out highest priority first (`control` > `rpc` > `stream` > `bulk`,
+/// wire.md §7): [`recv`](Self::recv), [`poll_recv`](Self::poll_recv), or the connection as a
+/// `futures::Stream`. A task that does slow work on one channel's messages takes that channel
+/// with [`receiver`](Self::receiver), so that the others keep flowing to whoever reads them:
+/// each channel has its own queue and its own credit.
+///
+/// Dropping the `Connection` stops receiving on the channels it read (what arrives there is
+/// discarded and its credit returned); the connection stays open while a [`Sender`] or
+/// [`ChannelReceiver`] of it lives, and closes gracefully when the last handle goes.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), rhizomorph::Error> {
@@ -39,8 +113,9 @@ pub use crate::transport::shared::{CloseReason, Mode};
 /// # Ok(()) }
 /// ```
 pub struct Connection {
-    handle: Arc<dyn Handle>,
-    incoming: mpsc::UnboundedReceiver<Message>,
+    link: Arc<Link>,
+    /// The sender every send method here uses.
+    sender: Sender,
     peer_addr: SocketAddr,
     mode: Mode,
 }
@@ -54,178 +129,15 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-/// A cloneable handle that sends on a connection (e.g. one per task).
-#[derive(Clone)]
-pub struct Sender {
-    handle: Arc<dyn Handle>,
-}
-
-impl Sender {
-    /// Queues a message on `channel`, waiting while the channel's send buffer is full
-    /// (backpressure: the peer's credit, wire.md §9.2). Returns its id on the channel
-    /// (for [`Connection::cancel`]).
-    pub async fn send(
-        &self,
-        channel: Channel,
-        header: RoutingHeader,
-        payload: impl Into<Bytes>,
-    ) -> Result<u64, Error> {
-        self.send_message(channel, OutgoingMessage::new(header, payload))
-            .await
-    }
-
-    /// Sends `value` as a schema-cached rkyv payload (wire.md §11.2): the first message of a
-    /// type on a channel binds its Schema Id, later ones carry only the id.
-    pub async fn send_typed<T>(
-        &self,
-        channel: Channel,
-        header: RoutingHeader,
-        value: &T,
-    ) -> Result<u64, Error>
-    where
-        T: WireType + for<'a> rkyv::Serialize<crate::payload::Serializer<'a>>,
-    {
-        let archive = crate::payload::encode(value)?;
-        let message = OutgoingMessage::new(header, Bytes::from_owner(archive))
-            .with_schema(SchemaBinding::of::<T>());
-        self.send_inner(channel, message, None).await
-    }
-
-    /// Sends a received message on: same header, payload bytes (not decoded, not copied) and
-    /// encoding. An rkyv payload is bound on this connection to the schema its sender bound
-    /// (ids are per connection, §11.2), so a router forwards typed messages without knowing
-    /// their types. A message whose payload failed to decompress is refused.
-    ///
-    /// Compression follows the original sender's choice (§12.2), not this connection's policy:
-    /// a message that arrived uncompressed leaves uncompressed (its sender judged it not worth
-    /// it; judging again would cost a router a compression attempt per message), one that
-    /// arrived compressed is compressed again with the same codec and shuffle when the peer
-    /// accepts the codec.
-    pub async fn forward(&self, channel: Channel, message: Message) -> Result<u64, Error> {
-        let (out, compression) = Self::forwardable(message)?;
-        self.send_inner(channel, out, Some(compression)).await
-    }
-
-    /// Like [`forward`](Self::forward), but never waits: [`Error::WouldBlock`] if the send
-    /// buffer is full (a router skips a slow receiver of a broadcast with it, wire.md §6.1.2).
-    pub fn try_forward(&self, channel: Channel, message: Message) -> Result<u64, Error> {
-        let (out, compression) = Self::forwardable(message)?;
-        let handle = &*self.handle;
-        let mut out = Some(handle.prepare(out, Some(compression))?);
-        if let Some(reason) = handle.common().close_reason() {
-            return Err(reason.to_error());
-        }
-        let id = handle
-            .try_send(channel, &mut out)?
-            .ok_or(Error::WouldBlock)?;
-        // The flush hook only polls the transport's readiness and never waits: what the
-        // transport does not take at once is left to the writer task, which it wakes.
-        let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
-        handle.after_queue(channel, &mut cx);
-        Ok(id)
-    }
-
-    /// A received message as it is sent on: header, payload and encoding as received (still
-    /// compressed, if it came from [`Connection::recv_raw`]), an rkyv payload bound to the
-    /// schema its sender bound; one that failed is refused.
-    fn forwardable(message: Message) -> Result<(OutgoingMessage, Compression), Error> {
-        if let Some(e) = message.error {
-            return Err(e.into());
-        }
-        let mut out =
-            OutgoingMessage::new(message.header, message.payload).with_encoding(message.encoding);
-        if message.still_compressed {
-            // As it traveled (a router's raw receive): forwarded without decompressing.
-            out.compression = message.compression;
-        }
-        if let PayloadEncoding::Rkyv { schema_id } = message.encoding {
-            let binding = message
-                .schema
-                .ok_or(PayloadError::UnknownSchemaId { schema_id })?;
-            out = out.with_schema(binding);
-        }
-        Ok((out, message.compression))
-    }
-
-    /// Why the connection ended, if it has (the same as [`Connection::close_reason`]).
-    pub fn close_reason(&self) -> Option<CloseReason> {
-        self.handle.common().close_reason()
-    }
-
-    /// Sends a typed array (wire.md §11.4) of `data` with shape `dims` (empty: one dimension).
-    pub async fn send_array<T: Element>(
-        &self,
-        channel: Channel,
-        header: RoutingHeader,
-        data: &[T],
-        dims: &[u64],
-    ) -> Result<u64, Error> {
-        let payload = TypedArray::encode(data, dims)?;
-        let message =
-            OutgoingMessage::new(header, payload).with_encoding(PayloadEncoding::TypedArray);
-        self.send_message(channel, message).await
-    }
-
-    /// Like [`send`](Self::send) with full control of encoding and compression. A message
-    /// whose compression is `None` is compressed here if the config's policy says so.
-    ///
-    /// In legacy mode the channel is not on the wire (one WebSocket message per message), the
-    /// payload must be empty or one msgpack value, and a compressed one is decompressed first
-    /// (legacy peers take no compression).
-    pub async fn send_message(
-        &self,
-        channel: Channel,
-        message: OutgoingMessage,
-    ) -> Result<u64, Error> {
-        self.send_inner(channel, message, None).await
-    }
-
-    /// `as_received`: forwarding a message that arrived with this compression (see
-    /// [`forward`](Self::forward)); `None`: the config's policy decides.
-    async fn send_inner(
-        &self,
-        channel: Channel,
-        message: OutgoingMessage,
-        as_received: Option<Compression>,
-    ) -> Result<u64, Error> {
-        let handle = &*self.handle;
-        let message = handle.prepare(message, as_received)?;
-        let mut message = Some(message);
-        let common = handle.common();
-        // Fast path: room in the send buffer (no waiter registration needed).
-        if common.is_closed() {
-            if let Some(reason) = common.close_reason() {
-                return Err(reason.to_error());
-            }
-        }
-        let id = match handle.try_send(channel, &mut message)? {
-            Some(id) => id,
-            None => {
-                common
-                    .changed
-                    .wait_for(|| {
-                        if let Some(reason) = common.close_reason() {
-                            return Some(Err(reason.to_error()));
-                        }
-                        handle.try_send(channel, &mut message).transpose()
-                    })
-                    .await?
-            }
-        };
-        futures_util::future::poll_fn(|cx| {
-            handle.after_queue(channel, cx);
-            std::task::Poll::Ready(())
-        })
-        .await;
-        Ok(id)
-    }
-}
-
 impl From<Opened> for Connection {
     fn from(o: Opened) -> Connection {
-        Connection {
+        let link = Arc::new(Link {
             handle: o.handle,
-            incoming: o.incoming,
+            ready: AtomicBool::new(false),
+        });
+        Connection {
+            sender: Sender { link: link.clone() },
+            link,
             peer_addr: o.peer_addr,
             mode: o.mode,
         }
@@ -233,101 +145,163 @@ impl From<Opened> for Connection {
 }
 
 impl Connection {
+    fn handle(&self) -> &dyn Handle {
+        &*self.link.handle
+    }
+
     /// A cloneable sender for this connection.
     pub fn sender(&self) -> Sender {
-        Sender {
-            handle: self.handle.clone(),
-        }
+        self.sender.clone()
     }
 
     /// Queues a message on `channel` (see [`Sender::send`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, as [`Sender::send`].
     pub async fn send(
         &self,
         channel: Channel,
         header: RoutingHeader,
         payload: impl Into<Bytes>,
     ) -> Result<u64, Error> {
-        self.sender().send(channel, header, payload).await
+        self.sender.send(channel, header, payload).await
     }
 
-    /// Queues a message with full control of encoding and compression.
+    /// Queues a message with full control of encoding and compression (see
+    /// [`Sender::send_message`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, as [`Sender::send`].
     pub async fn send_message(
         &self,
         channel: Channel,
         message: OutgoingMessage,
     ) -> Result<u64, Error> {
-        self.sender().send_message(channel, message).await
+        self.sender.send_message(channel, message).await
     }
 
-    /// The next message, or `None` when the connection is over ([`close_reason`] says why).
+    /// The next message on the channels this connection reads (all but those taken with
+    /// [`receiver`](Self::receiver)), highest priority first; `None` when the connection is
+    /// over and everything received was taken ([`close_reason`] says why). The payload is
+    /// decompressed (a failure is the message's [`error`](Message::error), wire.md §6.1.1).
     ///
     /// Taking a message returns its flow-control credit to the peer (wire.md §9.3): a
-    /// connection whose application stops calling `recv` stops its peer at the windows.
+    /// connection whose application stops calling `recv` stops its peer at the windows. Work
+    /// done between two calls holds up every channel this connection reads: move slow work
+    /// to a task with its own [`receiver`](Self::receiver).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a message is taken only when the future completes with it.
     ///
     /// [`close_reason`]: Connection::close_reason
     pub async fn recv(&mut self) -> Option<Message> {
-        let mut m = self.recv_raw().await?;
-        // spec: wire.md §12.3 — decompressed within our MAX_MESSAGE_SIZE; a failure concerns
-        // this message only and is reported with it (§6.1.1).
-        m.decompress(self.handle.common().max_message_size);
-        Some(m)
+        futures_util::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// Like [`recv`](Self::recv), but the payload is left as it arrived, still compressed if
     /// [`Message::compression`] says so: what a router uses (wire.md §6.1: it forwards without
     /// decompressing, so a peer's compressed messages, bombs within the limits included, cost
     /// it no decompression work). [`Message::decompress`] decompresses it later, if wanted.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, as [`recv`](Self::recv).
     pub async fn recv_raw(&mut self) -> Option<Message> {
-        self.handle.mark_ready();
-        let m = self.incoming.recv().await?;
-        self.handle.received(&m);
-        Some(m)
+        futures_util::future::poll_fn(|cx| self.poll_recv_raw(cx)).await
     }
 
-    /// Cancels our message `id` (as `send` returned it) on `channel` (wire.md §5.7.1): dropped
-    /// if it has not started, aborted mid-transfer if it has, nothing if it has been sent.
-    /// Legacy mode cannot cancel (a message leaves whole): nothing happens.
-    pub fn cancel(&self, channel: Channel, id: u64) {
-        self.handle.cancel(channel, id);
+    /// The poll face of [`recv`](Self::recv): `Ready(Some)` with the next message,
+    /// `Ready(None)` at the end, or `Pending` with `cx` registered for the next arrival.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        let max = self.link.max_message_size();
+        self.poll_recv_raw(cx).map(|m| {
+            m.map(|mut m| {
+                // spec: wire.md §12.3 — decompressed within our MAX_MESSAGE_SIZE; a failure
+                // concerns this message only and is reported with it (§6.1.1).
+                m.decompress(max);
+                m
+            })
+        })
     }
 
-    /// Graceful shutdown (wire.md §14.1): GOAWAY, finish what is in flight, then CLOSE. Waits
-    /// up to 10 s for the drain, then closes. Legacy mode: what is queued is written, then a
-    /// WebSocket close (1000).
-    pub async fn close(&self) {
-        self.handle.close_gracefully();
-        if tokio::time::timeout(Duration::from_secs(10), self.closed())
-            .await
-            .is_err()
-        {
-            self.close_now(ErrorCode::NO_ERROR, "drain timed out");
+    /// The poll face of [`recv_raw`](Self::recv_raw).
+    pub fn poll_recv_raw(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.link.mark_ready();
+        let r = self.handle().common().inbox.poll_any(cx);
+        if let Poll::Ready(Some(m)) = &r {
+            self.link.received(m);
         }
+        r
     }
 
-    /// Closes at once with `code` (wire.md §14.2): queued messages fail. Legacy mode: what is
-    /// queued is written first (a legacy message is never cut), then a WebSocket close (1000
-    /// for `NO_ERROR`, 1011 otherwise).
+    /// Takes `channel` for a receiver of its own (e.g. for a task that does slow work on bulk
+    /// messages): from now on this connection's `recv` no longer sees that channel, and what
+    /// was queued there moves to the receiver. `None` if a receiver already took it.
+    pub fn receiver(&self, channel: Channel) -> Option<ChannelReceiver> {
+        self.handle()
+            .common()
+            .inbox
+            .claim(channel)
+            .then(|| ChannelReceiver::new(self.link.clone(), channel))
+    }
+
+    /// The transfer that `first` starts (wire.md §20.3: it carries `stream-id` and `seq` 0),
+    /// as a stream of its parts' payloads; `Err(first)` if it starts none. Its later parts
+    /// never come out of `recv`: they wait for the transfer, bounded by the channel's window.
+    /// Take a transfer's first message this way (or drop the transfer), or its later parts
+    /// hold the channel's credit.
+    pub fn transfer(&self, first: Message) -> Result<IncomingTransfer, Message> {
+        IncomingTransfer::open(self.link.clone(), first)
+    }
+
+    /// Hands calls, cancellations and transfer parts (wire.md §20) out as plain messages from
+    /// now on, as a router needs (it forwards them to whom they name). Set
+    /// [`Config::exchanges`](crate::Config::exchanges) to `false` on the listener to have it from
+    /// the first message.
+    pub fn forward_exchanges(&self) {
+        self.handle().common().inbox.forward_exchanges();
+    }
+
+    /// Cancels our message `id` (as `send` returned it) on `channel` (see
+    /// [`Sender::cancel`]).
+    pub fn cancel(&self, channel: Channel, id: u64) {
+        self.sender.cancel(channel, id);
+    }
+
+    /// Graceful shutdown (see [`Sender::close`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, as [`Sender::close`].
+    pub async fn close(&self) {
+        self.sender.close().await
+    }
+
+    /// Closes at once with `code` (see [`Sender::close_now`]).
     pub fn close_now(&self, code: ErrorCode, reason: &str) {
-        self.handle.close_now(code, reason);
+        self.sender.close_now(code, reason);
     }
 
     /// Waits until the connection is over and returns why.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only waits.
     pub async fn closed(&self) -> CloseReason {
-        let common = self.handle.common();
-        common.changed.wait_for(|| common.close_reason()).await
+        self.sender.closed().await
     }
 
     /// Why the connection ended, if it has.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.handle.common().close_reason()
+        self.handle().common().close_reason()
     }
 
     /// Whether the peer has sent GOAWAY (no new messages may be sent). Never in legacy mode.
     pub fn peer_going_away(&self) -> bool {
-        self.handle
-            .common()
-            .peer_goaway
-            .load(std::sync::atomic::Ordering::Acquire)
+        self.sender.peer_going_away()
     }
 
     /// Native or legacy (wire.md §3.4).
@@ -340,24 +314,24 @@ impl Connection {
     /// first, so that nothing addressed to it arrives before it can be routed. Nothing in native
     /// mode or on a client.
     pub fn ready(&self) {
-        self.handle.mark_ready();
+        self.link.mark_ready();
     }
 
     /// Legacy client: the server's `connection_info` (our workspace and client id, the
     /// manager's id, the user). `None` in native mode and on the server side.
     pub fn legacy_info(&self) -> Option<&crate::legacy::ConnectionInfo> {
-        self.handle.common().legacy_info.get()
+        self.handle().common().legacy_info.get()
     }
 
     /// Legacy server: who the client is, as the authentication hook decided.
     pub fn legacy_identity(&self) -> Option<&crate::legacy::Identity> {
-        self.handle.common().legacy_identity.get()
+        self.handle().common().legacy_identity.get()
     }
 
     /// Native mode: the peer's HELLO token (wire.md §3.2.7) — on a server the client's
     /// credential, on a client the server's reply. `None` in legacy mode.
     pub fn peer_token(&self) -> Option<Bytes> {
-        self.handle.common().peer_token.get().cloned()
+        self.handle().common().peer_token.get().cloned()
     }
 
     /// The peer's address.
@@ -368,26 +342,38 @@ impl Connection {
     /// Counters: bytes and messages per channel, frames, batches, credit stalls. Legacy mode
     /// counts messages and bytes (on `rpc`) only.
     pub fn stats(&self) -> SessionStats {
-        self.handle.stats()
+        self.handle().stats()
     }
 
     /// The smoothed round-trip time measured by PING (wire.md §13.2), once known. Legacy
     /// client: the last `ping`/`pong` round trip.
     pub fn rtt(&self) -> Option<Duration> {
-        self.handle.rtt()
+        self.handle().rtt()
     }
 
     /// Payload bytes queued on `channel` and not yet sent (legacy mode: on all channels).
     pub fn queued_bytes(&self, channel: Channel) -> u64 {
-        self.handle.queued_bytes(channel)
+        self.handle().queued_bytes(channel)
+    }
+}
+
+/// Messages as [`Connection::recv`] hands them out (decompressed, priority order).
+impl futures_util::Stream for Connection {
+    type Item = Message;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.get_mut().poll_recv(cx)
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        // Dropping the receiving half ends the connection: nobody can take messages any more.
-        if self.close_reason().is_none() {
-            self.close_now(ErrorCode::NO_ERROR, "connection dropped");
+        // Nobody takes this receiver's messages any more: what is queued gives its credit back
+        // and later arrivals are discarded (the link closes the connection once every handle
+        // is gone).
+        let inbox = &self.handle().common().inbox;
+        for m in inbox.abandon(&inbox.connection_channels()) {
+            self.link.received(&m);
         }
     }
 }

@@ -80,6 +80,38 @@ pub enum Error {
     /// the waiting variant).
     #[error("the send buffer is full (a waiting send would wait here)")]
     WouldBlock,
+    /// [`Sender::poll_send`](crate::Sender::poll_send) was given an empty slot.
+    #[error("poll_send was called with no message in its slot")]
+    EmptySlot,
+    /// A reply or cancellation watch for a message that is not a call (it has no `session`,
+    /// wire.md §20.1).
+    #[error("the message is not a call: it has no `session` field (wire.md §20.1)")]
+    NotACall,
+    /// A call's reply said it failed (`status: error`, wire.md §20.1).
+    #[error("the call failed at the peer: {reason}")]
+    CallFailed {
+        /// The reply's `error` text.
+        reason: String,
+    },
+    /// No reply came within the call's timeout; the call was cancelled (wire.md §20.2).
+    #[error("no reply within {after:?}: the call was cancelled (raise it with Call::timeout or Config::call_timeout)")]
+    CallTimedOut {
+        /// The timeout.
+        after: std::time::Duration,
+    },
+    /// A transfer's sender gave up on it (its last part said `status: error`, wire.md §20.3),
+    /// or it broke (a part out of order).
+    #[error("the transfer failed: {reason}")]
+    TransferFailed {
+        /// Why, as the sender said it.
+        reason: String,
+    },
+    /// The receiver of our transfer asked us to stop (wire.md §20.4).
+    #[error("the receiver cancelled the transfer after {sent} bytes")]
+    TransferCancelled {
+        /// Payload bytes sent before the cancellation was seen.
+        sent: u64,
+    },
     /// The operation did not finish in time.
     #[error("timed out: {0}")]
     Timeout(&'static str),

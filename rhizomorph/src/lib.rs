@@ -27,12 +27,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod call;
 pub mod config;
 pub mod connection;
 pub mod endpoint;
 pub mod error;
+pub mod receiver;
 pub mod router;
+pub mod sender;
 mod signal;
+pub mod transfer;
 pub mod transport;
 
 /// Process-wide connection counters (per mode, legacy fallbacks, legacy pings).
@@ -42,10 +46,15 @@ pub use transport::metrics;
 /// rkyv, as rhizomorph uses it (the [`wire_type!`] macro derives through this path).
 pub use rhizomorph_proto::rkyv;
 pub use rhizomorph_proto::wire_type;
-pub use rhizomorph_proto::{frame, header, legacy, payload, session, websocket};
+pub use rhizomorph_proto::{exchange, frame, header, legacy, payload, session, websocket};
 
 pub use config::{AuthRequest, CompressionPolicy, Config};
-pub use connection::{CloseReason, Connection, Message, Mode, Sender};
+pub use call::{Call, Cancelled};
+pub use connection::{CloseReason, Connection, Message, Mode};
+pub use receiver::ChannelReceiver;
+pub use sender::{ChannelSink, Sender};
+pub use session::OutgoingMessage;
+pub use transfer::{IncomingTransfer, TransferReader, TRANSFER_PART_SIZE};
 pub use endpoint::{Endpoint, Listener, QuicClient};
 pub use error::Error;
 pub use frame::{Channel, ErrorCode};

@@ -13,7 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::{debug, info, warn};
 
-use crate::connection::{Connection, Message, Mode, Sender};
+use crate::connection::{Connection, Message, Mode};
+use crate::sender::Sender;
 use crate::endpoint::Listener;
 use crate::frame::Channel;
 use crate::header::RoutingHeader;
@@ -115,7 +116,11 @@ impl Router {
     }
 
     /// Serves one connection until it ends: registers it, routes what it sends, unregisters.
+    /// Calls, cancellations and transfer parts (wire.md §20) are forwarded as they are; give
+    /// the router connections from a listener with `Config::with_exchanges(false)` so that none
+    /// is taken for the router itself before this starts.
     pub async fn serve_connection(&self, mut conn: Connection) {
+        conn.forward_exchanges();
         let (identity, addressable) = match conn.legacy_identity() {
             Some(id) => (id.clone(), true),
             None => native_identity(&conn.peer_token().unwrap_or_default(), conn.peer_addr()),

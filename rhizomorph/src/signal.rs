@@ -7,6 +7,8 @@
 //! QUIC reader at a full window). Owns nothing but the wake-up; never holds state itself.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
 
@@ -14,8 +16,11 @@ use tokio::sync::Notify;
 #[derive(Debug, Default)]
 pub(crate) struct Signal {
     notify: Notify,
-    /// Tasks inside [`Signal::wait_for`].
+    /// Tasks inside [`Signal::wait_for`], plus the wakers [`Signal::poll_for`] registered.
     waiters: AtomicUsize,
+    /// Wakers of poll-based waiters (a `Sink`'s `poll_ready`), each woken once by the next
+    /// notification. One per task: a task that polls again replaces nothing and adds nothing.
+    wakers: Mutex<Vec<Waker>>,
 }
 
 /// Counts one waiter for as long as it lives (also when its future is dropped mid-wait).
@@ -42,6 +47,39 @@ impl Signal {
     pub(crate) fn notify_waiters(&self) {
         if self.waiters.load(Ordering::SeqCst) > 0 {
             self.notify.notify_waiters();
+            let wakers = std::mem::take(&mut *self.lock_wakers());
+            if !wakers.is_empty() {
+                self.waiters.fetch_sub(wakers.len(), Ordering::SeqCst);
+                wakers.into_iter().for_each(Waker::wake);
+            }
+        }
+    }
+
+    fn lock_wakers(&self) -> std::sync::MutexGuard<'_, Vec<Waker>> {
+        self.wakers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The poll face of [`wait_for`](Self::wait_for): `Ready` with what `check` gives, or
+    /// `Pending` with `cx`'s waker registered for the next notification. Not lost: the waker
+    /// is registered before the second check.
+    pub(crate) fn poll_for<T>(
+        &self,
+        cx: &mut Context<'_>,
+        mut check: impl FnMut() -> Option<T>,
+    ) -> Poll<T> {
+        if let Some(v) = check() {
+            return Poll::Ready(v);
+        }
+        {
+            let mut wakers = self.lock_wakers();
+            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
+                self.waiters.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        match check() {
+            Some(v) => Poll::Ready(v),
+            None => Poll::Pending,
         }
     }
 

@@ -11,17 +11,19 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::debug;
 
+use super::inbox::{CloseOnDrop, Pushed};
 use super::shared::{CloseReason, Mode, Opened, Shared};
 use crate::config::{AuthRequest, Authenticator, Config};
 use crate::error::Error;
-use crate::session::{Event, Initiator, Message, Role, Session};
+use crate::session::{Event, Initiator, Role, Session};
 
 /// Delivers session events: messages to the application, state to the shared handle.
 pub(crate) struct Dispatch {
-    incoming: mpsc::UnboundedSender<Message>,
+    /// Ends the inbox once the driver's tasks (which hold this) are all done.
+    _inbox: CloseOnDrop,
     authenticator: Option<Authenticator>,
     peer_addr: SocketAddr,
     connected: Option<oneshot::Sender<Result<(), CloseReason>>>,
@@ -44,10 +46,11 @@ impl Dispatch {
         while let Some(event) = session.poll_event() {
             match event {
                 Event::Message(m) => {
-                    // Bounded by flow control: only what the windows allow is ever queued here.
-                    if let Err(mpsc::error::SendError(m)) = self.incoming.send(m) {
-                        // The application dropped its receiver; release so the peer is not stuck.
-                        session.release(m.channel, m.credit);
+                    // Bounded by flow control: only what the windows allow is ever queued there;
+                    // what nobody takes (a reply a call consumed, a dropped receiver's) gives
+                    // its credit back now, so the peer is not stuck.
+                    if let Pushed::Release(channel, credit) = shared.inbox.push(m) {
+                        session.release(channel, credit);
                     }
                 }
                 Event::HelloReceived { token, agent } => {
@@ -192,7 +195,6 @@ pub(crate) struct Opening {
     pub(crate) shared: Arc<Shared>,
     /// The event delivery (give it to the driver's tasks).
     pub(crate) dispatch: SharedDispatch,
-    incoming: mpsc::UnboundedReceiver<Message>,
     connected: oneshot::Receiver<Result<(), CloseReason>>,
     peer_addr: SocketAddr,
 }
@@ -201,10 +203,9 @@ impl Opening {
     /// Shared state and dispatch for `session`, a connection to or from `peer_addr`.
     pub(crate) fn new(session: Session, config: &Config, peer_addr: SocketAddr) -> Opening {
         let shared = Shared::new(session, config);
-        let (tx, incoming) = mpsc::unbounded_channel();
         let (connected_tx, connected) = oneshot::channel();
         let dispatch = Arc::new(Mutex::new(Dispatch {
-            incoming: tx,
+            _inbox: CloseOnDrop(shared.clone()),
             authenticator: config.authenticator.clone(),
             peer_addr,
             connected: Some(connected_tx),
@@ -212,7 +213,6 @@ impl Opening {
         Opening {
             shared,
             dispatch,
-            incoming,
             connected,
             peer_addr,
         }
@@ -223,7 +223,6 @@ impl Opening {
     pub(crate) async fn established(self) -> Result<Opened, Error> {
         let opened = Opened {
             handle: self.shared,
-            incoming: self.incoming,
             peer_addr: self.peer_addr,
             mode: Mode::Native,
         };

@@ -67,6 +67,10 @@ pub(crate) trait Handle: Send + Sync {
 
     /// Payload bytes queued on `channel` and not yet sent.
     fn queued_bytes(&self, channel: Channel) -> u64;
+
+    /// What `channel`'s queue charges against the send buffer (payload and per-message
+    /// overhead).
+    fn queued_charge(&self, channel: Channel) -> u64;
 }
 
 /// What a session does for the face's calls; [`Handle`] is implemented once over it.
@@ -109,6 +113,9 @@ pub(crate) trait Core: Send + Sized + 'static {
 
     /// See [`Handle::queued_bytes`].
     fn queued_bytes(&self, channel: Channel) -> u64;
+
+    /// See [`Handle::queued_charge`].
+    fn queued_charge(&self, channel: Channel) -> u64;
 }
 
 impl<S: Core> Handle for Shared<S> {
@@ -175,6 +182,10 @@ impl<S: Core> Handle for Shared<S> {
 
     fn queued_bytes(&self, channel: Channel) -> u64 {
         self.lock().queued_bytes(channel)
+    }
+
+    fn queued_charge(&self, channel: Channel) -> u64 {
+        self.lock().queued_charge(channel)
     }
 }
 
@@ -272,6 +283,10 @@ impl Core for Session {
     fn queued_bytes(&self, channel: Channel) -> u64 {
         Session::queued_bytes(self, channel)
     }
+
+    fn queued_charge(&self, channel: Channel) -> u64 {
+        Session::queued_charge(self, channel)
+    }
 }
 
 /// Legacy mode (legacy.md §L3): one channel on the wire, msgpack payloads only, a send buffer
@@ -353,6 +368,10 @@ impl Core for LegacySession {
     }
 
     fn queued_bytes(&self, _channel: Channel) -> u64 {
+        LegacySession::queued_bytes(self) as u64
+    }
+
+    fn queued_charge(&self, _channel: Channel) -> u64 {
         LegacySession::queued_bytes(self) as u64
     }
 }

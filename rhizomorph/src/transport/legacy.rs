@@ -18,7 +18,7 @@ use bytes::BytesMut;
 use futures_util::future::poll_fn;
 use futures_util::Sink;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::config::{Config, LegacyAuthRequest};
@@ -29,7 +29,7 @@ use crate::legacy::{
     self, AuthInfo, Identity, Initiator, LegacyClose, LegacyConfig, LegacyEvent, LegacySession,
     LegacyTransmit, Side,
 };
-use crate::session::Message;
+use crate::transport::inbox::{CloseOnDrop, Pushed};
 use crate::transport::shared::{CloseReason, Mode, Opened, Shared};
 use crate::transport::ws::socket::{Control, SplitIo, WsIn, WsReader, WsWriter};
 use crate::websocket::{CloseFrame, OpCode, Role, WsEvent};
@@ -59,7 +59,8 @@ enum Handshake {
 /// Delivers the session's events: messages to the application, the handshake's outcome to
 /// whoever waits for it, the end to the shared state.
 struct Dispatch {
-    incoming: mpsc::UnboundedSender<Message>,
+    /// Ends the inbox once the driver's tasks (which hold this) are all done.
+    _inbox: CloseOnDrop,
     handshake: Option<oneshot::Sender<Result<Handshake, LegacyClose>>>,
 }
 
@@ -121,9 +122,9 @@ fn drain(s: &mut LegacySession, shared: &LegacyShared, d: &mut Dispatch) {
         match event {
             // Bounded by the receive window: the reader stops reading at it.
             LegacyEvent::Message(m) => {
-                if let Err(mpsc::error::SendError(m)) = d.incoming.send(m) {
-                    // The application dropped its receiver: keep the reader going.
-                    s.release(m.credit);
+                if let Pushed::Release(_, credit) = shared.inbox.push(m) {
+                    // Nobody takes it (its receiver was dropped): keep the reader going.
+                    s.release(credit);
                 }
             }
             LegacyEvent::Authenticate(auth) => {
@@ -168,10 +169,9 @@ fn start<S: SplitIo>(
     let session = LegacySession::new(side, session_config(config, is_client), Instant::now());
     let max = config.session.settings.max_message_size;
     let shared = Shared::with(session, config, max);
-    let (tx, incoming) = mpsc::unbounded_channel();
     let (handshake_tx, handshake) = oneshot::channel();
     let dispatch = Arc::new(Mutex::new(Dispatch {
-        incoming: tx,
+        _inbox: CloseOnDrop(shared.clone()),
         handshake: Some(handshake_tx),
     }));
     let role = if is_client {
@@ -214,7 +214,6 @@ fn start<S: SplitIo>(
     );
     Started {
         shared,
-        incoming,
         dispatch,
         handshake,
         peer_addr,
@@ -224,7 +223,6 @@ fn start<S: SplitIo>(
 /// A legacy connection whose tasks run, its handshake under way.
 struct Started {
     shared: Arc<LegacyShared>,
-    incoming: mpsc::UnboundedReceiver<Message>,
     dispatch: SharedDispatch,
     handshake: oneshot::Receiver<Result<Handshake, LegacyClose>>,
     peer_addr: SocketAddr,
@@ -246,7 +244,6 @@ impl Started {
     fn opened(self) -> Opened {
         Opened {
             handle: self.shared,
-            incoming: self.incoming,
             peer_addr: self.peer_addr,
             mode: Mode::Legacy,
         }

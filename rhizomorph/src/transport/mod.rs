@@ -20,6 +20,7 @@ use crate::error::Error;
 pub(crate) mod dispatch;
 pub(crate) mod flush;
 pub(crate) mod handle;
+pub(crate) mod inbox;
 pub mod legacy;
 pub mod metrics;
 pub mod quic;

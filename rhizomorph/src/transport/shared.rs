@@ -12,15 +12,16 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Context;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use super::flush::Flush;
 use super::handle::Handle;
+use super::inbox::Inbox;
 use crate::config::{CompressionPolicy, Config};
 use crate::error::Error;
 use crate::frame::{Channel, ErrorCode, Settings};
 use crate::legacy::{ConnectionInfo, Identity};
-use crate::session::{Message, Session};
+use crate::session::Session;
 use crate::signal::Signal;
 
 /// How the connection talks: the native protocol, or legacy msgpack (hypha-rpc peers).
@@ -43,11 +44,10 @@ impl Mode {
     }
 }
 
-/// An open connection as a driver hands it to the face: the handle over its shared state, the
-/// queue of received messages, the peer's address and the mode.
+/// An open connection as a driver hands it to the face: the handle over its shared state (its
+/// inbox included), the peer's address and the mode.
 pub(crate) struct Opened {
     pub(crate) handle: Arc<dyn Handle>,
-    pub(crate) incoming: mpsc::UnboundedReceiver<Message>,
     pub(crate) peer_addr: SocketAddr,
     pub(crate) mode: Mode,
 }
@@ -107,6 +107,10 @@ pub(crate) struct Common {
     /// Our `MAX_MESSAGE_SIZE`: the decompression limit.
     pub(crate) max_message_size: u64,
     pub(crate) compression: CompressionPolicy,
+    /// What was received, for the application's receivers and calls.
+    pub(crate) inbox: Inbox,
+    /// The default call timeout ([`Config::call_timeout`]).
+    pub(crate) call_timeout: std::time::Duration,
 }
 
 /// State shared by the application's handles and the transport's driver tasks: the session
@@ -141,6 +145,8 @@ impl<S> Shared<S> {
                 legacy_identity: OnceLock::new(),
                 max_message_size,
                 compression: config.compression,
+                inbox: Inbox::new(config.exchanges),
+                call_timeout: config.call_timeout,
                 wake_writer: Notify::new(),
                 changed: Signal::default(),
                 send_buffer: config.send_buffer,
