@@ -289,9 +289,18 @@ impl Sender {
     ///
     /// Cancel-safe, as [`send`](Self::send).
     pub async fn reply(&self, request: &Message, payload: impl Into<Bytes>) -> Result<u64, Error> {
-        request_key(request)?;
+        let key = request_key(request)?;
         let header = exchange::reply(&request.header, None);
-        self.send(request.channel, header, payload).await
+        let sent = self.send(request.channel, header, payload).await;
+        self.settle(&key);
+        sent
+    }
+
+    /// The reply to `key` is queued (or failed): a drain no longer waits for it.
+    fn settle(&self, key: &PeerKey) {
+        if self.handle().common().inbox.settle(key) {
+            self.handle().reply_settled();
+        }
     }
 
     /// Answers `request` with a failure (`status: error`, `error: reason`): the caller's
@@ -301,9 +310,11 @@ impl Sender {
     ///
     /// Cancel-safe, as [`send`](Self::send).
     pub async fn reply_error(&self, request: &Message, reason: &str) -> Result<u64, Error> {
-        request_key(request)?;
+        let key = request_key(request)?;
         let header = exchange::reply(&request.header, Some(reason));
-        self.send(request.channel, header, Bytes::new()).await
+        let sent = self.send(request.channel, header, Bytes::new()).await;
+        self.settle(&key);
+        sent
     }
 
     /// Resolves when the caller of `request` gives up on it (its [`Call`] was dropped or timed

@@ -53,6 +53,17 @@ impl Link {
         self.handle.received(m);
     }
 
+    /// Nobody will take `dropped` (their receiver went): their credit goes back, and the
+    /// `settled` replies they owed are owed no more.
+    pub(crate) fn abandoned(&self, dropped: &[Message], settled: u64) {
+        for m in dropped {
+            self.handle.received(m);
+        }
+        for _ in 0..settled {
+            self.handle.reply_settled();
+        }
+    }
+
     /// Our `MAX_MESSAGE_SIZE`, the decompression limit.
     pub(crate) fn max_message_size(&self) -> u64 {
         self.handle.common().max_message_size
@@ -147,6 +158,11 @@ impl From<Opened> for Connection {
 impl Connection {
     fn handle(&self) -> &dyn Handle {
         &*self.link.handle
+    }
+
+    /// The handle under this connection (a listener's drain list holds it).
+    pub(crate) fn handle_arc(&self) -> Arc<dyn Handle> {
+        self.link.handle.clone()
     }
 
     /// A cloneable sender for this connection.
@@ -372,8 +388,7 @@ impl Drop for Connection {
         // and later arrivals are discarded (the link closes the connection once every handle
         // is gone).
         let inbox = &self.handle().common().inbox;
-        for m in inbox.abandon(&inbox.connection_channels()) {
-            self.link.received(&m);
-        }
+        let (dropped, settled) = inbox.abandon(&inbox.connection_channels());
+        self.link.abandoned(&dropped, settled);
     }
 }

@@ -112,6 +112,10 @@ pub enum Error {
         /// Payload bytes sent before the cancellation was seen.
         sent: u64,
     },
+    /// The listener was shut down ([`Listener::shutdown`](crate::Listener::shutdown)) or
+    /// dropped: no more connections.
+    #[error("the listener is shut down: it accepts no more connections")]
+    ListenerShutDown,
     /// The operation did not finish in time.
     #[error("timed out: {0}")]
     Timeout(&'static str),

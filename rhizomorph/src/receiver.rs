@@ -119,8 +119,7 @@ impl futures_util::Stream for ChannelReceiver {
 
 impl Drop for ChannelReceiver {
     fn drop(&mut self) {
-        for m in self.link.handle.common().inbox.abandon(&[self.channel]) {
-            self.link.received(&m);
-        }
+        let (dropped, settled) = self.link.handle.common().inbox.abandon(&[self.channel]);
+        self.link.abandoned(&dropped, settled);
     }
 }

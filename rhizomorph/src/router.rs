@@ -94,24 +94,12 @@ impl Router {
         self.peers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Accepts connections from `listener` forever, serving each in its own task.
+    /// Accepts connections from `listener` until it is shut down, serving each in its own
+    /// task (handshakes run concurrently, bounded by the listener's config).
     pub async fn serve(self, listener: Listener) {
-        loop {
-            match listener.accept_raw().await {
-                Ok(handshake) => {
-                    let router = self.clone();
-                    tokio::spawn(async move {
-                        match handshake.await {
-                            Ok(conn) => router.serve_connection(conn).await,
-                            Err(e) => debug!(error = %e, "handshake failed"),
-                        }
-                    });
-                }
-                Err(e) => {
-                    debug!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
+        while let Ok(conn) = listener.accept().await {
+            let router = self.clone();
+            tokio::spawn(async move { router.serve_connection(conn).await });
         }
     }
 

@@ -15,6 +15,9 @@ pub(super) struct Shutdown {
     pub(super) draining: bool,
     /// The peer's GOAWAY accepted counts, once it sent one (§14.1.2).
     pub(super) peer_goaway: Option<[u64; 4]>,
+    /// Replies the application still owes (requests it took and has not answered, §20.1):
+    /// while any are owed, a drain does not end in CLOSE (§14.1.4: it has more to send).
+    pub(super) owed_replies: u64,
 }
 
 impl Session {
@@ -187,11 +190,24 @@ impl Session {
         }
     }
 
+    /// The application took a request it will answer (§20.1): a drain waits for the answer
+    /// (§14.1.3, §14.1.4).
+    pub fn owe_reply(&mut self) {
+        self.shutdown.owed_replies += 1;
+    }
+
+    /// The application answered (or gave up on) a request it took: a drain may end.
+    pub fn reply_settled(&mut self) {
+        self.shutdown.owed_replies = self.shutdown.owed_replies.saturating_sub(1);
+        self.maybe_finish_drain();
+    }
+
     pub(super) fn maybe_finish_drain(&mut self) {
         // spec: wire.md §14.1.4 — CLOSE once nothing is left to send and no accepted message
         // is incomplete.
         if self.shutdown.draining
             && self.state == State::Open
+            && self.shutdown.owed_replies == 0
             && self.outgoing.iter().all(OutChannel::is_idle)
             && !self.incoming.iter().any(InChannel::has_accepted_partial)
         {

@@ -49,8 +49,14 @@ impl Dispatch {
                     // Bounded by flow control: only what the windows allow is ever queued there;
                     // what nobody takes (a reply a call consumed, a dropped receiver's) gives
                     // its credit back now, so the peer is not stuck.
-                    if let Pushed::Release(channel, credit) = shared.inbox.push(m) {
-                        session.release(channel, credit);
+                    match shared.inbox.push(m) {
+                        Pushed::Queued => {}
+                        Pushed::QueuedRequest => session.owe_reply(),
+                        Pushed::Release(channel, credit) => session.release(channel, credit),
+                        Pushed::ReleaseSettled(channel, credit) => {
+                            session.release(channel, credit);
+                            session.reply_settled();
+                        }
                     }
                 }
                 Event::HelloReceived { token, agent } => {
@@ -202,7 +208,12 @@ pub(crate) struct Opening {
 impl Opening {
     /// Shared state and dispatch for `session`, a connection to or from `peer_addr`.
     pub(crate) fn new(session: Session, config: &Config, peer_addr: SocketAddr) -> Opening {
+        let server = session.role() == Role::Server;
         let shared = Shared::new(session, config);
+        if server {
+            // A server answers requests: its drain waits for the replies it owes (§14.1.4).
+            shared.inbox.track_owed_replies();
+        }
         let (connected_tx, connected) = oneshot::channel();
         let dispatch = Arc::new(Mutex::new(Dispatch {
             _inbox: CloseOnDrop(shared.clone()),

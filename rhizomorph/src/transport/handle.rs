@@ -53,6 +53,9 @@ pub(crate) trait Handle: Send + Sync {
     /// Cancels our message `id` on `channel` (native only: a legacy message leaves whole).
     fn cancel(&self, channel: Channel, id: u64);
 
+    /// A reply the application owed was sent (or is no longer wanted): a drain may end.
+    fn reply_settled(&self);
+
     /// Graceful close: what is queued leaves, then the close.
     fn close_gracefully(&self);
 
@@ -98,6 +101,9 @@ pub(crate) trait Core: Send + Sized + 'static {
 
     /// See [`Handle::cancel`].
     fn cancel(&mut self, channel: Channel, id: u64);
+
+    /// See [`Handle::reply_settled`]; true if the writer has work from it.
+    fn reply_settled(&mut self) -> bool;
 
     /// See [`Handle::close_gracefully`].
     fn close_gracefully(&mut self);
@@ -160,6 +166,12 @@ impl<S: Core> Handle for Shared<S> {
     fn cancel(&self, channel: Channel, id: u64) {
         self.lock().cancel(channel, id);
         self.wake_writer.notify_one();
+    }
+
+    fn reply_settled(&self) {
+        if self.lock().reply_settled() {
+            self.wake_writer.notify_one();
+        }
     }
 
     fn close_gracefully(&self) {
@@ -264,6 +276,11 @@ impl Core for Session {
         Session::cancel(self, channel, id);
     }
 
+    fn reply_settled(&mut self) -> bool {
+        Session::reply_settled(self);
+        self.wants_transmit()
+    }
+
     fn close_gracefully(&mut self) {
         self.goaway(ErrorCode::NO_ERROR, "closing");
     }
@@ -343,6 +360,10 @@ impl Core for LegacySession {
     }
 
     fn cancel(&mut self, _channel: Channel, _id: u64) {}
+
+    fn reply_settled(&mut self) -> bool {
+        false
+    }
 
     fn close_gracefully(&mut self) {
         self.close(close_code::NORMAL, "closing", true);

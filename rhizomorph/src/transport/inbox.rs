@@ -31,6 +31,10 @@ const REMEMBERED_CANCELS: usize = 1024;
 /// as an ordinary message (its later parts are dropped), so a peer cannot grow the table.
 pub(crate) const MAX_OPEN_TRANSFERS: usize = 1024;
 
+/// Requests whose replies a drain waits for (§20.1, §14.1.4); past it, a request is handed out
+/// untracked (a drain does not wait for its reply), so a peer cannot grow the set.
+pub(crate) const MAX_OWED_REPLIES: usize = 65_536;
+
 /// Who a channel's messages go to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reader {
@@ -94,6 +98,8 @@ struct State {
     transfers: HashMap<PeerKey, TransferQueue>,
     /// Our outgoing transfers the receiver cancelled (§20.4), until their sender sees it.
     transfers_cancelled: HashSet<u64>,
+    /// Requests received and not yet answered: the session's drain waits for them.
+    owed: HashSet<PeerKey>,
 }
 
 /// Closes a connection's inbox when the driver's event delivery ends (its last task is done):
@@ -112,9 +118,14 @@ impl Drop for CloseOnDrop {
 pub(crate) enum Pushed {
     /// Queued for the application (its credit is returned when it is taken).
     Queued,
+    /// A request, queued: the application owes its reply (`Session::owe_reply`).
+    QueuedRequest,
     /// Nobody will take it as it is (a reply or cancellation was consumed, or its reader is
     /// gone): return `credit` on `channel` now.
     Release(Channel, u64),
+    /// As `Release`, and a reply owed is no longer (its request was cancelled):
+    /// `Session::reply_settled`.
+    ReleaseSettled(Channel, u64),
 }
 
 /// The receiving side of one connection (see the module doc).
@@ -122,6 +133,8 @@ pub(crate) struct Inbox {
     state: Mutex<State>,
     /// Whether §20 messages are acted on (false for a router: it forwards them as they are).
     exchanges: AtomicBool,
+    /// Whether a drain waits for the replies owed to requests (a server's: it answers them).
+    track_owed: AtomicBool,
     /// Pending calls, read without the lock: while none are pending, no header is examined
     /// for a reply.
     pending_calls: AtomicUsize,
@@ -135,6 +148,7 @@ impl Inbox {
         Inbox {
             state: Mutex::new(State::default()),
             exchanges: AtomicBool::new(exchanges),
+            track_owed: AtomicBool::new(false),
             pending_calls: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
         }
@@ -144,6 +158,11 @@ impl Inbox {
         // A panic while holding the lock would be a bug in this crate; keep going with the
         // state as it is rather than poisoning every handle.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Server side: a drain waits for the replies owed to the requests received (§14.1.4).
+    pub(crate) fn track_owed_replies(&self) {
+        self.track_owed.store(true, Ordering::Release);
     }
 
     /// From now on §20 messages are handed out as they are (a router forwards them).
@@ -183,17 +202,29 @@ impl Inbox {
             }
             Exchange::CancelCall { session } if exchanges => {
                 let key = (from(&m), session);
-                s.cancel_request(&key);
-                return Pushed::Release(m.channel, m.credit);
+                let settled = s.cancel_request(&key);
+                return match settled {
+                    true => Pushed::ReleaseSettled(m.channel, m.credit),
+                    false => Pushed::Release(m.channel, m.credit),
+                };
             }
             Exchange::CancelTransfer { stream } if exchanges => {
                 s.transfers_cancelled.insert(stream);
                 return Pushed::Release(m.channel, m.credit);
             }
             Exchange::Request { session } if exchanges => {
-                if s.cancelled_set.contains(&(from(&m), session)) {
+                let key = (from(&m), session);
+                if s.cancelled_set.contains(&key) {
                     // Its cancellation overtook it (§20.2): nobody wants the answer.
                     return Pushed::Release(m.channel, m.credit);
+                }
+                if self.track_owed.load(Ordering::Acquire)
+                    && s.readers[ch] != Some(Reader::Gone)
+                    && s.owed.len() < MAX_OWED_REPLIES
+                    && s.owed.insert(key)
+                {
+                    s.enqueue(m);
+                    return Pushed::QueuedRequest;
                 }
             }
             Exchange::Part { stream, seq, end } if exchanges && seq > 0 => {
@@ -209,13 +240,17 @@ impl Inbox {
             }
             _ => {}
         }
-        match s.readers[ch].unwrap_or(Reader::Connection) {
-            Reader::Gone => return Pushed::Release(m.channel, m.credit),
-            Reader::Own => wake(&mut s.wakers[ch]),
-            Reader::Connection => wake(&mut s.any),
+        if s.readers[ch] == Some(Reader::Gone) {
+            return Pushed::Release(m.channel, m.credit);
         }
-        s.queues[ch].push_back(m);
+        s.enqueue(m);
         Pushed::Queued
+    }
+
+    /// Request `key` was answered: true if a reply was owed for it (the session's drain may
+    /// end: `Session::reply_settled`).
+    pub(crate) fn settle(&self, key: &PeerKey) -> bool {
+        self.lock().owed.remove(key)
     }
 
     /// No more messages will arrive: receivers see the end once their queues are empty, calls
@@ -290,14 +325,21 @@ impl Inbox {
 
     /// The reader of `channels` is gone: what is queued there is returned (to release its
     /// credit) and what arrives later is discarded.
-    pub(crate) fn abandon(&self, channels: &[Channel]) -> Vec<Message> {
+    /// Also returns how many of them were requests whose replies were owed.
+    pub(crate) fn abandon(&self, channels: &[Channel]) -> (Vec<Message>, u64) {
         let mut s = self.lock();
         let mut dropped = Vec::new();
         for &c in channels {
             s.readers[c.index()] = Some(Reader::Gone);
             dropped.extend(s.queues[c.index()].drain(..));
         }
-        dropped
+        let mut settled = 0;
+        for m in &dropped {
+            if let Some(session) = m.header.get(exchange::SESSION) {
+                settled += u64::from(s.owed.remove(&(from(m), session.clone())));
+            }
+        }
+        (dropped, settled)
     }
 
     /// The channels the connection's receiver reads (those no task took).
@@ -413,9 +455,19 @@ impl TransferQueue {
 }
 
 impl State {
-    /// A cancellation of request `key` arrived (§20.2): remembered, its watchers woken, and the
-    /// request dropped if it is still queued.
-    fn cancel_request(&mut self, key: &PeerKey) {
+    /// Queues `m` for its reader and wakes it.
+    fn enqueue(&mut self, m: Message) {
+        let ch = m.channel.index();
+        match self.readers[ch].unwrap_or(Reader::Connection) {
+            Reader::Own => wake(&mut self.wakers[ch]),
+            _ => wake(&mut self.any),
+        }
+        self.queues[ch].push_back(m);
+    }
+
+    /// A cancellation of request `key` arrived (§20.2): remembered and its watchers woken.
+    /// True if a reply was owed for it (no longer: nobody waits for it).
+    fn cancel_request(&mut self, key: &PeerKey) -> bool {
         if self.cancelled_set.insert(key.clone()) {
             self.cancelled.push_back(key.clone());
             if self.cancelled.len() > REMEMBERED_CANCELS {
@@ -427,6 +479,7 @@ impl State {
         if let Some(watchers) = self.cancel_watchers.remove(key) {
             watchers.into_iter().for_each(Waker::wake);
         }
+        self.owed.remove(key)
     }
 
     /// Part `seq` > 0 of transfer `key` (§20.3).

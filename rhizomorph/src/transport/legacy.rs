@@ -122,9 +122,12 @@ fn drain(s: &mut LegacySession, shared: &LegacyShared, d: &mut Dispatch) {
         match event {
             // Bounded by the receive window: the reader stops reading at it.
             LegacyEvent::Message(m) => {
-                if let Pushed::Release(_, credit) = shared.inbox.push(m) {
+                match shared.inbox.push(m) {
+                    Pushed::Queued | Pushed::QueuedRequest => {}
                     // Nobody takes it (its receiver was dropped): keep the reader going.
-                    s.release(credit);
+                    Pushed::Release(_, credit) | Pushed::ReleaseSettled(_, credit) => {
+                        s.release(credit)
+                    }
                 }
             }
             LegacyEvent::Authenticate(auth) => {
@@ -169,6 +172,9 @@ fn start<S: SplitIo>(
     let session = LegacySession::new(side, session_config(config, is_client), Instant::now());
     let max = config.session.settings.max_message_size;
     let shared = Shared::with(session, config, max);
+    // hypha-rpc peers follow their own call protocol, not wire.md §20: their messages are
+    // handed out as they are.
+    shared.inbox.forward_exchanges();
     let (handshake_tx, handshake) = oneshot::channel();
     let dispatch = Arc::new(Mutex::new(Dispatch {
         _inbox: CloseOnDrop(shared.clone()),
