@@ -271,7 +271,9 @@ async fn serve_cmd(
 ) -> ExitCode {
     let mut config = match Config::default().with_env() {
         // A router forwards calls, cancellations and transfers (wire.md §20), never takes them.
-        Ok(c) => c.allow_plain_non_loopback(insecure_plain).with_exchanges(false),
+        Ok(c) => c
+            .allow_plain_non_loopback(insecure_plain)
+            .with_exchanges(false),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);

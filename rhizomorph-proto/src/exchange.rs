@@ -279,7 +279,13 @@ mod tests {
 
     #[test]
     fn numbers_are_checked() {
-        for bad in ["", "-1", "1e3", "999999999999999999999", "18446744073709551616"] {
+        for bad in [
+            "",
+            "-1",
+            "1e3",
+            "999999999999999999999",
+            "18446744073709551616",
+        ] {
             let h = RoutingHeader::new()
                 .with("type", "reply")
                 .with("session", bad);

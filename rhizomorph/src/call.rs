@@ -329,7 +329,11 @@ impl Sender {
 
     /// Queues `message` on `channel` if the send buffer has room now, never waiting
     /// ([`Error::WouldBlock`] if it has not).
-    pub fn try_send_message(&self, channel: Channel, message: OutgoingMessage) -> Result<u64, Error> {
+    pub fn try_send_message(
+        &self,
+        channel: Channel,
+        message: OutgoingMessage,
+    ) -> Result<u64, Error> {
         let handle = self.handle();
         let mut out = Some(handle.prepare(message, None)?);
         if let Some(reason) = handle.common().close_reason() {

@@ -21,9 +21,9 @@ use crate::error::Error;
 use crate::frame::{Channel, ErrorCode};
 use crate::header::RoutingHeader;
 use crate::receiver::ChannelReceiver;
-use crate::sender::DRAIN_DEADLINE;
 /// The sending half (its own module, [`sender`](crate::sender); here too, where it always was).
 pub use crate::sender::Sender;
+use crate::sender::DRAIN_DEADLINE;
 use crate::session::{OutgoingMessage, SessionStats};
 use crate::transfer::IncomingTransfer;
 use crate::transport::handle::Handle;
@@ -94,7 +94,9 @@ impl Drop for Link {
                     }
                 });
             }
-            Err(_) => self.handle.close_now(ErrorCode::NO_ERROR, "all handles dropped"),
+            Err(_) => self
+                .handle
+                .close_now(ErrorCode::NO_ERROR, "all handles dropped"),
         }
     }
 }

@@ -176,7 +176,9 @@ pub struct Listener {
 
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Listener").field("url", &self.url()).finish()
+        f.debug_struct("Listener")
+            .field("url", &self.url())
+            .finish()
     }
 }
 
@@ -335,11 +337,12 @@ impl Listener {
     /// waiting for the drain and skips closing the stragglers at the deadline.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         self.shared.shutting_down.cancel();
-        let live: Vec<Arc<dyn Handle>> = std::mem::take(
-            &mut *self.shared.live.lock().unwrap_or_else(|p| p.into_inner()),
-        );
         let live: Vec<Arc<dyn Handle>> =
-            live.into_iter().filter(|h| !h.common().is_closed()).collect();
+            std::mem::take(&mut *self.shared.live.lock().unwrap_or_else(|p| p.into_inner()));
+        let live: Vec<Arc<dyn Handle>> = live
+            .into_iter()
+            .filter(|h| !h.common().is_closed())
+            .collect();
         for h in &live {
             h.close_gracefully();
         }
@@ -356,7 +359,10 @@ impl Listener {
             if h.common().is_closed() {
                 report.drained += 1;
             } else {
-                h.close_now(crate::frame::ErrorCode::NO_ERROR, "server shutdown deadline");
+                h.close_now(
+                    crate::frame::ErrorCode::NO_ERROR,
+                    "server shutdown deadline",
+                );
                 report.forced += 1;
             }
         }

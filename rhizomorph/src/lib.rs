@@ -48,17 +48,17 @@ pub use rhizomorph_proto::rkyv;
 pub use rhizomorph_proto::wire_type;
 pub use rhizomorph_proto::{exchange, frame, header, legacy, payload, session, websocket};
 
-pub use config::{AuthRequest, CompressionPolicy, Config};
 pub use call::{Call, Cancelled};
+pub use config::{AuthRequest, CompressionPolicy, Config};
 pub use connection::{CloseReason, Connection, Message, Mode};
-pub use receiver::ChannelReceiver;
-pub use sender::{ChannelSink, Sender};
-pub use session::OutgoingMessage;
-pub use transfer::{IncomingTransfer, TransferReader, TRANSFER_PART_SIZE};
 pub use endpoint::{Endpoint, Listener, QuicClient};
 pub use error::Error;
 pub use frame::{Channel, ErrorCode};
 pub use header::RoutingHeader;
+pub use receiver::ChannelReceiver;
+pub use sender::{ChannelSink, Sender};
+pub use session::OutgoingMessage;
+pub use transfer::{IncomingTransfer, TransferReader, TRANSFER_PART_SIZE};
 
 /// The README's examples, compiled and run as doc tests so they cannot go stale.
 #[doc = include_str!("../../README.md")]

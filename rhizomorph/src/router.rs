@@ -14,11 +14,11 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use crate::connection::{Connection, Message, Mode};
-use crate::sender::Sender;
 use crate::endpoint::Listener;
 use crate::frame::Channel;
 use crate::header::RoutingHeader;
 use crate::legacy::{rewrite, Identity};
+use crate::sender::Sender;
 
 /// Message copies a connection's task routes before it yields to the others.
 const FAIR_SHARE: usize = 64;

@@ -401,8 +401,14 @@ impl futures_util::Sink<(RoutingHeader, Bytes)> for ChannelSink {
         futures_util::Sink::<OutgoingMessage>::poll_ready(self, cx)
     }
 
-    fn start_send(self: Pin<&mut Self>, (header, payload): (RoutingHeader, Bytes)) -> Result<(), Error> {
-        futures_util::Sink::<OutgoingMessage>::start_send(self, OutgoingMessage::new(header, payload))
+    fn start_send(
+        self: Pin<&mut Self>,
+        (header, payload): (RoutingHeader, Bytes),
+    ) -> Result<(), Error> {
+        futures_util::Sink::<OutgoingMessage>::start_send(
+            self,
+            OutgoingMessage::new(header, payload),
+        )
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {

@@ -94,7 +94,12 @@ impl Sender {
         let end: Result<(), Error> = loop {
             if inbox.take_transfer_cancel(stream) {
                 // spec: wire.md §20.4 — stop, and end the transfer so its state is freed.
-                let part = exchange::part(&header, stream, seq, Some(Some("cancelled by the receiver")));
+                let part = exchange::part(
+                    &header,
+                    stream,
+                    seq,
+                    Some(Some("cancelled by the receiver")),
+                );
                 let _ = self.send(channel, part, Bytes::new()).await;
                 return Err(Error::TransferCancelled { sent });
             }
@@ -164,11 +169,20 @@ impl std::fmt::Debug for IncomingTransfer {
 
 impl IncomingTransfer {
     pub(crate) fn open(link: Arc<Link>, mut first: Message) -> Result<IncomingTransfer, Message> {
-        let Ok(Exchange::Part { stream, seq: 0, end }) = exchange::classify(&first.header) else {
+        let Ok(Exchange::Part {
+            stream,
+            seq: 0,
+            end,
+        }) = exchange::classify(&first.header)
+        else {
             return Err(first);
         };
         first.decompress(link.max_message_size());
-        let from = first.header.get(exchange::FROM).cloned().unwrap_or_default();
+        let from = first
+            .header
+            .get(exchange::FROM)
+            .cloned()
+            .unwrap_or_default();
         let first_ends = match first.error.take() {
             Some(e) => Some(Some(e.to_string())),
             None => end,
@@ -315,7 +329,8 @@ impl Drop for IncomingTransfer {
             let sender = Sender {
                 link: self.link.clone(),
             };
-            let notice = OutgoingMessage::new(exchange::cancel_transfer(&self.header), Bytes::new());
+            let notice =
+                OutgoingMessage::new(exchange::cancel_transfer(&self.header), Bytes::new());
             let _ = sender.try_send_message(Channel::Control, notice);
         }
     }

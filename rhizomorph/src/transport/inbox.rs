@@ -196,7 +196,10 @@ impl Inbox {
                     return Pushed::Release(channel, credit);
                 }
                 if exchanges {
-                    debug!(session, "reply to no pending call (late, or cancelled): dropped");
+                    debug!(
+                        session,
+                        "reply to no pending call (late, or cancelled): dropped"
+                    );
                     return Pushed::Release(m.channel, m.credit);
                 }
             }
@@ -485,7 +488,10 @@ impl State {
     /// Part `seq` > 0 of transfer `key` (§20.3).
     fn push_part(&mut self, key: PeerKey, seq: u64, last: bool, m: Message) -> Pushed {
         let Some(t) = self.transfers.get_mut(&key) else {
-            debug!(seq, "part of a transfer whose first part never came: dropped");
+            debug!(
+                seq,
+                "part of a transfer whose first part never came: dropped"
+            );
             return Pushed::Release(m.channel, m.credit);
         };
         if t.ended {

@@ -127,7 +127,39 @@ fn client_endpoint(ipv6: bool) -> Result<quinn::Endpoint, Error> {
     } else {
         "0.0.0.0:0".parse().expect("a valid address")
     };
-    Ok(quinn::Endpoint::client(bind)?)
+    endpoint_on(bind, None)
+}
+
+/// Socket buffer bytes a QUIC endpoint asks for: a burst of handshakes (a thousand clients'
+/// Initial packets at once, 1.2 MB) fits, where the system default (~208 KiB) drops most of
+/// it and leaves those clients to retransmit after seconds of backoff. The kernel caps it at
+/// `net.core.rmem_max` / `wmem_max`.
+const UDP_BUFFER: usize = 4 << 20;
+
+/// A quinn endpoint on a UDP socket bound to `addr` with [`UDP_BUFFER`]-sized buffers; a
+/// server if `server` is given.
+fn endpoint_on(
+    addr: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+) -> Result<quinn::Endpoint, Error> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Dual-stack where the system allows it, as quinn's own bind does.
+        let _ = socket.set_only_v6(false);
+    }
+    // Best effort: a smaller buffer works, it only drops more of a burst.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER);
+    socket.bind(&addr.into())?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| Error::Quic("no async runtime found for the QUIC endpoint".into()))?;
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server,
+        socket.into(),
+        runtime,
+    )?)
 }
 
 /// The QUIC handshake to `addr` over `endpoint`, then the HELLO exchange. `own_endpoint`: the
@@ -248,7 +280,7 @@ impl QuicListener {
             )
         })?;
         let server_config = quinn_server_config(tls, ALPN, transport_config(&config))?;
-        let endpoint = quinn::Endpoint::server(server_config, addr)?;
+        let endpoint = endpoint_on(addr, Some(server_config))?;
         Ok(QuicListener {
             endpoint,
             config: Arc::new(config),
