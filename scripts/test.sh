@@ -26,11 +26,13 @@ cp spec/vectors/frames.json "$tmp/frames.json"
 cp spec/vectors/headers.json "$tmp/headers.json"
 cp spec/vectors/payloads.json "$tmp/payloads.json"
 cp spec/vectors/legacy.json "$tmp/legacy.json"
+cp spec/vectors/exchanges.json "$tmp/exchanges.json"
 python3 spec/vectors/make_vectors.py >/dev/null
 python3 spec/vectors/make_header_vectors.py >/dev/null
 python3 spec/vectors/make_payload_vectors.py >/dev/null
+python3 spec/vectors/make_exchange_vectors.py >/dev/null
 "$venv/bin/python" spec/vectors/make_legacy_vectors.py >/dev/null
-for f in frames headers payloads legacy; do
+for f in frames headers payloads legacy exchanges; do
   if ! cmp -s "spec/vectors/$f.json" "$tmp/$f.json"; then
     cp "$tmp/$f.json" "spec/vectors/$f.json"
     echo "spec/vectors/$f.json differs from what its generator writes: regenerate and commit" >&2

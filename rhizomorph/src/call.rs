@@ -15,13 +15,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::connection::Message;
 use crate::error::Error;
 use crate::exchange::{self, Exchange};
 use crate::frame::Channel;
 use crate::header::RoutingHeader;
 use crate::sender::Sender;
-use crate::session::OutgoingMessage;
+use crate::session::{Message, OutgoingMessage};
 use crate::transport::inbox::PeerKey;
 
 /// A call in flight ([`Sender::call`]): a future of its reply.

@@ -3,14 +3,14 @@
 //!
 //! Owns the application's receiving side of a connection — handing out received messages in
 //! priority order and releasing their credit when the application takes them (wire.md §9.3) —
-//! and [`Link`], what every handle of one connection holds, whose end closes the connection.
+//! and the connection's visible state; the handles' shared link (whose end closes the
+//! connection) is `link.rs`'s.
 //! Sending is [`Sender`]'s (every send method here delegates to it). Never touches a socket
 //! and never knows which transport it runs on: the drivers do, and hand it an open handle over
 //! the shared session ([`transport`](crate::transport)).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -20,10 +20,10 @@ use bytes::Bytes;
 use crate::error::Error;
 use crate::frame::{Channel, ErrorCode};
 use crate::header::RoutingHeader;
+use crate::link::Link;
 use crate::receiver::ChannelReceiver;
 /// The sending half (its own module, [`sender`](crate::sender); here too, where it always was).
 pub use crate::sender::Sender;
-use crate::sender::DRAIN_DEADLINE;
 use crate::session::{OutgoingMessage, SessionStats};
 use crate::transfer::IncomingTransfer;
 use crate::transport::handle::Handle;
@@ -31,75 +31,6 @@ use crate::transport::shared::Opened;
 
 pub use crate::session::Message;
 pub use crate::transport::shared::{CloseReason, Mode};
-
-/// What every handle of one connection holds (the [`Connection`], its [`Sender`]s and
-/// [`ChannelReceiver`]s). When the last is dropped, the connection closes gracefully.
-pub(crate) struct Link {
-    pub(crate) handle: Arc<dyn Handle>,
-    /// The legacy server's `connection_info` was released (the application is ready).
-    ready: AtomicBool,
-}
-
-impl Link {
-    /// Marks the application ready for the peer (once).
-    pub(crate) fn mark_ready(&self) {
-        if !self.ready.swap(true, Ordering::AcqRel) {
-            self.handle.mark_ready();
-        }
-    }
-
-    /// The application took `m`: its credit goes back to the peer.
-    pub(crate) fn received(&self, m: &Message) {
-        self.handle.received(m);
-    }
-
-    /// Nobody will take `dropped` (their receiver went): their credit goes back, and the
-    /// `settled` replies they owed are owed no more.
-    pub(crate) fn abandoned(&self, dropped: &[Message], settled: u64) {
-        for m in dropped {
-            self.handle.received(m);
-        }
-        for _ in 0..settled {
-            self.handle.reply_settled();
-        }
-    }
-
-    /// Our `MAX_MESSAGE_SIZE`, the decompression limit.
-    pub(crate) fn max_message_size(&self) -> u64 {
-        self.handle.common().max_message_size
-    }
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        // Nobody can use the connection any more: close it as `Sender::close` does, without
-        // anyone to wait for the drain — a task does, if there is a runtime to run it.
-        let common = self.handle.common();
-        if common.is_closed() {
-            return;
-        }
-        self.handle.close_gracefully();
-        let handle = self.handle.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(async move {
-                    let common = handle.common();
-                    let drained = tokio::time::timeout(
-                        DRAIN_DEADLINE,
-                        common.changed.wait_for(|| common.close_reason()),
-                    )
-                    .await;
-                    if drained.is_err() {
-                        handle.close_now(ErrorCode::NO_ERROR, "drain timed out");
-                    }
-                });
-            }
-            Err(_) => self
-                .handle
-                .close_now(ErrorCode::NO_ERROR, "all handles dropped"),
-        }
-    }
-}
 
 /// One rhizomorph connection: it receives, and reaches everything else (senders, channel
 /// receivers, state).
@@ -144,10 +75,7 @@ impl std::fmt::Debug for Connection {
 
 impl From<Opened> for Connection {
     fn from(o: Opened) -> Connection {
-        let link = Arc::new(Link {
-            handle: o.handle,
-            ready: AtomicBool::new(false),
-        });
+        let link = Link::new(o.handle);
         Connection {
             sender: Sender { link: link.clone() },
             link,
@@ -271,6 +199,9 @@ impl Connection {
     /// never come out of `recv`: they wait for the transfer, bounded by the channel's window.
     /// Take a transfer's first message this way (or drop the transfer), or its later parts
     /// hold the channel's credit.
+    // The message is handed back whole when it starts no transfer (the common case in a
+    // receive loop): boxing it would allocate for every message.
+    #[allow(clippy::result_large_err)]
     pub fn transfer(&self, first: Message) -> Result<IncomingTransfer, Message> {
         IncomingTransfer::open(self.link.clone(), first)
     }

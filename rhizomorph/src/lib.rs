@@ -32,6 +32,7 @@ pub mod config;
 pub mod connection;
 pub mod endpoint;
 pub mod error;
+mod link;
 pub mod receiver;
 pub mod router;
 pub mod sender;

@@ -8,9 +8,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::connection::{Link, Message};
 use crate::frame::Channel;
+use crate::link::Link;
 use crate::sender::Sender;
+use crate::session::Message;
 use crate::transfer::IncomingTransfer;
 
 /// The messages of one channel ([`Connection::receiver`](crate::Connection::receiver)), as
@@ -103,6 +104,9 @@ impl ChannelReceiver {
     }
 
     /// The transfer `first` starts (see [`Connection::transfer`](crate::Connection::transfer)).
+    // The message is handed back whole when it starts no transfer (the common case in a
+    // receive loop): boxing it would allocate for every message.
+    #[allow(clippy::result_large_err)]
     pub fn transfer(&self, first: Message) -> Result<IncomingTransfer, Message> {
         IncomingTransfer::open(self.link.clone(), first)
     }

@@ -9,14 +9,13 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::connection::Link;
 use crate::error::Error;
 use crate::frame::{Channel, Compression, ErrorCode, PayloadEncoding};
 use crate::header::RoutingHeader;
+use crate::link::{Link, DRAIN_DEADLINE};
 use crate::payload::{Element, PayloadError, SchemaBinding, TypedArray, WireType};
 use crate::session::{Message, OutgoingMessage};
 use crate::transport::handle::Handle;
@@ -134,7 +133,7 @@ impl Sender {
         Ok((out, message.compression))
     }
 
-    /// Why the connection ended, if it has (the same as [`Connection::close_reason`]).
+    /// Why the connection ended, if it has (the same as [`Connection::close_reason`](crate::Connection::close_reason)).
     pub fn close_reason(&self) -> Option<CloseReason> {
         self.handle().common().close_reason()
     }
@@ -334,9 +333,6 @@ impl Sender {
         Ok(id)
     }
 }
-
-/// How long a graceful close waits for the drain before it closes at once.
-pub(crate) const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A `futures::Sink` of messages on one channel ([`Sender::sink`]).
 ///

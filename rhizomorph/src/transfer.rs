@@ -14,12 +14,13 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
-use crate::connection::{Link, Message};
 use crate::error::Error;
 use crate::exchange::{self, Exchange};
 use crate::frame::Channel;
 use crate::header::RoutingHeader;
+use crate::link::Link;
 use crate::sender::Sender;
+use crate::session::Message;
 use crate::session::OutgoingMessage;
 use crate::transport::inbox::{Part, PeerKey};
 
@@ -168,6 +169,9 @@ impl std::fmt::Debug for IncomingTransfer {
 }
 
 impl IncomingTransfer {
+    // The message is handed back whole when it starts no transfer (the common case in a
+    // receive loop): boxing it would allocate for every message.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn open(link: Arc<Link>, mut first: Message) -> Result<IncomingTransfer, Message> {
         let Ok(Exchange::Part {
             stream,

@@ -415,7 +415,7 @@ async fn listener_shutdown_drains_100_in_flight_calls_with_none_lost() {
                 sender
                     .call(Channel::Rpc, method("work"), i.to_be_bytes().to_vec())
                     .await
-                    .map(|r| r.payload == Bytes::from(i.to_be_bytes().to_vec()))
+                    .map(|r| r.payload[..] == i.to_be_bytes())
             }
         })));
         within("all 100 at the server", async {

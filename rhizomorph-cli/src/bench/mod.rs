@@ -15,6 +15,7 @@ pub mod oneway;
 pub mod raw_tcp;
 pub mod rpc;
 pub mod scenarios;
+pub mod transfer;
 
 use std::fmt::Write as _;
 use std::io;
@@ -332,6 +333,38 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
         run_legacy(options, &servers, &mut results).await?;
     }
 
+    if options.wants("transfer") {
+        let total = ((1024.0 * options.scale) as u64).max(16) << 20;
+        let pb = bar(options, 0, "transfer (1 GiB one way)".into());
+        let mode = format!("{} MiB one way", total >> 20);
+        let mut runs = Vec::new();
+        if ws {
+            runs.push((
+                "rhizo-ws",
+                "rhizo-ws-xfer",
+                ws_url.as_str(),
+                &options.config,
+            ));
+        }
+        if quic {
+            runs.push((
+                "rhizo-quic",
+                "rhizo-quic-xfer",
+                quic_url.as_str(),
+                quic_config,
+            ));
+        }
+        for (whole, streamed, url, config) in runs {
+            let mut m = transfer::messages(whole, url, config, total).await?;
+            m.mode = mode.clone();
+            results.push(m);
+            let mut m = transfer::streamed(streamed, url, config, total).await?;
+            m.mode = mode.clone();
+            results.push(m);
+        }
+        pb.finish_and_clear();
+    }
+
     if options.wants("oneway") {
         let n = ((200_000.0 * options.scale) as usize).max(1000);
         let pb = bar(options, 0, "oneway (256 B, one connection)".into());
@@ -356,6 +389,10 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
                     rpc::run_rpc("rhizo-ws", clients, d, |_| rhizo_rpc_client(url, cfg)).await?,
                 );
                 results.push(
+                    rpc::run_rpc("rhizo-ws-call", clients, d, |_| rhizo_call_client(url, cfg))
+                        .await?,
+                );
+                results.push(
                     rpc::run_rpc("msgpack-ws", clients, d, |_| async {
                         let (sink, stream) = msgpack_ws::connect(servers.baseline).await?;
                         Ok(rpc::EchoPair(scenarios::BaselineTx::new(sink), stream))
@@ -378,6 +415,12 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
                 let (url, cfg) = (&quic_url, quic_config);
                 results.push(
                     rpc::run_rpc("rhizo-quic", clients, d, |_| rhizo_rpc_client(url, cfg)).await?,
+                );
+                results.push(
+                    rpc::run_rpc("rhizo-quic-call", clients, d, |_| {
+                        rhizo_call_client(url, cfg)
+                    })
+                    .await?,
                 );
                 results.push(
                     rpc::run_rpc("bare-quinn", clients, d, |_| async {
@@ -761,10 +804,24 @@ async fn rhizo_rpc_client(
     Ok(rpc::EchoPair(scenarios::RhizoTx::new(conn.sender()), conn))
 }
 
+/// A client making real calls (`Sender::call`, replies matched by session).
+async fn rhizo_call_client(url: &str, config: &Config) -> io::Result<rpc::RhizoCall> {
+    let conn = rhizomorph::endpoint::Endpoint::connect(url, config.clone())
+        .await
+        .map_err(io::Error::other)?;
+    Ok(rpc::RhizoCall::new(conn))
+}
+
 /// The baseline a rhizomorph row is compared with.
 fn baseline_of(implementation: &str, scenario: &str) -> Option<&'static str> {
     match (implementation, scenario) {
         ("rhizo-legacy", _) => Some("hypha-rpc-py"),
+        // Calls through `Sender::call` against the hand-matched loop over the same transport.
+        ("rhizo-ws-call", _) => Some("rhizo-ws"),
+        // A streamed transfer against the same bytes as 2 MiB messages.
+        ("rhizo-ws-xfer", _) => Some("rhizo-ws"),
+        ("rhizo-quic-xfer", _) => Some("rhizo-quic"),
+        ("rhizo-quic-call", _) => Some("rhizo-quic"),
         ("rhizo-ws" | "rhizo-quic", s) if s.starts_with("rpc") => Some("h2-grpc"),
         ("rhizo-quic", "oneway") => Some("raw-tcp"),
         ("rhizo-ws", _) => Some("msgpack-ws"),
@@ -796,6 +853,12 @@ pub fn render_table(results: &[Measurement]) -> String {
                     format!(
                         "p99 {:.1}x lower than {}",
                         b.p99_ms / m.p99_ms.max(1e-9),
+                        b.implementation
+                    )
+                } else if m.scenario == "transfer" {
+                    format!(
+                        "{:.2}x {} MB/s",
+                        m.mb_per_sec / b.mb_per_sec.max(1e-9),
                         b.implementation
                     )
                 } else {

@@ -35,6 +35,36 @@ impl<T: EchoTx, R: EchoRx + Send + 'static> RpcClient for EchoPair<T, R> {
     }
 }
 
+/// A rhizomorph client that makes real calls ([`rhizomorph::Sender::call`]: the reply matched on
+/// its `session`, wire.md §20.1), to compare with the hand-matched send-then-receive loop.
+pub struct RhizoCall {
+    sender: rhizomorph::Sender,
+    /// Keeps the connection's receiving side (the calls' replies need no reader).
+    _conn: rhizomorph::Connection,
+    header: rhizomorph::RoutingHeader,
+}
+
+impl RhizoCall {
+    /// Calls over `conn` with the bench's echo header on `rpc`.
+    pub fn new(conn: rhizomorph::Connection) -> RhizoCall {
+        RhizoCall {
+            sender: conn.sender(),
+            _conn: conn,
+            header: super::scenarios::echo_header(),
+        }
+    }
+}
+
+impl RpcClient for RhizoCall {
+    async fn call(&mut self, request: Bytes) -> io::Result<Bytes> {
+        self.sender
+            .call(rhizomorph::Channel::Rpc, self.header.clone(), request)
+            .await
+            .map(|m| m.payload)
+            .map_err(io::Error::other)
+    }
+}
+
 /// Connects `clients` clients with `connect` (at most 32 handshakes at a time), then lets each
 /// make 256-byte calls back to back for `duration`.
 pub async fn run_rpc<C, F, Fut>(

@@ -185,7 +185,7 @@ pub async fn run_echo<T: EchoTx, R: EchoRx>(
     Ok((lat, elapsed))
 }
 
-fn echo_header() -> RoutingHeader {
+pub(crate) fn echo_header() -> RoutingHeader {
     RoutingHeader::new()
         .with("type", "method")
         .with("from", "ws-user-1/bench-client")
