@@ -4,7 +4,7 @@
 //! [`Connection`] an application holds. Never holds a connection's state.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -117,8 +117,8 @@ struct ListenerShared {
     handshakes: Arc<tokio::sync::Semaphore>,
     backlog: usize,
     /// Every connection this listener handed out (or holds for `accept`), to drain on shutdown.
-    /// The handle, not the application's link: being listed keeps no connection open.
-    live: Mutex<Vec<Arc<dyn Handle>>>,
+    /// Weak: being listed keeps nothing alive (the shared state holds the socket's write half).
+    live: Mutex<Vec<Weak<dyn Handle>>>,
     /// Set by [`Listener::shutdown`]: no handshake starts any more.
     shutting_down: tokio_util::sync::CancellationToken,
     /// Handshakes that failed (TLS, upgrade, HELLO, authentication, timeout).
@@ -131,9 +131,9 @@ impl ListenerShared {
     fn register(&self, conn: &Connection) {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         if live.len() >= 64 && live.len().is_power_of_two() {
-            live.retain(|h| !h.common().is_closed());
+            live.retain(|h| h.upgrade().is_some_and(|h| !h.common().is_closed()));
         }
-        live.push(conn.handle_arc());
+        live.push(Arc::downgrade(&conn.handle_arc()));
     }
 }
 
@@ -337,10 +337,11 @@ impl Listener {
     /// waiting for the drain and skips closing the stragglers at the deadline.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         self.shared.shutting_down.cancel();
-        let live: Vec<Arc<dyn Handle>> =
+        let live: Vec<Weak<dyn Handle>> =
             std::mem::take(&mut *self.shared.live.lock().unwrap_or_else(|p| p.into_inner()));
         let live: Vec<Arc<dyn Handle>> = live
-            .into_iter()
+            .iter()
+            .filter_map(Weak::upgrade)
             .filter(|h| !h.common().is_closed())
             .collect();
         for h in &live {
