@@ -97,4 +97,17 @@ while read -r lines file; do
   [ "$lines" -le 900 ] || breach "$file has $lines lines (at most 900: split it by what it owns)"
 done < <(find rhizomorph-proto/src rhizomorph/src -name '*.rs' -print0 | xargs -0 wc -l)
 
+# 6. Every public async method of the user-facing API says whether it is cancel-safe (tokio's
+#    convention: a "Cancel safety" section, issue 19).
+for file in rhizomorph/src/*.rs; do
+  missing=$(awk '
+    /^[[:space:]]*\/\/\// { doc = doc $0 "\n"; next }
+    /^[[:space:]]*#\[/ { next }
+    /pub async fn/ { if (tolower(doc) !~ /cancel/) print FILENAME ":" FNR ": " $0 }
+    { doc = "" }
+  ' "$file")
+  [ -z "$missing" ] || breach "public async fns without a cancel-safety note:
+$missing"
+done
+
 exit $fail

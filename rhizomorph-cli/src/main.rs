@@ -2,6 +2,7 @@
 //!
 //! - `bench`: the main job — loopback scenarios for rhizomorph and its baselines, as a table.
 //! - `serve`: an echo server (plain `ws://` on loopback, or `wss://` with a certificate).
+//! - `connect`: talk to a server by hand (lines in, messages out).
 //! - `inspect`: decode a hex frame dump into readable lines.
 
 use std::io::Read;
@@ -120,6 +121,25 @@ enum Command {
     /// Decode frames from a hex dump (argument, `@file`, or `-` for stdin) into readable lines.
     ///
     /// With no input, encodes and decodes a sample conversation.
+    /// Connect to a server and talk to it by hand: each line of stdin is sent as a message
+    /// (`--call`: as a call, its reply printed with the round trip); what arrives is printed.
+    Connect {
+        /// `ws://host:port/`, `wss://host:port/` or `quic://host:port`.
+        url: String,
+        /// Trust the server certificate with this SHA-256 fingerprint (what `serve
+        /// --self-signed` prints) instead of the web PKI roots.
+        #[arg(long)]
+        pin: Option<String>,
+        /// The channel to send on: control, rpc, stream, bulk.
+        #[arg(long, default_value = "rpc")]
+        channel: String,
+        /// A header field of every message, `name=value` (repeatable; default `to=echo`).
+        #[arg(long = "header")]
+        header: Vec<String>,
+        /// Send each line as a call (wire.md §20.1) and print its reply.
+        #[arg(long)]
+        call: bool,
+    },
     Inspect {
         /// Hex bytes (spaces allowed), or `@path` to read hex from a file, or `-` for stdin.
         input: Vec<String>,
@@ -142,6 +162,13 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Connect {
+            url,
+            pin,
+            channel,
+            header,
+            call,
+        } => connect_cmd(url, pin, &channel, &header, call),
         Command::Inspect {
             input,
             max_frame_payload,
@@ -333,6 +360,43 @@ async fn serve_cmd(
     }
     rhizomorph::router::Router::new().serve(listener).await;
     ExitCode::SUCCESS
+}
+
+fn connect_cmd(
+    url: String,
+    pin: Option<String>,
+    channel: &str,
+    header: &[String],
+    call: bool,
+) -> ExitCode {
+    let Some(channel) = rhizomorph::Channel::from_name(channel) else {
+        eprintln!("error: unknown channel {channel:?}: control, rpc, stream or bulk");
+        return ExitCode::from(2);
+    };
+    let mut fields = Vec::new();
+    for h in header {
+        match h.split_once('=') {
+            Some((n, v)) if !n.is_empty() => fields.push((n.to_string(), v.to_string())),
+            _ => {
+                eprintln!("error: --header {h:?}: expected name=value");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let options = rhizomorph_cli::connect::ConnectOptions {
+        url,
+        pin,
+        channel,
+        header: fields,
+        call,
+    };
+    match runtime().block_on(rhizomorph_cli::connect::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn inspect_cmd(input: &[String], max_frame_payload: u64, max_message_size: u64) -> ExitCode {

@@ -12,8 +12,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
 use bytes::Bytes;
-use tokio::sync::oneshot;
 
 use crate::error::Error;
 use crate::exchange::{self, Exchange};
@@ -21,6 +23,7 @@ use crate::frame::Channel;
 use crate::header::RoutingHeader;
 use crate::sender::Sender;
 use crate::session::{Message, OutgoingMessage};
+use crate::transport::calls::Reply;
 use crate::transport::inbox::PeerKey;
 
 /// A call in flight ([`Sender::call`]): a future of its reply.
@@ -46,8 +49,11 @@ pub struct Call {
     /// Why the request could not be prepared (returned at the first poll).
     error: Option<Error>,
     timeout: Duration,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    reply: Option<oneshot::Receiver<Message>>,
+    /// A timeout other than the connection's default has a timer of its own (the default one
+    /// is served by the connection's call timer, see `transport::calls`).
+    own_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The call is registered in the inbox (its reply is awaited).
+    registered: bool,
     /// The request's id on its channel, once queued.
     queued: Option<u64>,
     done: bool,
@@ -77,29 +83,80 @@ impl Call {
         self.session
     }
 
-    /// Gives up on the call (see the type's cancel safety): forgets it, stops the request,
-    /// tells the peer if the request left.
-    fn cancel(&mut self) {
-        let handle = self.sender.handle();
-        if !handle.common().inbox.forget_call(self.session) {
+    /// Stops the request and tells the peer (see the type's cancel safety); the call is no
+    /// longer in the inbox.
+    fn withdraw(&mut self) {
+        let Some(id) = self.queued else {
             return;
-        }
-        if let Some(id) = self.queued {
-            // spec: wire.md §5.7.1 — dropped if not started, aborted if being sent.
-            handle.cancel(self.channel, id);
-            // spec: wire.md §20.2 — and the peer told, in case it was sent: best effort, never
-            // waiting (a full control buffer means the connection is in trouble anyway).
-            let notice = OutgoingMessage::new(
-                exchange::cancel_call(&self.header, self.session),
-                Bytes::new(),
-            );
-            let _ = self.sender.try_send_message(Channel::Control, notice);
-        }
+        };
+        // spec: wire.md §5.7.1 — dropped if not started, aborted if being sent.
+        self.sender.handle().cancel(self.channel, id);
+        // spec: wire.md §20.2 — and the peer told, in case it was sent: best effort, never
+        // waiting (a full control buffer means the connection is in trouble anyway).
+        let notice = OutgoingMessage::new(
+            exchange::cancel_call(&self.header, self.session),
+            Bytes::new(),
+        );
+        let _ = self.sender.try_send_message(Channel::Control, notice);
     }
 
     fn finish(&mut self, r: Result<Message, Error>) -> Poll<Result<Message, Error>> {
         self.done = true;
         Poll::Ready(r)
+    }
+
+    fn gone(&mut self) -> Poll<Result<Message, Error>> {
+        let e = match self.sender.handle().common().close_reason() {
+            Some(r) => r.to_error(),
+            None => Error::ConnectionLost("the connection ended".into()),
+        };
+        self.finish(Err(e))
+    }
+
+    fn timed_out(&mut self) -> Poll<Result<Message, Error>> {
+        self.withdraw();
+        let after = self.timeout;
+        self.finish(Err(Error::CallTimedOut { after }))
+    }
+
+    /// Registers the call: with the connection's call timer for the default timeout (started
+    /// on the first call), with a timer of its own for another.
+    fn register(&mut self) -> bool {
+        let handle = &self.sender.link.handle;
+        let common = handle.common();
+        let deadline = if self.timeout == common.call_timeout {
+            if !common.inbox.call_timer_started.swap(true, Ordering::AcqRel) {
+                tokio::spawn(call_timer(handle.clone()));
+            }
+            Some(Instant::now() + self.timeout)
+        } else {
+            self.own_timer = Some(Box::pin(tokio::time::sleep(self.timeout)));
+            None
+        };
+        self.registered = common.inbox.register_call(self.session, deadline);
+        self.registered
+    }
+}
+
+/// Serves the default-timeout deadlines of one connection's calls: sleeps until the earliest,
+/// times out what is due, and waits for a first deadline when none is queued. Ends with the
+/// connection. One per connection, started by its first call.
+async fn call_timer(handle: std::sync::Arc<dyn crate::transport::handle::Handle>) {
+    let inbox = &handle.common().inbox;
+    loop {
+        let (next, closed) = inbox.expire_calls(Instant::now());
+        if closed {
+            return;
+        }
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at.into()) => {}
+                    () = inbox.call_timer.notified() => {}
+                }
+            }
+            None => inbox.call_timer.notified().await,
+        }
     }
 }
 
@@ -114,59 +171,44 @@ impl Future for Call {
         if let Some(e) = this.error.take() {
             return this.finish(Err(e));
         }
-        let common = this.sender.handle().common();
-        if this.reply.is_none() {
-            match common.inbox.register_call(this.session) {
-                Some(rx) => this.reply = Some(rx),
-                None => {
-                    let e = match common.close_reason() {
-                        Some(r) => r.to_error(),
-                        None => Error::ConnectionLost("the connection is over".into()),
-                    };
-                    return this.finish(Err(e));
-                }
-            }
-            this.deadline = Some(Box::pin(tokio::time::sleep(this.timeout)));
+        if !this.registered && !this.register() {
+            return this.gone();
         }
         if this.request.is_some() {
             match this.sender.poll_queue(cx, this.channel, &mut this.request) {
                 Poll::Ready(Ok(id)) => this.queued = Some(id),
                 Poll::Ready(Err(e)) => {
-                    common.inbox.forget_call(this.session);
+                    this.sender
+                        .handle()
+                        .common()
+                        .inbox
+                        .forget_call(this.session);
                     return this.finish(Err(e));
                 }
                 Poll::Pending => {}
             }
         }
-        if let Some(rx) = this.reply.as_mut() {
-            match Pin::new(rx).poll(cx) {
-                Poll::Ready(Ok(mut m)) => {
-                    m.decompress(common.max_message_size);
-                    let failed = match exchange::classify(&m.header) {
-                        Ok(Exchange::Reply { error, .. }) => error,
-                        _ => None,
-                    };
-                    return this.finish(match failed {
-                        Some(reason) => Err(Error::CallFailed { reason }),
-                        None => Ok(m),
-                    });
-                }
-                Poll::Ready(Err(_)) => {
-                    // The slot was dropped: the connection ended.
-                    let e = match common.close_reason() {
-                        Some(r) => r.to_error(),
-                        None => Error::ConnectionLost("the connection ended".into()),
-                    };
-                    return this.finish(Err(e));
-                }
-                Poll::Pending => {}
+        let common = this.sender.handle().common();
+        match common.inbox.poll_reply(this.session, cx) {
+            Poll::Ready(Reply::Message(mut m)) => {
+                m.decompress(common.max_message_size);
+                let failed = match exchange::classify(&m.header) {
+                    Ok(Exchange::Reply { error, .. }) => error,
+                    _ => None,
+                };
+                return this.finish(match failed {
+                    Some(reason) => Err(Error::CallFailed { reason }),
+                    None => Ok(m),
+                });
             }
+            Poll::Ready(Reply::TimedOut) => return this.timed_out(),
+            Poll::Ready(Reply::Gone) => return this.gone(),
+            Poll::Pending => {}
         }
-        if let Some(d) = this.deadline.as_mut() {
-            if d.as_mut().poll(cx).is_ready() {
-                this.cancel();
-                let after = this.timeout;
-                return this.finish(Err(Error::CallTimedOut { after }));
+        if let Some(t) = this.own_timer.as_mut() {
+            if t.as_mut().poll(cx).is_ready() {
+                common.inbox.forget_call(this.session);
+                return this.timed_out();
             }
         }
         Poll::Pending
@@ -175,8 +217,16 @@ impl Future for Call {
 
 impl Drop for Call {
     fn drop(&mut self) {
-        if !self.done && self.reply.is_some() {
-            self.cancel();
+        if !self.done
+            && self.registered
+            && self
+                .sender
+                .handle()
+                .common()
+                .inbox
+                .forget_call(self.session)
+        {
+            self.withdraw();
         }
     }
 }
@@ -274,8 +324,8 @@ impl Sender {
             request,
             error,
             timeout: common.call_timeout,
-            deadline: None,
-            reply: None,
+            own_timer: None,
+            registered: false,
             queued: None,
             done: false,
         }

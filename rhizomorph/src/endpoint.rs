@@ -27,6 +27,11 @@ impl Endpoint {
     ///
     /// Each QUIC connection made here has its own UDP socket; to open many, share one with
     /// [`QuicClient`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropped before it returns, the half-made connection is closed (nothing was
+    /// handed out, nothing is left running).
     pub async fn connect(url: &str, config: Config) -> Result<Connection, Error> {
         let opened = if url.starts_with("quic://") {
             quic::connect(url, &config).await?
@@ -72,6 +77,10 @@ impl QuicClient {
     }
 
     /// Connects to `url` (`quic://host:port`) over this client's socket.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, as [`Endpoint::connect`].
     pub async fn connect(&self, url: &str) -> Result<Connection, Error> {
         Ok(self.socket.connect(url).await?.into())
     }
@@ -214,6 +223,10 @@ impl Listener {
 
     /// Listens on `addr` (e.g. `127.0.0.1:7878`) over WebSocket; `wss://` if the config has
     /// server TLS.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: the socket is bound only when it returns.
     pub async fn bind(addr: &str, config: Config) -> Result<Listener, Error> {
         let config = with_shared_budget(config);
         let kind = ListenerKind::Ws(WsListener::bind(addr, config.clone()).await?);
@@ -321,6 +334,11 @@ impl Listener {
     /// Waits for the next client and returns the future of its handshakes, for a server that
     /// runs them itself. Bypasses `accept`'s concurrency limit and connection tracking
     /// (`shutdown` does not see these connections); do not mix the two on one listener.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a client is taken only when it returns; its handshake runs only when the
+    /// returned future is polled (dropping that future drops the client).
     pub async fn accept_raw(&self) -> std::io::Result<Handshake> {
         self.shared.kind.next().await
     }

@@ -116,7 +116,79 @@ pub enum Error {
     /// dropped: no more connections.
     #[error("the listener is shut down: it accepts no more connections")]
     ListenerShutDown,
+    /// Connecting failed: where it was going, how far it got, what went wrong and, for the
+    /// usual mix-ups (TLS against plain, nothing listening, an untrusted certificate), what to
+    /// try.
+    #[error("connecting to {url}: {stage} failed: {cause}{}", .hint.as_ref().map(|h| format!(" — {h}")).unwrap_or_default())]
+    ConnectFailed {
+        /// The URL given.
+        url: String,
+        /// How far the attempt got.
+        stage: ConnectStage,
+        /// The cause, as the layer that failed gave it (`Io`, `Tls`, `Quic`, `Handshake`, …):
+        /// match on it for the kind of failure.
+        #[source]
+        cause: Box<Error>,
+        /// What to try, where the usual cause is known.
+        hint: Option<String>,
+    },
+    /// Connecting did not finish within `Config::connect_timeout`.
+    #[error("connecting to {url}: no answer in {after:?} while {stage}{}", .hint.as_ref().map(|h| format!(" — {h}")).unwrap_or_default())]
+    ConnectTimedOut {
+        /// The URL given.
+        url: String,
+        /// The stage the attempt was in.
+        stage: ConnectStage,
+        /// The timeout.
+        after: std::time::Duration,
+        /// What to check.
+        hint: Option<String>,
+    },
     /// The operation did not finish in time.
     #[error("timed out: {0}")]
     Timeout(&'static str),
+}
+
+/// How far a connect attempt got ([`Error::ConnectFailed`], [`Error::ConnectTimedOut`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ConnectStage {
+    /// Resolving the host name.
+    Resolve = 0,
+    /// Opening the TCP connection.
+    Tcp = 1,
+    /// The TLS handshake (`wss://`).
+    Tls = 2,
+    /// The WebSocket upgrade (HTTP).
+    Upgrade = 3,
+    /// The QUIC handshake (TLS included).
+    Quic = 4,
+    /// The HELLO exchange (wire.md §3.2), or legacy mode's handshake.
+    Hello = 5,
+}
+
+impl ConnectStage {
+    pub(crate) fn from_u8(v: u8) -> ConnectStage {
+        match v {
+            1 => ConnectStage::Tcp,
+            2 => ConnectStage::Tls,
+            3 => ConnectStage::Upgrade,
+            4 => ConnectStage::Quic,
+            5 => ConnectStage::Hello,
+            _ => ConnectStage::Resolve,
+        }
+    }
+}
+
+impl std::fmt::Display for ConnectStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConnectStage::Resolve => "resolving the host",
+            ConnectStage::Tcp => "opening TCP",
+            ConnectStage::Tls => "the TLS handshake",
+            ConnectStage::Upgrade => "the WebSocket upgrade",
+            ConnectStage::Quic => "the QUIC handshake",
+            ConnectStage::Hello => "the HELLO exchange",
+        })
+    }
 }

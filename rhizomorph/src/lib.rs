@@ -53,7 +53,7 @@ pub use call::{Call, Cancelled};
 pub use config::{AuthRequest, CompressionPolicy, Config};
 pub use connection::{CloseReason, Connection, Message, Mode};
 pub use endpoint::{Endpoint, Listener, QuicClient};
-pub use error::Error;
+pub use error::{ConnectStage, Error};
 pub use frame::{Channel, ErrorCode};
 pub use header::RoutingHeader;
 pub use receiver::ChannelReceiver;

@@ -96,6 +96,10 @@ impl Router {
 
     /// Accepts connections from `listener` until it is shut down, serving each in its own
     /// task (handshakes run concurrently, bounded by the listener's config).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping it stops accepting; connections already served go on in their own tasks.
     pub async fn serve(self, listener: Listener) {
         while let Ok(conn) = listener.accept().await {
             let router = self.clone();
@@ -107,6 +111,12 @@ impl Router {
     /// Calls, cancellations and transfer parts (wire.md §20) are forwarded as they are; give
     /// the router connections from a listener with `Config::with_exchanges(false)` so that none
     /// is taken for the router itself before this starts.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: dropped midway, the peer stays registered — the table's sender keeps
+    /// its connection open — until a connection with its identity replaces it. Run it to its
+    /// end in a task of its own, as [`serve`](Self::serve) does.
     pub async fn serve_connection(&self, mut conn: Connection) {
         conn.forward_exchanges();
         let (identity, addressable) = match conn.legacy_identity() {

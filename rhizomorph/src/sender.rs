@@ -62,6 +62,10 @@ impl Sender {
 
     /// Sends `value` as a schema-cached rkyv payload (wire.md §11.2): the first message of a
     /// type on a channel binds its Schema Id, later ones carry only the id.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, as [`send`](Self::send).
     pub async fn send_typed<T>(
         &self,
         channel: Channel,
@@ -87,6 +91,10 @@ impl Sender {
     /// it; judging again would cost a router a compression attempt per message), one that
     /// arrived compressed is compressed again with the same codec and shuffle when the peer
     /// accepts the codec.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, as [`send`](Self::send).
     pub async fn forward(&self, channel: Channel, message: Message) -> Result<u64, Error> {
         let (out, compression) = Self::forwardable(message)?;
         self.send_inner(channel, out, Some(compression)).await
@@ -266,6 +274,10 @@ impl Sender {
     }
 
     /// Sends a typed array (wire.md §11.4) of `data` with shape `dims` (empty: one dimension).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, as [`send`](Self::send).
     pub async fn send_array<T: Element>(
         &self,
         channel: Channel,
@@ -285,6 +297,10 @@ impl Sender {
     /// In legacy mode the channel is not on the wire (one WebSocket message per message), the
     /// payload must be empty or one msgpack value, and a compressed one is decompressed first
     /// (legacy peers take no compression).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, as [`send`](Self::send).
     pub async fn send_message(
         &self,
         channel: Channel,

@@ -503,3 +503,88 @@ async fn a_thousand_clients_handshaking_at_once_all_connect() {
         assert_eq!(ok.len(), 1000, "{t:?}");
     }
 }
+
+/// The stage a failed or timed-out connect names (panicking on any other error), and its text.
+fn failed_at(e: &Error, want: rhizomorph::ConnectStage) -> String {
+    let text = e.to_string();
+    match e {
+        Error::ConnectFailed { stage, .. } | Error::ConnectTimedOut { stage, .. } => {
+            assert_eq!(*stage, want, "{text}")
+        }
+        other => panic!("not a connect error: {other:?}"),
+    }
+    text
+}
+
+/// Connect errors name the URL and the stage, and hint at the usual mix-ups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_errors_name_the_address_the_stage_and_a_hint() {
+    let _serial = SERIAL.lock().await;
+    use rhizomorph::ConnectStage;
+    // Nothing listens on the TCP port.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let url = format!("ws://127.0.0.1:{port}/");
+    let e = Endpoint::connect(&url, Config::default())
+        .await
+        .unwrap_err();
+    let text = failed_at(&e, ConnectStage::Tcp);
+    assert!(
+        text.contains(&url) && text.contains("is the server running"),
+        "{text}"
+    );
+
+    // wss:// to a plain ws:// server, and ws:// to a wss:// one.
+    let (server_tls, client_tls) = configs(Transport::Quic);
+    let plain = Listener::bind("127.0.0.1:0", Config::default())
+        .await
+        .unwrap();
+    let plain_url = plain.url().replace("ws://", "wss://");
+    tokio::spawn(async move { while plain.accept().await.is_ok() {} });
+    let e = Endpoint::connect(&plain_url, client_tls.clone())
+        .await
+        .unwrap_err();
+    let text = failed_at(&e, ConnectStage::Tls);
+    assert!(text.contains("try ws://"), "{text}");
+    let secure = Listener::bind("127.0.0.1:0", server_tls).await.unwrap();
+    let secure_url = secure.url().replace("wss://", "ws://");
+    tokio::spawn(async move { while secure.accept().await.is_ok() {} });
+    let e = Endpoint::connect(&secure_url, Config::default())
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("try wss://"), "{text}");
+
+    // quic:// where no QUIC server listens: the timeout says where and what to check.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let quic_url = format!("quic://{}", udp.local_addr().unwrap());
+    let quick = client_tls.clone();
+    let quick = Config {
+        connect_timeout: Duration::from_millis(500),
+        ..quick
+    };
+    let e = Endpoint::connect(&quic_url, quick).await.unwrap_err();
+    let text = failed_at(&e, ConnectStage::Quic);
+    assert!(matches!(e, Error::ConnectTimedOut { .. }), "{text}");
+    assert!(text.contains(&quic_url) && text.contains("UDP"), "{text}");
+}
+
+/// A send on a connection the peer closed fails with the peer's code and reason, never a
+/// made-up `NO_ERROR`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_send_carries_the_real_reason() {
+    let _serial = SERIAL.lock().await;
+    for t in BOTH {
+        let (client, server, _l) = pair(t).await;
+        server.close_now(ErrorCode::LIMIT_EXCEEDED, "too many uploads today");
+        within("closed", client.closed()).await;
+        match client.send(Channel::Rpc, method("x"), "y").await {
+            Err(Error::Closed { code, reason }) => {
+                assert_eq!(code, ErrorCode::LIMIT_EXCEEDED, "{t:?}");
+                assert_eq!(reason, "too many uploads today", "{t:?}");
+            }
+            other => panic!("{t:?}: {other:?}"),
+        }
+    }
+}

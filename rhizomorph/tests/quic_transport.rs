@@ -80,11 +80,17 @@ async fn quic_17_1_a_wrong_pin_is_refused_with_a_clear_error() {
     let wrong = "AB".repeat(32);
     let client = Config::default().with_client_tls(tls::client_tls_pinned(&wrong).unwrap());
     let r = Endpoint::connect(&url, client).await;
+    // Named with the URL and the stage, the typed TLS cause inside.
     let msg = match &r {
-        Err(e @ Error::Tls(_)) => e.to_string(),
+        Err(e @ Error::ConnectFailed { cause, stage, .. })
+            if matches!(**cause, Error::Tls(_)) && *stage == rhizomorph::ConnectStage::Quic =>
+        {
+            e.to_string()
+        }
         other => panic!("expected a TLS error, got {other:?}"),
     };
     assert!(msg.contains("does not match the pinned"), "{msg}");
+    assert!(msg.contains(&url), "{msg}");
 }
 
 #[tokio::test]
@@ -92,7 +98,12 @@ async fn quic_17_1_a_self_signed_certificate_is_refused_without_a_pin() {
     let (url, _, _) = echo_server_quic();
     // The default verifies against the web PKI roots: a self-signed certificate fails.
     let r = Endpoint::connect(&url.replace("127.0.0.1", "localhost"), Config::default()).await;
-    assert!(matches!(r, Err(Error::Tls(_))), "{r:?}");
+    assert!(
+        matches!(&r, Err(Error::ConnectFailed { cause, .. }) if matches!(**cause, Error::Tls(_))),
+        "{r:?}"
+    );
+    let msg = r.unwrap_err().to_string();
+    assert!(msg.contains("certificate is not trusted"), "a hint: {msg}");
 }
 
 #[tokio::test]

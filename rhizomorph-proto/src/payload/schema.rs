@@ -87,6 +87,13 @@ pub fn layout_hash_of(name: &str, version: u32, layout: &str) -> u64 {
 /// `Serialize` and `Deserialize` (with bytecheck validation) and implements [`WireType`], whose
 /// layout hash covers the name, the version after `@`, and every field's name and type.
 ///
+/// **`@ N` is the type's schema version**, a number you choose and raise when the type's
+/// meaning changes without its fields changing (a field that now counts milliseconds instead
+/// of seconds). It goes into the layout hash (wire.md §11.2.2) with the name and the fields, so
+/// a peer still on the old version is told `SCHEMA_ERROR` (its binding does not match), never
+/// handed bytes it would misread. A changed field set changes the hash by itself; the version
+/// is for changes the compiler cannot see.
+///
 /// ```
 /// rhizomorph_proto::wire_type! {
 ///     /// An RPC call.

@@ -190,10 +190,10 @@ impl Session {
         }
     }
 
-    /// The application took a request it will answer (§20.1): a drain waits for the answer
-    /// (§14.1.3, §14.1.4).
-    pub fn owe_reply(&mut self) {
-        self.shutdown.owed_replies += 1;
+    /// The application owes `n` more replies (requests it took, §20.1): a drain waits for the
+    /// answers (§14.1.3, §14.1.4).
+    pub fn owe_replies(&mut self, n: u64) {
+        self.shutdown.owed_replies += n;
     }
 
     /// The application answered (or gave up on) a request it took: a drain may end.

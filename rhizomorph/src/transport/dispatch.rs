@@ -51,7 +51,7 @@ impl Dispatch {
                     // its credit back now, so the peer is not stuck.
                     match shared.inbox.push(m) {
                         Pushed::Queued => {}
-                        Pushed::QueuedRequest => session.owe_reply(),
+                        Pushed::QueuedRequest => session.owe_replies(1),
                         Pushed::Release(channel, credit) => session.release(channel, credit),
                         Pushed::ReleaseSettled(channel, credit) => {
                             session.release(channel, credit);
@@ -231,16 +231,36 @@ impl Opening {
 
     /// Waits for the HELLO exchange (the driver's tasks run it) and returns the open handle,
     /// or why the connection ended first.
+    /// Dropped before it returns (a connect timed out or was cancelled), the connection is
+    /// closed: nobody could ever use or close it otherwise, and keepalive would hold it open.
     pub(crate) async fn established(self) -> Result<Opened, Error> {
+        let mut abandoned = CloseIfAbandoned(Some(self.shared.clone()));
         let opened = Opened {
             handle: self.shared,
             peer_addr: self.peer_addr,
             mode: Mode::Native,
         };
-        match self.connected.await {
+        let r = self.connected.await;
+        abandoned.0 = None;
+        match r {
             Ok(Ok(())) => Ok(opened),
             Ok(Err(reason)) => Err(reason.to_error()),
             Err(_) => Err(CloseReason::Lost("driver ended during the handshake".into()).to_error()),
+        }
+    }
+}
+
+/// Closes a connection whose opening was abandoned (see [`Opening::established`]).
+struct CloseIfAbandoned(Option<Arc<Shared>>);
+
+impl Drop for CloseIfAbandoned {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            super::handle::Handle::close_now(
+                &*shared,
+                crate::frame::ErrorCode::NO_ERROR,
+                "the connect was abandoned before the connection opened",
+            );
         }
     }
 }

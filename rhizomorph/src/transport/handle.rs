@@ -105,6 +105,9 @@ pub(crate) trait Core: Send + Sized + 'static {
     /// See [`Handle::reply_settled`]; true if the writer has work from it.
     fn reply_settled(&mut self) -> bool;
 
+    /// The application owes `n` replies a drain waits for.
+    fn owe_replies(&mut self, n: u64);
+
     /// See [`Handle::close_gracefully`].
     fn close_gracefully(&mut self);
 
@@ -175,7 +178,13 @@ impl<S: Core> Handle for Shared<S> {
     }
 
     fn close_gracefully(&self) {
-        self.lock().close_gracefully();
+        let mut s = self.lock();
+        // The replies the application owes, counted under the session's lock so that none is
+        // settled between the count and the drain's start.
+        let owed = self.inbox.start_draining();
+        s.owe_replies(owed);
+        s.close_gracefully();
+        drop(s);
         self.wake_writer.notify_one();
     }
 
@@ -281,6 +290,10 @@ impl Core for Session {
         self.wants_transmit()
     }
 
+    fn owe_replies(&mut self, n: u64) {
+        Session::owe_replies(self, n);
+    }
+
     fn close_gracefully(&mut self) {
         self.goaway(ErrorCode::NO_ERROR, "closing");
     }
@@ -364,6 +377,8 @@ impl Core for LegacySession {
     fn reply_settled(&mut self) -> bool {
         false
     }
+
+    fn owe_replies(&mut self, _n: u64) {}
 
     fn close_gracefully(&mut self) {
         self.close(close_code::NORMAL, "closing", true);

@@ -14,9 +14,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::Notify;
+
+use super::calls::{CallTable, Reply};
 use tracing::debug;
 
 use crate::exchange::{self, Exchange};
@@ -49,9 +52,6 @@ enum Reader {
 /// A request or transfer as its sender names it: the `from` a router set (empty on a direct
 /// connection) and its id.
 pub(crate) type PeerKey = (Bytes, Bytes);
-
-/// The reply a pending call waits for: the message, or why the connection ended.
-pub(crate) type ReplySlot = oneshot::Sender<Message>;
 
 /// An incoming transfer's parts after the first (§20.3), waiting for the application.
 #[derive(Debug, Default)]
@@ -88,7 +88,10 @@ struct State {
     /// No more messages will arrive.
     closed: bool,
     /// Our calls waiting for a reply, by session id.
-    calls: HashMap<u64, ReplySlot>,
+    calls: CallTable,
+    /// The application started a graceful close: requests taken from now on, and those still
+    /// owed, are counted by the session (its CLOSE waits for their replies).
+    draining: bool,
     /// Cancellations received (§20.2), newest last, and a set of the same for lookup.
     cancelled: VecDeque<PeerKey>,
     cancelled_set: HashSet<PeerKey>,
@@ -140,6 +143,10 @@ pub(crate) struct Inbox {
     pending_calls: AtomicUsize,
     /// The next call id and transfer id this side hands out.
     next_id: AtomicU64,
+    /// Wakes the connection's call timer: a first deadline was queued, or the inbox closed.
+    pub(crate) call_timer: Notify,
+    /// Whether the call timer task was started.
+    pub(crate) call_timer_started: AtomicBool,
 }
 
 impl Inbox {
@@ -151,6 +158,8 @@ impl Inbox {
             track_owed: AtomicBool::new(false),
             pending_calls: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
+            call_timer: Notify::new(),
+            call_timer_started: AtomicBool::new(false),
         }
     }
 
@@ -186,23 +195,26 @@ impl Inbox {
             // A header that breaks §20 is an ordinary message: it is the application's.
             exchange = exchange::classify(&m.header).unwrap_or(Exchange::Plain);
         }
-        match exchange {
+        let m = match exchange {
             Exchange::Reply { session, .. } => {
-                if let Some(slot) = s.calls.remove(&session) {
-                    self.pending_calls.fetch_sub(1, Ordering::AcqRel);
-                    let (channel, credit) = (m.channel, m.credit);
-                    // A call dropped meanwhile: nothing to do, the credit comes back anyway.
-                    let _ = slot.send(m);
-                    return Pushed::Release(channel, credit);
-                }
-                if exchanges {
-                    debug!(
-                        session,
-                        "reply to no pending call (late, or cancelled): dropped"
-                    );
-                    return Pushed::Release(m.channel, m.credit);
+                let (channel, credit) = (m.channel, m.credit);
+                match s.calls.deliver(session, m) {
+                    // The call takes it; its credit comes back now.
+                    Ok(()) => return Pushed::Release(channel, credit),
+                    Err(m) if exchanges => {
+                        debug!(
+                            session,
+                            "reply to no pending call (late, or cancelled): dropped"
+                        );
+                        return Pushed::Release(m.channel, m.credit);
+                    }
+                    // A router's: forwarded as it is.
+                    Err(m) => m,
                 }
             }
+            _ => m,
+        };
+        match exchange {
             Exchange::CancelCall { session } if exchanges => {
                 let key = (from(&m), session);
                 let settled = s.cancel_request(&key);
@@ -227,7 +239,11 @@ impl Inbox {
                     && s.owed.insert(key)
                 {
                     s.enqueue(m);
-                    return Pushed::QueuedRequest;
+                    // Counted by the session only while it drains (see `start_draining`).
+                    return match s.draining {
+                        true => Pushed::QueuedRequest,
+                        false => Pushed::Queued,
+                    };
                 }
             }
             Exchange::Part { stream, seq, end } if exchanges && seq > 0 => {
@@ -253,7 +269,20 @@ impl Inbox {
     /// Request `key` was answered: true if a reply was owed for it (the session's drain may
     /// end: `Session::reply_settled`).
     pub(crate) fn settle(&self, key: &PeerKey) -> bool {
-        self.lock().owed.remove(key)
+        let mut s = self.lock();
+        s.owed.remove(key) && s.draining
+    }
+
+    /// A graceful close begins (called under the session's lock): returns the replies owed
+    /// now, which the session counts; from now on each request taken and each reply settled
+    /// is reported to it.
+    pub(crate) fn start_draining(&self) -> u64 {
+        let mut s = self.lock();
+        if s.draining {
+            return 0;
+        }
+        s.draining = true;
+        s.owed.len() as u64
     }
 
     /// No more messages will arrive: receivers see the end once their queues are empty, calls
@@ -261,8 +290,9 @@ impl Inbox {
     pub(crate) fn close(&self) {
         let mut s = self.lock();
         s.closed = true;
-        let calls = std::mem::take(&mut s.calls);
+        s.calls.clear();
         self.pending_calls.store(0, Ordering::Release);
+        self.call_timer.notify_one();
         wake(&mut s.any);
         s.wakers.iter_mut().for_each(wake);
         for t in s.transfers.values_mut() {
@@ -272,9 +302,6 @@ impl Inbox {
         for (_, watchers) in s.cancel_watchers.drain() {
             watchers.into_iter().for_each(Waker::wake);
         }
-        drop(s);
-        // Dropping the slots wakes the calls (they then read the close reason).
-        drop(calls);
     }
 
     /// The next message on the channels the connection's receiver reads, highest priority
@@ -342,6 +369,9 @@ impl Inbox {
                 settled += u64::from(s.owed.remove(&(from(m), session.clone())));
             }
         }
+        if !s.draining {
+            settled = 0;
+        }
         (dropped, settled)
     }
 
@@ -356,29 +386,44 @@ impl Inbox {
 
     // --- calls (§20.1, §20.2) ---
 
-    /// Registers call `session`; its reply goes to the returned receiver. `None` if the
-    /// connection is over.
-    pub(crate) fn register_call(&self, session: u64) -> Option<oneshot::Receiver<Message>> {
+    /// Registers call `session`, with `deadline` if it uses the connection's default timeout
+    /// (the call timer serves it: see `transport::calls`). False if the connection is over.
+    pub(crate) fn register_call(&self, session: u64, deadline: Option<Instant>) -> bool {
         let mut s = self.lock();
         if s.closed {
-            return None;
+            return false;
         }
-        let (tx, rx) = oneshot::channel();
-        if s.calls.insert(session, tx).is_none() {
-            self.pending_calls.fetch_add(1, Ordering::AcqRel);
+        if s.calls.register(session, deadline) {
+            self.call_timer.notify_one();
         }
-        Some(rx)
+        self.pending_calls.store(s.calls.len(), Ordering::Release);
+        true
     }
 
-    /// Call `session` is over (answered, timed out or dropped): forgets it. True if it was
-    /// still pending (no reply came).
+    /// Call `session`'s reply, timeout or end; else `cx` is registered.
+    pub(crate) fn poll_reply(&self, session: u64, cx: &Context<'_>) -> Poll<Reply> {
+        let mut s = self.lock();
+        let r = s.calls.poll(session, cx);
+        if r.is_ready() {
+            self.pending_calls.store(s.calls.len(), Ordering::Release);
+        }
+        r
+    }
+
+    /// Call `session` is over (dropped or timed out): forgets it. True if it was still
+    /// pending (no reply came).
     pub(crate) fn forget_call(&self, session: u64) -> bool {
         let mut s = self.lock();
-        let pending = s.calls.remove(&session).is_some();
-        if pending {
-            self.pending_calls.fetch_sub(1, Ordering::AcqRel);
-        }
+        let pending = s.calls.forget(session);
+        self.pending_calls.store(s.calls.len(), Ordering::Release);
         pending
+    }
+
+    /// Times out the default-timeout calls due at `now`; the next deadline, if any, and
+    /// whether the connection is over (the timer then stops).
+    pub(crate) fn expire_calls(&self, now: Instant) -> (Option<Instant>, bool) {
+        let mut s = self.lock();
+        (s.calls.expire(now), s.closed)
     }
 
     /// Whether the request `key` was cancelled by its caller; else `cx` is woken when it is
@@ -469,7 +514,7 @@ impl State {
     }
 
     /// A cancellation of request `key` arrived (§20.2): remembered and its watchers woken.
-    /// True if a reply was owed for it (no longer: nobody waits for it).
+    /// True if a reply the session counts was owed for it (no longer: nobody waits for it).
     fn cancel_request(&mut self, key: &PeerKey) -> bool {
         if self.cancelled_set.insert(key.clone()) {
             self.cancelled.push_back(key.clone());
@@ -482,7 +527,7 @@ impl State {
         if let Some(watchers) = self.cancel_watchers.remove(key) {
             watchers.into_iter().for_each(Waker::wake);
         }
-        self.owed.remove(key)
+        self.owed.remove(key) && self.draining
     }
 
     /// Part `seq` > 0 of transfer `key` (§20.3).

@@ -17,6 +17,8 @@
 use crate::config::{ClientTls, Config};
 use crate::error::Error;
 
+pub(crate) mod calls;
+pub(crate) mod connect_error;
 pub(crate) mod dispatch;
 pub(crate) mod flush;
 pub(crate) mod handle;

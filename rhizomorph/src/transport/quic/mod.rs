@@ -24,9 +24,11 @@ use tokio::sync::mpsc;
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::config::{ClientTls, Config, ServerTls};
+use crate::error::ConnectStage;
 use crate::error::Error;
 use crate::frame::{Channel, ErrorCode};
 use crate::session::{Framing, Session, Target, Transmit};
+use crate::transport::connect_error::{self, Progress};
 use crate::transport::dispatch::{self, with_session, Opening, SharedDispatch};
 use crate::transport::flush::Flush;
 use crate::transport::shared::{CloseReason, Opened, Shared};
@@ -103,9 +105,31 @@ pub fn quinn_server_config(
 
 /// A client: its own UDP endpoint, connected to `url` (`quic://host:port`).
 pub(crate) async fn connect(url: &str, config: &Config) -> Result<Opened, Error> {
-    tokio::time::timeout(config.connect_timeout, connect_inner(url, config))
-        .await
-        .map_err(|_| Error::Timeout("connect"))?
+    let progress = Progress::default();
+    with_progress(
+        url,
+        config,
+        &progress,
+        connect_inner(url, config, &progress),
+    )
+    .await
+}
+
+/// Runs a connect attempt under the config's timeout, explaining its failure.
+async fn with_progress(
+    url: &str,
+    config: &Config,
+    progress: &Progress,
+    attempt: impl std::future::Future<Output = Result<Opened, Error>>,
+) -> Result<Opened, Error> {
+    match tokio::time::timeout(config.connect_timeout, attempt).await {
+        Ok(r) => r.map_err(|e| connect_error::explain(url, progress, e)),
+        Err(_) => Err(connect_error::timed_out(
+            url,
+            progress,
+            config.connect_timeout,
+        )),
+    }
 }
 
 async fn resolve(url: &str) -> Result<(String, SocketAddr), Error> {
@@ -170,13 +194,16 @@ async fn connect_over(
     host: &str,
     addr: SocketAddr,
     config: &Config,
+    progress: &Progress,
 ) -> Result<Opened, Error> {
     let tls = super::client_tls(config)?;
     let client_config = quinn_client_config(&tls, ALPN, transport_config(config))?;
+    progress.at(ConnectStage::Quic);
     let connecting = endpoint
         .connect_with(client_config, addr, host)
         .map_err(|e| Error::Quic(e.to_string()))?;
     let conn = connecting.await.map_err(handshake_error)?;
+    progress.at(ConnectStage::Hello);
     let session = Session::client(session_config(config), Instant::now());
     start(
         conn,
@@ -187,10 +214,10 @@ async fn connect_over(
     .await
 }
 
-async fn connect_inner(url: &str, config: &Config) -> Result<Opened, Error> {
+async fn connect_inner(url: &str, config: &Config, progress: &Progress) -> Result<Opened, Error> {
     let (host, addr) = resolve(url).await?;
     let endpoint = client_endpoint(addr.is_ipv6())?;
-    connect_over(&endpoint, true, &host, addr, config).await
+    connect_over(&endpoint, true, &host, addr, config, progress).await
 }
 
 /// One UDP socket for many client connections (the transport under
@@ -221,7 +248,8 @@ impl ClientSocket {
     /// Connects to `url` (`quic://host:port`) over this client's socket.
     pub(crate) async fn connect(&self, url: &str) -> Result<Opened, Error> {
         let config = &self.config;
-        tokio::time::timeout(config.connect_timeout, async {
+        let progress = Progress::default();
+        with_progress(url, config, &progress, async {
             let (host, addr) = resolve(url).await?;
             if addr.is_ipv6() != self.ipv6 {
                 return Err(Error::InvalidAddress {
@@ -229,10 +257,9 @@ impl ClientSocket {
                     reason: "address family differs from this QuicClient's socket".into(),
                 });
             }
-            connect_over(&self.endpoint, false, &host, addr, config).await
+            connect_over(&self.endpoint, false, &host, addr, config, &progress).await
         })
         .await
-        .map_err(|_| Error::Timeout("connect"))?
     }
 }
 

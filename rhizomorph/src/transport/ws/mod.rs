@@ -15,9 +15,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{info_span, warn};
 
 use crate::config::Config;
+use crate::error::ConnectStage;
 use crate::error::Error;
 use crate::frame::ErrorCode;
 use crate::session::Session;
+use crate::transport::connect_error::{self, Progress};
 use crate::transport::dispatch::Opening;
 use crate::transport::shared::{CloseReason, Mode, Opened, Shared};
 use crate::transport::url::{Scheme, ServerUrl};
@@ -47,12 +49,23 @@ fn tune_socket(stream: &TcpStream, config: &Config) -> io::Result<()> {
 /// Connects to `url` (`ws://host:port/path` or `wss://…`), runs the WebSocket and HELLO
 /// handshakes, and returns the open connection.
 pub(crate) async fn connect(url: &str, config: &Config) -> Result<Opened, Error> {
-    tokio::time::timeout(config.connect_timeout, connect_inner(url, config))
-        .await
-        .map_err(|_| Error::Timeout("connect"))?
+    let progress = Progress::default();
+    match tokio::time::timeout(
+        config.connect_timeout,
+        connect_inner(url, config, &progress),
+    )
+    .await
+    {
+        Ok(r) => r.map_err(|e| connect_error::explain(url, &progress, e)),
+        Err(_) => Err(connect_error::timed_out(
+            url,
+            &progress,
+            config.connect_timeout,
+        )),
+    }
 }
 
-async fn connect_inner(url: &str, config: &Config) -> Result<Opened, Error> {
+async fn connect_inner(url: &str, config: &Config, progress: &Progress) -> Result<Opened, Error> {
     let parsed = ServerUrl::parse(url)?;
     let secure = match parsed.scheme {
         Scheme::Ws => false,
@@ -69,6 +82,7 @@ async fn connect_inner(url: &str, config: &Config) -> Result<Opened, Error> {
             addr: parsed.authority.clone(),
         });
     }
+    progress.at(ConnectStage::Tcp);
     let tcp = TcpStream::connect((parsed.host.as_str(), parsed.port)).await?;
     tune_socket(&tcp, config)?;
     let peer_addr = tcp.peer_addr()?;
@@ -86,13 +100,14 @@ async fn connect_inner(url: &str, config: &Config) -> Result<Opened, Error> {
                 reason: format!("not a TLS server name: {e}"),
             }
         })?;
+        progress.at(ConnectStage::Tls);
         let stream = tokio_rustls::TlsConnector::from(tls.config)
             .connect(name, tcp)
             .await
             .map_err(|e| Error::Tls(e.to_string()))?;
-        open(stream, target, config).await
+        open(stream, target, config, progress).await
     } else {
-        open(tcp, target, config).await
+        open(tcp, target, config, progress).await
     }
 }
 
@@ -107,9 +122,16 @@ struct Target<'a> {
 
 /// The WebSocket upgrade offering `rhizomorph.v1`, then native mode, or legacy mode on the same
 /// WebSocket if the server selected no subprotocol (wire.md §3.4.2).
-async fn open<S: SplitIo>(mut stream: S, t: Target<'_>, config: &Config) -> Result<Opened, Error> {
+async fn open<S: SplitIo>(
+    mut stream: S,
+    t: Target<'_>,
+    config: &Config,
+    progress: &Progress,
+) -> Result<Opened, Error> {
+    progress.at(ConnectStage::Upgrade);
     let (response, tail) =
         socket::client_handshake(&mut stream, t.authority, t.path, &[SUBPROTOCOL]).await?;
+    progress.at(ConnectStage::Hello);
     if response.protocol.as_deref() == Some(SUBPROTOCOL) {
         let session = Session::client(config.session.clone(), std::time::Instant::now());
         crate::transport::metrics::count_connection(Mode::Native);
