@@ -174,6 +174,48 @@ async fn quic_17_2_3_a_second_stream_for_one_channel_closes_with_protocol_error(
     assert!(format!("{err}").contains("second stream"), "{err}");
 }
 
+/// A stream whose channel id never comes holds only itself (wire.md §17.2.6): a peer opens a
+/// stream it never writes, then its control stream with HELLO; QUIC opens the silent lower
+/// stream first. Before: the server waited on that stream's preamble, never read HELLO and
+/// closed with TIMEOUT at the HELLO timeout.
+#[tokio::test]
+async fn quic_17_2_6_a_stream_without_its_channel_id_does_not_block_the_others() {
+    let (cert, key, _) = tls::self_signed(&["localhost"]).unwrap();
+    let mut config =
+        Config::default().with_server_tls(tls::server_tls(vec![cert.clone()], key).unwrap());
+    config.session.hello_timeout = Duration::from_secs(2);
+    let listener = Listener::bind_quic("127.0.0.1:0", config).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // The listener and the connection are kept (dropping either closes the connection).
+    let server = tokio::spawn(async move { (listener.accept().await, listener) });
+    let conn = bare_connect(cert, quic::ALPN, addr).await.unwrap();
+    let mut silent = conn.open_uni().await.unwrap();
+    let mut control = conn.open_uni().await.unwrap();
+    let mut hello = bytes::BytesMut::from(&[0u8][..]);
+    rhizomorph::frame::Frame::Hello(rhizomorph::frame::Hello::new(
+        &rhizomorph::frame::Settings::default(),
+        Bytes::new(),
+        String::from("test"),
+    ))
+    .encode(&mut hello)
+    .unwrap();
+    control.write_all(&hello).await.unwrap();
+    // The server's control stream starts with its HELLO: channel id 0, then frame type 0x01.
+    let mut theirs = within("the server's control stream", conn.accept_uni())
+        .await
+        .unwrap();
+    let mut first = [0u8; 2];
+    within("the server's HELLO", theirs.read_exact(&mut first))
+        .await
+        .unwrap();
+    assert_eq!(first, [0, 0x01], "channel id 0 then HELLO");
+    let (accepted, _listener) = within("accepted", server).await.unwrap();
+    let _accepted = accepted.unwrap();
+    // The silent stream is still open and still no error: it holds only itself.
+    assert!(conn.close_reason().is_none());
+    silent.finish().unwrap();
+}
+
 #[tokio::test]
 async fn quic_client_shares_one_socket_among_its_connections() {
     let (url, fp, _) = echo_server_quic();

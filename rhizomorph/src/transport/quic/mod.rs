@@ -405,13 +405,29 @@ async fn watch(conn: quinn::Connection, shared: Arc<Shared>, dispatch: SharedDis
 }
 
 /// Accepts the peer's channel streams (wire.md §17.2) and spawns a reader for each.
+///
+/// spec: wire.md §17.2.6 — preambles are read concurrently: a stream whose channel id never
+/// comes holds only itself, never the streams opened after it (QUIC opens lower stream ids
+/// implicitly, so a peer that writes on its second stream hands us the silent first one first).
+/// At most four are open at once (§17.2.3), so the pending set is bounded by the transport.
 async fn accept_streams(conn: quinn::Connection, shared: Arc<Shared>, dispatch: SharedDispatch) {
     let mut seen = [false; 4];
+    let mut preambles = FuturesUnordered::new();
     loop {
-        let Ok(mut recv) = conn.accept_uni().await else {
-            return; // the connection ended; `watch` reports why
+        let (channel, recv) = tokio::select! {
+            accepted = conn.accept_uni() => {
+                let Ok(mut recv) = accepted else {
+                    return; // the connection ended; `watch` reports why
+                };
+                preambles.push(async move {
+                    let channel = read_preamble(&mut recv).await;
+                    (channel, recv)
+                });
+                continue;
+            }
+            Some(read) = preambles.next(), if !preambles.is_empty() => read,
         };
-        let channel = match read_preamble(&mut recv).await {
+        let channel = match channel {
             Ok(c) => c,
             Err(why) => return protocol_error(&shared, &dispatch, why),
         };
