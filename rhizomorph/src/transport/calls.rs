@@ -59,6 +59,10 @@ pub(crate) struct CallTable {
     /// Deadlines of default-timeout calls, oldest first; entries of calls that completed are
     /// dropped lazily (from the front, and by a compaction when most are stale).
     deadlines: VecDeque<(Instant, u64)>,
+    /// The timer is sleeping until a deadline (the last [`expire`](Self::expire) returned
+    /// one, or a registration woke it): a later deadline needs no wake-up, since the timer
+    /// re-reads the queue when it wakes and deadlines only grow.
+    timer_armed: bool,
 }
 
 impl CallTable {
@@ -68,14 +72,15 @@ impl CallTable {
     }
 
     /// Registers call `session`, with `deadline` if it uses the default timeout. True if the
-    /// deadline queue was empty (the timer must be told).
+    /// timer is idle and must be told (at most once until its next [`expire`](Self::expire)):
+    /// a timer already sleeping wakes before this deadline anyway, so one call after another
+    /// costs no wake-up.
     pub(crate) fn register(&mut self, session: u64, deadline: Option<Instant>) -> bool {
         self.slots.insert(session, Slot::default());
         let Some(at) = deadline else {
             return false;
         };
         self.drop_stale();
-        let was_empty = self.deadlines.is_empty();
         self.deadlines.push_back((at, session));
         if self.deadlines.len() > 2 * self.slots.len() + 1024 {
             // A slow call at the front keeps completed ones behind it: compact, so the queue
@@ -83,7 +88,7 @@ impl CallTable {
             let slots = &self.slots;
             self.deadlines.retain(|(_, s)| slots.contains_key(s));
         }
-        was_empty
+        !std::mem::replace(&mut self.timer_armed, true)
     }
 
     /// The reply to `session` arrived: stored for its call, which is woken. Gives the message
@@ -137,6 +142,7 @@ impl CallTable {
         self.drop_stale();
         while let Some(&(at, session)) = self.deadlines.front() {
             if at > now {
+                self.timer_armed = true;
                 return Some(at);
             }
             self.deadlines.pop_front();
@@ -150,6 +156,7 @@ impl CallTable {
             }
             self.drop_stale();
         }
+        self.timer_armed = false;
         None
     }
 
@@ -211,6 +218,28 @@ mod tests {
         assert_eq!(t.expire(t0 + d), None);
         assert!(matches!(t.poll(1, &cx()), Poll::Ready(Reply::TimedOut)));
         assert!(matches!(t.poll(1, &cx()), Poll::Ready(Reply::Gone)));
+    }
+
+    #[test]
+    fn one_call_after_another_wakes_the_timer_once() {
+        let mut t = CallTable::default();
+        let t0 = Instant::now();
+        let d = Duration::from_secs(30);
+        let woken: usize = (1..1000u64)
+            .map(|s| {
+                let wake = t.register(s, Some(t0 + d));
+                assert!(t.forget(s));
+                usize::from(wake)
+            })
+            .sum();
+        assert_eq!(woken, 1, "only the idle timer is told");
+        // The timer wakes at the first deadline, finds nothing pending and goes idle: the
+        // next call tells it again.
+        assert_eq!(t.expire(t0 + d), None);
+        assert!(t.register(1000, Some(t0 + d + d)));
+        assert!(!t.register(1001, Some(t0 + d + d)));
+        assert_eq!(t.expire(t0), Some(t0 + d + d));
+        assert!(!t.register(1002, Some(t0 + d + d)), "armed again by expire");
     }
 
     #[test]
