@@ -2,7 +2,7 @@
 //! outstanding) for one implementation only, against the bench's echo servers, so a profile or
 //! a system-call count (`strace -f -c`, `perf stat`) shows that implementation alone.
 //!
-//! Run: `cargo run --release --example rpc_probe -- rhizo-ws|rhizo-ws-call|msgpack-ws|raw-tcp [CLIENTS] [SECONDS]`
+//! Run: `cargo run --release --example rpc_probe -- rhizo-ws|rhizo-ws-matched|rhizo-ws-call|msgpack-ws|raw-tcp [CLIENTS] [SECONDS]`
 use std::time::Duration;
 
 use rhizomorph::{Config, Endpoint};
@@ -28,6 +28,19 @@ async fn main() {
                         .await
                         .map_err(std::io::Error::other)?;
                     Ok(rpc::EchoPair(scenarios::RhizoTx::new(c.sender()), c))
+                }
+            })
+            .await
+        }
+        "rhizo-ws-matched" => {
+            let url = format!("ws://{}/", servers.rhizomorph);
+            rpc::run_rpc(&which, clients, d, |_| {
+                let (url, config) = (url.clone(), config.clone().with_exchanges(false));
+                async move {
+                    let c = Endpoint::connect(&url, config)
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    Ok(rpc::RhizoMatched::new(c))
                 }
             })
             .await
@@ -59,7 +72,7 @@ async fn main() {
             })
             .await
         }
-        other => panic!("unknown implementation {other}: rhizo-ws, rhizo-ws-call, msgpack-ws or raw-tcp"),
+        other => panic!("unknown implementation {other}: rhizo-ws, rhizo-ws-matched, rhizo-ws-call, msgpack-ws or raw-tcp"),
     }
     .unwrap();
     println!(

@@ -389,6 +389,12 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
                     rpc::run_rpc("rhizo-ws", clients, d, |_| rhizo_rpc_client(url, cfg)).await?,
                 );
                 results.push(
+                    rpc::run_rpc("rhizo-ws-matched", clients, d, |_| {
+                        rhizo_matched_client(url, cfg)
+                    })
+                    .await?,
+                );
+                results.push(
                     rpc::run_rpc("rhizo-ws-call", clients, d, |_| rhizo_call_client(url, cfg))
                         .await?,
                 );
@@ -415,6 +421,12 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
                 let (url, cfg) = (&quic_url, quic_config);
                 results.push(
                     rpc::run_rpc("rhizo-quic", clients, d, |_| rhizo_rpc_client(url, cfg)).await?,
+                );
+                results.push(
+                    rpc::run_rpc("rhizo-quic-matched", clients, d, |_| {
+                        rhizo_matched_client(url, cfg)
+                    })
+                    .await?,
                 );
                 results.push(
                     rpc::run_rpc("rhizo-quic-call", clients, d, |_| {
@@ -684,7 +696,8 @@ fn median_of_rounds(rounds: Vec<Vec<Measurement>>) -> Vec<Measurement> {
 }
 
 /// Adds to each rhizomorph row its ratio to the physical limit of its transport in the same
-/// run (raw TCP for WebSocket, bare quinn for QUIC), where that row exists.
+/// run (raw TCP for WebSocket, bare quinn for QUIC), where that row exists, and to each
+/// `*-call` row its ratio to the same transport's `*-matched` row.
 fn add_physical_limit_notes(results: &mut [Measurement]) {
     let limits: Vec<(String, String, String, f64)> = results
         .iter()
@@ -698,7 +711,23 @@ fn add_physical_limit_notes(results: &mut [Measurement]) {
             )
         })
         .collect();
+    let matched: Vec<(String, String, f64)> = results
+        .iter()
+        .filter(|m| m.implementation.ends_with("-matched"))
+        .map(|m| (m.implementation.clone(), m.scenario.clone(), m.msgs_per_sec))
+        .collect();
     for m in results.iter_mut() {
+        // `call()` against matching by hand over the same transport.
+        if let Some(t) = m.implementation.strip_suffix("-call") {
+            let by_hand = format!("{t}-matched");
+            if let Some((_, _, rate)) = matched
+                .iter()
+                .find(|(i, s, _)| *i == by_hand && *s == m.scenario)
+            {
+                m.notes
+                    .push((format!("x {by_hand}"), m.msgs_per_sec / rate.max(1e-9)));
+            }
+        }
         let limit = match m.implementation.as_str() {
             "rhizo-ws" => "raw-tcp",
             "rhizo-quic" if m.scenario.starts_with("rpc") => "bare-quinn",
@@ -812,16 +841,25 @@ async fn rhizo_call_client(url: &str, config: &Config) -> io::Result<rpc::RhizoC
     Ok(rpc::RhizoCall::new(conn))
 }
 
+/// A client matching replies by hand (`session` set and checked; replies handed to its
+/// receiver).
+async fn rhizo_matched_client(url: &str, config: &Config) -> io::Result<rpc::RhizoMatched> {
+    let conn = rhizomorph::endpoint::Endpoint::connect(url, config.clone().with_exchanges(false))
+        .await
+        .map_err(io::Error::other)?;
+    Ok(rpc::RhizoMatched::new(conn))
+}
+
 /// The baseline a rhizomorph row is compared with.
 fn baseline_of(implementation: &str, scenario: &str) -> Option<&'static str> {
     match (implementation, scenario) {
         ("rhizo-legacy", _) => Some("hypha-rpc-py"),
         // Calls through `Sender::call` against the hand-matched loop over the same transport.
-        ("rhizo-ws-call", _) => Some("rhizo-ws"),
+        ("rhizo-ws-call" | "rhizo-ws-matched", _) => Some("rhizo-ws"),
         // A streamed transfer against the same bytes as 2 MiB messages.
         ("rhizo-ws-xfer", _) => Some("rhizo-ws"),
         ("rhizo-quic-xfer", _) => Some("rhizo-quic"),
-        ("rhizo-quic-call", _) => Some("rhizo-quic"),
+        ("rhizo-quic-call" | "rhizo-quic-matched", _) => Some("rhizo-quic"),
         ("rhizo-ws" | "rhizo-quic", s) if s.starts_with("rpc") => Some("h2-grpc"),
         ("rhizo-quic", "oneway") => Some("raw-tcp"),
         ("rhizo-ws", _) => Some("msgpack-ws"),
@@ -891,7 +929,7 @@ pub fn render_table(results: &[Measurement]) -> String {
             ratio
         );
         for (k, v) in &m.notes {
-            let _ = writeln!(out, "{:<8} {:<16} {:<11}   {k}: {v:.1}", "", "", "");
+            let _ = writeln!(out, "{:<8} {:<16} {:<11}   {k}: {v:.2}", "", "", "");
         }
     }
     out

@@ -65,6 +65,55 @@ impl RpcClient for RhizoCall {
     }
 }
 
+/// A rhizomorph client that matches replies by hand, as an application without
+/// [`Sender::call`](rhizomorph::Sender::call) must: each request carries a fresh `session`
+/// (wire.md §20.1), the reply is received from the connection and its `session` checked. The
+/// cheapest matching there is (one call in flight needs no table), so `call()` is compared with
+/// the least an application pays for matching, beside the unmatched echo loop.
+pub struct RhizoMatched {
+    sender: rhizomorph::Sender,
+    conn: rhizomorph::Connection,
+    header: rhizomorph::RoutingHeader,
+    session: u64,
+}
+
+impl RhizoMatched {
+    /// Matches by hand over `conn`, which must hand replies to its receiver
+    /// ([`Config::with_exchanges(false)`](rhizomorph::Config::with_exchanges)).
+    pub fn new(conn: rhizomorph::Connection) -> RhizoMatched {
+        RhizoMatched {
+            sender: conn.sender(),
+            conn,
+            header: super::scenarios::echo_header(),
+            session: 0,
+        }
+    }
+}
+
+impl RpcClient for RhizoMatched {
+    async fn call(&mut self, request: Bytes) -> io::Result<Bytes> {
+        self.session += 1;
+        let session = self.session.to_string();
+        let mut header = self.header.clone();
+        header.set("session", session.clone());
+        self.sender
+            .send(rhizomorph::Channel::Rpc, header, request)
+            .await
+            .map_err(io::Error::other)?;
+        let reply = self
+            .conn
+            .recv()
+            .await
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "connection ended"))?;
+        match reply.header.get("session") {
+            Some(s) if s[..] == *session.as_bytes() => Ok(reply.payload),
+            other => Err(io::Error::other(format!(
+                "reply for session {other:?}, expected {session}"
+            ))),
+        }
+    }
+}
+
 /// Connects `clients` clients with `connect` (at most 32 handshakes at a time), then lets each
 /// make 256-byte calls back to back for `duration`.
 pub async fn run_rpc<C, F, Fut>(

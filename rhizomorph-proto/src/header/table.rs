@@ -389,14 +389,32 @@ impl HeaderEncoder {
     }
 
     fn encode_field(&mut self, field: &HeaderField, dst: &mut BytesMut) {
+        let never_insert = NEVER_INSERT.iter().any(|n| n.as_bytes() == &field.name[..]);
+        if never_insert {
+            // Never in the dynamic table (we never insert it): only the static table can
+            // hold it, and a fresh value (a call's `session`) costs no hash lookups.
+            match static_exact_index(&field.name, &field.value) {
+                Some(index) => write_prefix_int(dst, 0x80, 7, index),
+                None => {
+                    match static_name_index(&field.name) {
+                        Some(i) => write_prefix_int(dst, 0x20, 5, i),
+                        None => {
+                            dst.put_u8(0x00);
+                            write_string(dst, &field.name);
+                        }
+                    }
+                    write_string(dst, &field.value);
+                }
+            }
+            return;
+        }
         // 1. The whole field is in a table: one byte (for the first 127 entries).
         if let Some(index) = self.exact_index(field) {
             write_prefix_int(dst, 0x80, 7, index);
             return;
         }
         let name_index = self.name_index(&field.name);
-        let insert = !NEVER_INSERT.iter().any(|n| n.as_bytes() == &field.name[..])
-            && field.size() <= self.table.capacity / 2;
+        let insert = field.size() <= self.table.capacity / 2;
         match (name_index, insert) {
             (Some(i), true) => write_prefix_int(dst, 0x40, 6, i),
             (Some(i), false) => write_prefix_int(dst, 0x20, 5, i),
@@ -689,8 +707,19 @@ mod tests {
     /// over headers that share some fields, differ in others, insert, and evict (a small table).
     #[test]
     fn header_6_4_reused_field_bytes_equal_a_fresh_encoding() {
-        let names = ["type", "from", "to", "method", "session", "x-trace", "service"];
-        let values = ["a", "method", "reply", "ws-1/client", "ws-1/echo", "", "svc", "12345"];
+        let names = [
+            "type", "from", "to", "method", "session", "x-trace", "service",
+        ];
+        let values = [
+            "a",
+            "method",
+            "reply",
+            "ws-1/client",
+            "ws-1/echo",
+            "",
+            "svc",
+            "12345",
+        ];
         for capacity in [0, 96, 256, 4096] {
             let mut cached = HeaderEncoder::new(capacity);
             let mut fresh = HeaderEncoder::new(capacity);
@@ -722,7 +751,10 @@ mod tests {
                 assert_eq!(&a[..], &b[..], "capacity {capacity}, header {i}: {h:?}");
                 assert_eq!(dec.decode(a).unwrap(), h);
             }
-            assert!(capacity == 0 || reused > 1000, "{reused} blocks had one to reuse");
+            assert!(
+                capacity == 0 || reused > 1000,
+                "{reused} blocks had one to reuse"
+            );
         }
     }
 
