@@ -173,6 +173,28 @@ fn a_message_on_another_channels_stream_is_a_protocol_error() {
     expect_closed_with(&mut s, ErrorCode::PROTOCOL_ERROR, "WrongStream");
 }
 
+/// wire.md §17.2.5, §17.3: control frames (PING, PONG, GOAWAY, CLOSE, CANCEL without ABORT)
+/// travel on the control stream only.
+#[test]
+fn quic_17_2_5_a_control_frame_on_a_channel_stream_is_a_protocol_error() {
+    for frame in [
+        Frame::Ping(rhizomorph_proto::frame::Ping { opaque: 7 }),
+        Frame::Pong(rhizomorph_proto::frame::Ping { opaque: 7 }),
+        Frame::GoAway(rhizomorph_proto::frame::GoAway {
+            code: ErrorCode::NO_ERROR,
+            accepted: [0; 4],
+            reason: String::new(),
+        }),
+    ] {
+        let now = Instant::now();
+        let (_c, mut s, _up, _down) = connect(now);
+        let mut buf = bytes::BytesMut::new();
+        frame.encode(&mut buf).unwrap();
+        s.handle_stream(now, Channel::Stream, buf.freeze());
+        expect_closed_with(&mut s, ErrorCode::PROTOCOL_ERROR, "WrongStream");
+    }
+}
+
 #[test]
 fn credit_over_quic_is_a_protocol_error() {
     let now = Instant::now();

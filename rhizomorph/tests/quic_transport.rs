@@ -174,6 +174,88 @@ async fn quic_17_2_3_a_second_stream_for_one_channel_closes_with_protocol_error(
     assert!(format!("{err}").contains("second stream"), "{err}");
 }
 
+/// A bare client's HELLO on a fresh control stream, and the server's HELLO read back (its
+/// control stream: channel id 0, then frame type 0x01).
+async fn bare_hello(conn: &quinn::Connection) -> (quinn::SendStream, quinn::RecvStream) {
+    let mut hello = bytes::BytesMut::from(&[0u8][..]);
+    rhizomorph::frame::Frame::Hello(rhizomorph::frame::Hello::new(
+        &rhizomorph::frame::Settings::default(),
+        Bytes::new(),
+        String::from("test"),
+    ))
+    .encode(&mut hello)
+    .unwrap();
+    let mut control = conn.open_uni().await.unwrap();
+    control.write_all(&hello).await.unwrap();
+    let mut theirs = within("the server's control stream", conn.accept_uni())
+        .await
+        .unwrap();
+    let mut first = [0u8; 2];
+    within("the server's HELLO", theirs.read_exact(&mut first))
+        .await
+        .unwrap();
+    assert_eq!(first, [0, 0x01], "channel id 0 then HELLO");
+    (control, theirs)
+}
+
+/// The rest of wire.md §17.2.3 on a live connection: a channel id over 3 closes with
+/// PROTOCOL_ERROR; QUIC itself refuses a bidirectional stream and a fifth unidirectional one
+/// (the server announces 0 and 4).
+#[tokio::test]
+async fn quic_17_2_3_stream_limits_and_channel_ids() {
+    let (cert, key, _) = tls::self_signed(&["localhost"]).unwrap();
+    let config =
+        Config::default().with_server_tls(tls::server_tls(vec![cert.clone()], key).unwrap());
+    let listener = Listener::bind_quic("127.0.0.1:0", config).unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok(mut c) = listener.accept().await {
+            tokio::spawn(async move { while c.recv().await.is_some() {} });
+        }
+    });
+    let short = Duration::from_millis(500);
+
+    // Limits: no bidirectional stream at all; three channel streams beside control, no fifth.
+    let conn = bare_connect(cert.clone(), quic::ALPN, addr).await.unwrap();
+    let _control = bare_hello(&conn).await;
+    assert!(
+        tokio::time::timeout(short, conn.open_bi()).await.is_err(),
+        "a bidirectional stream was allowed"
+    );
+    let mut channels = Vec::new();
+    for ch in [Channel::Rpc, Channel::Stream, Channel::Bulk] {
+        let mut s = conn.open_uni().await.unwrap();
+        s.write_all(&[ch as u8]).await.unwrap();
+        channels.push(s);
+    }
+    assert!(
+        tokio::time::timeout(short, conn.open_uni()).await.is_err(),
+        "a fifth unidirectional stream was allowed"
+    );
+    assert!(conn.close_reason().is_none(), "{:?}", conn.close_reason());
+
+    // A channel id over 3.
+    let conn = bare_connect(cert, quic::ALPN, addr).await.unwrap();
+    let _control = bare_hello(&conn).await;
+    let mut s = conn.open_uni().await.unwrap();
+    s.write_all(&[4]).await.unwrap();
+    let err = within("closed", conn.closed()).await;
+    match &err {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(
+                u64::from(c.error_code),
+                ErrorCode::PROTOCOL_ERROR.0,
+                "{err}"
+            );
+            assert!(
+                String::from_utf8_lossy(&c.reason).contains("over 3"),
+                "{err}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A stream whose channel id never comes holds only itself (wire.md §17.2.6): a peer opens a
 /// stream it never writes, then its control stream with HELLO; QUIC opens the silent lower
 /// stream first. Before: the server waited on that stream's preamble, never read HELLO and
@@ -190,25 +272,8 @@ async fn quic_17_2_6_a_stream_without_its_channel_id_does_not_block_the_others()
     let server = tokio::spawn(async move { (listener.accept().await, listener) });
     let conn = bare_connect(cert, quic::ALPN, addr).await.unwrap();
     let mut silent = conn.open_uni().await.unwrap();
-    let mut control = conn.open_uni().await.unwrap();
-    let mut hello = bytes::BytesMut::from(&[0u8][..]);
-    rhizomorph::frame::Frame::Hello(rhizomorph::frame::Hello::new(
-        &rhizomorph::frame::Settings::default(),
-        Bytes::new(),
-        String::from("test"),
-    ))
-    .encode(&mut hello)
-    .unwrap();
-    control.write_all(&hello).await.unwrap();
-    // The server's control stream starts with its HELLO: channel id 0, then frame type 0x01.
-    let mut theirs = within("the server's control stream", conn.accept_uni())
-        .await
-        .unwrap();
-    let mut first = [0u8; 2];
-    within("the server's HELLO", theirs.read_exact(&mut first))
-        .await
-        .unwrap();
-    assert_eq!(first, [0, 0x01], "channel id 0 then HELLO");
+    // HELLO on the next stream; the server's HELLO comes back.
+    let _control = bare_hello(&conn).await;
     let (accepted, _listener) = within("accepted", server).await.unwrap();
     let _accepted = accepted.unwrap();
     // The silent stream is still open and still no error: it holds only itself.

@@ -365,6 +365,99 @@ mod tests {
         ));
     }
 
+    /// Each refusal wire.md §16.1.2 lists, one request each.
+    #[test]
+    fn ws_16_1_2_each_upgrade_rule_refuses_its_request() {
+        let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+        let version = "Sec-WebSocket-Version: 13\r\n";
+        let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
+        let head = |line: &str, upgrade: &str, key: &str, version: &str| {
+            format!("{line}\r\nHost: h\r\n{upgrade}{key}{version}\r\n")
+        };
+        let good = head("GET /any/path?q=1 HTTP/1.1", upgrade, key, version);
+        let (req, n) = parse_request(good.as_bytes()).unwrap().unwrap();
+        assert_eq!((req.path.as_str(), n), ("/any/path?q=1", good.len()));
+        // Tokens are case-insensitive and may sit in a list.
+        let mixed = "upgrade: WebSocket\r\nconnection: keep-alive, UPGRADE\r\n";
+        assert!(
+            parse_request(head("GET / HTTP/1.1", mixed, key, version).as_bytes())
+                .unwrap()
+                .is_some()
+        );
+        let refused = [
+            ("method", head("POST / HTTP/1.1", upgrade, key, version)),
+            ("HTTP/1.0", head("GET / HTTP/1.0", upgrade, key, version)),
+            (
+                "no Upgrade",
+                head("GET / HTTP/1.1", "Connection: Upgrade\r\n", key, version),
+            ),
+            (
+                "Upgrade: h2c",
+                head(
+                    "GET / HTTP/1.1",
+                    "Upgrade: h2c\r\nConnection: Upgrade\r\n",
+                    key,
+                    version,
+                ),
+            ),
+            (
+                "no Connection",
+                head("GET / HTTP/1.1", "Upgrade: websocket\r\n", key, version),
+            ),
+            ("no key", head("GET / HTTP/1.1", upgrade, "", version)),
+            (
+                "key not base64",
+                head(
+                    "GET / HTTP/1.1",
+                    upgrade,
+                    "Sec-WebSocket-Key: ***\r\n",
+                    version,
+                ),
+            ),
+            // The base64 of 15 bytes.
+            (
+                "key of 15 bytes",
+                head(
+                    "GET / HTTP/1.1",
+                    upgrade,
+                    "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAA\r\n",
+                    version,
+                ),
+            ),
+        ];
+        for (rule, request) in refused {
+            assert!(
+                matches!(
+                    parse_request(request.as_bytes()),
+                    Err(HandshakeError::NotUpgrade(_))
+                ),
+                "{rule}: {request:?} -> {:?}",
+                parse_request(request.as_bytes())
+            );
+        }
+        for v in [
+            "",
+            "Sec-WebSocket-Version: 8\r\n",
+            "Sec-WebSocket-Version: 14\r\n",
+        ] {
+            let request = head("GET / HTTP/1.1", upgrade, key, v);
+            assert!(
+                matches!(
+                    parse_request(request.as_bytes()),
+                    Err(HandshakeError::Version(_))
+                ),
+                "{v:?}"
+            );
+        }
+        // The version refusal is a 426 that names the version spoken.
+        let answer = String::from_utf8(error_response(426, "version")).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 426 "), "{answer}");
+        assert!(
+            answer.contains("\r\nSec-WebSocket-Version: 13\r\n"),
+            "{answer}"
+        );
+    }
+
     #[test]
     fn a_head_over_16_kib_is_refused_whole_or_in_part() {
         let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
