@@ -86,7 +86,8 @@ pub fn frame_decoder(data: &[u8]) {
 
 /// The `header_block` target: the first byte picks the table size and list limit; the rest is
 /// split into header blocks (each prefixed by a length byte) decoded in order by one decoder.
-/// Every decoded header must survive the encoder and a second decoder kept in step.
+/// Every decoded header must survive the encoder and a second decoder kept in step, and an
+/// encoder using `encode_block` (which reuses earlier blocks' bytes) must write the same bytes.
 pub fn header_block(data: &[u8]) {
     use crate::header::{HeaderDecoder, HeaderEncoder};
     let Some((&selector, mut rest)) = data.split_first() else {
@@ -96,6 +97,7 @@ pub fn header_block(data: &[u8]) {
     let max_list = [64u64, 1024, 16_384, 1 << 20][usize::from((selector >> 2) & 3)];
     let mut decoder = HeaderDecoder::new(capacity, max_list);
     let mut encoder = HeaderEncoder::new(capacity);
+    let mut block_encoder = HeaderEncoder::new(capacity);
     let mut redecoder = HeaderDecoder::new(capacity, max_list.max(1 << 20));
     while let Some((&len, tail)) = rest.split_first() {
         let len = usize::from(len).min(tail.len());
@@ -114,6 +116,9 @@ pub fn header_block(data: &[u8]) {
         );
         let mut again = BytesMut::new();
         encoder.encode(&header, &mut again);
+        // The block path (whole-block and per-field reuse) writes what a fresh encoding does.
+        let block = block_encoder.encode_block(&header);
+        assert_eq!(&block[..], &again[..], "reused block bytes differ");
         let round = redecoder
             .decode(again.freeze())
             .expect("own encoding decodes");
