@@ -231,6 +231,26 @@ impl Drop for Call {
     }
 }
 
+/// Where a request's reply goes: its channel, `from` and `session` ([`Sender::reply_to`]).
+#[derive(Debug, Clone)]
+pub struct ReplyTo {
+    channel: Channel,
+    header: RoutingHeader,
+    key: PeerKey,
+}
+
+impl ReplyTo {
+    /// The channel the request came on (the reply rides it too).
+    pub fn channel(&self) -> Channel {
+        self.channel
+    }
+
+    /// The request's header.
+    pub fn request_header(&self) -> &RoutingHeader {
+        &self.header
+    }
+}
+
 /// Whether a request was cancelled by its caller ([`Sender::cancelled`]): resolves to `true`
 /// when the caller's cancellation arrives (wire.md §20.2), `false` if the connection ends
 /// first.
@@ -364,6 +384,47 @@ impl Sender {
         let sent = self.send(request.channel, header, Bytes::new()).await;
         self.settle(&key);
         sent
+    }
+
+    /// Where the reply to `request` goes, for code that answers later from a poll face (a
+    /// `Sink` of responses): keep the [`ReplyTo`], build the reply with
+    /// [`reply_message`](Self::reply_message), send it with [`poll_reply`](Self::poll_reply).
+    /// [`Error::NotACall`] if `request` has no `session`.
+    pub fn reply_to(&self, request: &Message) -> Result<ReplyTo, Error> {
+        Ok(ReplyTo {
+            channel: request.channel,
+            header: request.header.clone(),
+            key: request_key(request)?,
+        })
+    }
+
+    /// The reply to `to` carrying `payload` (`type: reply`, the request's `session`, `status:
+    /// ok`, wire.md §20.1), for [`poll_reply`](Self::poll_reply).
+    pub fn reply_message(&self, to: &ReplyTo, payload: impl Into<Bytes>) -> OutgoingMessage {
+        OutgoingMessage::new(exchange::reply(&to.header, None), payload)
+    }
+
+    /// The failure reply to `to` (`status: error`, `error: reason`), for
+    /// [`poll_reply`](Self::poll_reply): the caller's [`Call`] resolves to
+    /// [`Error::CallFailed`].
+    pub fn reply_error_message(&self, to: &ReplyTo, reason: &str) -> OutgoingMessage {
+        OutgoingMessage::new(exchange::reply(&to.header, Some(reason)), Bytes::new())
+    }
+
+    /// The poll face of [`reply`](Self::reply): queues the reply in `slot` on the request's
+    /// channel if the send buffer has room (as [`poll_send`](Self::poll_send)); once it is
+    /// queued (or failed) a draining connection no longer waits for it.
+    pub fn poll_reply(
+        &self,
+        cx: &mut Context<'_>,
+        to: &ReplyTo,
+        slot: &mut Option<OutgoingMessage>,
+    ) -> Poll<Result<u64, Error>> {
+        let r = self.poll_send(cx, to.channel, slot);
+        if r.is_ready() {
+            self.settle(&to.key);
+        }
+        r
     }
 
     /// Resolves when the caller of `request` gives up on it (its [`Call`] was dropped or timed

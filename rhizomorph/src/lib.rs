@@ -37,6 +37,8 @@ pub mod receiver;
 pub mod router;
 pub mod sender;
 mod signal;
+#[cfg(feature = "tarpc")]
+pub mod tarpc;
 pub mod transfer;
 pub mod transport;
 
@@ -49,7 +51,7 @@ pub use rhizomorph_proto::rkyv;
 pub use rhizomorph_proto::wire_type;
 pub use rhizomorph_proto::{exchange, frame, header, legacy, payload, session, websocket};
 
-pub use call::{Call, Cancelled};
+pub use call::{Call, Cancelled, ReplyTo};
 pub use config::{AuthRequest, CompressionPolicy, Config};
 pub use connection::{CloseReason, Connection, Message, Mode};
 pub use endpoint::{Endpoint, Listener, QuicClient};

@@ -1,0 +1,147 @@
+//! What the tarpc adapter puts in a rhizomorph message: the request or response body as
+//! bincode, and tarpc's context (deadline, trace) as header fields a router can read without
+//! decoding the payload.
+//!
+//! Owns the bincode options (bounded by the payload's own length, so a hostile length prefix
+//! cannot make the decoder allocate past what arrived) and the header names. Never touches a
+//! connection.
+
+use std::time::{Duration, Instant};
+
+use bincode::Options;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::header::RoutingHeader;
+
+/// The service a request is for (one rhizomorph connection carries many).
+pub const SERVICE: &str = "service";
+/// The tarpc method (`RequestName::name`), for routers and logs.
+pub const METHOD: &str = "method";
+/// Milliseconds the caller still waits (tarpc's deadline, relative as tarpc sends it).
+pub const DEADLINE: &str = "deadline";
+/// tarpc's trace context as `<trace id, 32 hex>-<span id, 16 hex>-<01 sampled | 00>`.
+pub const TRACE: &str = "trace-id";
+
+/// The bincode configuration on both sides: fixed-width little-endian integers (bincode 1's
+/// classic layout, as `bincode::serialize` writes), no trailing bytes, and no read past
+/// `limit` bytes (a length prefix larger than what is left fails before anything is allocated
+/// for it).
+///
+/// Fixed-width, not varint: tarpc writes `ServerError::kind` as an `i32` and reads it as a
+/// `u32` (`tarpc/src/util/serde.rs`), which only round-trips when both are four bytes.
+fn options(limit: u64) -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(limit)
+}
+
+/// `value` as bincode.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Bytes, bincode::Error> {
+    options(u64::MAX).serialize(value).map(Bytes::from)
+}
+
+/// `payload` as a `T`, reading nothing beyond it and refusing trailing bytes.
+pub(crate) fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, bincode::Error> {
+    options(payload.len() as u64).deserialize(payload)
+}
+
+/// Adds tarpc's context to a request header.
+pub(crate) fn put_context(header: &mut RoutingHeader, context: &::tarpc::context::Context) {
+    let left = context.deadline.saturating_duration_since(Instant::now());
+    header.set(DEADLINE, left.as_millis().to_string());
+    let t = &context.trace_context;
+    let sampled = matches!(
+        t.sampling_decision,
+        ::tarpc::trace::SamplingDecision::Sampled
+    );
+    header.set(
+        TRACE,
+        format!(
+            "{:032x}-{:016x}-{:02}",
+            u128::from(t.trace_id),
+            u64::from(t.span_id),
+            u8::from(sampled)
+        ),
+    );
+}
+
+/// The time a caller still waits, from a request header (tarpc's default, 10 s, if absent or
+/// malformed).
+pub(crate) fn deadline_of(header: &RoutingHeader) -> Duration {
+    header
+        .get_str(DEADLINE)
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::from_secs(10))
+}
+
+/// tarpc's context from a request header (a fresh trace if absent or malformed).
+pub(crate) fn context_of(header: &RoutingHeader) -> ::tarpc::context::Context {
+    let mut context = ::tarpc::context::current();
+    context.deadline = Instant::now() + deadline_of(header);
+    if let Some(trace) = header.get_str(TRACE).and_then(parse_trace) {
+        context.trace_context = trace;
+    }
+    context
+}
+
+fn parse_trace(s: &str) -> Option<::tarpc::trace::Context> {
+    let mut parts = s.split('-');
+    let trace_id = u128::from_str_radix(parts.next()?, 16).ok()?;
+    let span_id = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let sampling_decision = match parts.next()? {
+        "01" => ::tarpc::trace::SamplingDecision::Sampled,
+        "00" => ::tarpc::trace::SamplingDecision::Unsampled,
+        _ => return None,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(::tarpc::trace::Context {
+        trace_id: trace_id.into(),
+        span_id: span_id.into(),
+        sampling_decision,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_survives_the_header() {
+        let mut context = ::tarpc::context::current();
+        context.deadline = Instant::now() + Duration::from_secs(3);
+        context.trace_context = ::tarpc::trace::Context {
+            trace_id: 0x0123_4567_89ab_cdef_0011_2233_4455_6677u128.into(),
+            span_id: 0xfeed_beef_u64.into(),
+            sampling_decision: ::tarpc::trace::SamplingDecision::Sampled,
+        };
+        let mut header = RoutingHeader::new();
+        put_context(&mut header, &context);
+        let back = context_of(&header);
+        assert_eq!(back.trace_context, context.trace_context);
+        let left = back.deadline.saturating_duration_since(Instant::now());
+        assert!(left > Duration::from_millis(2900) && left <= Duration::from_secs(3));
+        assert_eq!(
+            header.get_str(TRACE),
+            Some("0123456789abcdef0011223344556677-00000000feedbeef-01")
+        );
+    }
+
+    #[test]
+    fn a_length_prefix_past_the_payload_fails_without_allocating() {
+        // A Vec<u8> and a String claiming 2^62 bytes in an 8-byte payload.
+        let hostile = (1u64 << 62).to_le_bytes();
+        assert!(decode::<Vec<u8>>(&hostile).is_err());
+        assert!(decode::<String>(&hostile).is_err());
+        // Trailing bytes.
+        assert!(decode::<u32>(&[1, 0, 0, 0, 9]).is_err());
+        assert_eq!(
+            decode::<Vec<u8>>(&encode(&vec![1u8, 2, 3]).unwrap()).unwrap(),
+            [1, 2, 3]
+        );
+    }
+}
