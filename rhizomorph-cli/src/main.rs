@@ -30,7 +30,7 @@ enum Command {
     /// Run the loopback benchmark: the hypha-rpc report's scenarios, head-of-line blocking and
     /// a stalled reader, for rhizomorph and plain msgpack over WebSocket, in one run.
     Bench {
-        /// Scenario to run (repeatable): small, medium, large, mixed, transfer, oneway, rpc, fanout, idle,
+        /// Scenario to run (repeatable): small, medium, large, mixed, transfer, oneway, rpc, tarpc, fanout, idle,
         /// hol, stall, all.
         #[arg(long = "scenario", default_value = "all")]
         scenarios: Vec<String>,

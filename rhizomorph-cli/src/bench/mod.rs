@@ -15,6 +15,7 @@ pub mod oneway;
 pub mod raw_tcp;
 pub mod rpc;
 pub mod scenarios;
+pub mod tarpc_bench;
 pub mod transfer;
 
 use std::fmt::Write as _;
@@ -149,6 +150,8 @@ pub struct ServerSide {
     pub router_quic: std::net::SocketAddr,
     /// Client config that trusts the servers' self-signed certificate (pinned).
     pub quic_client: Config,
+    /// Server config with that certificate, for QUIC servers started later.
+    quic_server: Config,
     handle: tokio::runtime::Handle,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -176,6 +179,7 @@ impl ServerSide {
         let client_tls = rhizomorph::transport::tls::client_tls_pinned(&fingerprint)
             .map_err(io::Error::other)?;
         let quic_server = config.clone().with_server_tls(server_tls);
+        let quic_server_kept = quic_server.clone();
         let quic_client = config.clone().with_client_tls(client_tls);
         let (tx, rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -277,6 +281,7 @@ impl ServerSide {
             router,
             router_quic,
             quic_client,
+            quic_server: quic_server_kept,
             handle,
             _stop: stop_tx,
         })
@@ -442,6 +447,44 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
                     .await?,
                 );
             }
+            pb.finish_and_clear();
+        }
+    }
+
+    if options.wants("tarpc") {
+        let t = tarpc_bench::start(&servers, &options.config).await?;
+        let d = options.rpc_duration;
+        let mut vias = vec![(tarpc_bench::Via::Tcp, t.tcp)];
+        if ws {
+            vias.push((tarpc_bench::Via::Ws, t.ws));
+        }
+        if quic {
+            vias.push((tarpc_bench::Via::Quic, t.quic));
+        }
+        for &(via, addr) in &vias {
+            let pb = bar(options, 0, format!("tarpc calls, {}", via.label()));
+            results.extend(tarpc_bench::run_calls(via, addr, quic_config, d).await?);
+            pb.finish_and_clear();
+        }
+        // The head-of-line shape on equal links: the TCP shaper for both TCP transports, the
+        // same rate and queue without loss for QUIC.
+        for &(via, addr) in &vias {
+            let pb = bar(options, 0, format!("tarpc hol, {}", via.label()));
+            // Each shaper lives until its row is measured.
+            let (_tcp_link, _udp_link, shaped) = match via {
+                tarpc_bench::Via::Quic => {
+                    let s = servers.udp_shaper(addr, options.hol_link, 0.0).await?;
+                    let a = s.addr();
+                    (None, Some(s), a)
+                }
+                _ => {
+                    let s = servers.shaper(addr, options.hol_link).await?;
+                    let a = s.addr();
+                    (Some(s), None, a)
+                }
+            };
+            results
+                .push(tarpc_bench::run_hol(via, shaped, quic_config, options.hol_duration).await?);
             pb.finish_and_clear();
         }
     }
@@ -854,6 +897,8 @@ async fn rhizo_matched_client(url: &str, config: &Config) -> io::Result<rpc::Rhi
 fn baseline_of(implementation: &str, scenario: &str) -> Option<&'static str> {
     match (implementation, scenario) {
         ("rhizo-legacy", _) => Some("hypha-rpc-py"),
+        // tarpc on rhizomorph against tarpc on its own TCP transport, same service.
+        ("tarpc-rhizo-ws" | "tarpc-rhizo-quic", _) => Some("tarpc-tcp"),
         // Calls through `Sender::call` against the hand-matched loop over the same transport.
         ("rhizo-ws-call" | "rhizo-ws-matched", _) => Some("rhizo-ws"),
         // A streamed transfer against the same bytes as 2 MiB messages.
@@ -887,7 +932,7 @@ pub fn render_table(results: &[Measurement]) -> String {
                     && b.mode == m.mode
             })
             .map(|b| {
-                if m.scenario == "hol" {
+                if m.scenario == "hol" || m.scenario == "tarpc-hol" {
                     format!(
                         "p99 {:.1}x lower than {}",
                         b.p99_ms / m.p99_ms.max(1e-9),

@@ -32,6 +32,9 @@ use crate::frame::Channel;
 use crate::header::RoutingHeader;
 use crate::sender::Sender;
 
+/// Method names kept as header values (past this many, each request allocates its own).
+const MAX_METHOD_NAMES: usize = 64;
+
 /// How long after tarpc's deadline a call gives up on its own.
 const DEADLINE_GRACE: Duration = Duration::from_secs(1);
 
@@ -78,6 +81,8 @@ pub struct ClientTransport<Req, Resp> {
     aborts: HashMap<u64, AbortHandle>,
     /// Responses made without a call (a request that could not be encoded).
     ready: VecDeque<Response<Resp>>,
+    /// Method names seen, as header values.
+    methods: Vec<(String, Bytes)>,
     closed: Option<Pin<Box<dyn Future<Output = CloseReason> + Send>>>,
     closing: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     ended: bool,
@@ -107,6 +112,7 @@ impl<Req, Resp> ClientTransport<Req, Resp> {
             calls: FuturesUnordered::new(),
             aborts: HashMap::new(),
             ready: VecDeque::new(),
+            methods: Vec::new(),
             closed: Some(Box::pin(async move { closed.closed().await })),
             closing: None,
             ended: false,
@@ -164,9 +170,10 @@ where
             }
         };
         let channel = (self.channel_of)(&request.message);
+        let method = self.method_name(request.message.name());
         let mut header = RoutingHeader::new()
             .with(codec::SERVICE, self.service.clone())
-            .with(codec::METHOD, request.message.name().to_string());
+            .with(codec::METHOD, method);
         codec::put_context(&mut header, &request.context);
         // tarpc enforces the deadline itself (`RpcError::DeadlineExceeded`, and a `Cancel`);
         // the call's own timeout is a backstop a little later, for a dispatch that stopped.
@@ -180,6 +187,18 @@ where
         self.aborts.insert(id, abort);
         self.calls
             .push(Abortable::new(InFlight { id, call }, registration));
+    }
+
+    /// `name` as a header value, allocated once per method (a service has a handful).
+    fn method_name(&mut self, name: &str) -> Bytes {
+        if let Some((_, b)) = self.methods.iter().find(|(n, _)| n == name) {
+            return b.clone();
+        }
+        let b = Bytes::copy_from_slice(name.as_bytes());
+        if self.methods.len() < MAX_METHOD_NAMES {
+            self.methods.push((name.to_string(), b.clone()));
+        }
+        b
     }
 
     fn response(id: u64, r: Result<crate::Message, Error>) -> Response<Resp> {

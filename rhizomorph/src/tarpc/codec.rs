@@ -21,7 +21,8 @@ pub const SERVICE: &str = "service";
 pub const METHOD: &str = "method";
 /// Milliseconds the caller still waits (tarpc's deadline, relative as tarpc sends it).
 pub const DEADLINE: &str = "deadline";
-/// tarpc's trace context as `<trace id, 32 hex>-<span id, 16 hex>-<01 sampled | 00>`.
+/// tarpc's trace context as `<trace id, 32 hex>-<span id, 16 hex>-<01 sampled | 00>`;
+/// absent when the caller has no trace (all zeros).
 pub const TRACE: &str = "trace-id";
 
 /// The bincode configuration on both sides: fixed-width little-endian integers (bincode 1's
@@ -52,6 +53,9 @@ pub(crate) fn put_context(header: &mut RoutingHeader, context: &::tarpc::context
     let left = context.deadline.saturating_duration_since(Instant::now());
     header.set(DEADLINE, left.as_millis().to_string());
     let t = &context.trace_context;
+    if u128::from(t.trace_id) == 0 && u64::from(t.span_id) == 0 {
+        return; // no trace: nothing to carry (the server starts its own)
+    }
     let sampled = matches!(
         t.sampling_decision,
         ::tarpc::trace::SamplingDecision::Sampled
