@@ -44,7 +44,14 @@ impl Store for StoreServer {
     async fn tail(self, _: context::Context, since: usize) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(1);
         loop {
-            let lines: Vec<String> = self.log.lock().unwrap().iter().skip(since).cloned().collect();
+            let lines: Vec<String> = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .skip(since)
+                .cloned()
+                .collect();
             if !lines.is_empty() || Instant::now() > deadline {
                 return lines;
             }
@@ -70,9 +77,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(async move {
         while let Ok(conn) = listener.accept().await {
             let channel = BaseChannel::with_defaults(ServerTransport::new(conn));
-            tokio::spawn(channel.execute(server.clone().serve()).for_each(|f| async move {
-                tokio::spawn(f);
-            }));
+            tokio::spawn(
+                channel
+                    .execute(server.clone().serve())
+                    .for_each(|f| async move {
+                        tokio::spawn(f);
+                    }),
+            );
         }
     });
 
@@ -91,7 +102,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         async move {
             let mut seen = 0;
             while seen < 4 {
-                let lines = client.tail(context::current(), seen).await.unwrap_or_default();
+                let lines = client
+                    .tail(context::current(), seen)
+                    .await
+                    .unwrap_or_default();
                 for line in &lines {
                     println!("  tail: {line}");
                 }
