@@ -231,6 +231,14 @@ impl Drop for Call {
     }
 }
 
+/// A request's identity among a connection's calls: its `from` and `session` (wire.md §20.1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestKey(PeerKey);
+
+/// How far a reader of [`Sender::poll_cancellations`] has got (start at `default()`).
+#[derive(Debug, Default, Clone)]
+pub struct CancelCursor(u64);
+
 /// Where a request's reply goes: its channel, `from` and `session` ([`Sender::reply_to`]).
 #[derive(Debug, Clone)]
 pub struct ReplyTo {
@@ -425,6 +433,30 @@ impl Sender {
             self.settle(&to.key);
         }
         r
+    }
+
+    /// `request`'s identity among the connection's calls (its `from` and `session`), as
+    /// [`poll_cancellations`](Self::poll_cancellations) reports it. [`Error::NotACall`] if it
+    /// has no `session`.
+    pub fn request_key(&self, request: &Message) -> Result<RequestKey, Error> {
+        request_key(request).map(RequestKey)
+    }
+
+    /// The next request a caller cancelled (wire.md §20.2) after `cursor`, for code that
+    /// watches all of a connection's requests at once (one feed instead of a
+    /// [`cancelled`](Self::cancelled) future per request); `Ready(None)` once the connection
+    /// ended. Cancellations of requests already answered come too: look the key up, ignore
+    /// what is not pending. A reader more than 1,024 cancellations behind skips the oldest.
+    pub fn poll_cancellations(
+        &self,
+        cx: &mut Context<'_>,
+        cursor: &mut CancelCursor,
+    ) -> Poll<Option<RequestKey>> {
+        self.handle()
+            .common()
+            .inbox
+            .poll_cancellations(&mut cursor.0, cx)
+            .map(|k| k.map(RequestKey))
     }
 
     /// Resolves when the caller of `request` gives up on it (its [`Call`] was dropped or timed

@@ -51,7 +51,7 @@ pub use rhizomorph_proto::rkyv;
 pub use rhizomorph_proto::wire_type;
 pub use rhizomorph_proto::{exchange, frame, header, legacy, payload, session, websocket};
 
-pub use call::{Call, Cancelled, ReplyTo};
+pub use call::{Call, CancelCursor, Cancelled, ReplyTo, RequestKey};
 pub use config::{AuthRequest, CompressionPolicy, Config};
 pub use connection::{CloseReason, Connection, Message, Mode};
 pub use endpoint::{Endpoint, Listener, QuicClient};

@@ -12,10 +12,9 @@ use std::io;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
-use futures_util::future::{AbortHandle, Abortable};
-use futures_util::stream::FuturesUnordered;
-use futures_util::{Sink, Stream, StreamExt};
+use futures_util::{Sink, Stream};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tarpc::{ClientMessage, Response, ServerError};
@@ -24,7 +23,7 @@ use tracing::debug;
 use super::codec;
 use super::services::Member;
 use super::TransportError;
-use crate::call::{Cancelled, ReplyTo};
+use crate::call::{CancelCursor, ReplyTo, RequestKey};
 use crate::connection::Connection;
 use crate::sender::Sender;
 use crate::session::OutgoingMessage;
@@ -48,19 +47,15 @@ impl Source {
     }
 }
 
-/// A request's cancellation watch, tagged with tarpc's id for it.
-struct Watch {
-    id: u64,
-    cancelled: Cancelled,
-}
+/// Past how many received requests the pending ones are checked for deadlines tarpc let pass
+/// (it drops such a request without a response).
+const SWEEP_EVERY: u64 = 1024;
 
-impl Future for Watch {
-    type Output = (u64, bool);
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let id = self.id;
-        Pin::new(&mut self.cancelled).poll(cx).map(|c| (id, c))
-    }
+/// A request tarpc has not answered yet.
+struct Pending {
+    to: ReplyTo,
+    key: RequestKey,
+    deadline: Instant,
 }
 
 /// A tarpc server transport over a rhizomorph connection: a `Stream` of
@@ -79,8 +74,11 @@ pub struct ServerTransport<Req, Resp> {
     sender: Sender,
     source: Source,
     next_id: u64,
-    pending: HashMap<u64, (ReplyTo, AbortHandle)>,
-    watches: FuturesUnordered<Abortable<Watch>>,
+    pending: HashMap<u64, Pending>,
+    /// tarpc's id of each pending request, by its rhizomorph identity.
+    ids: HashMap<RequestKey, u64>,
+    /// Where this transport is in the connection's feed of cancellations.
+    cancels: CancelCursor,
     /// The reply tarpc handed over last, until the send buffer takes it.
     sending: Option<(ReplyTo, Option<OutgoingMessage>)>,
     refusals: VecDeque<(ReplyTo, Option<OutgoingMessage>)>,
@@ -114,7 +112,8 @@ impl<Req, Resp> ServerTransport<Req, Resp> {
             source,
             next_id: 1,
             pending: HashMap::new(),
-            watches: FuturesUnordered::new(),
+            ids: HashMap::new(),
+            cancels: CancelCursor::default(),
             sending: None,
             refusals: VecDeque::new(),
             closing: None,
@@ -154,6 +153,28 @@ impl<Req, Resp> ServerTransport<Req, Resp> {
         }
     }
 
+    /// tarpc drops a request whose deadline passed without a response: its entry goes, and
+    /// its caller is told (which also lets a draining connection stop waiting for it).
+    fn sweep_expired(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline < now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            if let Some(p) = self.pending.remove(&id) {
+                self.ids.remove(&p.key);
+                let e = ServerError::new(
+                    io::ErrorKind::TimedOut,
+                    "the request's deadline passed on the server".into(),
+                );
+                self.refuse(p.to, e);
+            }
+        }
+    }
+
     fn refuse(&mut self, to: ReplyTo, error: ServerError) {
         if self.refusals.len() >= MAX_REFUSALS {
             debug!("refusals queue full: a refusal dropped (its caller times out)");
@@ -178,14 +199,13 @@ where
         let this = self.get_mut();
         this.poll_refusals(cx);
         // spec: wire.md §20.2 — a caller gave up: tarpc stops the handler.
-        while let Poll::Ready(Some(watch)) = this.watches.poll_next_unpin(cx) {
-            if let Ok((id, true)) = watch {
-                if this.pending.remove(&id).is_some() {
-                    return Poll::Ready(Some(Ok(ClientMessage::Cancel {
-                        trace_context: Default::default(),
-                        request_id: id,
-                    })));
-                }
+        while let Poll::Ready(Some(key)) = this.sender.poll_cancellations(cx, &mut this.cancels) {
+            if let Some(id) = this.ids.remove(&key) {
+                this.pending.remove(&id);
+                return Poll::Ready(Some(Ok(ClientMessage::Cancel {
+                    trace_context: Default::default(),
+                    request_id: id,
+                })));
             }
         }
         loop {
@@ -212,14 +232,17 @@ where
             };
             let id = this.next_id;
             this.next_id += 1;
-            if let Ok(cancelled) = this.sender.cancelled(&m) {
-                let (abort, registration) = AbortHandle::new_pair();
-                this.watches
-                    .push(Abortable::new(Watch { id, cancelled }, registration));
-                this.pending.insert(id, (to, abort));
+            let context = codec::context_of(&m.header);
+            if let Ok(key) = this.sender.request_key(&m) {
+                this.ids.insert(key.clone(), id);
+                let deadline = context.deadline;
+                this.pending.insert(id, Pending { to, key, deadline });
+            }
+            if id % SWEEP_EVERY == 0 {
+                this.sweep_expired();
             }
             return Poll::Ready(Some(Ok(ClientMessage::Request(tarpc::Request {
-                context: codec::context_of(&m.header),
+                context,
                 id,
                 message,
             }))));
@@ -241,10 +264,10 @@ where
 
     fn start_send(self: Pin<&mut Self>, item: Response<Resp>) -> Result<(), Self::Error> {
         let this = self.get_mut();
-        let Some((to, watch)) = this.pending.remove(&item.request_id) else {
-            return Ok(()); // cancelled by its caller: nobody waits for it
+        let Some(Pending { to, key, .. }) = this.pending.remove(&item.request_id) else {
+            return Ok(()); // cancelled by its caller, or expired: nobody waits for it
         };
-        watch.abort();
+        this.ids.remove(&key);
         let payload = codec::encode(&item.message).or_else(|e| {
             let failed: Result<(), ServerError> = Err(ServerError::new(
                 io::ErrorKind::Other,

@@ -97,6 +97,11 @@ struct State {
     cancelled_set: HashSet<PeerKey>,
     /// Tasks watching a request for its cancellation.
     cancel_watchers: HashMap<PeerKey, Vec<Waker>>,
+    /// Cancellations recorded so far: `cancelled` holds the newest, numbered up to this
+    /// (the feed [`Inbox::poll_cancellations`] reads).
+    cancel_seq: u64,
+    /// Readers of that feed waiting for the next one.
+    cancel_feed: Vec<Waker>,
     /// Incoming transfers, by sender and stream id.
     transfers: HashMap<PeerKey, TransferQueue>,
     /// Our outgoing transfers the receiver cancelled (§20.4), until their sender sees it.
@@ -302,6 +307,7 @@ impl Inbox {
         for (_, watchers) in s.cancel_watchers.drain() {
             watchers.into_iter().for_each(Waker::wake);
         }
+        s.cancel_feed.drain(..).for_each(Waker::wake);
     }
 
     /// The next message on the channels the connection's receiver reads, highest priority
@@ -426,6 +432,32 @@ impl Inbox {
         (s.calls.expire(now), s.closed)
     }
 
+    /// The next cancellation (§20.2) after `cursor` (advanced past it), oldest first: one
+    /// feed for every request of the connection, for code that watches many at once.
+    /// `Ready(None)` once the connection ended; a reader that fell more than the remembered
+    /// cancellations behind skips the oldest.
+    pub(crate) fn poll_cancellations(
+        &self,
+        cursor: &mut u64,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<PeerKey>> {
+        let mut s = self.lock();
+        let first = s.cancel_seq - s.cancelled.len() as u64;
+        *cursor = (*cursor).max(first);
+        if *cursor < s.cancel_seq {
+            let key = s.cancelled[(*cursor - first) as usize].clone();
+            *cursor += 1;
+            return Poll::Ready(Some(key));
+        }
+        if s.closed {
+            return Poll::Ready(None);
+        }
+        if !s.cancel_feed.iter().any(|w| w.will_wake(cx.waker())) {
+            s.cancel_feed.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
     /// Whether the request `key` was cancelled by its caller; else `cx` is woken when it is
     /// (or when the connection ends: then `Ready(false)`).
     pub(crate) fn poll_cancelled(&self, key: &PeerKey, cx: &mut Context<'_>) -> Poll<bool> {
@@ -517,6 +549,8 @@ impl State {
     /// True if a reply the session counts was owed for it (no longer: nobody waits for it).
     fn cancel_request(&mut self, key: &PeerKey) -> bool {
         if self.cancelled_set.insert(key.clone()) {
+            self.cancel_seq += 1;
+            self.cancel_feed.drain(..).for_each(Waker::wake);
             self.cancelled.push_back(key.clone());
             if self.cancelled.len() > REMEMBERED_CANCELS {
                 if let Some(old) = self.cancelled.pop_front() {
