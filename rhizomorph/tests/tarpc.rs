@@ -437,3 +437,56 @@ async fn one_service_per_connection() {
     .spawn();
     assert_eq!(clock.tick(context::current(), 1).await.unwrap(), 2);
 }
+
+/// tarpc drops a request whose deadline passed without answering it; the server transport
+/// then answers it itself (TimedOut), so neither its entry nor the caller waits for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_tarpc_let_expire_are_answered_and_forgotten() {
+    let _serial = SERIAL.lock().await;
+    let listener = Listener::bind("127.0.0.1:0", Config::default())
+        .await
+        .unwrap();
+    let url = listener.url();
+    let (client, conn) = tokio::join!(
+        Endpoint::connect(&url, Config::default()),
+        listener.accept()
+    );
+    let (client, conn) = (client.unwrap(), conn.unwrap());
+    // The server side driven by hand, as tarpc's BaseChannel would, never responding.
+    let mut server: ServerTransport<ClockRequest, ClockResponse> = ServerTransport::new(conn);
+    let body = bincode::serialize(&ClockRequest::Tick { n: 1 }).unwrap();
+    let call = |deadline_ms: u64| {
+        let header = RoutingHeader::new()
+            .with("service", "clock")
+            .with("deadline", deadline_ms.to_string());
+        client.sender().call(Channel::Rpc, header, body.clone())
+    };
+    let expiring: Vec<_> = (0..10).map(|_| tokio::spawn(call(50))).collect();
+    for _ in 0..10 {
+        within("request", server.next()).await.unwrap().unwrap();
+    }
+    assert_eq!(server.pending(), 10);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The next 1,014 requests reach the sweep (every 1,024th request).
+    let live: Vec<_> = (0..1014).map(|_| tokio::spawn(call(10_000))).collect();
+    for _ in 0..1014 {
+        within("request", server.next()).await.unwrap().unwrap();
+        futures_util::future::poll_fn(|cx| {
+            let _ = futures_util::Sink::<tarpc::Response<ClockResponse>>::poll_flush(
+                std::pin::Pin::new(&mut server),
+                cx,
+            );
+            std::task::Poll::Ready(())
+        })
+        .await;
+    }
+    assert_eq!(server.pending(), 1014, "the 10 expired ones are forgotten");
+    for e in expiring {
+        let reply = within("expired call", e).await.unwrap().unwrap();
+        let body: Result<ClockResponse, tarpc::ServerError> =
+            bincode::deserialize(&reply.payload).unwrap();
+        let e = body.unwrap_err();
+        assert_eq!(e.kind, std::io::ErrorKind::TimedOut, "{e}");
+    }
+    drop(live);
+}
