@@ -490,3 +490,42 @@ async fn requests_tarpc_let_expire_are_answered_and_forgotten() {
     }
     drop(live);
 }
+
+/// Through `rhizomorph serve`'s router: a tarpc server that is one client of the router, a
+/// tarpc client that is another, requests addressed `to` the server's identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tarpc_client_reaches_a_tarpc_server_through_the_router() {
+    let _serial = SERIAL.lock().await;
+    let listener = Listener::bind("127.0.0.1:0", Config::default())
+        .await
+        .unwrap();
+    let url = listener.url();
+    tokio::spawn(rhizomorph::router::Router::new().serve(listener));
+    let server_conn = Endpoint::connect(&url, Config::default().with_token("demo/clock"))
+        .await
+        .unwrap();
+    let channel = BaseChannel::with_defaults(ServerTransport::new(server_conn));
+    tokio::spawn(
+        channel
+            .execute(ClockServer.serve())
+            .for_each(|f| async move {
+                tokio::spawn(f);
+            }),
+    );
+    let conn = Endpoint::connect(&url, Config::default().with_token("demo/caller"))
+        .await
+        .unwrap();
+    let clock = ClockClient::new(
+        tarpc::client::Config::default(),
+        ClientTransport::new(conn.sender(), "clock").to("demo/clock"),
+    )
+    .spawn();
+    for n in 0..50 {
+        assert_eq!(
+            within("routed call", clock.tick(context::current(), n))
+                .await
+                .unwrap(),
+            n + 1
+        );
+    }
+}

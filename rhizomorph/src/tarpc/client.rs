@@ -76,6 +76,7 @@ impl Future for InFlight {
 pub struct ClientTransport<Req, Resp> {
     sender: Sender,
     service: Bytes,
+    to: Option<Bytes>,
     channel_of: ChannelOf<Req>,
     calls: FuturesUnordered<Abortable<InFlight>>,
     aborts: HashMap<u64, AbortHandle>,
@@ -108,6 +109,7 @@ impl<Req, Resp> ClientTransport<Req, Resp> {
         ClientTransport {
             sender,
             service: service.into(),
+            to: None,
             channel_of: |_| Channel::Rpc,
             calls: FuturesUnordered::new(),
             aborts: HashMap::new(),
@@ -135,6 +137,14 @@ impl<Req, Resp> ClientTransport<Req, Resp> {
     /// ```
     pub fn with_channels(mut self, channel_of: ChannelOf<Req>) -> Self {
         self.channel_of = channel_of;
+        self
+    }
+
+    /// Addresses every request `to` a peer (wire.md §6.2), for a server reached through a
+    /// router (`rhizomorph serve`): e.g. `"ws-1/store"` for the client that registered as
+    /// `store` in workspace `ws-1`. Without it, requests go to the peer at the other end.
+    pub fn to(mut self, target: impl Into<Bytes>) -> Self {
+        self.to = Some(target.into());
         self
     }
 
@@ -174,6 +184,9 @@ where
         let mut header = RoutingHeader::new()
             .with(codec::SERVICE, self.service.clone())
             .with(codec::METHOD, method);
+        if let Some(to) = &self.to {
+            header.set("to", to.clone());
+        }
         codec::put_context(&mut header, &request.context);
         // tarpc enforces the deadline itself (`RpcError::DeadlineExceeded`, and a `Cancel`);
         // the call's own timeout is a backstop a little later, for a dispatch that stopped.
