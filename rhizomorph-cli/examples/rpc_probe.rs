@@ -45,6 +45,18 @@ async fn main() {
             })
             .await
         }
+        "rhizo-ws-call-1conn" => {
+            // CLIENTS calls in flight on one connection (the tarpc-64 shape without tarpc).
+            let url = format!("ws://{}/", servers.rhizomorph);
+            let c = Endpoint::connect(&url, config.clone()).await.unwrap();
+            let sender = c.sender();
+            let keep = std::sync::Arc::new(c);
+            rpc::run_rpc(&which, clients, d, |_| {
+                let (sender, keep) = (sender.clone(), keep.clone());
+                async move { Ok(rpc::RhizoCallOn::new(sender, keep)) }
+            })
+            .await
+        }
         "rhizo-ws-call" => {
             let url = format!("ws://{}/", servers.rhizomorph);
             rpc::run_rpc(&which, clients, d, |_| {

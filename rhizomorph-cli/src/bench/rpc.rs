@@ -65,6 +65,34 @@ impl RpcClient for RhizoCall {
     }
 }
 
+/// Calls through a shared sender (many in flight on one connection, which `_conn` keeps).
+pub struct RhizoCallOn {
+    sender: rhizomorph::Sender,
+    _conn: std::sync::Arc<rhizomorph::Connection>,
+    header: rhizomorph::RoutingHeader,
+}
+
+impl RhizoCallOn {
+    /// Calls through `sender`, with the bench's echo header on `rpc`.
+    pub fn new(sender: rhizomorph::Sender, conn: std::sync::Arc<rhizomorph::Connection>) -> Self {
+        RhizoCallOn {
+            sender,
+            _conn: conn,
+            header: super::scenarios::echo_header(),
+        }
+    }
+}
+
+impl RpcClient for RhizoCallOn {
+    async fn call(&mut self, request: Bytes) -> io::Result<Bytes> {
+        self.sender
+            .call(rhizomorph::Channel::Rpc, self.header.clone(), request)
+            .await
+            .map(|m| m.payload)
+            .map_err(io::Error::other)
+    }
+}
+
 /// A rhizomorph client that matches replies by hand, as an application without
 /// [`Sender::call`](rhizomorph::Sender::call) must: each request carries a fresh `session`
 /// (wire.md §20.1), the reply is received from the connection and its `session` checked. The

@@ -81,9 +81,14 @@ pub(crate) fn deadline_of(header: &RoutingHeader) -> Duration {
         .unwrap_or(Duration::from_secs(10))
 }
 
-/// tarpc's context from a request header (a fresh trace if absent or malformed).
-pub(crate) fn context_of(header: &RoutingHeader) -> ::tarpc::context::Context {
-    let mut context = ::tarpc::context::current();
+/// tarpc's context from a request header (`template`'s trace if absent or malformed).
+/// `template` is a context made once (`tarpc::context::current()` looks up the tracing span
+/// each time: too dear per request); a `Context` cannot be built field by field.
+pub(crate) fn context_of(
+    header: &RoutingHeader,
+    template: &::tarpc::context::Context,
+) -> ::tarpc::context::Context {
+    let mut context = *template;
     context.deadline = Instant::now() + deadline_of(header);
     if let Some(trace) = header.get_str(TRACE).and_then(parse_trace) {
         context.trace_context = trace;
@@ -125,7 +130,7 @@ mod tests {
         };
         let mut header = RoutingHeader::new();
         put_context(&mut header, &context);
-        let back = context_of(&header);
+        let back = context_of(&header, &::tarpc::context::current());
         assert_eq!(back.trace_context, context.trace_context);
         let left = back.deadline.saturating_duration_since(Instant::now());
         assert!(left > Duration::from_millis(2900) && left <= Duration::from_secs(3));

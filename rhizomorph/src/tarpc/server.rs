@@ -79,6 +79,8 @@ pub struct ServerTransport<Req, Resp> {
     ids: HashMap<RequestKey, u64>,
     /// Where this transport is in the connection's feed of cancellations.
     cancels: CancelCursor,
+    /// The context each request's is made from (see `codec::context_of`).
+    template: tarpc::context::Context,
     /// The reply tarpc handed over last, until the send buffer takes it.
     sending: Option<(ReplyTo, Option<OutgoingMessage>)>,
     refusals: VecDeque<(ReplyTo, Option<OutgoingMessage>)>,
@@ -114,6 +116,7 @@ impl<Req, Resp> ServerTransport<Req, Resp> {
             pending: HashMap::new(),
             ids: HashMap::new(),
             cancels: CancelCursor::default(),
+            template: tarpc::context::current(),
             sending: None,
             refusals: VecDeque::new(),
             closing: None,
@@ -232,7 +235,7 @@ where
             };
             let id = this.next_id;
             this.next_id += 1;
-            let context = codec::context_of(&m.header);
+            let context = codec::context_of(&m.header, &this.template);
             if let Ok(key) = this.sender.request_key(&m) {
                 this.ids.insert(key.clone(), id);
                 let deadline = context.deadline;
