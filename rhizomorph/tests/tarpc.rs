@@ -529,3 +529,46 @@ async fn a_tarpc_client_reaches_a_tarpc_server_through_the_router() {
         );
     }
 }
+
+/// When the last tarpc client handle goes, tarpc closes its transport after the calls in
+/// flight are answered: the rhizomorph connection then closes gracefully (NO_ERROR), and the
+/// response sent just before arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_client_closes_the_connection_gracefully_after_its_calls() {
+    let _serial = SERIAL.lock().await;
+    for t in BOTH {
+        let (server_config, client_config) = configs(t);
+        let listener = bind(t, server_config).await;
+        let url = listener.url();
+        let (conn, server_conn) =
+            tokio::join!(Endpoint::connect(&url, client_config), listener.accept());
+        let (conn, server_conn) = (conn.unwrap(), server_conn.unwrap());
+        let watch = server_conn.sender();
+        let channel = BaseChannel::with_defaults(ServerTransport::new(server_conn));
+        tokio::spawn(
+            channel
+                .execute(StoreServer(Seen::default()).serve())
+                .for_each(|f| async move {
+                    tokio::spawn(f);
+                }),
+        );
+        let client = store_client(&conn);
+        drop(conn);
+        let answered = tokio::spawn(async move {
+            let r = client.slow(context::current(), 200).await;
+            drop(client); // the last handle: tarpc's dispatch closes the transport
+            r
+        });
+        assert_eq!(
+            within("the last call", answered).await.unwrap().unwrap(),
+            200,
+            "{t:?}"
+        );
+        match within("the close", watch.closed()).await {
+            rhizomorph::CloseReason::Closed { code, .. } => {
+                assert_eq!(code, ErrorCode::NO_ERROR, "{t:?}")
+            }
+            other => panic!("{t:?}: {other:?}"),
+        }
+    }
+}
