@@ -11,20 +11,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use rhizomorph::transport::tls;
 use rhizomorph::{
     Channel, CloseReason, CompressionPolicy, Config, Connection, Endpoint, Error, ErrorCode,
     Listener, OutgoingMessage, RoutingHeader,
 };
+use rhizomorph_testkit::transports::{self, bind, Transport, BOTH};
 use tokio::io::AsyncReadExt;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Transport {
-    Ws,
-    Quic,
-}
-
-const BOTH: [Transport; 2] = [Transport::Ws, Transport::Quic];
 
 /// One check at a time: the memory and latency checks measure this process.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -32,27 +24,10 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Server and client configs (QUIC: a self-signed certificate the client pins). Compression
 /// off: the byte counts below are the payloads'.
 fn configs(t: Transport) -> (Config, Config) {
-    let base = Config::default().with_compression(CompressionPolicy::Off);
-    match t {
-        Transport::Ws => (base.clone(), base),
-        Transport::Quic => {
-            let (cert, key, fp) = tls::self_signed(&["localhost"]).unwrap();
-            let server = base
-                .clone()
-                .with_server_tls(tls::server_tls(vec![cert], key).unwrap());
-            (
-                server,
-                base.with_client_tls(tls::client_tls_pinned(&fp).unwrap()),
-            )
-        }
-    }
-}
-
-async fn bind(t: Transport, config: Config) -> Listener {
-    match t {
-        Transport::Ws => Listener::bind("127.0.0.1:0", config).await.unwrap(),
-        Transport::Quic => Listener::bind_quic("127.0.0.1:0", config).unwrap(),
-    }
+    transports::configs(
+        t,
+        Config::default().with_compression(CompressionPolicy::Off),
+    )
 }
 
 /// A listener, and a client connected to it with the server's side of the connection.

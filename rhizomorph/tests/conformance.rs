@@ -9,19 +9,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rhizomorph::frame::Settings;
-use rhizomorph::transport::tls;
 use rhizomorph::{
-    Channel, CloseReason, CompressionPolicy, Config, Endpoint, Error, ErrorCode, Listener,
-    RoutingHeader,
+    Channel, CloseReason, CompressionPolicy, Config, Endpoint, Error, ErrorCode, RoutingHeader,
 };
 use rhizomorph_testkit::echo_server;
+use rhizomorph_testkit::transports::{self, bind, Transport};
 use tokio::io::AsyncWriteExt;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Transport {
-    Ws,
-    Quic,
-}
 
 /// Server and client configs for a transport: QUIC always runs TLS (a self-signed certificate,
 /// pinned by the client); WebSocket runs plain on loopback. Payload compression is off, so the
@@ -32,25 +25,7 @@ fn configs(t: Transport) -> (Config, Config) {
 }
 
 fn configs_with(t: Transport, compression: CompressionPolicy) -> (Config, Config) {
-    let base = Config::default().with_compression(compression);
-    match t {
-        Transport::Ws => (base.clone(), base),
-        Transport::Quic => {
-            let (cert, key, fp) = tls::self_signed(&["localhost"]).unwrap();
-            let server = base
-                .clone()
-                .with_server_tls(tls::server_tls(vec![cert], key).unwrap());
-            let client = base.with_client_tls(tls::client_tls_pinned(&fp).unwrap());
-            (server, client)
-        }
-    }
-}
-
-async fn bind(t: Transport, config: Config) -> Listener {
-    match t {
-        Transport::Ws => Listener::bind("127.0.0.1:0", config).await.unwrap(),
-        Transport::Quic => Listener::bind_quic("127.0.0.1:0", config).unwrap(),
-    }
+    transports::configs(t, Config::default().with_compression(compression))
 }
 
 fn header(to: &str) -> RoutingHeader {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use rhizomorph::tarpc::{ClientTransport, ServerTransport, Services};
-use rhizomorph::transport::tls;
 use rhizomorph::{Channel, Config, Connection, Endpoint, ErrorCode, Listener, RoutingHeader};
+use rhizomorph_testkit::transports::{self, bind, Transport, BOTH};
 use serde_bytes::ByteBuf;
 use tarpc::client::RpcError;
 use tarpc::context;
@@ -79,39 +79,11 @@ impl Clock for ClockServer {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Transport {
-    Ws,
-    Quic,
-}
-
-const BOTH: [Transport; 2] = [Transport::Ws, Transport::Quic];
-
 /// One check at a time (the upload is large).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn configs(t: Transport) -> (Config, Config) {
-    let base = Config::default();
-    match t {
-        Transport::Ws => (base.clone(), base),
-        Transport::Quic => {
-            let (cert, key, fp) = tls::self_signed(&["localhost"]).unwrap();
-            let server = base
-                .clone()
-                .with_server_tls(tls::server_tls(vec![cert], key).unwrap());
-            (
-                server,
-                base.with_client_tls(tls::client_tls_pinned(&fp).unwrap()),
-            )
-        }
-    }
-}
-
-async fn bind(t: Transport, config: Config) -> Listener {
-    match t {
-        Transport::Ws => Listener::bind("127.0.0.1:0", config).await.unwrap(),
-        Transport::Quic => Listener::bind_quic("127.0.0.1:0", config).unwrap(),
-    }
+    transports::configs(t, Config::default())
 }
 
 /// Serves `store` and `clock` on every connection; returns the URL, the client config, what
