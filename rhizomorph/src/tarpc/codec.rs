@@ -72,14 +72,19 @@ pub(crate) fn put_context(header: &mut RoutingHeader, context: &::tarpc::context
 }
 
 /// The time a caller still waits, from a request header (tarpc's default, 10 s, if absent or
-/// malformed).
+/// malformed; at most [`MAX_DEADLINE`]).
 pub(crate) fn deadline_of(header: &RoutingHeader) -> Duration {
     header
         .get_str(DEADLINE)
         .and_then(|s| s.parse().ok())
         .map(Duration::from_millis)
         .unwrap_or(Duration::from_secs(10))
+        .min(MAX_DEADLINE)
 }
+
+/// The longest deadline a request may claim: what the peer writes is added to `now`, and a
+/// number near `u64::MAX` must not overflow the clock.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 
 /// tarpc's context from a request header (`template`'s trace if absent or malformed).
 /// `template` is a context made once (`tarpc::context::current()` looks up the tracing span
@@ -138,6 +143,14 @@ mod tests {
             header.get_str(TRACE),
             Some("0123456789abcdef0011223344556677-00000000feedbeef-01")
         );
+    }
+
+    #[test]
+    fn a_huge_deadline_is_capped_not_overflowed() {
+        let header = RoutingHeader::new().with(DEADLINE, u64::MAX.to_string());
+        assert_eq!(deadline_of(&header), MAX_DEADLINE);
+        let context = context_of(&header, &::tarpc::context::current());
+        assert!(context.deadline > Instant::now());
     }
 
     #[test]

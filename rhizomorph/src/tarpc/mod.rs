@@ -68,8 +68,8 @@ mod server;
 mod services;
 
 pub use client::{ChannelOf, ClientTransport};
-pub use codec::{DEADLINE, METHOD, SERVICE, TRACE};
-pub use server::ServerTransport;
+pub use codec::{DEADLINE, MAX_DEADLINE, METHOD, SERVICE, TRACE};
+pub use server::{ServerTransport, MAX_PENDING};
 pub use services::{Services, SERVICE_QUEUE};
 
 /// What fails a tarpc transport as a whole (a single call's failure is a tarpc `ServerError`

@@ -47,6 +47,10 @@ impl Source {
     }
 }
 
+/// Requests a transport tracks at once; past this many, a new one is refused alone
+/// (tarpc keeps each in flight until it answers, so a peer must not grow this without bound).
+pub const MAX_PENDING: usize = 16_384;
+
 /// Past how many received requests the pending ones are checked for deadlines tarpc let pass
 /// (it drops such a request without a response).
 const SWEEP_EVERY: u64 = 1024;
@@ -74,6 +78,7 @@ pub struct ServerTransport<Req, Resp> {
     sender: Sender,
     source: Source,
     next_id: u64,
+    received: u64,
     pending: HashMap<u64, Pending>,
     /// tarpc's id of each pending request, by its rhizomorph identity.
     ids: HashMap<RequestKey, u64>,
@@ -113,6 +118,7 @@ impl<Req, Resp> ServerTransport<Req, Resp> {
             sender,
             source,
             next_id: 1,
+            received: 0,
             pending: HashMap::new(),
             ids: HashMap::new(),
             cancels: CancelCursor::default(),
@@ -233,6 +239,17 @@ where
                     continue;
                 }
             };
+            // Requests received, refused ones included: the sweep runs however full we are.
+            this.received += 1;
+            if this.received % SWEEP_EVERY == 0 {
+                this.sweep_expired();
+            }
+            if this.pending.len() >= MAX_PENDING {
+                let detail = format!("over {MAX_PENDING} requests pending on this connection");
+                this.refuse(to, ServerError::new(io::ErrorKind::Other, detail));
+                this.poll_refusals(cx);
+                continue;
+            }
             let id = this.next_id;
             this.next_id += 1;
             let context = codec::context_of(&m.header, &this.template);
@@ -240,9 +257,6 @@ where
                 this.ids.insert(key.clone(), id);
                 let deadline = context.deadline;
                 this.pending.insert(id, Pending { to, key, deadline });
-            }
-            if id % SWEEP_EVERY == 0 {
-                this.sweep_expired();
             }
             return Poll::Ready(Some(Ok(ClientMessage::Request(tarpc::Request {
                 context,
