@@ -2,11 +2,11 @@
 //! outstanding) for one implementation only, against the bench's echo servers, so a profile or
 //! a system-call count (`strace -f -c`, `perf stat`) shows that implementation alone.
 //!
-//! Run: `cargo run --release --example rpc_probe -- rhizo-ws|rhizo-ws-matched|rhizo-ws-call|msgpack-ws|raw-tcp [CLIENTS] [SECONDS]`
+//! Run: `cargo run --release --example rpc_probe -- rhizo-ws|rhizo-ws-matched|rhizo-ws-call|rhizo-ws-call-1conn|msgpack-ws|raw-tcp [CLIENTS] [SECONDS]`
 use std::time::Duration;
 
-use rhizomorph::{Config, Endpoint};
-use rhizomorph_cli::bench::{raw_tcp, rpc, scenarios, ServerSide};
+use rhizomorph::Config;
+use rhizomorph_cli::bench::{self, raw_tcp, rpc, scenarios, ServerSide};
 use rhizomorph_testkit::msgpack_ws as baseline;
 
 #[tokio::main(flavor = "current_thread")]
@@ -18,55 +18,32 @@ async fn main() {
     let d = Duration::from_secs_f64(seconds);
     let config = Config::default().with_env().unwrap();
     let servers = ServerSide::start(config.clone(), 1).unwrap();
+    let url = format!("ws://{}/", servers.rhizomorph);
     let m = match which.as_str() {
         "rhizo-ws" => {
-            let url = format!("ws://{}/", servers.rhizomorph);
             rpc::run_rpc(&which, clients, d, |_| {
-                let (url, config) = (url.clone(), config.clone());
-                async move {
-                    let c = Endpoint::connect(&url, config)
-                        .await
-                        .map_err(std::io::Error::other)?;
-                    Ok(rpc::EchoPair(scenarios::RhizoTx::new(c.sender()), c))
-                }
+                bench::rhizo_rpc_client(&url, &config)
             })
             .await
         }
         "rhizo-ws-matched" => {
-            let url = format!("ws://{}/", servers.rhizomorph);
             rpc::run_rpc(&which, clients, d, |_| {
-                let (url, config) = (url.clone(), config.clone().with_exchanges(false));
-                async move {
-                    let c = Endpoint::connect(&url, config)
-                        .await
-                        .map_err(std::io::Error::other)?;
-                    Ok(rpc::RhizoMatched::new(c))
-                }
+                bench::rhizo_matched_client(&url, &config)
+            })
+            .await
+        }
+        "rhizo-ws-call" => {
+            rpc::run_rpc(&which, clients, d, |_| {
+                bench::rhizo_call_client(&url, &config)
             })
             .await
         }
         "rhizo-ws-call-1conn" => {
             // CLIENTS calls in flight on one connection (the tarpc-64 shape without tarpc).
-            let url = format!("ws://{}/", servers.rhizomorph);
-            let c = Endpoint::connect(&url, config.clone()).await.unwrap();
-            let sender = c.sender();
-            let keep = std::sync::Arc::new(c);
+            let one = bench::rhizo_call_client(&url, &config).await.unwrap();
             rpc::run_rpc(&which, clients, d, |_| {
-                let (sender, keep) = (sender.clone(), keep.clone());
-                async move { Ok(rpc::RhizoCallOn::new(sender, keep)) }
-            })
-            .await
-        }
-        "rhizo-ws-call" => {
-            let url = format!("ws://{}/", servers.rhizomorph);
-            rpc::run_rpc(&which, clients, d, |_| {
-                let (url, config) = (url.clone(), config.clone());
-                async move {
-                    let c = Endpoint::connect(&url, config)
-                        .await
-                        .map_err(std::io::Error::other)?;
-                    Ok(rpc::RhizoCall::new(c))
-                }
+                let one = one.clone();
+                async move { Ok(one) }
             })
             .await
         }
@@ -84,7 +61,10 @@ async fn main() {
             })
             .await
         }
-        other => panic!("unknown implementation {other}: rhizo-ws, rhizo-ws-matched, rhizo-ws-call, msgpack-ws or raw-tcp"),
+        other => panic!(
+            "unknown implementation {other}: rhizo-ws, rhizo-ws-matched, rhizo-ws-call, \
+             rhizo-ws-call-1conn, msgpack-ws or raw-tcp"
+        ),
     }
     .unwrap();
     println!(

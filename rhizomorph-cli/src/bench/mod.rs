@@ -866,7 +866,7 @@ async fn run_legacy(
 }
 
 /// A rhizomorph request/response client on `rpc` (for [`rpc::run_rpc`]).
-async fn rhizo_rpc_client(
+pub async fn rhizo_rpc_client(
     url: &str,
     config: &Config,
 ) -> io::Result<rpc::EchoPair<scenarios::RhizoTx, rhizomorph::connection::Connection>> {
@@ -877,7 +877,7 @@ async fn rhizo_rpc_client(
 }
 
 /// A client making real calls (`Sender::call`, replies matched by session).
-async fn rhizo_call_client(url: &str, config: &Config) -> io::Result<rpc::RhizoCall> {
+pub async fn rhizo_call_client(url: &str, config: &Config) -> io::Result<rpc::RhizoCall> {
     let conn = rhizomorph::endpoint::Endpoint::connect(url, config.clone())
         .await
         .map_err(io::Error::other)?;
@@ -886,7 +886,7 @@ async fn rhizo_call_client(url: &str, config: &Config) -> io::Result<rpc::RhizoC
 
 /// A client matching replies by hand (`session` set and checked; replies handed to its
 /// receiver).
-async fn rhizo_matched_client(url: &str, config: &Config) -> io::Result<rpc::RhizoMatched> {
+pub async fn rhizo_matched_client(url: &str, config: &Config) -> io::Result<rpc::RhizoMatched> {
     let conn = rhizomorph::endpoint::Endpoint::connect(url, config.clone().with_exchanges(false))
         .await
         .map_err(io::Error::other)?;

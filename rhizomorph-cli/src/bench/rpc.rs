@@ -37,16 +37,23 @@ impl<T: EchoTx, R: EchoRx + Send + 'static> RpcClient for EchoPair<T, R> {
 
 /// A rhizomorph client that makes real calls ([`rhizomorph::Sender::call`]: the reply matched on
 /// its `session`, wire.md §20.1), to compare with the hand-matched send-then-receive loop.
+/// Clones of one (through [`RhizoCall::on`]) make many calls at once on one connection.
+#[derive(Clone)]
 pub struct RhizoCall {
     sender: rhizomorph::Sender,
     /// Keeps the connection's receiving side (the calls' replies need no reader).
-    _conn: rhizomorph::Connection,
+    _conn: std::sync::Arc<rhizomorph::Connection>,
     header: rhizomorph::RoutingHeader,
 }
 
 impl RhizoCall {
     /// Calls over `conn` with the bench's echo header on `rpc`.
     pub fn new(conn: rhizomorph::Connection) -> RhizoCall {
+        RhizoCall::on(std::sync::Arc::new(conn))
+    }
+
+    /// Calls over the shared `conn`.
+    pub fn on(conn: std::sync::Arc<rhizomorph::Connection>) -> RhizoCall {
         RhizoCall {
             sender: conn.sender(),
             _conn: conn,
@@ -56,34 +63,6 @@ impl RhizoCall {
 }
 
 impl RpcClient for RhizoCall {
-    async fn call(&mut self, request: Bytes) -> io::Result<Bytes> {
-        self.sender
-            .call(rhizomorph::Channel::Rpc, self.header.clone(), request)
-            .await
-            .map(|m| m.payload)
-            .map_err(io::Error::other)
-    }
-}
-
-/// Calls through a shared sender (many in flight on one connection, which `_conn` keeps).
-pub struct RhizoCallOn {
-    sender: rhizomorph::Sender,
-    _conn: std::sync::Arc<rhizomorph::Connection>,
-    header: rhizomorph::RoutingHeader,
-}
-
-impl RhizoCallOn {
-    /// Calls through `sender`, with the bench's echo header on `rpc`.
-    pub fn new(sender: rhizomorph::Sender, conn: std::sync::Arc<rhizomorph::Connection>) -> Self {
-        RhizoCallOn {
-            sender,
-            _conn: conn,
-            header: super::scenarios::echo_header(),
-        }
-    }
-}
-
-impl RpcClient for RhizoCallOn {
     async fn call(&mut self, request: Bytes) -> io::Result<Bytes> {
         self.sender
             .call(rhizomorph::Channel::Rpc, self.header.clone(), request)
