@@ -429,26 +429,8 @@ fn hold_unfinished(
 ) -> (std::net::TcpStream, bool) {
     use rhizomorph::session::{Event, Session, SessionConfig, Target};
     use rhizomorph_testkit::raw_ws;
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Protocol: rhizomorph.v1\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    use std::io::Write;
+    let mut s = raw_ws::upgrade(addr, Some("rhizomorph.v1"));
     s.set_read_timeout(Some(Duration::from_millis(2))).unwrap();
     let mut session = Session::client(SessionConfig::default(), Instant::now());
     session
@@ -503,11 +485,7 @@ async fn a_hundred_connections_holding_unfinished_messages_stay_within_the_serve
     let mut healthy = Endpoint::connect(&url, Config::default()).await.unwrap();
     echo(&mut healthy, b"before").await;
     // One payload shared by every attacker (their sessions hold views of it, not copies).
-    let message = Bytes::from(
-        (0..64u32 << 20)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-            .collect::<Vec<u8>>(),
-    );
+    let message = rhizomorph_testkit::payload::incompressible(64 << 20, 3);
     let before = rss_kib();
     let attackers: Vec<_> = (0..100)
         .map(|_| {

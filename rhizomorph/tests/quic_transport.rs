@@ -149,18 +149,8 @@ async fn quic_17_2_3_a_second_stream_for_one_channel_closes_with_protocol_error(
     });
     // A hand-made client: HELLO on the control stream, then two streams that both say "rpc".
     let conn = bare_connect(cert, quic::ALPN, addr).await.unwrap();
-    let mut hello = bytes::BytesMut::from(&[0u8][..]);
-    rhizomorph::frame::Frame::Hello(rhizomorph::frame::Hello::new(
-        &rhizomorph::frame::Settings::default(),
-        Bytes::new(),
-        String::from("test"),
-    ))
-    .encode(&mut hello)
-    .unwrap();
-    let mut control = conn.open_uni().await.unwrap();
-    control.write_all(&hello).await.unwrap();
-    // Wait for the server's HELLO before opening channel streams.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Channel streams only after the server's HELLO.
+    let _control = bare_hello(&conn).await;
     for _ in 0..2 {
         let mut s = conn.open_uni().await.unwrap();
         s.write_all(&[Channel::Rpc as u8]).await.unwrap();

@@ -1,4 +1,4 @@
-//! A hand-driven legacy (hypha-rpc-style) WebSocket client over a blocking socket, for
+//! A hand-driven WebSocket client (the upgrade, native or legacy) over a blocking socket, for
 //! hostile-peer tests that need bytes no well-behaved client sends: unmasked or oversized
 //! frames, half messages, floods that never read.
 //!
@@ -29,15 +29,18 @@ pub fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-/// A legacy client over a plain socket: the upgrade (no `rhizomorph.v1`), the auth TEXT, and
-/// the server's `connection_info` read.
-pub fn legacy_client(addr: SocketAddr, id: &str) -> TcpStream {
+/// A client socket past the WebSocket upgrade to `addr`, offering `protocol` (none: a
+/// legacy client); panics unless the server answers 101.
+pub fn upgrade(addr: SocketAddr, protocol: Option<&str>) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let offer = protocol
+        .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
         "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
     )
     .unwrap();
     let mut head = Vec::new();
@@ -51,6 +54,13 @@ pub fn legacy_client(addr: SocketAddr, id: &str) -> TcpStream {
         "{}",
         String::from_utf8_lossy(&head)
     );
+    s
+}
+
+/// A legacy client over a plain socket: the upgrade (no `rhizomorph.v1`), the auth TEXT, and
+/// the server's `connection_info` read.
+pub fn legacy_client(addr: SocketAddr, id: &str) -> TcpStream {
+    let mut s = upgrade(addr, None);
     let auth = format!(
         r#"{{"client_id": "{id}", "workspace": "ws-h", "token": null, "reconnection_token": null}}"#
     );

@@ -25,6 +25,7 @@ use tarpc::tokio_serde::formats::Bincode;
 use super::measure::{Latencies, Measurement};
 use super::rpc::{self, RpcClient};
 use super::ServerSide;
+use rhizomorph_testkit::payload;
 
 /// The service both transports serve.
 #[tarpc::service]
@@ -172,19 +173,6 @@ pub async fn connect(via: Via, addr: SocketAddr, quic_client: &Config) -> io::Re
     })
 }
 
-/// `n` bytes of xorshift noise (no codec shrinks them).
-fn incompressible(n: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// One tarpc client making 256-byte echo calls (clones share a connection).
 pub struct TarpcEcho(pub BenchClient);
 
@@ -249,7 +237,7 @@ pub async fn run_hol(
         let (client, stop) = (client.clone(), stop.clone());
         uploaders.push(tokio::spawn(async move {
             // Incompressible, so rhizomorph's compression does not shrink what the link carries.
-            let chunk = ByteBuf::from(incompressible(1 << 20));
+            let chunk = ByteBuf::from(payload::incompressible(1 << 20, 7).to_vec());
             let mut bytes = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let mut ctx = context::current();
