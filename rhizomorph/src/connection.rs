@@ -162,15 +162,8 @@ impl Connection {
     /// The poll face of [`recv`](Self::recv): `Ready(Some)` with the next message,
     /// `Ready(None)` at the end, or `Pending` with `cx` registered for the next arrival.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        let max = self.link.max_message_size();
-        self.poll_recv_raw(cx).map(|m| {
-            m.map(|mut m| {
-                // spec: wire.md §12.3 — decompressed within our MAX_MESSAGE_SIZE; a failure
-                // concerns this message only and is reported with it (§6.1.1).
-                m.decompress(max);
-                m
-            })
-        })
+        let taken = self.poll_recv_raw(cx);
+        self.link.decompressed(taken)
     }
 
     /// The poll face of [`recv_raw`](Self::recv_raw).

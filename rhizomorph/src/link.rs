@@ -7,6 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use crate::frame::ErrorCode;
@@ -56,6 +57,19 @@ impl Link {
         for _ in 0..settled {
             self.handle.reply_settled();
         }
+    }
+
+    /// What a receiver took, its payload decompressed within our `MAX_MESSAGE_SIZE`.
+    /// spec: wire.md §12.3, §6.1.1 — a failure concerns this message only and is reported
+    /// with it.
+    pub(crate) fn decompressed(&self, taken: Poll<Option<Message>>) -> Poll<Option<Message>> {
+        let max = self.max_message_size();
+        taken.map(|m| {
+            m.map(|mut m| {
+                m.decompress(max);
+                m
+            })
+        })
     }
 
     /// Our `MAX_MESSAGE_SIZE`, the decompression limit.

@@ -77,14 +77,8 @@ impl ChannelReceiver {
 
     /// The poll face of [`recv`](Self::recv).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        let max = self.link.max_message_size();
-        self.poll_recv_raw(cx).map(|m| {
-            m.map(|mut m| {
-                // spec: wire.md §12.3, §6.1.1 — a failure is this message's alone.
-                m.decompress(max);
-                m
-            })
-        })
+        let taken = self.poll_recv_raw(cx);
+        self.link.decompressed(taken)
     }
 
     /// Like [`poll_recv`](Self::poll_recv), the payload left as it arrived (see
