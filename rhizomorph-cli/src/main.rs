@@ -117,6 +117,9 @@ enum Command {
         /// Allow plain ws:// on a non-loopback address (unencrypted).
         #[arg(long)]
         insecure_plain: bool,
+        /// The workspace manager's limits (legacy.md §L6.6).
+        #[command(flatten)]
+        manager: ManagerArgs,
     },
     /// Decode frames from a hex dump (argument, `@file`, or `-` for stdin) into readable lines.
     ///
@@ -241,6 +244,7 @@ fn main() -> ExitCode {
             cert,
             key,
             insecure_plain,
+            manager,
         } => runtime().block_on(serve_cmd(
             addr,
             transport == "quic",
@@ -248,6 +252,7 @@ fn main() -> ExitCode {
             cert,
             key,
             insecure_plain,
+            manager,
         )),
     }
 }
@@ -290,6 +295,36 @@ async fn bench_cmd(options: BenchOptions, json: Option<PathBuf>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `serve`'s workspace-manager options.
+#[derive(clap::Args, Debug)]
+struct ManagerArgs {
+    /// Route hypha-rpc connections without a workspace manager (calls to it are rejected).
+    #[arg(long)]
+    no_manager: bool,
+    /// Services one client may register.
+    #[arg(long, default_value_t = 256)]
+    max_services_per_client: usize,
+    /// Clients connected in one workspace.
+    #[arg(long, default_value_t = 4096)]
+    max_clients_per_workspace: usize,
+    /// Largest call to the manager, in bytes (a service description included).
+    #[arg(long, default_value_t = 256 * 1024)]
+    max_manager_request: usize,
+}
+
+impl ManagerArgs {
+    fn config(&self, public_base_url: String) -> rhizomorph::manager::ManagerConfig {
+        let mut c = rhizomorph::manager::ManagerConfig {
+            public_base_url,
+            max_request_bytes: self.max_manager_request,
+            ..Default::default()
+        };
+        c.limits.services_per_client = self.max_services_per_client;
+        c.limits.clients_per_workspace = self.max_clients_per_workspace;
+        c
+    }
+}
+
 async fn serve_cmd(
     addr: String,
     quic: bool,
@@ -297,6 +332,7 @@ async fn serve_cmd(
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     insecure_plain: bool,
+    manager: ManagerArgs,
 ) -> ExitCode {
     let mut config = match Config::default().with_env() {
         // A router forwards calls, cancellations and transfers (wire.md §20), never takes them.
@@ -348,19 +384,24 @@ async fn serve_cmd(
             return ExitCode::FAILURE;
         }
     };
-    if quic {
-        println!(
-            "rhizomorph router + echo server listening on {}",
-            listener.url()
-        );
+    println!(
+        "rhizomorph router + echo server listening on {}",
+        listener.url()
+    );
+    let router = if quic || manager.no_manager {
+        rhizomorph::router::Router::new()
     } else {
+        let http = listener.url().replacen("ws", "http", 1);
+        let http = http.trim_end_matches('/').to_string();
         println!(
-            "rhizomorph router + echo server listening on {} (hypha-rpc clients: {}ws)",
+            "hypha-rpc clients: connect_to_server({{\"server_url\": \"{http}\"}}) \
+             (WebSocket {}ws; workspace manager */{})",
             listener.url(),
-            listener.url()
+            rhizomorph::manager::MANAGER_ID
         );
-    }
-    rhizomorph::router::Router::new().serve(listener).await;
+        rhizomorph::router::Router::with_manager(manager.config(http))
+    };
+    router.serve(listener).await;
     ExitCode::SUCCESS
 }
 

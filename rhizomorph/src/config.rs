@@ -67,6 +67,15 @@ pub struct LegacyConfig {
     /// legacy.md §L4.3); `None`: never. hypha-rpc clients ping every 20 s, so the default,
     /// 60 s, only closes peers that are gone.
     pub idle_timeout: Option<Duration>,
+    /// Server: the workspace manager's id sent in `connection_info` (clients address it as
+    /// `*/<manager_id>`); the same id as the router's
+    /// [`ManagerConfig::manager_id`](crate::manager::ManagerConfig::manager_id).
+    pub manager_id: String,
+    /// Server: the reconnection tokens issued to legacy clients (legacy.md §L4.4). A client
+    /// that comes back with one gets the identity it was issued for, without the hook; one
+    /// that brings an unknown or expired token is refused. Clones share the book, so listeners
+    /// built from one config honour each other's tokens.
+    pub tokens: crate::tokens::ReconnectionTokens,
 }
 
 impl Default for LegacyConfig {
@@ -79,6 +88,8 @@ impl Default for LegacyConfig {
             authenticator: None,
             ping_interval: Duration::from_secs(20),
             idle_timeout: Some(Duration::from_secs(60)),
+            manager_id: crate::manager::MANAGER_ID.to_string(),
+            tokens: crate::tokens::ReconnectionTokens::default(),
         }
     }
 }

@@ -33,12 +33,14 @@ pub mod connection;
 pub mod endpoint;
 pub mod error;
 mod link;
+pub mod manager;
 pub mod receiver;
 pub mod router;
 pub mod sender;
 mod signal;
 #[cfg(feature = "tarpc")]
 pub mod tarpc;
+pub mod tokens;
 pub mod transfer;
 pub mod transport;
 

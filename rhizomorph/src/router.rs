@@ -2,13 +2,17 @@
 //! native alike, by their `to` header with hypha's rules (legacy.md §L5), and echoes what is
 //! addressed to nobody it knows (the echo service the benchmarks and examples use).
 //!
-//! Owns the table of connected peers by `<workspace>/<client_id>` and one task per connection.
-//! Never decodes or copies a payload: a forwarded message is the received header, rewritten,
-//! and the received payload bytes. Never trusts identity fields a sender wrote.
+//! Owns the table of connected peers by `<workspace>/<client_id>` and one task per connection,
+//! and, with [`Router::with_manager`], drives the workspace manager (legacy.md §L6): hands it
+//! what is addressed to `*/<manager_id>` and every arrival and departure, sends what it answers,
+//! and filters broadcasts by what each client subscribed to. Never decodes or copies a
+//! forwarded payload: a forwarded message is the received header, rewritten, and the received
+//! payload bytes (only calls to the manager are decoded, by the manager). Never trusts
+//! identity fields a sender wrote.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tracing::{debug, info, warn};
@@ -16,9 +20,12 @@ use tracing::{debug, info, warn};
 use crate::connection::{Connection, Message, Mode};
 use crate::endpoint::Listener;
 use crate::frame::Channel;
+use crate::frame::PayloadEncoding;
 use crate::header::RoutingHeader;
 use crate::legacy::{rewrite, Identity};
+use crate::manager::{Manager, ManagerConfig, Outgoing};
 use crate::sender::Sender;
+use crate::session::OutgoingMessage;
 
 /// Message copies a connection's task routes before it yields to the others.
 const FAIR_SHARE: usize = 64;
@@ -35,6 +42,7 @@ pub struct Router {
     peers: Arc<Mutex<HashMap<String, Peer>>>,
     generation: Arc<std::sync::atomic::AtomicU64>,
     stats: Arc<RouterStats>,
+    manager: Option<Arc<Mutex<Manager>>>,
 }
 
 /// What a router has done (for tests and the CLI).
@@ -54,6 +62,8 @@ pub struct RouterStats {
     pub skipped_slow: std::sync::atomic::AtomicU64,
     /// Connections refused because their identity was already connected.
     pub refused_duplicate: std::sync::atomic::AtomicU64,
+    /// Messages handed to the workspace manager.
+    pub to_manager: std::sync::atomic::AtomicU64,
 }
 
 /// The identity of a native peer: its HELLO token read as `<workspace>/<client_id>` or as a
@@ -76,6 +86,75 @@ impl Router {
     /// An empty router.
     pub fn new() -> Router {
         Router::default()
+    }
+
+    /// A router with a workspace manager at `*/<config.manager_id>` (legacy.md §L6), so that
+    /// unmodified hypha-rpc programs can `connect_to_server`, register and find services.
+    /// The listener's [`LegacyConfig::manager_id`](crate::config::LegacyConfig::manager_id)
+    /// must be the same id: it is what `connection_info` tells clients.
+    pub fn with_manager(config: ManagerConfig) -> Router {
+        Router {
+            manager: Some(Arc::new(Mutex::new(Manager::new(config)))),
+            ..Router::default()
+        }
+    }
+
+    /// Runs `f` on the manager, if this router has one.
+    pub fn with_manager_state<T>(&self, f: impl FnOnce(&Manager) -> T) -> Option<T> {
+        let m = self.manager.as_ref()?;
+        let guard = m.lock().unwrap_or_else(|p| p.into_inner());
+        Some(f(&guard))
+    }
+
+    fn manager_try(
+        &self,
+        f: impl FnOnce(&mut Manager) -> Result<Vec<Outgoing>, String>,
+    ) -> Result<Vec<Outgoing>, String> {
+        match &self.manager {
+            Some(m) => f(&mut m.lock().unwrap_or_else(|p| p.into_inner())),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn manager_do(&self, f: impl FnOnce(&mut Manager) -> Vec<Outgoing>) -> Vec<Outgoing> {
+        match &self.manager {
+            Some(m) => f(&mut m.lock().unwrap_or_else(|p| p.into_inner())),
+            None => Vec::new(),
+        }
+    }
+
+    /// Sends what the manager produced: an answer to its caller waits for room in the send
+    /// buffer; events and calls to others never wait (a slow receiver is skipped, as a slow
+    /// receiver of a broadcast is, wire.md §6.1.2).
+    async fn deliver(&self, out: Vec<Outgoing>, caller: Option<&str>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for o in out {
+            let Some(sender) = self.lock().get(&o.to).map(|p| p.sender.clone()) else {
+                continue;
+            };
+            let message =
+                OutgoingMessage::new(o.header, o.payload).with_encoding(PayloadEncoding::Msgpack);
+            let sent = if Some(o.to.as_str()) == caller {
+                sender.send_message(Channel::Rpc, message).await
+            } else {
+                let mut slot = Some(message);
+                let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+                match sender.poll_send(&mut cx, Channel::Rpc, &mut slot) {
+                    std::task::Poll::Ready(r) => r,
+                    std::task::Poll::Pending => Err(crate::Error::WouldBlock),
+                }
+            };
+            match sent {
+                Ok(_) => {}
+                Err(crate::Error::WouldBlock) => {
+                    self.stats.skipped_slow.fetch_add(1, Relaxed);
+                }
+                Err(e) => {
+                    self.stats.failed.fetch_add(1, Relaxed);
+                    debug!(error = %e, to = %o.to, "workspace manager: send failed");
+                }
+            }
+        }
     }
 
     /// Counters.
@@ -101,6 +180,22 @@ impl Router {
     ///
     /// Dropping it stops accepting; connections already served go on in their own tasks.
     pub async fn serve(self, listener: Listener) {
+        if self.manager.is_some() {
+            // The manager's clock: calls waiting for a provider expire (it reads no clock).
+            // Ends once the router is gone (this task holds the last handle of its table).
+            let router = self.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    if Arc::strong_count(&router.peers) == 1 {
+                        break;
+                    }
+                    let out = router.manager_do(|m| m.expire(Instant::now()));
+                    router.deliver(out, None).await;
+                }
+            });
+        }
         while let Ok(conn) = listener.accept().await {
             let router = self.clone();
             tokio::spawn(async move { router.serve_connection(conn).await });
@@ -131,12 +226,7 @@ impl Router {
             // An identity is never handed to a second connection while the first is live:
             // whoever claims it again is refused (the first keeps its calls). A peer whose old
             // connection is over takes its place.
-            let mut peers = self.lock();
-            if peers
-                .get(&id)
-                .is_some_and(|p| p.sender.close_reason().is_none())
-            {
-                drop(peers);
+            let Some(replaced) = self.claim(&id, conn.sender(), generation) else {
                 warn!(%id, peer = %conn.peer_addr(), "refused: this identity is already connected");
                 self.stats
                     .refused_duplicate
@@ -144,14 +234,28 @@ impl Router {
                 let reason = format!("{id} is already connected");
                 conn.close_now(crate::frame::ErrorCode::AUTH_FAILED, &reason);
                 return;
+            };
+            if replaced {
+                // The connection it replaces is over: the manager forgets it first (its
+                // services go, its workspace hears client_disconnected), as if it had left.
+                let out = self.manager_do(|m| m.disconnected(&id));
+                self.deliver(out, None).await;
             }
-            peers.insert(
-                id.clone(),
-                Peer {
-                    sender: conn.sender(),
-                    generation,
-                },
-            );
+        }
+        if addressable && self.manager.is_some() {
+            // spec: legacy.md §L6.5 — arrivals are announced (client_connected).
+            let joined = self.manager_try(|m| m.connected(&identity));
+            {
+                match joined {
+                    Ok(out) => self.deliver(out, None).await,
+                    Err(reason) => {
+                        warn!(%id, %reason, "refused by the workspace manager");
+                        self.unregister(&id, generation);
+                        conn.close_now(crate::frame::ErrorCode::LIMIT_EXCEEDED, &reason);
+                        return;
+                    }
+                }
+            }
         }
         info!(%id, mode = conn.mode().name(), addressable, "peer connected");
         let sender = conn.sender();
@@ -171,13 +275,46 @@ impl Router {
                 tokio::task::yield_now().await;
             }
         }
-        if addressable {
-            let mut peers = self.lock();
-            if peers.get(&id).is_some_and(|p| p.generation == generation) {
-                peers.remove(&id);
-            }
+        if addressable && self.unregister(&id, generation) {
+            // spec: legacy.md §L6.5 — its services go, its workspace hears it.
+            let out = self.manager_do(|m| m.disconnected(&id));
+            self.deliver(out, None).await;
         }
         info!(%id, "peer disconnected");
+    }
+
+    /// Closes the connection of peer `id` (`<workspace>/<client_id>`) with `reason`; `false` if
+    /// no such peer is connected. Its task then unregisters it as for any departure.
+    pub fn disconnect_peer(&self, id: &str, reason: &str) -> bool {
+        let Some(sender) = self.lock().get(id).map(|p| p.sender.clone()) else {
+            return false;
+        };
+        sender.close_now(crate::frame::ErrorCode::NO_ERROR, reason);
+        true
+    }
+
+    /// Registers `sender` as peer `id`: `Some(true)` if it replaced a connection that is over,
+    /// `None` (and nothing changed) if `id` is connected and live.
+    fn claim(&self, id: &str, sender: Sender, generation: u64) -> Option<bool> {
+        let mut peers = self.lock();
+        if peers
+            .get(id)
+            .is_some_and(|p| p.sender.close_reason().is_none())
+        {
+            return None;
+        }
+        let old = peers.insert(id.to_string(), Peer { sender, generation });
+        Some(old.is_some())
+    }
+
+    /// Removes `id` from the table if it is still this connection's (not a newer one's).
+    fn unregister(&self, id: &str, generation: u64) -> bool {
+        let mut peers = self.lock();
+        if peers.get(id).is_some_and(|p| p.generation == generation) {
+            peers.remove(id);
+            return true;
+        }
+        false
     }
 
     /// Routes one message from `from`; returns the copies it sent (or tried to), `Err` when
@@ -198,15 +335,61 @@ impl Router {
             }
             None => None,
         };
+        let for_manager = match (&self.manager, &routed) {
+            (Some(m), Some(r)) => {
+                let mut manager = m.lock().unwrap_or_else(|p| p.into_inner());
+                (r.target == manager.target()).then(|| {
+                    // spec: legacy.md §L6.1 — a call to the workspace manager (or a provider's
+                    // answer to one it made).
+                    let now = Instant::now();
+                    // A compressed call is decompressed within the manager's request limit:
+                    // a bomb costs it no more than a plain call of that size.
+                    let max = manager.config().max_request_bytes;
+                    let mut call = msg.clone();
+                    call.decompress(max as u64);
+                    let mut out = match &call.error {
+                        Some(e) => {
+                            let why = format!(
+                                "a call to the workspace manager is over its limit of {max} \
+                                 bytes or does not decompress: {e}"
+                            );
+                            manager.reject_call(from, &call.header, &why)
+                        }
+                        None => manager.handle(from, &call.header, &call.payload, now),
+                    };
+                    if manager.pending() > 0 {
+                        out.extend(manager.expire(now));
+                    }
+                    out
+                })
+            }
+            _ => None,
+        };
+        if let Some(out) = for_manager {
+            self.stats.to_manager.fetch_add(1, Relaxed);
+            self.deliver(out, Some(&from.full_id())).await;
+            return Ok(1);
+        }
         let targets: Vec<Sender> = match &routed {
             Some(r) => match r.target.strip_suffix("/*") {
-                // A broadcast: every peer of the workspace but the sender.
+                // A broadcast: every peer of the workspace but the sender (with a manager,
+                // only those subscribed to its type, legacy.md §L6.5).
                 Some(ws) => {
                     let prefix = format!("{ws}/");
                     let me = from.full_id();
+                    let event = msg.header.get_str("type");
+                    let manager = self
+                        .manager
+                        .as_ref()
+                        .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
                     self.lock()
                         .iter()
                         .filter(|(k, _)| k.starts_with(&prefix) && **k != me)
+                        .filter(|(k, _)| {
+                            manager
+                                .as_ref()
+                                .map_or(true, |m| m.wants_broadcast(k, event))
+                        })
                         .map(|(_, p)| p.sender.clone())
                         .collect()
                 }
@@ -311,19 +494,8 @@ pub fn reject(session: &str, from: &str, to: &str, target: &str) -> (RoutingHead
         .with("from", from.to_string())
         .with("to", to.to_string())
         .with("method", format!("{session}.reject"));
-    let error = rmpv::Value::Map(vec![(
-        "args".into(),
-        rmpv::Value::Array(vec![rmpv::Value::Map(vec![
-            ("_rtype".into(), "error".into()),
-            (
-                "_rvalue".into(),
-                format!("Target peer {target} is not connected").into(),
-            ),
-            ("_rtrace".into(), "".into()),
-        ])]),
-    )]);
-    let mut payload = Vec::new();
-    // Writing to a Vec cannot fail.
-    let _ = rmpv::encode::write_value(&mut payload, &error);
-    (header, Bytes::from(payload))
+    let payload = crate::manager::protocol::reject_payload(&format!(
+        "Target peer {target} is not connected"
+    ));
+    (header, payload)
 }

@@ -61,6 +61,8 @@ enum Handshake {
 struct Dispatch {
     /// Ends the inbox once the driver's tasks (which hold this) are all done.
     _inbox: CloseOnDrop,
+    /// Server: where reconnection tokens are issued (legacy.md §L4.4).
+    tokens: crate::tokens::ReconnectionTokens,
     handshake: Option<oneshot::Sender<Result<Handshake, LegacyClose>>>,
 }
 
@@ -141,8 +143,14 @@ fn drain(s: &mut LegacySession, shared: &LegacyShared, d: &mut Dispatch) {
                     let _ = tx.send(Ok(Handshake::Connected));
                 }
             }
-            // spec: legacy.md §L4.4 — opaque random tokens; resuming with one is the hook's.
-            LegacyEvent::TokenRequested => s.send_reconnection_token(&random_token()),
+            // spec: legacy.md §L4.4 — a fresh token for the identity it was given.
+            LegacyEvent::TokenRequested => {
+                let token = match shared.legacy_identity.get() {
+                    Some(id) => d.tokens.issue(id, Instant::now()),
+                    None => random_token(),
+                };
+                s.send_reconnection_token(&token)
+            }
             LegacyEvent::Malformed {
                 error,
                 len,
@@ -178,6 +186,7 @@ fn start<S: SplitIo>(
     let (handshake_tx, handshake) = oneshot::channel();
     let dispatch = Arc::new(Mutex::new(Dispatch {
         _inbox: CloseOnDrop(shared.clone()),
+        tokens: config.legacy.tokens.clone(),
         handshake: Some(handshake_tx),
     }));
     let role = if is_client {
@@ -332,16 +341,37 @@ pub(crate) async fn server<S: SplitIo>(
             )))
         }
     };
-    let request = LegacyAuthRequest { auth, peer_addr };
-    let decision = match &config.legacy.authenticator {
-        Some(hook) => hook(&request),
-        None => crate::config::default_legacy_auth(&request),
+    let tokens = &config.legacy.tokens;
+    let decision = match auth.reconnection_token.as_deref().filter(|t| !t.is_empty()) {
+        // spec: legacy.md §L4.4 — a token issued here gives its identity back, once.
+        Some(token) => tokens
+            .redeem(
+                token,
+                auth.client_id.as_deref(),
+                auth.workspace.as_deref(),
+                Instant::now(),
+            )
+            .map_err(|e| e.to_string()),
+        None => {
+            let request = LegacyAuthRequest { auth, peer_addr };
+            match &config.legacy.authenticator {
+                Some(hook) => hook(&request),
+                None => crate::config::default_legacy_auth(&request),
+            }
+        }
     };
     let shared = &started.shared;
     let dispatch = &started.dispatch;
     match decision {
         Ok(identity) => {
-            let info = connection_info(&identity, &ws_base_url(peer_addr));
+            let token = tokens.issue(&identity, Instant::now());
+            let info = connection_info(
+                &identity,
+                &ws_base_url(peer_addr),
+                &config.legacy.manager_id,
+                &token,
+                tokens.life(),
+            );
             info!(
                 peer = %peer_addr,
                 id = %identity.full_id(),
@@ -488,23 +518,25 @@ fn ws_base_url(addr: SocketAddr) -> String {
     format!("http://{addr}")
 }
 
-/// The id under which a rhizomorph router answers as hypha's workspace manager would
-/// (it has none: messages to it are rejected like messages to any absent peer).
-pub const MANAGER_ID: &str = "rhizomorph-router";
-
 /// The `connection_info` reply, field for field as hypha sends it (legacy.md §L4.2).
-pub fn connection_info(identity: &Identity, base_url: &str) -> String {
+pub fn connection_info(
+    identity: &Identity,
+    base_url: &str,
+    manager_id: &str,
+    reconnection_token: &str,
+    token_life: std::time::Duration,
+) -> String {
     let v = serde_json::json!({
         "type": "connection_info",
         "hypha_version": concat!("rhizomorph-", env!("CARGO_PKG_VERSION")),
         "public_base_url": base_url,
         "local_base_url": base_url,
-        "manager_id": MANAGER_ID,
+        "manager_id": manager_id,
         "workspace": identity.workspace,
         "client_id": identity.client_id,
         "user": identity.user,
-        "reconnection_token": random_token(),
-        "reconnection_token_life_time": 172800.0,
+        "reconnection_token": reconnection_token,
+        "reconnection_token_life_time": token_life.as_secs_f64(),
     });
     legacy::handshake::python_json(&v)
 }
