@@ -31,7 +31,8 @@ enum Command {
     /// a stalled reader, for rhizomorph and plain msgpack over WebSocket, in one run.
     Bench {
         /// Scenario to run (repeatable): small, medium, large, mixed, transfer, oneway, rpc, tarpc, fanout, idle,
-        /// hol, stall, all.
+        /// hol, stall, all; and hypha (unmodified hypha-rpc programs through hypha and through
+        /// `rhizomorph serve`; needs the venv, not part of all).
         #[arg(long = "scenario", default_value = "all")]
         scenarios: Vec<String>,
         /// Multiply the echo scenarios' message counts (1 = the report's counts).
@@ -120,6 +121,10 @@ enum Command {
         /// The workspace manager's limits (legacy.md §L6.6).
         #[command(flatten)]
         manager: ManagerArgs,
+        /// Worker threads: 0 (default) one per core; 1 a current-thread runtime (fewer
+        /// wake-ups per routed message, but one flooding peer then delays the others more).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
     },
     /// Decode frames from a hex dump (argument, `@file`, or `-` for stdin) into readable lines.
     ///
@@ -245,7 +250,8 @@ fn main() -> ExitCode {
             key,
             insecure_plain,
             manager,
-        } => runtime().block_on(serve_cmd(
+            threads,
+        } => server_runtime(threads).block_on(serve_cmd(
             addr,
             transport == "quic",
             self_signed,
@@ -255,6 +261,20 @@ fn main() -> ExitCode {
             manager,
         )),
     }
+}
+
+/// `serve`'s runtime: one worker per core for 0, current-thread for 1, else `threads` workers.
+fn server_runtime(threads: usize) -> tokio::runtime::Runtime {
+    let mut b = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if threads > 1 {
+            b.worker_threads(threads);
+        }
+        b
+    };
+    b.enable_all().build().expect("a tokio runtime")
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -494,8 +494,7 @@ pub fn reject(session: &str, from: &str, to: &str, target: &str) -> (RoutingHead
         .with("from", from.to_string())
         .with("to", to.to_string())
         .with("method", format!("{session}.reject"));
-    let payload = crate::manager::protocol::reject_payload(&format!(
-        "Target peer {target} is not connected"
-    ));
+    let payload =
+        crate::manager::protocol::reject_payload(&format!("Target peer {target} is not connected"));
     (header, payload)
 }

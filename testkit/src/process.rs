@@ -31,3 +31,18 @@ pub fn rss_kib_of(pid: &str) -> u64 {
 pub fn open_fds_of(pid: &str) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
+
+/// CPU seconds (user + system) process `pid` has used, from `/proc/<pid>/stat`; 0 where it
+/// cannot be read. Assumes the usual 100 clock ticks per second (`getconf CLK_TCK`).
+pub fn cpu_seconds_of(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks as f64 / 100.0)
+        })
+        .unwrap_or(0.0)
+}

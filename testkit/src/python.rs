@@ -82,6 +82,11 @@ impl HyphaServer {
             url: format!("ws://127.0.0.1:{port}/ws"),
         })
     }
+
+    /// The server process's id (for its CPU time in `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self._child.id()
+    }
 }
 
 /// The real hypha-rpc provider (`tests/interop/hypha_peers.py provider`): returns the process

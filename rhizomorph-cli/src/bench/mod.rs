@@ -8,6 +8,7 @@
 pub mod bare_quinn;
 pub mod fanout;
 pub mod h2_grpc;
+pub mod hypha_apps;
 pub mod idle;
 pub mod legacy;
 pub mod measure;
@@ -110,7 +111,7 @@ impl BenchOptions {
     fn wants(&self, name: &str) -> bool {
         self.scenarios
             .iter()
-            .any(|s| s == name || (s == "all" && name != "stall-long"))
+            .any(|s| s == name || (s == "all" && name != "stall-long" && name != "hypha"))
     }
 }
 
@@ -449,6 +450,15 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
             }
             pb.finish_and_clear();
         }
+    }
+
+    if options.wants("hypha") {
+        // Unmodified hypha-rpc programs through hypha and through `rhizomorph serve` (needs
+        // the venv; not part of `all`).
+        let pb = bar(options, 0, "hypha-rpc programs".into());
+        let rows = hypha_apps::run(|s| pb.set_message(s.to_string())).await?;
+        pb.finish_and_clear();
+        results.extend(rows);
     }
 
     if options.wants("tarpc") {
