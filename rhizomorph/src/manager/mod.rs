@@ -496,3 +496,111 @@ fn answer_of(callback: &str, payload: &[u8]) -> Result<Value, String> {
         Err(message)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::protocol::{call_payload, encode, map};
+    use super::*;
+
+    fn call(m: &mut Manager, from: &Identity, f: &str, args: Vec<Value>, s: &str) -> Vec<Outgoing> {
+        let h = RoutingHeader::new()
+            .with("type", "method")
+            .with("to", m.target().to_string())
+            .with("method", format!("services.default.{f}"))
+            .with("session", s.to_string());
+        m.handle(from, &h, &call_payload(args), Instant::now())
+    }
+
+    #[test]
+    fn get_service_asks_the_provider_and_completes_its_answer() {
+        let mut m = Manager::new(ManagerConfig {
+            public_base_url: "http://h".into(),
+            ..ManagerConfig::default()
+        });
+        let (prov, caller) = (
+            Identity::anonymous("ws", "p"),
+            Identity::anonymous("ws", "c"),
+        );
+        m.connected(&prov).unwrap();
+        m.connected(&caller).unwrap();
+        assert!(call(
+            &mut m,
+            &caller,
+            "subscribe",
+            vec!["service_added".into()],
+            "s0"
+        )
+        .iter()
+        .all(|o| o.to == "ws/c"));
+        let info = map(vec![("id", "calc".into())]);
+        let out = call(&mut m, &prov, "register_service", vec![info], "s1");
+        // The resolve to the provider, then the event to the subscribed caller.
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].to, "ws/c");
+        assert_eq!(out[1].header.get_str("type"), Some("service_added"));
+        let out = call(&mut m, &caller, "get_service", vec!["p:calc".into()], "s2");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].to, "ws/p");
+        assert_eq!(
+            out[0].header.get_str("method"),
+            Some("services.built-in.get_service")
+        );
+        let session = out[0].header.get_str("session").unwrap().to_string();
+        // The provider answers (a stranger's answer to the same session is ignored).
+        let answer = RoutingHeader::new()
+            .with("to", m.target().to_string())
+            .with("method", format!("{session}.resolve"));
+        let desc = encode(&map(vec![(
+            "args",
+            Value::Array(vec![map(vec![("id", "calc".into())])]),
+        )]));
+        assert!(m.handle(&caller, &answer, &desc, Instant::now()).is_empty());
+        let out = m.handle(&prov, &answer, &desc, Instant::now());
+        assert_eq!(out[0].to, "ws/c");
+        assert_eq!(out[0].header.get_str("method"), Some("s2.resolve"));
+        let v = rmpv::decode::read_value(&mut &out[0].payload[..]).unwrap();
+        let svc = &protocol::get(&v, "args").unwrap().as_array().unwrap()[0];
+        assert_eq!(
+            protocol::get(svc, "id").and_then(Value::as_str),
+            Some("ws/p:calc")
+        );
+        let url = protocol::get(protocol::get(svc, "config").unwrap(), "url");
+        assert_eq!(
+            url.and_then(Value::as_str),
+            Some("http://h/ws/services/p:calc")
+        );
+        assert_eq!(m.pending(), 0);
+    }
+
+    #[test]
+    fn a_silent_provider_expires_and_a_departing_one_rejects() {
+        let mut m = Manager::new(ManagerConfig::default());
+        let (prov, caller) = (
+            Identity::anonymous("ws", "p"),
+            Identity::anonymous("ws", "c"),
+        );
+        m.connected(&prov).unwrap();
+        m.connected(&caller).unwrap();
+        call(
+            &mut m,
+            &prov,
+            "register_service",
+            vec![map(vec![("id", "calc".into())])],
+            "s1",
+        );
+        call(&mut m, &caller, "get_service", vec!["calc".into()], "s2");
+        call(&mut m, &caller, "get_service", vec!["calc".into()], "s3");
+        assert_eq!(m.pending(), 2);
+        let later = Instant::now() + m.config().provider_timeout + Duration::from_millis(1);
+        let out = m.expire(later);
+        assert_eq!(out.len(), 2);
+        assert!(out
+            .iter()
+            .all(|o| o.header.get_str("method").unwrap().ends_with(".reject")));
+        call(&mut m, &caller, "get_service", vec!["calc".into()], "s4");
+        let out = m.disconnected("ws/p");
+        assert_eq!(out[0].header.get_str("method"), Some("s4.reject"));
+        assert_eq!(m.pending(), 0);
+        assert_eq!(m.registry().service_count(), 0);
+    }
+}
