@@ -408,8 +408,15 @@ async fn serve_cmd(
         "rhizomorph router + echo server listening on {}",
         listener.url()
     );
-    let router = if quic || manager.no_manager {
+    let router = if manager.no_manager {
         rhizomorph::router::Router::new()
+    } else if quic {
+        // No legacy mode over QUIC (legacy.md §L1.3); native peers still use the manager.
+        println!(
+            "workspace manager */{} (native peers)",
+            rhizomorph::manager::MANAGER_ID
+        );
+        rhizomorph::router::Router::with_manager(manager.config(listener.url()))
     } else {
         let http = listener.url().replacen("ws", "http", 1);
         let http = http.trim_end_matches('/').to_string();

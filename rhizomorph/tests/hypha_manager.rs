@@ -615,3 +615,99 @@ async fn m_4_bad_input_to_the_manager_is_rejected_or_limited_and_others_are_serv
     let stats = router.with_manager_state(|m| m.stats()).unwrap();
     println!("manager after the attacks: {stats:?}, {registered} services of mallory's kept");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m_5_native_peers_use_the_manager_over_both_transports_and_hear_departures() {
+    use rhizomorph_testkit::transports::{bind, configs, BOTH};
+    for t in BOTH {
+        let (server_config, client_config) = configs(t, Config::default().with_exchanges(false));
+        let listener = bind(t, server_config).await;
+        let url = listener.url();
+        tokio::spawn(Router::with_manager(ManagerConfig::default()).serve(listener));
+        let peer = |id: &str| {
+            let mut c = client_config.clone();
+            c.session.token = id.as_bytes().to_vec().into();
+            let url = url.clone();
+            async move { Endpoint::connect(&url, c).await.unwrap() }
+        };
+        let (pid, cid) = ("ws-n/rs-provider", "ws-n/rs-caller");
+        let mut provider = peer(pid).await;
+        let info = map(vec![("id", "rs-calc".into())]);
+        let r = call(
+            &mut provider,
+            pid,
+            MANAGER,
+            "services.default.register_service",
+            vec![info],
+            "r",
+        )
+        .await;
+        assert_eq!(r, Ok(Value::Nil), "{t:?}");
+        let serving = tokio::spawn(async move {
+            while let Some(m) = provider.recv().await {
+                serve(&provider, pid, m).await;
+            }
+        });
+        let mut caller = peer(cid).await;
+        let subscribed = call(
+            &mut caller,
+            cid,
+            MANAGER,
+            "services.default.subscribe",
+            vec!["client_disconnected".into()],
+            "s",
+        )
+        .await;
+        assert_eq!(subscribed, Ok(Value::Boolean(true)));
+        let svc = call(
+            &mut caller,
+            cid,
+            MANAGER,
+            "services.default.get_service",
+            vec!["rs-provider:rs-calc".into()],
+            "g",
+        )
+        .await
+        .unwrap();
+        let add = get(&svc, "add").unwrap();
+        let (target, method) = (
+            get(add, "_rtarget").unwrap().as_str().unwrap(),
+            get(add, "_rmethod").unwrap().as_str().unwrap(),
+        );
+        let sum = call(
+            &mut caller,
+            cid,
+            target,
+            method,
+            vec![1.into(), 2.into(), 39.into()],
+            "a",
+        )
+        .await;
+        assert_eq!(sum, Ok(Value::from(42)), "{t:?}");
+        // The provider leaves: the subscribed caller hears client_disconnected (data# holds the
+        // event's data as msgpack, legacy.md §L6.5).
+        serving.abort();
+        let _ = serving.await;
+        let event = loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), caller.recv())
+                .await
+                .expect("an event")
+                .expect("open");
+            if m.header.get_str("type") == Some("client_disconnected") {
+                break m;
+            }
+        };
+        let data = rmpv::decode::read_value(&mut &event.header.get("data#").unwrap()[..]).unwrap();
+        assert_eq!(get(&data, "id").and_then(Value::as_str), Some(pid), "{t:?}");
+        let gone = call(
+            &mut caller,
+            cid,
+            MANAGER,
+            "services.default.get_service",
+            vec!["rs-provider:rs-calc".into()],
+            "g2",
+        )
+        .await;
+        assert!(gone.unwrap_err().contains("not found"), "{t:?}");
+    }
+}
