@@ -42,7 +42,15 @@ pub struct Router {
     peers: Arc<Mutex<HashMap<String, Peer>>>,
     generation: Arc<std::sync::atomic::AtomicU64>,
     stats: Arc<RouterStats>,
-    manager: Option<Arc<Mutex<Manager>>>,
+    manager: Option<ManagerHandle>,
+}
+
+/// The workspace manager and its address, read without its lock on every routed message.
+#[derive(Clone)]
+struct ManagerHandle {
+    /// `*/<manager_id>` (fixed for the manager's life).
+    target: Arc<str>,
+    state: Arc<Mutex<Manager>>,
 }
 
 /// What a router has done (for tests and the CLI).
@@ -93,34 +101,26 @@ impl Router {
     /// The listener's [`LegacyConfig::manager_id`](crate::config::LegacyConfig::manager_id)
     /// must be the same id: it is what `connection_info` tells clients.
     pub fn with_manager(config: ManagerConfig) -> Router {
+        let manager = Manager::new(config);
         Router {
-            manager: Some(Arc::new(Mutex::new(Manager::new(config)))),
+            manager: Some(ManagerHandle {
+                target: manager.target().into(),
+                state: Arc::new(Mutex::new(manager)),
+            }),
             ..Router::default()
         }
     }
 
     /// Runs `f` on the manager, if this router has one.
     pub fn with_manager_state<T>(&self, f: impl FnOnce(&Manager) -> T) -> Option<T> {
+        self.manager_do(|m| f(m))
+    }
+
+    /// Runs `f` on the manager under its lock, if this router has one.
+    fn manager_do<T>(&self, f: impl FnOnce(&mut Manager) -> T) -> Option<T> {
         let m = self.manager.as_ref()?;
-        let guard = m.lock().unwrap_or_else(|p| p.into_inner());
-        Some(f(&guard))
-    }
-
-    fn manager_try(
-        &self,
-        f: impl FnOnce(&mut Manager) -> Result<Vec<Outgoing>, String>,
-    ) -> Result<Vec<Outgoing>, String> {
-        match &self.manager {
-            Some(m) => f(&mut m.lock().unwrap_or_else(|p| p.into_inner())),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    fn manager_do(&self, f: impl FnOnce(&mut Manager) -> Vec<Outgoing>) -> Vec<Outgoing> {
-        match &self.manager {
-            Some(m) => f(&mut m.lock().unwrap_or_else(|p| p.into_inner())),
-            None => Vec::new(),
-        }
+        let mut guard = m.state.lock().unwrap_or_else(|p| p.into_inner());
+        Some(f(&mut guard))
     }
 
     /// Sends what the manager produced: an answer to its caller waits for room in the send
@@ -192,7 +192,7 @@ impl Router {
                         break;
                     }
                     let out = router.manager_do(|m| m.expire(Instant::now()));
-                    router.deliver(out, None).await;
+                    router.deliver(out.unwrap_or_default(), None).await;
                 }
             });
         }
@@ -239,21 +239,17 @@ impl Router {
                 // The connection it replaces is over: the manager forgets it first (its
                 // services go, its workspace hears client_disconnected), as if it had left.
                 let out = self.manager_do(|m| m.disconnected(&id));
-                self.deliver(out, None).await;
+                self.deliver(out.unwrap_or_default(), None).await;
             }
-        }
-        if addressable && self.manager.is_some() {
             // spec: legacy.md §L6.5 — arrivals are announced (client_connected).
-            let joined = self.manager_try(|m| m.connected(&identity));
-            {
-                match joined {
-                    Ok(out) => self.deliver(out, None).await,
-                    Err(reason) => {
-                        warn!(%id, %reason, "refused by the workspace manager");
-                        self.unregister(&id, generation);
-                        conn.close_now(crate::frame::ErrorCode::LIMIT_EXCEEDED, &reason);
-                        return;
-                    }
+            match self.manager_do(|m| m.connected(&identity)) {
+                None => {}
+                Some(Ok(out)) => self.deliver(out, None).await,
+                Some(Err(reason)) => {
+                    warn!(%id, %reason, "refused by the workspace manager");
+                    self.unregister(&id, generation);
+                    conn.close_now(crate::frame::ErrorCode::LIMIT_EXCEEDED, &reason);
+                    return;
                 }
             }
         }
@@ -278,7 +274,7 @@ impl Router {
         if addressable && self.unregister(&id, generation) {
             // spec: legacy.md §L6.5 — its services go, its workspace hears it.
             let out = self.manager_do(|m| m.disconnected(&id));
-            self.deliver(out, None).await;
+            self.deliver(out.unwrap_or_default(), None).await;
         }
         info!(%id, "peer disconnected");
     }
@@ -335,40 +331,16 @@ impl Router {
             }
             None => None,
         };
-        let for_manager = match (&self.manager, &routed) {
-            (Some(m), Some(r)) => {
-                let mut manager = m.lock().unwrap_or_else(|p| p.into_inner());
-                (r.target == manager.target()).then(|| {
-                    // spec: legacy.md §L6.1 — a call to the workspace manager (or a provider's
-                    // answer to one it made).
-                    let now = Instant::now();
-                    // A compressed call is decompressed within the manager's request limit:
-                    // a bomb costs it no more than a plain call of that size.
-                    let max = manager.config().max_request_bytes;
-                    let mut call = msg.clone();
-                    call.decompress(max as u64);
-                    let mut out = match &call.error {
-                        Some(e) => {
-                            let why = format!(
-                                "a call to the workspace manager is over its limit of {max} \
-                                 bytes or does not decompress: {e}"
-                            );
-                            manager.reject_call(from, &call.header, &why)
-                        }
-                        None => manager.handle(from, &call.header, &call.payload, now),
-                    };
-                    if manager.pending() > 0 {
-                        out.extend(manager.expire(now));
-                    }
-                    out
-                })
+        if let (Some(m), Some(r)) = (&self.manager, &routed) {
+            if r.target == *m.target {
+                // spec: legacy.md §L6.1 — a call to the workspace manager (or a provider's
+                // answer to one it made).
+                self.stats.to_manager.fetch_add(1, Relaxed);
+                let out = self.manager_do(|manager| manager_call(manager, from, msg));
+                self.deliver(out.unwrap_or_default(), Some(&from.full_id()))
+                    .await;
+                return Ok(1);
             }
-            _ => None,
-        };
-        if let Some(out) = for_manager {
-            self.stats.to_manager.fetch_add(1, Relaxed);
-            self.deliver(out, Some(&from.full_id())).await;
-            return Ok(1);
         }
         let targets: Vec<Sender> = match &routed {
             Some(r) => match r.target.strip_suffix("/*") {
@@ -381,7 +353,7 @@ impl Router {
                     let manager = self
                         .manager
                         .as_ref()
-                        .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
+                        .map(|m| m.state.lock().unwrap_or_else(|p| p.into_inner()));
                     self.lock()
                         .iter()
                         .filter(|(k, _)| k.starts_with(&prefix) && **k != me)
@@ -484,6 +456,29 @@ impl Router {
             }
         }
     }
+}
+
+/// Hands one message addressed to the manager to it. A compressed call is decompressed within
+/// the manager's request limit first: a bomb costs it no more than a plain call of that size.
+fn manager_call(manager: &mut Manager, from: &Identity, mut call: Message) -> Vec<Outgoing> {
+    let now = Instant::now();
+    let max = manager.config().max_request_bytes;
+    call.decompress(max as u64);
+    let mut out = match &call.error {
+        Some(e) => {
+            let why = format!(
+                "a call to the workspace manager is over its limit of {max} bytes or does not \
+                 decompress: {e}"
+            );
+            manager.reject_call(from, &call.header, &why)
+        }
+        None => manager.handle(from, &call.header, &call.payload, now),
+    };
+    // Without `serve`'s tick (a connection served by hand), waiting calls still expire.
+    if manager.pending() > 0 {
+        out.extend(manager.expire(now));
+    }
+    out
 }
 
 /// Hypha's answer to a call whose target is not connected: a `<session>.reject` method call

@@ -60,31 +60,30 @@ const SYSTEM_EVENTS: &[&str] = &[
 
 /// Runs `request` from `from`.
 pub(super) fn call(m: &mut Manager, from: &Identity, request: &Request, now: Instant) -> Answer {
-    let now_result = |r: Result<Value, String>| Answer::Now(r);
     match (request.service.as_str(), request.function.as_str()) {
         ("built-in", "get_service") => {
-            now_result(match request.arg(0, "service_id").and_then(Value::as_str) {
+            Answer::Now(match request.arg(0, "service_id").and_then(Value::as_str) {
                 Some("default") | Some("~") => Ok(description(m)),
                 Some(other) => Err(format!("Service not found: {other}")),
                 None => Err("get_service takes a service id (a string)".into()),
             })
         }
-        ("built-in", "ping") | ("default", "ping") => now_result(Ok("pong".into())),
+        ("built-in", "ping") | ("default", "ping") => Answer::Now(Ok("pong".into())),
         ("default", f) => match f {
-            "echo" => now_result(
+            "echo" => Answer::Now(
                 request
                     .arg(0, "data")
                     .cloned()
                     .ok_or_else(|| "echo takes data".to_string()),
             ),
-            "check_status" => now_result(Ok(map(vec![
+            "check_status" => Answer::Now(Ok(map(vec![
                 ("status", "ready".into()),
                 ("errors", Value::Nil),
                 ("user_permission", "a".into()),
             ]))),
-            "register_service" => now_result(register(m, from, request).map(|_| Value::Nil)),
-            "unregister_service" => now_result(unregister(m, from, request).map(|_| Value::Nil)),
-            "get_service_info" => now_result(
+            "register_service" => Answer::Now(register(m, from, request).map(|_| Value::Nil)),
+            "unregister_service" => Answer::Now(unregister(m, from, request).map(|_| Value::Nil)),
+            "get_service_info" => Answer::Now(
                 service_id(request)
                     .and_then(|q| {
                         m.registry
@@ -102,20 +101,20 @@ pub(super) fn call(m: &mut Manager, from: &Identity, request: &Request, now: Ins
                 });
                 match service.and_then(|s| m.ask_provider(from, request, &s, now)) {
                     Ok(out) => Answer::Later(out),
-                    Err(e) => now_result(Err(e)),
+                    Err(e) => Answer::Now(Err(e)),
                 }
             }
-            "list_services" => now_result(list_services(m, from, request)),
-            "list_clients" => now_result(list_clients(m, from, request)),
+            "list_services" => Answer::Now(list_services(m, from, request)),
+            "list_clients" => Answer::Now(list_clients(m, from, request)),
             "subscribe" | "unsubscribe" => {
-                now_result(subscribe(m, from, request, f == "subscribe"))
+                Answer::Now(subscribe(m, from, request, f == "subscribe"))
             }
-            other => now_result(Err(format!(
+            other => Answer::Now(Err(format!(
                 "the rhizomorph workspace manager has no function {other:?} (legacy.md §L6.4 lists \
                  what it implements)"
             ))),
         },
-        (service, _) => now_result(Err(format!(
+        (service, _) => Answer::Now(Err(format!(
             "the workspace manager has no service {service:?}: call services.default.<function>"
         ))),
     }

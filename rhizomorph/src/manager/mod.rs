@@ -88,7 +88,6 @@ pub struct Outgoing {
 #[derive(Debug)]
 struct Pending {
     caller: String,
-    caller_ws: String,
     resolve: Option<String>,
     reject: Option<String>,
     /// The full id of the service asked for.
@@ -435,7 +434,6 @@ impl Manager {
             session,
             Pending {
                 caller: caller_id,
-                caller_ws: caller.workspace.clone(),
                 resolve: request.resolve.clone(),
                 reject: request.reject.clone(),
                 service: service.id.clone(),
@@ -452,7 +450,6 @@ impl Manager {
         let Some(caller) = self.registry.client(&p.caller).map(|c| c.identity.clone()) else {
             return Vec::new();
         };
-        debug_assert_eq!(caller.workspace, p.caller_ws);
         let result = result.and_then(|mut svc| {
             if svc.as_map().is_none() {
                 return Err(format!(
