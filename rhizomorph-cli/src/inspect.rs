@@ -41,13 +41,14 @@ pub enum InspectLine {
 
 /// Decodes every frame in `bytes` with `limits`, stopping at the first error.
 pub fn inspect(bytes: &[u8], limits: Settings) -> Vec<InspectLine> {
-    let decoder = FrameDecoder::new(limits);
+    // The newest wire version: ACK (1.1) is shown, not refused.
+    let decoder = FrameDecoder::new(limits).with_version(rhizomorph::frame::WIRE_VERSION_1_1);
     let mut src = BytesMut::from(bytes);
     let mut offset = 0;
     let mut lines = Vec::new();
     while !src.is_empty() {
         let before = src.len();
-        let len = match FrameHeader::parse(&src, &limits) {
+        let len = match FrameHeader::parse_for(&src, &limits, rhizomorph::frame::WIRE_VERSION_1_1) {
             Ok(Some(h)) => h.frame_len(),
             _ => 0,
         };

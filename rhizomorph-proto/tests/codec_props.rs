@@ -124,17 +124,61 @@ fn message() -> impl Strategy<Value = MessageFrame> {
         })
 }
 
+fn resume_token() -> impl Strategy<Value = Bytes> {
+    vec(any::<u8>(), 16..=64).prop_map(Bytes::from)
+}
+
+fn resume_request() -> impl Strategy<Value = Option<ResumeRequest>> {
+    prop::option::of(
+        (any::<[u8; 16]>(), resume_token(), [varint(), varint(), varint(), varint()]).prop_map(
+            |(session_id, token, received)| ResumeRequest {
+                session_id,
+                token,
+                received,
+            },
+        ),
+    )
+}
+
+fn session_ticket() -> impl Strategy<Value = Option<SessionTicket>> {
+    prop::option::of(
+        (
+            any::<[u8; 16]>(),
+            resume_token(),
+            0u8..=6,
+            [varint(), varint(), varint(), varint()],
+        )
+            .prop_map(|(session_id, token, status, received)| SessionTicket {
+                session_id,
+                token,
+                status: ResumeStatus::from_id(status).unwrap(),
+                received,
+            }),
+    )
+}
+
 fn frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
         (0usize..100).prop_map(|len| Frame::Padding { len }),
-        (vec(varint(), 1..=16), settings(), bytes(100), text(256)).prop_map(
-            |(versions, settings, token, agent)| Frame::Hello(Hello {
-                versions,
-                settings,
-                token,
-                agent
-            })
-        ),
+        (
+            (vec(varint(), 1..=16), settings(), bytes(100), text(256)),
+            resume_request(),
+            session_ticket()
+        )
+            .prop_map(
+                |((versions, settings, token, agent), resume, session)| Frame::Hello(Hello {
+                    versions,
+                    settings,
+                    token,
+                    agent,
+                    resume,
+                    session,
+                })
+            ),
+        (channel(), varint()).prop_map(|(channel, received)| Frame::Ack(Ack {
+            channel,
+            received
+        })),
         message().prop_map(Frame::Message),
         message().prop_map(Frame::Message),
         (prop::option::of(channel()), 1u64..=u32::MAX as u64).prop_map(|(c, increment)| {
@@ -211,7 +255,7 @@ proptest! {
         let wire = encode_all(std::slice::from_ref(&f));
         let bytes = wire.clone().freeze();
         let mut src = wire;
-        let decoded = FrameDecoder::new(Settings::default()).decode(&mut src).unwrap();
+        let decoded = FrameDecoder::new(Settings::default()).with_version(WIRE_VERSION_1_1).decode(&mut src).unwrap();
         prop_assert_eq!(decoded.as_ref(), Some(&f));
         prop_assert!(src.is_empty());
         let again = encode_all(&[decoded.unwrap()]);
@@ -228,7 +272,7 @@ proptest! {
         let mut cut_points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
         cut_points.sort_unstable();
         cut_points.push(wire.len());
-        let decoder = FrameDecoder::new(Settings::default());
+        let decoder = FrameDecoder::new(Settings::default()).with_version(WIRE_VERSION_1_1);
         let mut buf = BytesMut::new();
         let mut out = Vec::new();
         let mut prev = 0;
@@ -247,7 +291,7 @@ proptest! {
     #[test]
     fn batch_decodes_to_the_same_frames(frames in vec(frame(), 1..12)) {
         let wire = encode_all(&frames).freeze();
-        let out = FrameDecoder::new(Settings::default()).decode_batch(wire).unwrap();
+        let out = FrameDecoder::new(Settings::default()).with_version(WIRE_VERSION_1_1).decode_batch(wire).unwrap();
         prop_assert_eq!(out, frames);
     }
 
@@ -260,7 +304,7 @@ proptest! {
         } else {
             Settings::default()
         };
-        let decoder = FrameDecoder::new(limits);
+        let decoder = FrameDecoder::new(limits).with_version(WIRE_VERSION_1_1);
         let mut buf = BytesMut::from(&data[..]);
         loop {
             let before = buf.len();
@@ -278,7 +322,7 @@ proptest! {
         let mut wire = encode_all(&[f]).to_vec();
         let i = pos.index(wire.len());
         wire[i] = byte;
-        let _ = FrameDecoder::new(Settings::default()).decode_batch(Bytes::from(wire));
+        let _ = FrameDecoder::new(Settings::default()).with_version(WIRE_VERSION_1_1).decode_batch(Bytes::from(wire));
     }
 }
 

@@ -28,6 +28,19 @@ fn code(v: &Value) -> ErrorCode {
     ErrorCode::from_name(v.as_str().unwrap()).unwrap()
 }
 
+fn counts(v: &Value) -> [u64; 4] {
+    let c: Vec<u64> = v.as_array().unwrap().iter().map(u).collect();
+    c.try_into().unwrap()
+}
+
+fn status(v: &Value) -> ResumeStatus {
+    let name = v.as_str().unwrap();
+    (0..=6)
+        .map(|i| ResumeStatus::from_id(i).unwrap())
+        .find(|s| s.name() == name)
+        .unwrap_or_else(|| panic!("resume status {name}"))
+}
+
 fn text(v: &Value) -> String {
     v.as_str().unwrap().to_string()
 }
@@ -48,6 +61,21 @@ fn frame_from_json(f: &Value) -> Frame {
                 .collect(),
             token: hex(&f["token"]),
             agent: text(&f["agent"]),
+            resume: f.get("resume").map(|r| ResumeRequest {
+                session_id: hex(&r["session_id"])[..].try_into().unwrap(),
+                token: hex(&r["resume_token"]),
+                received: counts(&r["received"]),
+            }),
+            session: f.get("session").map(|t| SessionTicket {
+                session_id: hex(&t["session_id"])[..].try_into().unwrap(),
+                token: hex(&t["resume_token"]),
+                status: status(&t["resume_status"]),
+                received: counts(&t["received"]),
+            }),
+        }),
+        "ACK" => Frame::Ack(Ack {
+            channel: channel(&f["channel"]),
+            received: u(&f["received"]),
         }),
         "MESSAGE" => {
             let start = f["first"].as_bool().unwrap().then(|| MessageStart {

@@ -29,8 +29,20 @@ fn line(frame: &Frame) -> String {
                     None => format!("unknown(0x{id:x})={v}"),
                 })
                 .collect();
+            // Resume tokens are secrets (wire.md §21.7): only their length is shown.
+            let resume = match (&h.resume, &h.session) {
+                (Some(r), _) => format!(
+                    " RESUME session={} token={} bytes received={:?}",
+                    to_hex(&r.session_id), r.token.len(), r.received
+                ),
+                (None, Some(t)) => format!(
+                    " SESSION session={} token={} bytes status={} received={:?}",
+                    to_hex(&t.session_id), t.token.len(), t.status.name(), t.received
+                ),
+                (None, None) => String::new(),
+            };
             format!(
-                "HELLO versions=[{}] settings=[{}] token={} agent={:?}",
+                "HELLO versions=[{}] settings=[{}] token={} agent={:?}{resume}",
                 versions.join(","),
                 settings.join(" "),
                 if h.token.is_empty() { "none".into() } else { format!("{} bytes", h.token.len()) },
@@ -99,6 +111,7 @@ fn line(frame: &Frame) -> String {
             g.code, g.accepted[0], g.accepted[1], g.accepted[2], g.accepted[3], g.reason
         ),
         Frame::Close(c) => format!("CLOSE code={} reason={:?}", c.code, c.reason),
+        Frame::Ack(a) => format!("ACK channel={} received={}", a.channel, a.received),
         Frame::Ignored { frame_type, flags, payload } => format!(
             "IGNORED type={frame_type:#04x} flags={flags:#04x} payload[{}] (unknown ignorable type, wire.md §4.2.2)",
             payload.len()

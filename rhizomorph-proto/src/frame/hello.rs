@@ -1,7 +1,9 @@
-//! HELLO (wire.md §5.2): versions, settings, auth token and agent.
+//! HELLO (wire.md §5.2): versions, settings, auth token and agent; in version 1.1 also a
+//! client's resume request and a server's session ticket (flags `RESUME` and `SESSION`, §21).
 //!
 //! Owns the HELLO payload layout and its bounds. Never decides the negotiation outcome (which
-//! version, whether the token is good): that is the session's and the application's.
+//! version, whether the token is good, whether a session resumes): that is the session's and
+//! the application's.
 
 use bytes::{Bytes, BytesMut};
 
@@ -14,6 +16,106 @@ use super::FrameType;
 /// The wire version of this document: 1.0 (wire.md §3.2).
 pub const WIRE_VERSION_1_0: u64 = 0x0100;
 
+/// Wire version 1.1: 1.0 plus resumable sessions (wire.md §21): the HELLO flags `RESUME` and
+/// `SESSION`, the `RESUME_BUFFER` setting and the ACK frame.
+pub const WIRE_VERSION_1_1: u64 = 0x0101;
+
+/// Bytes of a session id (wire.md §21.1).
+pub const SESSION_ID_LEN: usize = 16;
+
+/// A client's request to resume a detached session (wire.md §21.6), after its HELLO's Agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeRequest {
+    /// The session to resume.
+    pub session_id: [u8; SESSION_ID_LEN],
+    /// The last resume token the server issued for it (16 – 64 bytes; a secret).
+    pub token: Bytes,
+    /// Messages of the server's finished here, per channel (§21.3).
+    pub received: [u64; 4],
+}
+
+/// How a server answered a resume request (wire.md §21.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResumeStatus {
+    /// No resume was asked: a new session.
+    New,
+    /// The session resumed: both sides replay from each other's `received`.
+    Resumed,
+    /// No such session here (never was, expired, discarded, or the server restarted).
+    UnknownSession,
+    /// The session was known but its time limit passed.
+    Expired,
+    /// The session was discarded because what it held for replay exceeded a limit.
+    Overflow,
+    /// The token does not match, or the client is not the session's identity.
+    Forbidden,
+    /// The client's `received` counts contradict what the server sent.
+    Inconsistent,
+}
+
+impl ResumeStatus {
+    /// The wire byte (§21.6).
+    pub fn id(self) -> u8 {
+        match self {
+            ResumeStatus::New => 0,
+            ResumeStatus::Resumed => 1,
+            ResumeStatus::UnknownSession => 2,
+            ResumeStatus::Expired => 3,
+            ResumeStatus::Overflow => 4,
+            ResumeStatus::Forbidden => 5,
+            ResumeStatus::Inconsistent => 6,
+        }
+    }
+
+    /// The status with wire byte `id`: an unknown value is `PROTOCOL_ERROR`.
+    pub fn from_id(id: u8) -> Result<ResumeStatus, FrameError> {
+        Ok(match id {
+            0 => ResumeStatus::New,
+            1 => ResumeStatus::Resumed,
+            2 => ResumeStatus::UnknownSession,
+            3 => ResumeStatus::Expired,
+            4 => ResumeStatus::Overflow,
+            5 => ResumeStatus::Forbidden,
+            6 => ResumeStatus::Inconsistent,
+            _ => {
+                return Err(FrameError::FieldOutOfRange {
+                    field: "resume_status",
+                    value: u64::from(id),
+                    min: 0,
+                    max: 6,
+                })
+            }
+        })
+    }
+
+    /// The spec name, e.g. `UNKNOWN_SESSION`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResumeStatus::New => "NEW",
+            ResumeStatus::Resumed => "RESUMED",
+            ResumeStatus::UnknownSession => "UNKNOWN_SESSION",
+            ResumeStatus::Expired => "EXPIRED",
+            ResumeStatus::Overflow => "OVERFLOW",
+            ResumeStatus::Forbidden => "FORBIDDEN",
+            ResumeStatus::Inconsistent => "INCONSISTENT",
+        }
+    }
+}
+
+/// A server's session block (wire.md §21.1, §21.6), after its HELLO's Agent: the session's id,
+/// the token that resumes it next time, and how a resume request was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionTicket {
+    /// The session (the same one when `status` is `Resumed`, a new one otherwise).
+    pub session_id: [u8; SESSION_ID_LEN],
+    /// The token for the next resume (16 – 64 bytes, single use; a secret).
+    pub token: Bytes,
+    /// The answer to the client's resume request (`New` if it made none).
+    pub status: ResumeStatus,
+    /// Messages of the client's finished here, per channel (zero unless `Resumed`).
+    pub received: [u64; 4],
+}
+
 /// The first frame each peer sends (wire.md §3.2, §5.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
@@ -25,6 +127,10 @@ pub struct Hello {
     pub token: Bytes,
     /// Informational implementation name, ≤ 256 bytes of UTF-8.
     pub agent: String,
+    /// Version 1.1, client: resume this session (flag `RESUME`, §21.6).
+    pub resume: Option<ResumeRequest>,
+    /// Version 1.1, server: the session ticket (flag `SESSION`, §21.1).
+    pub session: Option<SessionTicket>,
 }
 
 impl Hello {
@@ -36,6 +142,14 @@ impl Hello {
     pub const MAX_TOKEN: u64 = 4_096;
     /// Longest agent (wire.md §5.2).
     pub const MAX_AGENT: u64 = 256;
+    /// Flag: a resume request follows the Agent (version 1.1, client, §21.6).
+    pub const FLAG_RESUME: u8 = 0x01;
+    /// Flag: a session block follows the Agent (version 1.1, server, §21.1).
+    pub const FLAG_SESSION: u8 = 0x02;
+    /// Shortest resume token (§21.7: at least 128 random bits).
+    pub const MIN_RESUME_TOKEN: u64 = 16;
+    /// Longest resume token.
+    pub const MAX_RESUME_TOKEN: u64 = 64;
 
     /// A HELLO offering version 1.0 with `settings` (only non-default values are sent).
     pub fn new(settings: &Settings, token: Bytes, agent: impl Into<String>) -> Hello {
@@ -44,7 +158,21 @@ impl Hello {
             settings: settings.to_pairs(),
             token,
             agent: agent.into(),
+            resume: None,
+            session: None,
         }
+    }
+
+    /// The Flags byte this HELLO is sent with.
+    pub fn flags(&self) -> u8 {
+        let mut f = 0;
+        if self.resume.is_some() {
+            f |= Self::FLAG_RESUME;
+        }
+        if self.session.is_some() {
+            f |= Self::FLAG_SESSION;
+        }
+        f
     }
 
     /// The settings this HELLO announces, defaults filled in (already validated on decode).
@@ -52,7 +180,7 @@ impl Hello {
         Settings::from_pairs(&self.settings)
     }
 
-    pub(crate) fn load(payload: Bytes) -> Result<Hello, FrameError> {
+    pub(crate) fn load(flags: u8, payload: Bytes) -> Result<Hello, FrameError> {
         let mut r = PayloadReader::new(FrameType::HELLO, payload);
         // spec: wire.md §5.2 — 1 to 16 versions, at most 64 settings, token ≤ 4,096, agent ≤ 256.
         let version_count = r.bounded("version_count", 1, Self::MAX_VERSIONS)?;
@@ -71,12 +199,40 @@ impl Hello {
         Settings::from_pairs(&settings)?;
         let token = r.string("token", 0, Self::MAX_TOKEN)?;
         let agent = r.text("agent", 0, Self::MAX_AGENT)?;
+        // spec: wire.md §21.1, §21.6 — the version 1.1 blocks, each present iff its flag is set
+        // (a 1.0 receiver ignores the flags and finds trailing bytes: TrailingBytes).
+        let resume = if flags & Self::FLAG_RESUME != 0 {
+            let session_id = session_id(&mut r)?;
+            let token = r.string("resume_token", Self::MIN_RESUME_TOKEN, Self::MAX_RESUME_TOKEN)?;
+            Some(ResumeRequest {
+                session_id,
+                token,
+                received: received(&mut r)?,
+            })
+        } else {
+            None
+        };
+        let session = if flags & Self::FLAG_SESSION != 0 {
+            let session_id = session_id(&mut r)?;
+            let token = r.string("resume_token", Self::MIN_RESUME_TOKEN, Self::MAX_RESUME_TOKEN)?;
+            let status = ResumeStatus::from_id(r.u8("resume_status")?)?;
+            Some(SessionTicket {
+                session_id,
+                token,
+                status,
+                received: received(&mut r)?,
+            })
+        } else {
+            None
+        };
         r.finish()?;
         Ok(Hello {
             versions,
             settings,
             token,
             agent,
+            resume,
+            session,
         })
     }
 
@@ -110,6 +266,40 @@ impl Hello {
             0,
             Self::MAX_AGENT as usize,
         )?;
+        let (min, max) = (
+            Self::MIN_RESUME_TOKEN as usize,
+            Self::MAX_RESUME_TOKEN as usize,
+        );
+        if let Some(r) = &self.resume {
+            dst.extend_from_slice(&r.session_id);
+            writer::string(dst, "resume_token", &r.token, min, max)?;
+            for &n in &r.received {
+                writer::varint(dst, "received", n)?;
+            }
+        }
+        if let Some(t) = &self.session {
+            dst.extend_from_slice(&t.session_id);
+            writer::string(dst, "resume_token", &t.token, min, max)?;
+            dst.extend_from_slice(&[t.status.id()]);
+            for &n in &t.received {
+                writer::varint(dst, "received", n)?;
+            }
+        }
         Ok(())
     }
+}
+
+fn session_id(r: &mut PayloadReader) -> Result<[u8; SESSION_ID_LEN], FrameError> {
+    let raw = r.bytes(SESSION_ID_LEN as u64, "session_id")?;
+    let mut id = [0u8; SESSION_ID_LEN];
+    id.copy_from_slice(&raw);
+    Ok(id)
+}
+
+fn received(r: &mut PayloadReader) -> Result<[u64; 4], FrameError> {
+    let mut counts = [0u64; 4];
+    for c in &mut counts {
+        *c = r.varint("received")?;
+    }
+    Ok(counts)
 }

@@ -8,6 +8,7 @@
 //! This module must never do I/O, know about sockets or tokio, keep connection state (which
 //! frames are allowed when, windows, header tables: that is `session`), or panic on input.
 
+mod ack;
 mod cancel;
 mod channel;
 mod content;
@@ -26,13 +27,17 @@ mod writer;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+pub use ack::Ack;
 pub use cancel::Cancel;
 pub use channel::{Channel, CreditTarget};
 pub use content::{Codec, Compression, PayloadEncoding, Shuffle};
 pub use credit::{Credit, MAX_WINDOW};
 pub use error::{EncodeError, ErrorCode, FrameError};
 pub use goaway::{Close, GoAway, MAX_REASON};
-pub use hello::{Hello, WIRE_VERSION_1_0};
+pub use hello::{
+    Hello, ResumeRequest, ResumeStatus, SessionTicket, SESSION_ID_LEN, WIRE_VERSION_1_0,
+    WIRE_VERSION_1_1,
+};
 pub use message::{MessageFrame, MessageStart};
 pub use ping::Ping;
 pub use schema::SchemaFrame;
@@ -65,12 +70,19 @@ impl FrameType {
     pub const GOAWAY: u8 = 0x08;
     /// CLOSE (§5.9).
     pub const CLOSE: u8 = 0x09;
+    /// ACK (§5.10; wire version 1.1 only: under 1.0 it is an unknown critical type).
+    pub const ACK: u8 = 0x0A;
     /// The first ignorable type (§4.2.2): 0x80–0xFF are skipped when unknown.
     pub const FIRST_IGNORABLE: u8 = 0x80;
 
-    /// Whether this version defines `t`.
+    /// Whether version 1.0 defines `t`.
     pub fn is_known(t: u8) -> bool {
         t <= Self::CLOSE
+    }
+
+    /// Whether wire version `version` defines `t` (1.1 adds ACK, wire.md §21).
+    pub fn is_known_in(t: u8, version: u64) -> bool {
+        t <= Self::CLOSE || (t == Self::ACK && version >= WIRE_VERSION_1_1)
     }
 
     /// The spec name of a known type.
@@ -86,6 +98,7 @@ impl FrameType {
             Self::CANCEL => "CANCEL",
             Self::GOAWAY => "GOAWAY",
             Self::CLOSE => "CLOSE",
+            Self::ACK => "ACK",
             t if t >= Self::FIRST_IGNORABLE => "UNKNOWN_IGNORABLE",
             _ => "UNKNOWN_CRITICAL",
         }
@@ -111,11 +124,22 @@ impl FrameHeader {
     /// `Ok(None)` means `src` ends inside the header: wait for more bytes (§4.3.1). The Length
     /// check happens as soon as the Length field is complete, before the payload arrives.
     pub fn parse(src: &[u8], limits: &Settings) -> Result<Option<FrameHeader>, FrameError> {
+        Self::parse_for(src, limits, WIRE_VERSION_1_0)
+    }
+
+    /// [`parse`](Self::parse) for a connection speaking wire version `version` (which frame
+    /// types are known depends on it, §19).
+    pub fn parse_for(
+        src: &[u8],
+        limits: &Settings,
+        version: u64,
+    ) -> Result<Option<FrameHeader>, FrameError> {
         let (Some(&frame_type), Some(&flags)) = (src.first(), src.get(1)) else {
             return Ok(None);
         };
         // spec: wire.md §4.2.1 — an unknown critical type is a connection error.
-        if !FrameType::is_known(frame_type) && frame_type < FrameType::FIRST_IGNORABLE {
+        if !FrameType::is_known_in(frame_type, version) && frame_type < FrameType::FIRST_IGNORABLE
+        {
             return Err(FrameError::UnknownFrameType { frame_type });
         }
         let rest = src.get(2..).unwrap_or_default();
@@ -181,6 +205,8 @@ pub enum Frame {
     GoAway(GoAway),
     /// CLOSE (§5.9).
     Close(Close),
+    /// ACK (§5.10, version 1.1).
+    Ack(Ack),
     /// An unknown ignorable frame (§4.2.2): the receiver skips it; kept for inspection.
     Ignored {
         /// Its type (0x80–0xFF).
@@ -201,7 +227,7 @@ impl Frame {
     ) -> Result<Frame, FrameError> {
         Ok(match header.frame_type {
             FrameType::PADDING => Frame::Padding { len: payload.len() },
-            FrameType::HELLO => Frame::Hello(Hello::load(payload)?),
+            FrameType::HELLO => Frame::Hello(Hello::load(header.flags, payload)?),
             FrameType::MESSAGE => {
                 Frame::Message(MessageFrame::load(header.flags, payload, limits)?)
             }
@@ -212,6 +238,7 @@ impl Frame {
             FrameType::CANCEL => Frame::Cancel(Cancel::load(header.flags, payload)?),
             FrameType::GOAWAY => Frame::GoAway(GoAway::load(payload)?),
             FrameType::CLOSE => Frame::Close(Close::load(payload)?),
+            FrameType::ACK => Frame::Ack(Ack::load(payload)?),
             frame_type if frame_type >= FrameType::FIRST_IGNORABLE => Frame::Ignored {
                 frame_type,
                 flags: header.flags,
@@ -234,6 +261,7 @@ impl Frame {
             Frame::Cancel(_) => FrameType::CANCEL,
             Frame::GoAway(_) => FrameType::GOAWAY,
             Frame::Close(_) => FrameType::CLOSE,
+            Frame::Ack(_) => FrameType::ACK,
             Frame::Ignored { frame_type, .. } => *frame_type,
         }
     }
@@ -254,7 +282,7 @@ impl Frame {
             }
             Frame::Hello(h) => {
                 h.encode_payload(&mut payload)?;
-                0
+                h.flags()
             }
             Frame::Credit(c) => {
                 c.encode_payload(&mut payload)?;
@@ -278,6 +306,10 @@ impl Frame {
             }
             Frame::Close(c) => {
                 c.encode_payload(&mut payload)?;
+                0
+            }
+            Frame::Ack(a) => {
+                a.encode_payload(&mut payload)?;
                 0
             }
             Frame::Ignored {
@@ -318,12 +350,29 @@ impl Frame {
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
     limits: Settings,
+    /// The wire version whose frame types are known (1.0 until a HELLO negotiates more).
+    version: u64,
 }
 
 impl FrameDecoder {
-    /// A decoder enforcing `limits` (the receiver's own announced settings).
+    /// A decoder enforcing `limits` (the receiver's own announced settings), for wire version
+    /// 1.0 (ACK, type 0x0A, is then an unknown critical type).
     pub fn new(limits: Settings) -> Self {
-        FrameDecoder { limits }
+        FrameDecoder {
+            limits,
+            version: WIRE_VERSION_1_0,
+        }
+    }
+
+    /// The same decoder for wire version `version` (1.1 knows ACK, wire.md §21).
+    pub fn with_version(mut self, version: u64) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Switches to wire version `version` (once the HELLO exchange chose it).
+    pub fn set_version(&mut self, version: u64) {
+        self.version = version;
     }
 
     /// The limits this decoder enforces.
@@ -336,7 +385,7 @@ impl FrameDecoder {
     /// `Ok(None)`: `src` holds only part of a frame; nothing was consumed. On `Err` the
     /// connection is broken (wire.md §14.2.2) and `src` must not be read further.
     pub fn decode(&self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
-        let Some(header) = FrameHeader::parse(src, &self.limits)? else {
+        let Some(header) = FrameHeader::parse_for(src, &self.limits, self.version)? else {
             return Ok(None);
         };
         if src.len() < header.frame_len() {
@@ -353,7 +402,7 @@ impl FrameDecoder {
     /// Like [`decode`](Self::decode) over an immutable buffer, such as one WebSocket message
     /// holding a batch of frames (§16.2).
     pub fn decode_bytes(&self, src: &mut Bytes) -> Result<Option<Frame>, FrameError> {
-        let Some(header) = FrameHeader::parse(src, &self.limits)? else {
+        let Some(header) = FrameHeader::parse_for(src, &self.limits, self.version)? else {
             return Ok(None);
         };
         if src.len() < header.frame_len() {

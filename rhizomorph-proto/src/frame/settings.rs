@@ -29,11 +29,14 @@ pub enum SettingId {
     Compression = 0x08,
     /// Largest WebSocket message of frames.
     MaxBatchSize = 0x09,
+    /// Bytes of unacknowledged messages per channel the sender keeps for replay (wire 1.1,
+    /// §21); 0 = no resumption.
+    ResumeBuffer = 0x0A,
 }
 
 impl SettingId {
     /// Every setting this version defines, in id order.
-    pub const ALL: [SettingId; 9] = [
+    pub const ALL: [SettingId; 10] = [
         SettingId::MaxFramePayload,
         SettingId::MaxMessageSize,
         SettingId::InitialChannelWindow,
@@ -43,6 +46,7 @@ impl SettingId {
         SettingId::SchemaCacheSize,
         SettingId::Compression,
         SettingId::MaxBatchSize,
+        SettingId::ResumeBuffer,
     ];
 
     /// The setting with wire id `id`, or `None` for an unknown id (§3.3.3: ignored).
@@ -62,6 +66,7 @@ impl SettingId {
             SettingId::SchemaCacheSize => "SCHEMA_CACHE_SIZE",
             SettingId::Compression => "COMPRESSION",
             SettingId::MaxBatchSize => "MAX_BATCH_SIZE",
+            SettingId::ResumeBuffer => "RESUME_BUFFER",
         }
     }
 
@@ -82,6 +87,7 @@ impl SettingId {
             SettingId::SchemaCacheSize => (0, 65_536),
             SettingId::Compression => (0, VARINT_MAX),
             SettingId::MaxBatchSize => (65_536, U32),
+            SettingId::ResumeBuffer => (0, U32),
         }
     }
 }
@@ -118,6 +124,9 @@ pub struct Settings {
     pub compression: u64,
     /// `MAX_BATCH_SIZE`: largest WebSocket message.
     pub max_batch_size: u64,
+    /// `RESUME_BUFFER` (wire 1.1, §21.1): bytes of sent, unacknowledged messages per channel
+    /// the HELLO's sender keeps for replay; 0 (the default) asks for no resumable session.
+    pub resume_buffer: u64,
 }
 
 impl Default for Settings {
@@ -132,6 +141,7 @@ impl Default for Settings {
             schema_cache_size: 256,
             compression: 0x03,
             max_batch_size: 1 << 20,
+            resume_buffer: 0,
         }
     }
 }
@@ -160,6 +170,7 @@ with_setters! {
     with_schema_cache_size => schema_cache_size,
     with_compression => compression,
     with_max_batch_size => max_batch_size,
+    with_resume_buffer => resume_buffer,
 }
 
 impl Settings {
@@ -175,6 +186,7 @@ impl Settings {
             SettingId::SchemaCacheSize => self.schema_cache_size,
             SettingId::Compression => self.compression,
             SettingId::MaxBatchSize => self.max_batch_size,
+            SettingId::ResumeBuffer => self.resume_buffer,
         }
     }
 
@@ -189,6 +201,7 @@ impl Settings {
             SettingId::SchemaCacheSize => &mut self.schema_cache_size,
             SettingId::Compression => &mut self.compression,
             SettingId::MaxBatchSize => &mut self.max_batch_size,
+            SettingId::ResumeBuffer => &mut self.resume_buffer,
         }
     }
 

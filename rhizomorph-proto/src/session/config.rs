@@ -85,6 +85,11 @@ pub struct SessionConfig {
     /// with_server_reassembly`), charged as well as `max_reassembly`. `None`: only this
     /// connection's.
     pub shared_reassembly: Option<std::sync::Arc<super::ReassemblyBudget>>,
+    /// How long a detached resumable session waits for a new transport (wire.md §21.5) before
+    /// it gives up ([`Event::ResumeFailed`](super::Event::ResumeFailed), then closed). 2 minutes
+    /// by default. Resumption itself is on when `settings.resume_buffer` is not 0 (on both
+    /// sides).
+    pub resume_timeout: Duration,
 }
 
 impl Default for SessionConfig {
@@ -104,6 +109,7 @@ impl Default for SessionConfig {
             max_held_messages: 16_384,
             max_reassembly: 64 << 20,
             shared_reassembly: None,
+            resume_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -161,6 +167,14 @@ impl SessionConfig {
         budget: std::sync::Arc<super::ReassemblyBudget>,
     ) -> Self {
         self.shared_reassembly = Some(budget);
+        self
+    }
+    /// Returns the config with resumable sessions (wire.md §21) keeping up to `bytes` per
+    /// channel for replay (`settings.resume_buffer`; 0 turns resumption off) and holding a
+    /// detached session for `timeout`.
+    pub fn with_resumption(mut self, bytes: u64, timeout: Duration) -> Self {
+        self.settings.resume_buffer = bytes.min(u32::MAX as u64);
+        self.resume_timeout = timeout;
         self
     }
     /// Returns the config with large chunk payloads left in place (`true`) or copied.

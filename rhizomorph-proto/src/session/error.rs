@@ -74,6 +74,22 @@ pub enum SessionError {
         frame: &'static str,
         stream: Channel,
     },
+    /// wire.md §21.3: an ACK that lowers a count, or counts messages never started.
+    #[error("AckOutOfRange: ACK of {received} on channel {channel}, acknowledged {acknowledged}, started {started} (wire.md §21.3)")]
+    AckOutOfRange {
+        channel: Channel,
+        received: u64,
+        acknowledged: u64,
+        started: u64,
+    },
+    /// wire.md §21.6: a resume answer whose counts this side cannot replay from.
+    #[error("ResumeInconsistent: the peer finished {received} on channel {channel}, replayable {acknowledged}..={started} (wire.md §21.6)")]
+    ResumeInconsistent {
+        channel: Channel,
+        received: u64,
+        acknowledged: u64,
+        started: u64,
+    },
     /// wire.md §13.1, §18: the peer went silent, or the HELLO exchange took too long.
     #[error("Timeout: {what} (wire.md §13.1)")]
     Timeout { what: &'static str },
@@ -90,6 +106,8 @@ impl SessionError {
             | UnexpectedChunk { .. }
             | ChunkLengthMismatch { .. }
             | GoAwayRaised { .. }
+            | AckOutOfRange { .. }
+            | ResumeInconsistent { .. }
             | WrongStream { .. } => ErrorCode::PROTOCOL_ERROR,
             VersionMismatch { .. } => ErrorCode::VERSION_MISMATCH,
             WindowExceeded { .. } | WindowOverflow { .. } => ErrorCode::FLOW_CONTROL_ERROR,

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::replay::LostMessage;
 use super::Message;
-use crate::frame::{Channel, ErrorCode, SchemaFrame, Settings};
+use crate::frame::{Channel, ErrorCode, ResumeStatus, SchemaFrame, Settings};
 
 /// Who ended the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +85,26 @@ pub enum Event {
         code: ErrorCode,
         /// Its reason.
         reason: String,
+    },
+    /// The transport was lost without CLOSE and the session is resumable (wire.md §21.5): it
+    /// waits for a new transport (the driver closes the old one). Sends queue meanwhile.
+    Detached,
+    /// A new transport resumed the session (wire.md §21.6): nothing was lost.
+    Resumed {
+        /// Per channel, the messages of ours the peer had finished (replay starts there).
+        received: [u64; 4],
+        /// Per channel, how many of our started messages are sent again.
+        replayed: [u64; 4],
+    },
+    /// Resumption failed (wire.md §21.6): refused by the server, or the detached session's
+    /// time limit passed. `lost` holds every message this side started and the peer never
+    /// acknowledged: each may or may not have reached the peer's application. After a refusal
+    /// the connection goes on as a new session; after a timeout `Closed` follows.
+    ResumeFailed {
+        /// Why.
+        status: ResumeStatus,
+        /// The messages that may be lost, per channel in order.
+        lost: Vec<LostMessage>,
     },
     /// The connection is over. Nothing more will be sent or received.
     Closed {

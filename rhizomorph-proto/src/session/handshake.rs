@@ -12,7 +12,7 @@ use tracing::debug;
 
 use super::{Event, Role, Session, SessionError, State};
 use crate::frame::ErrorCode;
-use crate::frame::{Frame, Hello, WIRE_VERSION_1_0};
+use crate::frame::{Frame, Hello, ResumeStatus, WIRE_VERSION_1_0, WIRE_VERSION_1_1};
 
 /// The handshake state of a session.
 #[derive(Debug)]
@@ -33,23 +33,23 @@ impl Handshake {
         }
     }
 
-    /// The version rule for the peer's HELLO listing `offered`.
+    /// The version rule for the peer's HELLO listing `offered`, when we offered (client) or
+    /// support (server) `ours`: the version the connection speaks.
     ///
-    /// spec: wire.md §3.2.2 — a server picks the highest version both support (1.0 is the
-    /// only one); §3.2.3 — a server's HELLO lists exactly one version, one the client offered.
-    pub(super) fn negotiate(role: Role, offered: &[u64]) -> Result<(), SessionError> {
-        let ok = match role {
-            Role::Server => offered.contains(&WIRE_VERSION_1_0),
-            Role::Client => offered == [WIRE_VERSION_1_0],
+    /// spec: wire.md §3.2.2 — a server picks the highest version both support; §3.2.3 — a
+    /// server's HELLO lists exactly one version, one the client offered.
+    pub(super) fn negotiate(role: Role, offered: &[u64], ours: &[u64]) -> Result<u64, SessionError> {
+        let chosen = match role {
+            Role::Server => ours.iter().copied().filter(|v| offered.contains(v)).max(),
+            Role::Client => match offered {
+                [v] if ours.contains(v) => Some(*v),
+                _ => None,
+            },
         };
-        if ok {
-            Ok(())
-        } else {
-            Err(SessionError::VersionMismatch {
-                offered: offered.to_vec(),
-                supported: vec![WIRE_VERSION_1_0],
-            })
-        }
+        chosen.ok_or_else(|| SessionError::VersionMismatch {
+            offered: offered.to_vec(),
+            supported: ours.to_vec(),
+        })
     }
 }
 
@@ -57,20 +57,51 @@ impl Session {
     pub(super) fn on_hello(&mut self, hello: Hello) -> Result<(), SessionError> {
         // Settings were validated by the decoder; resolving cannot fail here.
         let peer = hello.resolved_settings()?;
-        Handshake::negotiate(self.role, &hello.versions)?;
+        let ours = match self.role {
+            // A server speaks both versions; a client what it offered.
+            Role::Server => vec![WIRE_VERSION_1_1, WIRE_VERSION_1_0],
+            Role::Client => self.offered_versions(),
+        };
+        self.resume.version = Handshake::negotiate(self.role, &hello.versions, &ours)?;
+        self.decoder.set_version(self.resume.version);
+        self.check_hello_blocks(&hello)?;
         self.peer = peer;
         match self.role {
             Role::Server => {
                 self.state = State::AwaitingAccept;
+                self.resume.requested = hello.resume;
                 self.handshake.client_hello = Some((hello.token.clone(), hello.agent.clone()));
                 self.events.push_back(Event::HelloReceived {
                     token: hello.token,
                     agent: hello.agent,
                 });
             }
-            Role::Client => self.open(hello.token, hello.agent),
+            Role::Client if self.resume.asked.is_some() => {
+                // spec: wire.md §21.6 — the answer to our resume request.
+                let resumed = self.on_resume_answer(hello.session)?;
+                if !resumed {
+                    self.enable_replay();
+                    self.open_quietly();
+                }
+            }
+            Role::Client => {
+                self.take_new_ticket(hello.session);
+                self.enable_replay();
+                self.open(hello.token, hello.agent)
+            }
         }
         Ok(())
+    }
+
+    /// A connection that replaced a detached one without resuming it (§21.6): open, with the
+    /// new session's credit, no second [`Event::Connected`].
+    fn open_quietly(&mut self) {
+        self.state = State::Open;
+        self.flow.open(&self.peer);
+        for out in &mut self.outgoing {
+            out.configure(self.peer.header_table_size as usize);
+        }
+        self.recheck_queued();
     }
 
     /// The exchange finished: credit from the peer's windows, its header table size for our
@@ -84,7 +115,7 @@ impl Session {
         self.recheck_queued();
         debug!(role = ?self.role, peer_agent = %agent, "connected");
         self.events.push_back(Event::Connected {
-            version: WIRE_VERSION_1_0,
+            version: self.resume.version,
             peer_settings: self.peer,
             token,
             agent,
@@ -92,13 +123,23 @@ impl Session {
     }
 
     /// Server: accepts the client (after [`Event::HelloReceived`]) and sends its HELLO with
-    /// `token` (empty, or e.g. a reconnection token).
+    /// `token` (empty, or e.g. a reconnection token). A client that asked to resume a session
+    /// this side does not hold is told `UNKNOWN_SESSION` and gets a new session
+    /// ([`accept_with`](Self::accept_with) says why otherwise).
     pub fn accept(&mut self, token: Bytes) {
+        self.accept_with(token, ResumeStatus::UnknownSession);
+    }
+
+    /// Server: [`accept`](Self::accept), answering the client's resume request, if it made
+    /// one, with `status` (a refusal: the connection starts a new session, wire.md §21.6).
+    pub fn accept_with(&mut self, token: Bytes, status: ResumeStatus) {
         if self.state != State::AwaitingAccept {
             return;
         }
         let mut hello = Hello::new(&self.config.settings, token, self.config.agent.clone());
-        hello.versions = vec![WIRE_VERSION_1_0];
+        hello.versions = vec![self.resume.version];
+        hello.session = self.issue_ticket(status);
+        self.enable_replay();
         self.control.push_back(Frame::Hello(hello));
         let (token, agent) = self.handshake.client_hello.take().unwrap_or_default();
         self.open(token, agent);

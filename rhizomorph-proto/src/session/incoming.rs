@@ -137,6 +137,13 @@ pub struct InChannel {
     /// A message refused because it would exceed a reassembly budget: its sequence, for the
     /// session to tell the peer (CANCEL, §5.7.2).
     over_budget: Option<u64>,
+    /// Bytes the application holds of messages from earlier connections of a resumed session:
+    /// their release must not credit this connection's windows (§21.6), so that much of the
+    /// next releases is swallowed.
+    forgiven: u64,
+    /// The charge of messages finished since the last ACK (§21.3): what the peer's replay
+    /// buffer holds of ours.
+    unacked_charge: u64,
 }
 
 impl Drop for InChannel {
@@ -171,7 +178,47 @@ impl InChannel {
             refuse_from: None,
             budgets,
             over_budget: None,
+            forgiven: 0,
+            unacked_charge: 0,
         }
+    }
+
+    /// Messages of the peer's finished on this channel (§21.3): started, less the one in
+    /// progress.
+    pub(crate) fn finished(&self) -> u64 {
+        self.started - u64::from(self.partial.is_some())
+    }
+
+    /// Takes the charge of the messages finished since the last call (an ACK was sent).
+    pub(crate) fn take_unacked_charge(&mut self) -> u64 {
+        std::mem::take(&mut self.unacked_charge)
+    }
+
+    /// The charge of the messages finished since the last ACK.
+    pub(crate) fn unacked_charge(&self) -> u64 {
+        self.unacked_charge
+    }
+
+    /// A new connection of a resumed session (§21.6): the message in progress is dropped (the
+    /// peer sends it again), the header table starts empty, numbering continues at `started`
+    /// (what we told the peer we finished), and what the application still holds from earlier
+    /// connections will not credit this one.
+    pub(crate) fn reattach(&mut self, started: u64, table_capacity: usize, max_list: u64) {
+        if let Some(mut p) = self.partial.take() {
+            self.budgets.release(std::mem::take(&mut p.reserved));
+        }
+        self.decoder = HeaderDecoder::new(table_capacity, max_list);
+        self.started = started;
+        self.creditable = 0;
+        self.forgiven = self.delivered_unreleased;
+        self.refuse_from = None;
+        self.over_budget = None;
+        self.unacked_charge = 0;
+    }
+
+    fn finish_charge(&mut self, message_len: u64, header: &RoutingHeader) {
+        let meta = header.list_size() as u64 + super::QUEUED_MESSAGE_OVERHEAD;
+        self.unacked_charge += message_len + meta;
     }
 
     /// The sequence of a message just refused for the reassembly budget, once.
@@ -276,7 +323,9 @@ impl InChannel {
                     partial.discard = true;
                     partial.chunks = Reassembly::Empty;
                     self.creditable += std::mem::take(&mut partial.held) + frame_len;
-                    if !frame.last {
+                    if frame.last {
+                        self.finish_charge(partial.message_len, &partial.header);
+                    } else {
                         self.partial = Some(partial);
                     }
                     return Ok(None);
@@ -297,6 +346,7 @@ impl InChannel {
             self.partial = Some(partial);
             return Ok(None);
         }
+        self.finish_charge(partial.message_len, &partial.header);
         if partial.discard {
             return Ok(None);
         }
@@ -329,7 +379,10 @@ impl InChannel {
         self.delivered_messages = self.delivered_messages.saturating_sub(1);
         let bytes = bytes.min(self.delivered_unreleased);
         self.delivered_unreleased -= bytes;
-        self.creditable += bytes;
+        // spec: wire.md §21.6 — bytes that arrived on an earlier connection credit nothing.
+        let swallowed = bytes.min(self.forgiven);
+        self.forgiven -= swallowed;
+        self.creditable += bytes - swallowed;
         if self.delivered_unreleased == 0 {
             if let Some(p) = self.partial.as_mut() {
                 // The previous message is taken: what the message in progress held is released.
@@ -345,6 +398,7 @@ impl InChannel {
             Some(p) if p.sequence == sequence => {
                 self.creditable += p.held;
                 self.budgets.release(p.reserved);
+                self.unacked_charge += super::replay::ABORT_MARKER_CHARGE;
                 true
             }
             other => {

@@ -50,6 +50,8 @@ mod incoming;
 mod keepalive;
 mod message;
 mod outgoing;
+mod replay;
+mod resume;
 mod scheduler;
 mod schemas;
 mod shutdown;
@@ -69,6 +71,8 @@ pub use event::{Event, Initiator, SessionStats};
 pub use keepalive::Keepalive;
 pub use message::Message;
 pub use outgoing::{message_charge, OutgoingMessage, QUEUED_MESSAGE_OVERHEAD};
+pub use replay::{LostMessage, Replay, ABORT_MARKER_CHARGE};
+pub use resume::Ticket;
 pub use scheduler::ChannelScheduler;
 pub use transmit::{Target, Transmit};
 
@@ -80,6 +84,7 @@ use flow::{FlowControl, FIRST_FRAME_METADATA};
 use handshake::Handshake;
 use incoming::InChannel;
 use outgoing::OutChannel;
+use resume::Resumption;
 use schemas::SchemaTables;
 use shutdown::Shutdown;
 use streams::ChannelStreams;
@@ -97,6 +102,8 @@ enum State {
     /// Per-channel streams: the peer sent CLOSE with `NO_ERROR`; its channel streams are read
     /// to their end before the connection is over (wire.md §17.6).
     Finishing,
+    /// A resumable session whose transport was lost (wire.md §21.5): waiting for a new one.
+    Detached,
     /// CLOSE sent or received.
     Closed,
 }
@@ -109,6 +116,7 @@ impl State {
             State::Open => "open",
             State::Closing => "closing",
             State::Finishing => "finishing the peer's streams",
+            State::Detached => "detached",
             State::Closed => "closed",
         }
     }
@@ -138,6 +146,7 @@ pub struct Session {
     shutdown: Shutdown,
     schemas: SchemaTables,
     keepalive: Keepalive,
+    resume: Resumption,
     now: Instant,
     events: VecDeque<Event>,
     stats: SessionStats,
@@ -147,11 +156,12 @@ impl Session {
     /// A client session: its HELLO is queued at once.
     pub fn client(config: SessionConfig, now: Instant) -> Session {
         let mut s = Session::new(Role::Client, config, now);
-        let hello = Hello::new(
+        let mut hello = Hello::new(
             &s.config.settings,
             s.config.token.clone(),
             s.config.agent.clone(),
         );
+        hello.versions = s.offered_versions();
         s.control.push_back(Frame::Hello(hello));
         s
     }
@@ -222,6 +232,7 @@ impl Session {
             shutdown: Shutdown::default(),
             schemas: SchemaTables::default(),
             keepalive: Keepalive::new(now, config.keepalive_interval, config.keepalive_timeout),
+            resume: Resumption::new(),
             now,
             events: VecDeque::new(),
             stats: SessionStats::default(),
@@ -311,7 +322,7 @@ impl Session {
     /// wire.md §16.2.1). Payloads are handed out as slices of `batch` (no copy).
     pub fn handle_batch(&mut self, now: Instant, mut batch: Bytes) {
         self.now = now;
-        if self.state == State::Closed {
+        if matches!(self.state, State::Closed | State::Detached) {
             return;
         }
         self.keepalive.on_receive(now);
@@ -339,7 +350,7 @@ impl Session {
     /// Handles bytes from a byte stream (partial frames are buffered, wire.md §4.3.1).
     pub fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) {
         self.now = now;
-        if self.state == State::Closed {
+        if matches!(self.state, State::Closed | State::Detached) {
             return;
         }
         self.keepalive.on_receive(now);
@@ -362,6 +373,11 @@ impl Session {
 
     fn on_frame(&mut self, frame: Frame) -> Result<(), SessionError> {
         trace!(frame = %frame, "recv");
+        if self.state == State::Open && self.resume.unconfirmed.is_some() {
+            // spec: wire.md §21.7 — the client's first frame after our resumed HELLO: it has
+            // the new token.
+            self.confirm_token();
+        }
         let state = self.state;
         let unexpected = |frame: &'static str| SessionError::UnexpectedFrame {
             frame,
@@ -423,6 +439,7 @@ impl Session {
                 Ok(())
             }
             (Frame::GoAway(g), _) => self.on_goaway(g),
+            (Frame::Ack(a), _) => self.on_ack(a),
         }
     }
 
@@ -590,6 +607,7 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Closed | State::Closing => None,
+            State::Detached => self.detached_deadline(),
             State::Finishing => self.streams.peer_close.as_ref().map(|(_, t)| *t),
             State::AwaitingHello | State::AwaitingAccept => Some(self.handshake.deadline),
             State::Open => Some(self.keepalive.next_deadline()),
@@ -608,7 +626,9 @@ impl Session {
                 }
             }
             State::Open => {
-                if self.keepalive.expired(now) {
+                if self.keepalive.expired(now) && self.detach(now) {
+                    // spec: wire.md §21.5 — a silent peer detaches a resumable session.
+                } else if self.keepalive.expired(now) {
                     self.fail(SessionError::Timeout {
                         what: "peer silent past the keepalive timeout",
                     });
@@ -625,6 +645,14 @@ impl Session {
                 {
                     warn!("the peer's streams did not end after its CLOSE; giving up on them");
                     self.finish_peer_close();
+                }
+            }
+            State::Detached => {
+                if self.detached_deadline().is_some_and(|t| now >= t) {
+                    self.abandon(
+                        crate::frame::ResumeStatus::Expired,
+                        "not resumed within the resume timeout (wire.md §21.5)",
+                    );
                 }
             }
             State::Closing | State::Closed => {}

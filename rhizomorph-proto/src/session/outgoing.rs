@@ -1,9 +1,11 @@
 //! The send side of one channel: the queue of messages and chunking (wire.md §8.1).
 //!
-//! Owns the channel's header encoder, its queue and sequence numbers, and the cutting of the
-//! front message into MESSAGE frames that fit the credit and the peer's frame size. Never
-//! decides which channel goes next (the scheduler does), never keeps credit (the session's
-//! flow control does) and never holds more than the messages the application queued.
+//! Owns the channel's header encoder, its queue and sequence numbers, the cutting of the
+//! front message into MESSAGE frames that fit the credit and the peer's frame size, and, in a
+//! resumable session, the replay buffer of started messages the peer has not acknowledged
+//! (wire.md §21.4). Never decides which channel goes next (the scheduler does), never keeps
+//! credit (the session's flow control does) and never holds more than the messages the
+//! application queued plus that buffer's bound.
 
 use std::collections::VecDeque;
 
@@ -13,6 +15,8 @@ use crate::frame::{Channel, Compression, MessageFrame, MessageStart, PayloadEnco
 use crate::header::HeaderEncoder;
 use crate::header::RoutingHeader;
 use crate::payload::SchemaBinding;
+
+use super::replay::{LostMessage, Replay};
 
 /// A message to send: routing header, payload and how the payload is encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +74,9 @@ struct Queued {
     offset: usize,
     /// The first frame (with the metadata) has left: the message has started.
     first_sent: bool,
+    /// A replayed stand-in for a message this side aborted (§21.6): a FIRST frame of one
+    /// announced byte and no data, then CANCEL with ABORT.
+    abort_marker: bool,
 }
 
 /// The smallest chunk worth sending when credit is short (avoids a silly-window trickle), unless
@@ -97,6 +104,11 @@ pub struct OutChannel {
     encoder: HeaderEncoder,
     next_id: u64,
     next_sequence: u64,
+    /// Started messages the peer has not acknowledged (a resumable session, §21.4).
+    replay: Replay,
+    /// A replayed abort marker just left as a FIRST frame: the CANCEL with ABORT that must
+    /// follow it on this channel (§21.6).
+    abort_after: Option<u64>,
 }
 
 impl OutChannel {
@@ -110,7 +122,137 @@ impl OutChannel {
             encoder: HeaderEncoder::new(0),
             next_id: 0,
             next_sequence: 0,
+            replay: Replay::default(),
+            abort_after: None,
         }
+    }
+
+    /// Keeps started messages for replay, up to `limit` bytes of charge (§21.4).
+    pub(crate) fn enable_replay(&mut self, limit: u64) {
+        self.replay.enable(limit);
+    }
+
+    /// The replay buffer (what it holds, what the peer acknowledged).
+    pub(crate) fn replay(&self) -> &Replay {
+        &self.replay
+    }
+
+    /// Messages started on this channel so far (the next sequence number, §5.3.8, §21.2).
+    pub(crate) fn started(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// The peer finished our messages below `received` (ACK, §21.3): they leave the replay
+    /// buffer. `Err(started)` if it counts messages we never started.
+    pub(crate) fn on_ack(&mut self, received: u64) -> Result<(), u64> {
+        if received > self.next_sequence {
+            return Err(self.next_sequence);
+        }
+        self.replay.acknowledge(received);
+        Ok(())
+    }
+
+    /// A resumed connection (§21.6): the peer finished our messages below `received`; every
+    /// later one is sent again, from the start, in order and with its sequence number, before
+    /// anything queued. The header encoder starts empty (`configure` follows).
+    /// `Err((acknowledged, started))` if `received` is outside what can be replayed.
+    pub(crate) fn rewind(&mut self, received: u64) -> Result<(), (u64, u64)> {
+        if received < self.replay.acknowledged() || received > self.next_sequence {
+            return Err((self.replay.acknowledged(), self.next_sequence));
+        }
+        self.replay.acknowledge(received);
+        self.unstart_front();
+        self.forget_header_blocks();
+        for entry in self.replay.drain().into_iter().rev() {
+            let (message, id, abort_marker) = match entry.message {
+                Some(m) => (m, entry.id, false),
+                None => (OutgoingMessage::new(RoutingHeader::default(), Bytes::new()), entry.id, true),
+            };
+            self.queued_bytes += message.payload.len() as u64;
+            self.queued_meta += message_charge(&message);
+            self.queue.push_front(Queued {
+                id,
+                sequence: None,
+                message,
+                header_block: None,
+                offset: 0,
+                first_sent: false,
+                abort_marker,
+            });
+        }
+        self.next_sequence = received;
+        self.abort_after = None;
+        Ok(())
+    }
+
+    /// A resume that failed (§21.6): every started message the peer has not acknowledged may
+    /// be lost and leaves (returned, in order); unstarted ones stay, to go out on the new
+    /// session, whose sequence numbers start at 0.
+    pub(crate) fn forget_started(&mut self) -> Vec<LostMessage> {
+        let channel = self.channel;
+        let mut lost: Vec<LostMessage> = self
+            .replay
+            .drain()
+            .into_iter()
+            .filter_map(|e| {
+                Some(LostMessage {
+                    channel,
+                    id: e.id,
+                    sequence: e.sequence,
+                    message: e.message?,
+                })
+            })
+            .collect();
+        if let Some((id, sequence)) = self.in_progress() {
+            if let Some(q) = self.queue.pop_front() {
+                self.queued_bytes -= (q.message.payload.len() - q.offset) as u64;
+                self.queued_meta -= message_charge(&q.message);
+                if !q.abort_marker {
+                    lost.push(LostMessage {
+                        channel,
+                        id,
+                        sequence,
+                        message: q.message,
+                    });
+                }
+            }
+        }
+        self.replay.reset();
+        self.forget_header_blocks();
+        self.next_sequence = 0;
+        self.abort_after = None;
+        lost
+    }
+
+    /// Header blocks encoded against the old connection's table are encoded again against the
+    /// new one's (wire.md §6.3: tables are per connection).
+    fn forget_header_blocks(&mut self) {
+        for q in &mut self.queue {
+            q.header_block = None;
+        }
+    }
+
+    /// The message in progress goes back to unstarted (a new connection sends it again from
+    /// its first byte); its charge leaves the replay buffer until it starts again.
+    fn unstart_front(&mut self) {
+        let Some(front) = self.queue.front_mut() else {
+            return;
+        };
+        if !front.first_sent {
+            return;
+        }
+        self.queued_bytes += front.offset as u64;
+        front.offset = 0;
+        front.first_sent = false;
+        front.sequence = None;
+        front.header_block = None;
+        self.replay.unstart(message_charge(&front.message) + front.message.payload.len() as u64);
+    }
+
+    /// The sequence of a replayed abort marker whose FIRST frame just left: the caller sends
+    /// CANCEL with ABORT for it right behind, on this channel (§21.6).
+    pub(crate) fn take_abort_after(&mut self) -> Option<u64> {
+        self.abort_after.take()
     }
 
     /// Applies the peer's header table capacity (its HELLO arrived).
@@ -131,6 +273,7 @@ impl OutChannel {
             header_block: None,
             offset: 0,
             first_sent: false,
+            abort_marker: false,
         });
         id
     }
@@ -167,7 +310,7 @@ impl OutChannel {
     pub fn unstarted(&self) -> impl Iterator<Item = (u64, &OutgoingMessage)> {
         self.queue
             .iter()
-            .filter(|q| !q.started())
+            .filter(|q| !q.started() && !q.abort_marker)
             .map(|q| (q.id, &q.message))
     }
 
@@ -183,7 +326,9 @@ impl OutChannel {
             }
             *queued_bytes -= q.message.payload.len() as u64;
             *queued_meta -= message_charge(&q.message);
-            dropped.push(q.id);
+            if !q.abort_marker {
+                dropped.push(q.id); // a marker's message was reported when it was aborted
+            }
             false
         });
         dropped
@@ -191,7 +336,9 @@ impl OutChannel {
 
     /// Removes the message `id` if it has not started. Returns whether it did.
     pub fn remove_unstarted(&mut self, id: u64) -> bool {
-        let Some(pos) = self.queue.iter().position(|q| q.id == id && !q.started()) else {
+        // A replayed abort marker is never removed: its sequence number must reach the peer.
+        let removable = |q: &Queued| q.id == id && !q.started() && !q.abort_marker;
+        let Some(pos) = self.queue.iter().position(removable) else {
             return false;
         };
         if let Some(q) = self.queue.remove(pos) {
@@ -211,6 +358,10 @@ impl OutChannel {
         let q = self.queue.pop_front()?;
         self.queued_bytes -= (q.message.payload.len() - q.offset) as u64;
         self.queued_meta -= message_charge(&q.message);
+        // spec: wire.md §21.4 — an aborted message stays in the replay buffer as a marker
+        // (its sequence number), so a resumed connection can abort it again.
+        let whole = message_charge(&q.message) + q.message.payload.len() as u64;
+        self.replay.aborted(front_id, sequence, whole);
         Some((front_id, sequence))
     }
 
@@ -228,6 +379,9 @@ impl OutChannel {
     /// that holds the metadata and one byte — otherwise a sender would wait for credit the
     /// receiver cannot give (spec: wire.md §9.5.1).
     fn frame_size_needed(&mut self, ceiling: u64) -> Option<u64> {
+        if !self.may_start_front() {
+            return None;
+        }
         let front = self.queue.front_mut()?;
         let encoder = &mut self.encoder;
         let meta = front.metadata_len(encoder);
@@ -239,6 +393,12 @@ impl OutChannel {
     /// Cuts the next frame of the front message: at most `max_payload` bytes of frame payload
     /// and at most `chunk` bytes of data. Returns the frame; the caller charges the windows.
     pub fn next_frame(&mut self, max_payload: u64, chunk: u64) -> Option<MessageFrame> {
+        if !self.may_start_front() {
+            return None;
+        }
+        if self.queue.front().is_some_and(|q| q.abort_marker) {
+            return self.next_abort_marker(max_payload);
+        }
         let channel = self.channel;
         let front = self.queue.front_mut()?;
         let meta = front.metadata_len(&mut self.encoder);
@@ -263,6 +423,8 @@ impl OutChannel {
             // spec: wire.md §5.3.8 — the n-th message started on the channel has sequence n.
             front.sequence = Some(self.next_sequence);
             self.next_sequence += 1;
+            let whole = message_charge(&front.message) + front.message.payload.len() as u64;
+            self.replay.start(whole);
         }
         front.offset += take;
         front.first_sent = true;
@@ -271,6 +433,8 @@ impl OutChannel {
         if last {
             if let Some(q) = self.queue.pop_front() {
                 self.queued_meta -= message_charge(&q.message);
+                let sequence = q.sequence.unwrap_or_default();
+                self.replay.finished(q.id, sequence, q.message);
             }
         }
         Some(MessageFrame {
@@ -279,6 +443,45 @@ impl OutChannel {
             last,
             data,
         })
+    }
+}
+
+impl OutChannel {
+    /// spec: wire.md §21.4 — a message starts only while the replay buffer has room for it,
+    /// or holds at most a quarter of its limit (then the peer owes an ACK, §21.3).
+    fn may_start_front(&self) -> bool {
+        match self.queue.front() {
+            Some(q) if !q.first_sent && !q.abort_marker => self
+                .replay
+                .may_start(message_charge(&q.message) + q.message.payload.len() as u64),
+            _ => true,
+        }
+    }
+
+    /// A replayed abort marker's FIRST frame: Message Length 1, raw, uncompressed, an empty
+    /// header block, no Chunk Data (§21.6); the CANCEL with ABORT follows it.
+    fn next_abort_marker(&mut self, max_payload: u64) -> Option<MessageFrame> {
+        let frame = MessageFrame {
+            channel: self.channel,
+            start: Some(MessageStart {
+                message_len: 1,
+                encoding: PayloadEncoding::Raw,
+                compression: Compression::None,
+                header_block: Bytes::new(),
+            }),
+            last: false,
+            data: Bytes::new(),
+        };
+        if frame.payload_len() > max_payload {
+            return None;
+        }
+        let q = self.queue.pop_front()?;
+        self.queued_meta -= message_charge(&q.message);
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        self.replay.aborted(q.id, sequence, 0);
+        self.abort_after = Some(sequence);
+        Some(frame)
     }
 }
 

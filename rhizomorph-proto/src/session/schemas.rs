@@ -26,6 +26,28 @@ impl SchemaTables {
         self.inbound[frame.channel.index()].insert(frame.schema_id, frame.into());
     }
 
+    /// A new connection of a resumed session: the peer binds its ids again (wire.md §21.6).
+    pub(super) fn forget_inbound(&mut self) {
+        self.inbound.iter_mut().for_each(HashMap::clear);
+    }
+
+    /// Our bindings as SCHEMA frames, per channel in id order: what a resumed connection
+    /// sends before it replays (§21.6).
+    pub(super) fn outbound_frames(&self) -> Vec<SchemaFrame> {
+        let mut frames = Vec::new();
+        for (ch, table) in Channel::ALL.iter().zip(&self.outbound) {
+            let mut bound: Vec<_> = table.iter().collect();
+            bound.sort_by_key(|(_, &id)| id);
+            frames.extend(bound.into_iter().map(|((name, hash), &id)| SchemaFrame {
+                channel: *ch,
+                schema_id: id,
+                layout_hash: *hash,
+                name: name.clone(),
+            }));
+        }
+        frames
+    }
+
     /// The peer's binding of `schema_id` on `channel`, if it made one.
     pub(super) fn inbound(&self, channel: Channel, schema_id: u64) -> Option<SchemaBinding> {
         self.inbound[channel.index()].get(&schema_id).cloned()

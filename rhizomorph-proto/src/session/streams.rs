@@ -36,7 +36,7 @@ impl Session {
     /// stream. The driver reads a stream only while [`can_read`](Self::can_read) allows.
     pub fn handle_stream(&mut self, now: Instant, channel: Channel, mut bytes: Bytes) {
         self.now = now;
-        if self.state == State::Closed {
+        if matches!(self.state, State::Closed | State::Detached) {
             return;
         }
         self.keepalive.on_receive(now);
@@ -96,11 +96,12 @@ impl Session {
     /// would return bytes for `channel` now.
     pub fn has_channel_output(&self, channel: Channel) -> bool {
         let i = channel.index();
-        if self.state == State::Closed {
+        if matches!(self.state, State::Closed | State::Detached) {
             return false;
         }
         !self.streams.frames[i].is_empty()
-            || (channel == Channel::Control && (self.pong.is_some() || !self.control.is_empty()))
+            || (channel == Channel::Control
+                && (self.pong.is_some() || !self.control.is_empty() || self.ack_due()))
             // With per-channel streams the session's credit never runs out (§17.5).
             || (self.state == State::Open && !self.outgoing[i].is_idle())
     }

@@ -107,6 +107,7 @@ impl Session {
             || !self.control.is_empty()
             || self.streams.frames.iter().any(|f| !f.is_empty())
             || self.credit_due()
+            || self.ack_due()
     }
 
     /// Whether a CREDIT frame must be sent even if nothing else is (so the driver knows a
@@ -117,7 +118,7 @@ impl Session {
 
     pub(super) fn transmit(&mut self, now: Instant, max_batch: usize) -> Option<Batch> {
         self.now = now;
-        if self.state == State::Closed {
+        if matches!(self.state, State::Closed | State::Detached) {
             return None;
         }
         let limit = self.batch_limit(max_batch);
@@ -128,7 +129,10 @@ impl Session {
         let carries = self.pong.is_some()
             || !self.control.is_empty()
             || self.outgoing.iter().any(|o| !o.is_idle());
+        let before = self.control.len();
         self.flow.queue_credit(carries, &mut self.control);
+        // spec: wire.md §21.3 — ACKs ride along with CREDIT; alone only when due.
+        self.queue_acks(self.control.len() > before);
         if !self.encode_control(&mut batch, limit) {
             self.encode_messages(&mut batch, limit, None);
         }
@@ -142,7 +146,7 @@ impl Session {
         max_batch: usize,
     ) -> Option<Batch> {
         self.now = now;
-        if self.state == State::Closed {
+        if matches!(self.state, State::Closed | State::Detached) {
             return None;
         }
         let limit = self.batch_limit(max_batch);
@@ -151,6 +155,7 @@ impl Session {
             self.config.vectored,
         );
         let closed = if channel == Channel::Control {
+            self.queue_acks(false);
             self.encode_control(&mut batch, limit)
         } else {
             let frames = &mut self.streams.frames[channel.index()];
@@ -248,7 +253,18 @@ impl Session {
             if frame.last {
                 self.stats.messages_sent[ch] += 1;
             }
+            let channel = frame.channel;
             batch.push(&Frame::Message(frame));
+            if let Some(sequence) = self.outgoing[ch].take_abort_after() {
+                // spec: wire.md §21.6 — a replayed abort: its CANCEL follows its FIRST frame at
+                // once, on the same channel (the same stream over QUIC), before anything else.
+                batch.push(&Frame::Cancel(crate::frame::Cancel {
+                    channel,
+                    sequence,
+                    code: crate::frame::ErrorCode::CANCELLED,
+                    abort: true,
+                }));
+            }
         }
     }
 

@@ -123,6 +123,13 @@ impl Dispatch {
                 } => {
                     debug!(%channel, sequence, %code, "refused a message over the reassembly budget");
                 }
+                Event::Detached => debug!("transport lost: session detached (wire.md §21.5)"),
+                Event::Resumed { received, replayed } => {
+                    debug!(?received, ?replayed, "session resumed (wire.md §21.6)");
+                }
+                Event::ResumeFailed { status, lost } => {
+                    debug!(status = status.name(), lost = lost.len(), "resume failed (wire.md §21.6)");
+                }
                 Event::SchemaBound(_) | Event::Rtt { .. } => {}
             }
         }
