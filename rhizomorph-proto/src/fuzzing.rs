@@ -42,7 +42,13 @@ pub fn frame_decoder(data: &[u8]) {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    let decoder = FrameDecoder::new(limits_for(selector));
+    // Half the inputs are read as wire version 1.1 (ACK known, wire.md §21).
+    let version = if (selector / 3) % 2 == 0 {
+        crate::frame::WIRE_VERSION_1_0
+    } else {
+        crate::frame::WIRE_VERSION_1_1
+    };
+    let decoder = FrameDecoder::new(limits_for(selector)).with_version(version);
 
     let mut streamed = Vec::new();
     let split = (selector as usize * 7) % (rest.len() + 1);
@@ -126,31 +132,66 @@ pub fn header_block(data: &[u8]) {
     }
 }
 
-/// The `session_input` target: a server session that has accepted a client's HELLO gets the
-/// input as WebSocket batches (each prefixed by a 2-byte length). Whatever arrives, the session
-/// never panics, keeps its memory within its windows, and its output always decodes.
+/// The `session_input` target: a resumable server session (wire version 1.1, §21) that has
+/// accepted a client's HELLO gets the input as WebSocket batches (each prefixed by a 2-byte
+/// length). A batch of length 0 is a lost transport: the session detaches and the next 4 bytes
+/// are the Received counts of a client's resume request with the session's own ticket, which
+/// resumes it (or is refused). Whatever arrives, the session never panics, keeps its memory
+/// within its windows and its replay buffers within theirs, and its output always decodes.
 pub fn session_input(data: &[u8]) {
-    use crate::frame::Hello;
+    use crate::frame::{Hello, ResumeRequest, WIRE_VERSION_1_0, WIRE_VERSION_1_1};
     use crate::session::{Event, Session, SessionConfig, Target, Transmit};
     use std::time::{Duration, Instant};
+    const RESUME_BUFFER: u64 = 64 * 1024;
     let now = Instant::now();
     let settings = Settings::default()
         .with_initial_channel_window(64 * 1024)
-        .with_max_message_size(256 * 1024);
-    let mut server = Session::server(SessionConfig::default().with_settings(settings), now);
-    let mut hello = BytesMut::new();
-    Frame::Hello(Hello::new(&Settings::default(), Bytes::new(), "fuzz"))
-        .encode(&mut hello)
-        .expect("valid HELLO");
-    server.handle_batch(now, hello.freeze());
+        .with_max_message_size(256 * 1024)
+        .with_resume_buffer(RESUME_BUFFER);
+    let config = SessionConfig::default().with_settings(settings);
+    let client_hello = |resume: Option<ResumeRequest>| {
+        let mut hello = Hello::new(
+            &Settings::default().with_resume_buffer(RESUME_BUFFER),
+            Bytes::new(),
+            "fuzz",
+        );
+        hello.versions = vec![WIRE_VERSION_1_1, WIRE_VERSION_1_0];
+        hello.resume = resume;
+        let mut b = BytesMut::new();
+        Frame::Hello(hello).encode(&mut b).expect("valid HELLO");
+        b.freeze()
+    };
+    let mut server = Session::server(config.clone(), now);
+    server.handle_batch(now, client_hello(None));
     server.accept(Bytes::new());
-    let out_decoder = FrameDecoder::new(Settings::default());
+    let out_decoder =
+        FrameDecoder::new(Settings::default()).with_version(crate::frame::WIRE_VERSION_1_1);
     let mut rest = data;
     let mut t = now;
     while rest.len() >= 2 {
         let len = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
         let batch = Bytes::copy_from_slice(&rest[2..2 + len]);
         rest = &rest[2 + len..];
+        if len == 0 && rest.len() >= 4 && server.detach(t) {
+            let received = [0, 1, 2, 3].map(|i| u64::from(rest[i]));
+            rest = &rest[4..];
+            let ticket = server.ticket().cloned().expect("resumable");
+            let mut fresh = Session::server(config.clone(), t);
+            fresh.handle_batch(
+                t,
+                client_hello(Some(ResumeRequest {
+                    session_id: ticket.session_id,
+                    token: ticket.token,
+                    received,
+                })),
+            );
+            while fresh.poll_event().is_some() {}
+            if server.resume_from(&mut fresh, t).is_err() {
+                fresh.accept(Bytes::new());
+                server = fresh;
+            }
+            continue;
+        }
         t += Duration::from_millis(u64::from(len as u8));
         server.handle_batch(t, batch);
         server.handle_timeout(t);
@@ -173,6 +214,11 @@ pub fn session_input(data: &[u8]) {
                 "held past the window"
             );
         }
+        // spec: wire.md §21.4.2 — a quarter of the buffer plus one message, at most.
+        assert!(
+            server.replay_charge() <= 4 * (RESUME_BUFFER + 256 * 1024 + 20_000),
+            "replay buffers past their bound"
+        );
     }
 }
 
@@ -211,11 +257,18 @@ pub fn decompress(data: &[u8]) {
     }
 }
 
-/// The `hello_decoder` target: the input is a HELLO payload.
+/// The `hello_decoder` target: the input is a HELLO payload, read with each combination of the
+/// version 1.1 flags (`RESUME`, `SESSION`: the blocks after the Agent, wire.md §5.2, §21).
 pub fn hello_decoder(data: &[u8]) {
+    for flags in 0..4u8 {
+        hello_decoder_with_flags(data, flags);
+    }
+}
+
+fn hello_decoder_with_flags(data: &[u8], flags: u8) {
     let header = FrameHeader {
         frame_type: FrameType::HELLO,
-        flags: 0,
+        flags,
         payload_len: data.len(),
         header_len: 0,
     };

@@ -12,7 +12,9 @@ import struct
 
 CHANNELS = {"control": 0, "rpc": 1, "stream": 2, "bulk": 3}
 TYPES = {"PADDING": 0, "HELLO": 1, "MESSAGE": 2, "CREDIT": 3, "SCHEMA": 4, "PING": 5,
-         "PONG": 6, "CANCEL": 7, "GOAWAY": 8, "CLOSE": 9}
+         "PONG": 6, "CANCEL": 7, "GOAWAY": 8, "CLOSE": 9, "ACK": 10}
+RESUME_STATUS = {"NEW": 0, "RESUMED": 1, "UNKNOWN_SESSION": 2, "EXPIRED": 3, "OVERFLOW": 4,
+                 "FORBIDDEN": 5, "INCONSISTENT": 6}
 ERRORS = {"NO_ERROR": 0, "PROTOCOL_ERROR": 1, "INTERNAL_ERROR": 2, "FLOW_CONTROL_ERROR": 3,
           "FRAME_SIZE_ERROR": 4, "MESSAGE_TOO_LARGE": 5, "HEADER_ERROR": 6,
           "COMPRESSION_ERROR": 7, "SCHEMA_ERROR": 8, "VERSION_MISMATCH": 9, "AUTH_FAILED": 10,
@@ -52,7 +54,19 @@ def encode(f):
         p = varint(len(f["versions"])) + b"".join(varint(v) for v in f["versions"])
         p += varint(len(f["settings"])) + b"".join(varint(i) + varint(v) for i, v in f["settings"])
         p += string(bytes.fromhex(f["token"])) + string(f["agent"].encode())
-        return frame(1, 0, p)
+        flags = 0
+        if "resume" in f:  # §5.2, §21.6: flag RESUME, a Resume Request after Agent
+            r = f["resume"]
+            flags |= 0x01
+            p += bytes.fromhex(r["session_id"]) + string(bytes.fromhex(r["resume_token"]))
+            p += b"".join(varint(n) for n in r["received"])
+        if "session" in f:  # §5.2, §21.1: flag SESSION, a Session Block after Agent
+            b = f["session"]
+            flags |= 0x02
+            p += bytes.fromhex(b["session_id"]) + string(bytes.fromhex(b["resume_token"]))
+            p += bytes([RESUME_STATUS[b["resume_status"]]])
+            p += b"".join(varint(n) for n in b["received"])
+        return frame(1, flags, p)
     if t == "MESSAGE":
         flags = (1 if f["first"] else 0) | (2 if f["last"] else 0)
         p = bytes([CHANNELS[f["channel"]]])
@@ -86,6 +100,8 @@ def encode(f):
         return frame(8, 0, p + string(f["reason"].encode()))
     if t == "CLOSE":
         return frame(9, 0, varint(ERRORS[f["error_code"]]) + string(f["reason"].encode()))
+    if t == "ACK":  # §5.10
+        return frame(10, 0, bytes([CHANNELS[f["channel"]]]) + varint(f["received"]))
     if t == "IGNORED":
         return frame(f["frame_type"], f["flags"], bytes.fromhex(f["payload"]))
     raise ValueError(t)
@@ -105,6 +121,9 @@ def msg(channel, data, first=True, last=True, header="", encoding="raw", compres
 
 
 HELLO_ = "68656c6c6f"  # "hello"
+SESSION_ID = "5a" * 16
+TOKEN_1 = "".join(f"{i:02x}" for i in range(32))
+TOKEN_2 = "c3" * 16
 
 VALID = [
     ("padding-empty", "§5.1", {"type": "PADDING", "length": 0}),
@@ -153,6 +172,31 @@ VALID = [
                                       "reason": "FrameTooLarge: length 70000 > max 65536 (wire.md §4.1.1)"}),
     ("ignorable-unknown-type", "§4.2.2", {"type": "IGNORED", "frame_type": 0x81, "flags": 0x05,
                                           "payload": "deadbeef"}),
+    # §21 (version 1.1): resumable sessions.
+    ("hello-client-resumable", "§21.1.1", {"type": "HELLO", "versions": [0x0101, 0x0100],
+                                           "settings": [[0x0A, 2097152]], "token": "",
+                                           "agent": "rhizomorph/0.1.0"}),
+    ("hello-server-session-new", "§21.1.2", {
+        "type": "HELLO", "versions": [0x0101], "settings": [[0x0A, 2097152]], "token": "",
+        "agent": "", "session": {"session_id": SESSION_ID, "resume_token": TOKEN_1,
+                                 "resume_status": "NEW", "received": [0, 0, 0, 0]}}),
+    ("hello-client-resume", "§21.6.1", {
+        "type": "HELLO", "versions": [0x0101, 0x0100], "settings": [[0x0A, 2097152]],
+        "token": "", "agent": "py-peer",
+        "resume": {"session_id": SESSION_ID, "resume_token": TOKEN_1,
+                   "received": [3, 1200, 17, 70000]}}),
+    ("hello-server-session-resumed", "§21.6.3", {
+        "type": "HELLO", "versions": [0x0101], "settings": [[0x0A, 2097152]], "token": "",
+        "agent": "", "session": {"session_id": SESSION_ID, "resume_token": TOKEN_2,
+                                 "resume_status": "RESUMED", "received": [2, 64, 0, 5]}}),
+    ("hello-server-session-refused", "§21.6.5", {
+        "type": "HELLO", "versions": [0x0101], "settings": [[0x0A, 2097152]], "token": "",
+        "agent": "", "session": {"session_id": "00112233445566778899aabbccddeeff",
+                                 "resume_token": TOKEN_2, "resume_status": "UNKNOWN_SESSION",
+                                 "received": [0, 0, 0, 0]}}),
+    ("ack-rpc", "§5.10", {"type": "ACK", "channel": "rpc", "received": 5}, "1.1"),
+    ("ack-bulk-large-count", "§21.3.3", {"type": "ACK", "channel": "bulk",
+                                          "received": 1 << 40}, "1.1"),
 ]
 
 # (name, section, hex or None when fix_invalid() builds it, code, kind, limits). Inputs are decoded as one complete WebSocket
@@ -214,6 +258,16 @@ INVALID = [
     ("close-reason-over-1kib", "§5.9", None, "LIMIT_EXCEEDED",
      "FieldOutOfRange", None),
     ("goaway-trailing-bytes", "§4.1.2", None, "ENCODING_ERROR", "TrailingBytes", None),
+    # §21 (version 1.1). An ACK on a 1.0 connection is an unknown critical type.
+    ("ack-on-a-1-0-connection", "§5.10", "0a00020105", "UNKNOWN_FRAME_TYPE", "UnknownFrameType",
+     None),
+    ("ack-unknown-channel", "§5.10", "0a00020405", "PROTOCOL_ERROR", "UnknownChannel",
+     {"version": "1.1"}),
+    ("ack-truncated", "§5.10", "0a000101", "ENCODING_ERROR", "FrameTruncated", {"version": "1.1"}),
+    ("hello-resume-token-too-short", "§5.2", None, "LIMIT_EXCEEDED", "FieldOutOfRange", None),
+    ("hello-resume-status-out-of-range", "§5.2", None, "LIMIT_EXCEEDED", "FieldOutOfRange", None),
+    ("hello-session-block-truncated", "§5.2", None, "ENCODING_ERROR", "FrameTruncated", None),
+    ("hello-block-without-its-flag", "§5.2", None, "ENCODING_ERROR", "TrailingBytes", None),
 ]
 
 
@@ -287,10 +341,26 @@ def fix_invalid():
             hx = frame(3, 0, bytes([0xFF]) + varint(1 << 32)).hex()
         if name == "trailing-bytes-after-credit":
             hx = frame(3, 0, bytes([1]) + varint(1) + b"\x00").hex()
+        hello_head = varint(1) + varint(0x0101) + varint(0) + string(b"") + string(b"")
+        if name == "hello-resume-token-too-short":
+            p = hello_head + bytes(16) + string(bytes(15)) + bytes(4)
+            hx = frame(1, 0x01, p).hex()
+        if name == "hello-resume-status-out-of-range":
+            p = hello_head + bytes(16) + string(bytes(16)) + bytes([7]) + bytes(4)
+            hx = frame(1, 0x02, p).hex()
+        if name == "hello-session-block-truncated":
+            p = hello_head + bytes(16) + string(bytes(16)) + bytes([1]) + bytes(3)
+            hx = frame(1, 0x02, p).hex()
+        if name == "hello-block-without-its-flag":
+            p = hello_head + bytes(16) + string(bytes(16)) + bytes(4)
+            hx = frame(1, 0x00, p).hex()
         if name == "non-minimal-varint-in-payload":
             hx = frame(3, 0, bytes([1]) + b"\x40\x01").hex()
         assert hx is not None, f"invalid vector {name} has no bytes"
         entry = {"name": name, "section": section, "hex": hx, "error": {"code": code, "kind": kind}}
+        limits = dict(limits or {})
+        if "version" in limits:
+            entry["version"] = limits.pop("version")
         if limits:
             entry["limits"] = limits
         out.append(entry)
@@ -299,8 +369,10 @@ def fix_invalid():
 
 def main():
     valid = []
-    for name, section, f in VALID:
+    for name, section, f, *version in VALID:
         entry = {"name": name, "section": section, "hex": encode(f).hex(), "frame": f}
+        if version:
+            entry["version"] = version[0]
         valid.append(entry)
     # §4.2.3: unknown flag bits are ignored; re-encoding clears them.
     ping = encode({"type": "PING", "opaque": "0000000000000001"})
@@ -310,11 +382,12 @@ def main():
                   "frame": {"type": "PING", "opaque": "0000000000000001"}})
     doc = {
         "spec": "spec/wire.md",
-        "version": "1.0",
+        "version": "1.1",
         "notes": "Appendix A. Valid vectors: decode(hex) == frame and encode(frame) == "
                  "canonical_hex or hex. Invalid vectors: decoding hex as one complete "
                  "WebSocket message (§16.2.1) fails with error.code. Limits are the §3.3 "
-                 "defaults unless `limits` overrides them.",
+                 "defaults unless `limits` overrides them; the receiver speaks wire version "
+                 "1.0 unless `version` says 1.1 (§21).",
         "valid": valid,
         "invalid": fix_invalid(),
     }
