@@ -27,7 +27,7 @@ for name in os.listdir("fuzz/regressions/websocket"):
     open(f"fuzz/corpus/websocket/{name}", "wb").write(open(f"fuzz/regressions/websocket/{name}", "rb").read())
 for v in doc["valid"] + doc["invalid"]:
     raw = bytes.fromhex(v["hex"].replace(" ", ""))
-    for sel in range(3):
+    for sel in range(6):  # selectors 3-5 read the input as wire version 1.1
         open(f"fuzz/corpus/frame_decoder/{v['name']}-{sel}", "wb").write(bytes([sel]) + raw)
     if raw[:1] == b"\x01" and len(raw) > 3:
         # HELLO payload: strip Type, Flags and a 1- or 2-byte Length.

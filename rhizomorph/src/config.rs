@@ -195,6 +195,11 @@ pub struct Config {
     /// Server: accepted connections a listener holds for `accept` to take; past it, handshakes
     /// wait (the kernel's backlog then fills). Default 1,024.
     pub accept_backlog: usize,
+    /// Server: the most bytes the replay buffers of all detached resumable sessions of a
+    /// listener may hold together (wire.md §21.5.3); a session that would exceed it is
+    /// discarded when it detaches, its application told what may be lost. Default 256 MiB.
+    /// Resumption itself is off unless [`with_resumption`](Self::with_resumption) turns it on.
+    pub detached_cap: u64,
 }
 
 impl Default for Config {
@@ -221,6 +226,7 @@ impl Default for Config {
             call_timeout: Duration::from_secs(30),
             max_concurrent_handshakes: 256,
             accept_backlog: 1024,
+            detached_cap: 256 << 20,
         }
     }
 }
@@ -331,6 +337,32 @@ impl Config {
             self.notsent_lowat = (v > 0).then_some(v as u32);
         }
         Ok(self)
+    }
+
+    /// Returns the config with resumable sessions (wire.md §21): a connection whose transport
+    /// dies without CLOSE is detached, not closed; the client reconnects with backoff and both
+    /// sides replay what the other did not receive, so every message arrives exactly once.
+    /// `buffer` is the replay buffer per channel (what this side keeps of its sent,
+    /// unacknowledged messages; a sender past it waits), `timeout` how long a detached session
+    /// is kept (and a client keeps trying). Off by default; a sensible setting is
+    /// `with_resumption(2 << 20, Duration::from_secs(120))`. Both sides must turn it on; a
+    /// peer that does not gets a 1.0 connection as before. WebSocket only for now: over QUIC
+    /// the connection is not resumable (the HELLO does not ask).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = rhizomorph::Config::default().with_resumption(2 << 20, Duration::from_secs(120));
+    /// assert_eq!(config.session.settings.resume_buffer, 2 << 20);
+    /// ```
+    pub fn with_resumption(mut self, buffer: u64, timeout: Duration) -> Self {
+        self.session = self.session.with_resumption(buffer, timeout);
+        self
+    }
+
+    /// Returns the config with this cap on what detached sessions hold together (server).
+    pub fn with_detached_cap(mut self, bytes: u64) -> Self {
+        self.detached_cap = bytes;
+        self
     }
 
     /// Returns the config with these protocol settings.

@@ -241,6 +241,20 @@ impl Connection {
         self.handle().common().close_reason()
     }
 
+    /// The next thing that happened to a resumable session (wire.md §21): its transport was
+    /// lost (`Detached`), a new one resumed it with nothing lost (`Resumed`), or resumption
+    /// failed and `ResumeFailed` lists every message of ours that may be lost. `None` once the
+    /// connection is over and nothing is left to report. A connection that is not resumable
+    /// ([`Config::with_resumption`](crate::Config::with_resumption) off on either side) reports
+    /// nothing.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: an event is taken only when it is returned.
+    pub async fn next_session_event(&self) -> Option<crate::SessionEvent> {
+        self.sender.next_session_event().await
+    }
+
     /// Whether the peer has sent GOAWAY (no new messages may be sent). Never in legacy mode.
     pub fn peer_going_away(&self) -> bool {
         self.sender.peer_going_away()

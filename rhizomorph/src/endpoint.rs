@@ -253,6 +253,15 @@ impl Listener {
         }
     }
 
+    /// Detached resumable sessions this listener holds (wire.md §21.5), and the replay bytes
+    /// they hold together (bounded by [`Config::detached_cap`]). `(0, 0)` over QUIC.
+    pub fn detached_sessions(&self) -> (usize, u64) {
+        match &self.shared.kind {
+            ListenerKind::Ws(l) => l.detached_sessions(),
+            ListenerKind::Quic(_) => (0, 0),
+        }
+    }
+
     /// Handshakes that failed so far (TLS, upgrade, HELLO, authentication, timeout); each is
     /// logged at `debug` with its cause.
     pub fn failed_handshakes(&self) -> u64 {
@@ -320,6 +329,8 @@ impl Listener {
                             // A full backlog waits here (its handshake slot is free already).
                             let _ = tx.send(conn).await;
                         }
+                        // A resumed session carries on over the new transport (wire.md §21.6).
+                        Err(Error::SessionResumed) => debug!("a detached session resumed"),
                         Err(e) => {
                             shared.failed.fetch_add(1, Ordering::Relaxed);
                             debug!(error = %e, "handshake failed");

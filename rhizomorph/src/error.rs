@@ -116,6 +116,11 @@ pub enum Error {
     /// dropped: no more connections.
     #[error("the listener is shut down: it accepts no more connections")]
     ListenerShutDown,
+    /// Not a failure: the handshake resumed a detached session (wire.md §21.6), which carries
+    /// on over the new transport; no new connection is handed out. Only
+    /// [`Listener::accept_raw`](crate::Listener::accept_raw) sees it.
+    #[error("the connection resumed an existing session (wire.md §21.6): no new connection")]
+    SessionResumed,
     /// Connecting failed: where it was going, how far it got, what went wrong and, for the
     /// usual mix-ups (TLS against plain, nothing listening, an untrusted certificate), what to
     /// try.

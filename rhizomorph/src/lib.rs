@@ -46,6 +46,7 @@ pub mod transport;
 
 /// Process-wide connection counters (per mode, legacy fallbacks, legacy pings).
 pub use transport::metrics;
+pub use transport::resume::SessionEvent;
 
 // The sans-IO protocol (the `rhizomorph-proto` crate), under the names this crate always had.
 /// rkyv, as rhizomorph uses it (the [`wire_type!`] macro derives through this path).

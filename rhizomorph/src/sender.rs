@@ -260,6 +260,18 @@ impl Sender {
         common.changed.wait_for(|| common.close_reason()).await
     }
 
+    /// The next event of a resumable session (see
+    /// [`Connection::next_session_event`](crate::Connection::next_session_event)): any handle
+    /// of the connection may wait for them; each event goes to one waiter.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: an event is taken only when it is returned.
+    pub async fn next_session_event(&self) -> Option<crate::SessionEvent> {
+        let common = self.handle().common();
+        common.session_events.next(|| common.is_closed()).await
+    }
+
     /// Whether the peer has sent GOAWAY (no new messages may be sent). Never in legacy mode.
     pub fn peer_going_away(&self) -> bool {
         self.handle()

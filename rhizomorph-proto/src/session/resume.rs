@@ -64,15 +64,16 @@ impl Ticket {
 
     /// Whether `token` is this ticket's, compared in constant time.
     pub fn token_matches(&self, token: &[u8]) -> bool {
-        if token.len() != self.token.len() {
+        Ticket::constant_time_eq(&self.token, token)
+    }
+
+    /// Whether `a` and `b` are equal, in time that depends on their lengths only (secrets,
+    /// wire.md §21.7.1).
+    pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+        if a.len() != b.len() {
             return false;
         }
-        let diff = self
-            .token
-            .iter()
-            .zip(token)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        diff == 0
+        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
 }
 
@@ -130,6 +131,12 @@ impl Session {
         self.state == State::Detached
     }
 
+    /// Client: a new transport is resuming the session (our HELLO asked, no answer yet). A
+    /// transport lost now leaves the session waiting for another one, as a detached one does.
+    pub fn is_resuming(&self) -> bool {
+        self.role == Role::Client && self.state == State::AwaitingHello && self.resume.asked.is_some()
+    }
+
     /// Bytes held for replay, all channels (what a detached session costs besides its queues).
     pub fn replay_charge(&self) -> u64 {
         self.outgoing.iter().map(|o| o.replay().charge()).sum()
@@ -173,7 +180,17 @@ impl Session {
     /// the peer did not acknowledge may be lost ([`Event::ResumeFailed`]), and the session
     /// closes.
     pub fn abandon(&mut self, status: ResumeStatus, reason: &str) {
-        if self.state != State::Detached {
+        self.end_detached(status, crate::frame::ErrorCode::TIMEOUT, reason);
+    }
+
+    /// Ends a detached (or resuming) session: what may be lost, then `Closed` with `code`.
+    pub(super) fn end_detached(
+        &mut self,
+        status: ResumeStatus,
+        code: crate::frame::ErrorCode,
+        reason: &str,
+    ) {
+        if self.state != State::Detached && !self.is_resuming() {
             return;
         }
         let lost = self.forget_started();
@@ -182,7 +199,7 @@ impl Session {
         self.fail_all_queued(crate::frame::ErrorCode::CANCELLED);
         self.state = State::Closed;
         self.events.push_back(Event::Closed {
-            code: crate::frame::ErrorCode::TIMEOUT,
+            code,
             reason: reason.to_string(),
             initiator: super::Initiator::Local,
         });

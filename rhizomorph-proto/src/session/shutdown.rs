@@ -155,6 +155,12 @@ impl Session {
         ) {
             return;
         }
+        if self.state == State::Detached || self.is_resuming() {
+            // No transport to send CLOSE on: the session ends here (wire.md §21.1.4), and what
+            // it held for replay may be lost (§21.6.5).
+            self.end_detached(crate::frame::ResumeStatus::UnknownSession, code, reason);
+            return;
+        }
         self.control.clear();
         for frames in &mut self.streams.frames {
             frames.clear();

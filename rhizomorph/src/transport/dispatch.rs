@@ -12,12 +12,15 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
-use tracing::debug;
+use tracing::{debug, warn};
+
+use super::resume::SessionEvent;
 
 use super::inbox::{CloseOnDrop, Pushed};
 use super::shared::{CloseReason, Mode, Opened, Shared};
 use crate::config::{AuthRequest, Authenticator, Config};
 use crate::error::Error;
+use crate::frame::ResumeStatus;
 use crate::session::{Event, Initiator, Role, Session};
 
 /// Delivers session events: messages to the application, state to the shared handle.
@@ -123,12 +126,25 @@ impl Dispatch {
                 } => {
                     debug!(%channel, sequence, %code, "refused a message over the reassembly budget");
                 }
-                Event::Detached => debug!("transport lost: session detached (wire.md §21.5)"),
+                Event::Detached => {
+                    debug!("transport lost: session detached (wire.md §21.5)");
+                    shared.session_events.push(SessionEvent::Detached);
+                }
                 Event::Resumed { received, replayed } => {
                     debug!(?received, ?replayed, "session resumed (wire.md §21.6)");
+                    shared
+                        .session_events
+                        .push(SessionEvent::Resumed { received, replayed });
                 }
                 Event::ResumeFailed { status, lost } => {
-                    debug!(status = status.name(), lost = lost.len(), "resume failed (wire.md §21.6)");
+                    warn!(
+                        status = status.name(),
+                        lost = lost.len(),
+                        "resume failed: messages may be lost (wire.md §21.6)"
+                    );
+                    shared
+                        .session_events
+                        .push(SessionEvent::ResumeFailed { status, lost });
                 }
                 Event::SchemaBound(_) | Event::Rtt { .. } => {}
             }
@@ -189,13 +205,23 @@ pub(crate) fn drain_events(
 /// Server: asks the config's authenticator about a client's HELLO (wire.md §3.2.7), with no
 /// lock held, then accepts or rejects it and wakes the writer for the answer.
 pub(crate) fn authenticate(shared: &Shared, dispatch: &SharedDispatch, request: AuthRequest) {
+    authenticate_with(shared, dispatch, request, ResumeStatus::UnknownSession);
+}
+
+/// [`authenticate`], answering a refused resume request with `status` (wire.md §21.6).
+pub(crate) fn authenticate_with(
+    shared: &Shared,
+    dispatch: &SharedDispatch,
+    request: AuthRequest,
+    status: ResumeStatus,
+) {
     let authenticator = lock(dispatch).authenticator.clone();
     let decision = match authenticator {
         Some(auth) => auth(&request),
         None => Ok(Bytes::new()),
     };
     with_session(shared, dispatch, |s| match decision {
-        Ok(reply) => s.accept(reply),
+        Ok(reply) => s.accept_with(reply, status),
         Err((code, reason)) => s.reject(code, &reason),
     });
     shared.wake_writer.notify_one();

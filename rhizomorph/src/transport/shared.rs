@@ -7,7 +7,7 @@
 //! from it. Never imports the face, and never touches a socket: the drivers do.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Context;
 
@@ -111,6 +111,14 @@ pub(crate) struct Common {
     pub(crate) inbox: Inbox,
     /// The default call timeout ([`Config::call_timeout`]).
     pub(crate) call_timeout: std::time::Duration,
+    /// Which transport the driver's tasks serve: bumped when a resumable session loses its
+    /// transport (wire.md §21.5), so the old tasks stop and a new transport's take over.
+    generation: AtomicU64,
+    /// The driver tasks of the current transport, aborted when it is replaced.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// What happened to a resumable session (detached, resumed, resume failed), for the
+    /// application ([`Connection::next_session_event`](crate::Connection::next_session_event)).
+    pub(crate) session_events: super::resume::SessionEvents,
 }
 
 /// State shared by the application's handles and the transport's driver tasks: the session
@@ -118,10 +126,36 @@ pub(crate) struct Common {
 /// [`Common`] part.
 pub(crate) struct Shared<S = Session> {
     pub(crate) session: Mutex<S>,
-    /// The driver's flush hook, for senders that write their own messages (set once, when the
-    /// driver starts).
-    pub(crate) flush: OnceLock<Arc<dyn Flush<S>>>,
+    /// The driver's flush hook, for senders that write their own messages (set when the
+    /// driver starts, replaced when a resumed session gets a new transport).
+    pub(crate) flush: FlushSlot<S>,
+    /// Who finds a detached session a new transport (a client's reconnect, a server's registry
+    /// of detached sessions); none for connections that cannot be resumed.
+    pub(crate) resumer: OnceLock<Arc<dyn super::resume::Resumer>>,
     common: Common,
+}
+
+/// The current flush hook ([`Flush`]), replaceable when a session moves to a new transport.
+pub(crate) struct FlushSlot<S> {
+    hook: std::sync::RwLock<Option<Arc<dyn Flush<S>>>>,
+}
+
+impl<S> FlushSlot<S> {
+    fn new() -> Self {
+        FlushSlot {
+            hook: std::sync::RwLock::new(None),
+        }
+    }
+
+    /// The current hook.
+    pub(crate) fn get(&self) -> Option<Arc<dyn Flush<S>>> {
+        self.hook.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Installs the hook of a (new) transport.
+    pub(crate) fn set(&self, hook: Arc<dyn Flush<S>>) {
+        *self.hook.write().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
 }
 
 impl<S> std::ops::Deref for Shared<S> {
@@ -137,8 +171,12 @@ impl<S> Shared<S> {
     pub(crate) fn with(session: S, config: &Config, max_message_size: u64) -> Arc<Shared<S>> {
         Arc::new(Shared {
             session: Mutex::new(session),
-            flush: OnceLock::new(),
+            flush: FlushSlot::new(),
+            resumer: OnceLock::new(),
             common: Common {
+                generation: AtomicU64::new(0),
+                tasks: Mutex::new(Vec::new()),
+                session_events: Default::default(),
                 peer_settings: OnceLock::new(),
                 peer_token: OnceLock::new(),
                 legacy_info: OnceLock::new(),
@@ -204,6 +242,38 @@ impl Shared {
 }
 
 impl Common {
+    /// The transport generation driver tasks serve (see `generation`).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The transport of `generation` is gone: its tasks are aborted and the next generation
+    /// begins. False if `generation` was not the current one (someone else handled it).
+    pub(crate) fn retire(&self, generation: u64) -> bool {
+        if self
+            .generation
+            .compare_exchange(generation, generation + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            t.abort();
+        }
+        // A writer of the old generation waiting for a wake-up exits; one it swallowed is
+        // passed on by it.
+        self.wake_writer.notify_waiters();
+        true
+    }
+
+    /// Records the driver tasks of the current transport (aborted when it is retired).
+    pub(crate) fn track_tasks(&self, tasks: impl IntoIterator<Item = tokio::task::AbortHandle>) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(tasks);
+    }
+
     pub(crate) fn close_reason(&self) -> Option<CloseReason> {
         self.closed
             .lock()
@@ -226,6 +296,7 @@ impl Common {
         drop(c);
         self.changed.notify_waiters();
         self.readable.notify_waiters();
+        self.session_events.wake();
         self.wake_writer.notify_one();
     }
 }

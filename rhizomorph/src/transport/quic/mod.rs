@@ -280,10 +280,14 @@ fn is_crypto(code: quinn::TransportErrorCode) -> bool {
 }
 
 fn session_config(config: &Config) -> crate::session::SessionConfig {
-    config
+    let mut session = config
         .session
         .clone()
-        .with_framing(Framing::PerChannelStreams)
+        .with_framing(Framing::PerChannelStreams);
+    // Resumption (wire.md §21) is not driven over QUIC yet: its HELLO neither asks for nor
+    // grants a resumable session, so a lost QUIC connection ends as in 1.0.
+    session.settings.resume_buffer = 0;
+    session
 }
 
 /// Accepts QUIC connections on one UDP socket.

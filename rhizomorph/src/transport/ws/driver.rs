@@ -22,9 +22,12 @@ use crate::frame::Channel;
 use crate::session::{Session, Target, Transmit};
 use crate::transport::dispatch::{self, drain_events, with_session, SharedDispatch};
 use crate::transport::flush::Flush;
+use crate::transport::resume;
 use crate::transport::shared::Shared;
 
-/// Spawns the reader and writer tasks for one connection.
+/// Spawns the reader and writer tasks for one connection, over the transport of the
+/// session's current generation (a resumed session's new transport gets new tasks; the old
+/// ones were retired, wire.md §21.5).
 pub(crate) fn spawn<R, W>(
     shared: Arc<Shared>,
     reader: R,
@@ -35,26 +38,30 @@ pub(crate) fn spawn<R, W>(
     R: Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
     W: Sink<Vec<Bytes>, Error = io::Error> + Send + Unpin + 'static,
 {
+    let generation = shared.generation();
     let slot = Arc::new(std::sync::Mutex::new(SinkSlot {
         sink: writer,
         unflushed: false,
         limit: START_BATCH,
         writer_waiting: false,
     }));
-    let _ = shared.flush.set(Arc::new(DirectSink {
+    shared.flush.set(Arc::new(DirectSink {
         slot: slot.clone(),
         armed: true.into(),
+        generation,
     }));
-    let read = read_loop(shared.clone(), reader, dispatch.clone());
-    let write = write_loop(shared, slot, dispatch);
-    if span.is_disabled() {
+    let read = read_loop(shared.clone(), reader, dispatch.clone(), generation);
+    let write = write_loop(shared.clone(), slot, dispatch, generation);
+    let tasks = if span.is_disabled() {
         // No subscriber wants the span: entering it on every poll would cost for nothing.
-        tokio::spawn(read);
-        tokio::spawn(write);
+        [tokio::spawn(read), tokio::spawn(write)]
     } else {
-        tokio::spawn(read.instrument(span.clone()));
-        tokio::spawn(write.instrument(span));
-    }
+        [
+            tokio::spawn(read.instrument(span.clone())),
+            tokio::spawn(write.instrument(span)),
+        ]
+    };
+    shared.track_tasks(tasks.iter().map(|t| t.abort_handle()));
 }
 
 /// Whether the writer has something to do: frames to send, queued messages, a close.
@@ -66,11 +73,18 @@ fn has_output(s: &Session) -> bool {
             .any(|&c| s.queued_bytes(c) > 0)
 }
 
-async fn read_loop<R>(shared: Arc<Shared>, mut reader: R, dispatch: SharedDispatch)
-where
+async fn read_loop<R>(
+    shared: Arc<Shared>,
+    mut reader: R,
+    dispatch: SharedDispatch,
+    generation: u64,
+) where
     R: Stream<Item = io::Result<Bytes>> + Unpin,
 {
     loop {
+        if shared.generation() != generation {
+            return; // this transport was retired (a resumed session moved on)
+        }
         // spec: wire.md §9.6.1 — not reading while the application holds its most unreleased
         // messages: the transport pushes back on the peer.
         if !shared.wait_readable(Session::wants_read).await {
@@ -105,7 +119,7 @@ where
             Some(Err(e)) => {
                 let closed = shared.lock().is_closed();
                 if !closed {
-                    dispatch::lost(&shared, &dispatch, e.to_string());
+                    resume::transport_lost(&shared, &dispatch, generation, e.to_string());
                 }
                 return;
             }
@@ -113,7 +127,7 @@ where
                 let closed = shared.lock().is_closed();
                 if !closed {
                     let why = "the transport ended without CLOSE".to_string();
-                    dispatch::lost(&shared, &dispatch, why);
+                    resume::transport_lost(&shared, &dispatch, generation, why);
                 }
                 return;
             }
@@ -225,6 +239,9 @@ pub(crate) struct DirectSink<W> {
     slot: SharedSink<W>,
     /// A direct write is allowed (none since the last batch received).
     armed: std::sync::atomic::AtomicBool,
+    /// The transport generation this sink belongs to: once retired it takes nothing from the
+    /// session (what it took would be lost with the old socket).
+    generation: u64,
 }
 
 impl<W> DirectSink<W>
@@ -251,6 +268,9 @@ where
         }
         let (batch, more) = {
             let mut s = shared.lock();
+            if shared.generation() != self.generation {
+                return false;
+            }
             let b = s
                 .poll_transmit(Instant::now(), Target::Batch, slot.limit)
                 .map(Transmit::into_segments);
@@ -301,14 +321,21 @@ enum Turn {
         deadline: Option<Instant>,
         closed: bool,
     },
+    /// This transport is done: retired (a resumed session moved on), or the session detached
+    /// itself.
+    Retired { detached: bool },
 }
 
-async fn write_loop<W>(shared: Arc<Shared>, slot: SharedSink<W>, dispatch: SharedDispatch)
-where
+async fn write_loop<W>(
+    shared: Arc<Shared>,
+    slot: SharedSink<W>,
+    dispatch: SharedDispatch,
+    generation: u64,
+) where
     W: Sink<Vec<Bytes>, Error = io::Error> + Unpin,
 {
     use std::pin::Pin;
-    let lost = |e: io::Error| dispatch::lost(&shared, &dispatch, e.to_string());
+    let lost = |e: io::Error| resume::transport_lost(&shared, &dispatch, generation, e.to_string());
     let mut batch_limit = BatchLimit::new();
     // The last batch handed to the transport: its size and when.
     let mut last_batch = (0usize, Instant::now());
@@ -347,11 +374,17 @@ where
             let mut batch = None;
             let (mut deadline, mut closed) = (None, false);
             let (mut capped, mut ceiling) = (limit, limit);
+            let (mut retired, mut detached) = (false, false);
             let now = Instant::now();
             with_session(&shared, &dispatch, |s| {
-                if s.poll_timeout().is_some_and(|t| t <= now) {
-                    s.handle_timeout(now);
+                if shared.generation() != generation {
+                    retired = true;
+                    return;
                 }
+                if s.poll_timeout().is_some_and(|t| t <= now) {
+                    s.handle_timeout(now); // a silent peer may detach a resumable session
+                }
+                detached = s.is_detached();
                 capped = s.batch_limit(limit);
                 ceiling = s.batch_limit(usize::MAX);
                 batch = s
@@ -360,6 +393,9 @@ where
                 deadline = s.poll_timeout();
                 closed = s.is_closed();
             });
+            if retired || detached {
+                return std::task::Poll::Ready(Ok(Turn::Retired { detached }));
+            }
             let Some(b) = batch else {
                 batch_limit.idle();
                 g.limit = batch_limit.get();
@@ -378,6 +414,16 @@ where
         let (deadline, closed) = match turn {
             Err(e) => return lost(e),
             Ok(Turn::Sent) => continue,
+            Ok(Turn::Retired { detached }) => {
+                if detached {
+                    // The session detached itself (keepalive, wire.md §21.5.1): drop this
+                    // transport and let the resumer find another.
+                    resume::hand_over(&shared, &dispatch, generation);
+                }
+                // A wake-up meant for the next transport's writer is passed on.
+                shared.wake_writer.notify_one();
+                return;
+            }
             Ok(Turn::Idle { deadline, closed }) => (deadline, closed),
         };
         // Flush what this task or a direct writer left unflushed. No need to ask the session

@@ -8,7 +8,8 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpStream};
@@ -20,10 +21,13 @@ use crate::error::Error;
 use crate::frame::ErrorCode;
 use crate::session::Session;
 use crate::transport::connect_error::{self, Progress};
-use crate::transport::dispatch::Opening;
+use crate::frame::ResumeStatus;
+use crate::transport::dispatch::{self, Opening, SharedDispatch};
+use crate::transport::resume::{self, DetachedSessions, Resumer};
 use crate::transport::shared::{CloseReason, Mode, Opened, Shared};
 use crate::transport::url::{Scheme, ServerUrl};
 use crate::websocket::Role;
+use futures_util::StreamExt;
 use socket::{Control, SplitIo, Verdict, WsReader, WsWriter};
 
 pub(crate) mod driver;
@@ -49,10 +53,25 @@ fn tune_socket(stream: &TcpStream, config: &Config) -> io::Result<()> {
 /// Connects to `url` (`ws://host:port/path` or `wss://…`), runs the WebSocket and HELLO
 /// handshakes, and returns the open connection.
 pub(crate) async fn connect(url: &str, config: &Config) -> Result<Opened, Error> {
+    let session = Session::client(config.session.clone(), Instant::now());
+    match transport(url, config, Attach::New(session)).await? {
+        Some(opened) => Ok(opened),
+        None => Err(Error::SessionResumed), // not reached: a new session is always handed out
+    }
+}
+
+/// What a new transport carries: a new session, or a detached one it resumes (wire.md §21.6).
+enum Attach {
+    New(Session),
+    Resume(Arc<Shared>, SharedDispatch),
+}
+
+/// TCP, TLS, the upgrade and the HELLO exchange for `attach`, within the connect timeout.
+async fn transport(url: &str, config: &Config, attach: Attach) -> Result<Option<Opened>, Error> {
     let progress = Progress::default();
     match tokio::time::timeout(
         config.connect_timeout,
-        connect_inner(url, config, &progress),
+        connect_inner(url, config, &progress, attach),
     )
     .await
     {
@@ -65,7 +84,56 @@ pub(crate) async fn connect(url: &str, config: &Config) -> Result<Opened, Error>
     }
 }
 
-async fn connect_inner(url: &str, config: &Config, progress: &Progress) -> Result<Opened, Error> {
+/// A client's resumer (wire.md §21.5.2): reconnects to the same URL with backoff until the
+/// session resumes, is refused (it goes on as a new session) or its time limit passes.
+struct Reconnect {
+    url: String,
+    config: Config,
+}
+
+/// First and longest pause between reconnect attempts.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+
+impl Resumer for Reconnect {
+    fn detached(&self, shared: Arc<Shared>, dispatch: SharedDispatch) {
+        let (url, config) = (self.url.clone(), self.config.clone());
+        tokio::spawn(async move {
+            let give_up = Instant::now() + shared.lock().resume_timeout();
+            let mut pause = RECONNECT_FIRST;
+            loop {
+                if shared.is_closed() {
+                    return;
+                }
+                let attach = Attach::Resume(shared.clone(), dispatch.clone());
+                match transport(&url, &config, attach).await {
+                    Ok(_) => return, // the new transport's tasks carry on (and report a loss)
+                    Err(e) => tracing::debug!(error = %e, "reconnect failed; retrying"),
+                }
+                if Instant::now() >= give_up {
+                    dispatch::with_session(&shared, &dispatch, |s| {
+                        s.abandon(
+                            ResumeStatus::Expired,
+                            "could not reconnect within the resume timeout (wire.md §21.5.3)",
+                        )
+                    });
+                    return;
+                }
+                // Jitter: a fleet of clients cut at once does not reconnect in step.
+                let jitter = pause.mul_f64(rand::random::<f64>() * 0.5);
+                tokio::time::sleep(pause.mul_f64(0.75) + jitter).await;
+                pause = (pause * 2).min(RECONNECT_MAX);
+            }
+        });
+    }
+}
+
+async fn connect_inner(
+    url: &str,
+    config: &Config,
+    progress: &Progress,
+    attach: Attach,
+) -> Result<Option<Opened>, Error> {
     let parsed = ServerUrl::parse(url)?;
     let secure = match parsed.scheme {
         Scheme::Ws => false,
@@ -105,9 +173,9 @@ async fn connect_inner(url: &str, config: &Config, progress: &Progress) -> Resul
             .connect(name, tcp)
             .await
             .map_err(|e| Error::Tls(e.to_string()))?;
-        open(stream, target, config, progress).await
+        open(stream, target, config, progress, attach).await
     } else {
-        open(tcp, target, config, progress).await
+        open(tcp, target, config, progress, attach).await
     }
 }
 
@@ -127,15 +195,36 @@ async fn open<S: SplitIo>(
     t: Target<'_>,
     config: &Config,
     progress: &Progress,
-) -> Result<Opened, Error> {
+    attach: Attach,
+) -> Result<Option<Opened>, Error> {
     progress.at(ConnectStage::Upgrade);
     let (response, tail) =
         socket::client_handshake(&mut stream, t.authority, t.path, &[SUBPROTOCOL]).await?;
     progress.at(ConnectStage::Hello);
     if response.protocol.as_deref() == Some(SUBPROTOCOL) {
-        let session = Session::client(config.session.clone(), std::time::Instant::now());
         crate::transport::metrics::count_connection(Mode::Native);
-        return start(stream, tail, Role::Client, session, config, t.peer_addr).await;
+        if let Attach::Resume(shared, dispatch) = attach {
+            reattach(stream, tail, shared, dispatch, config, t.peer_addr);
+            return Ok(None);
+        }
+        let Attach::New(session) = attach else {
+            unreachable!("resume handled above")
+        };
+        let resumer: Option<Arc<dyn Resumer>> = (config.session.settings.resume_buffer > 0)
+            .then(|| {
+                Arc::new(Reconnect {
+                    url: t.url.to_string(),
+                    config: config.clone(),
+                }) as Arc<dyn Resumer>
+            });
+        let opened = start(stream, tail, Role::Client, session, config, t.peer_addr, resumer);
+        return opened.await.map(Some);
+    }
+    if matches!(attach, Attach::Resume(..)) {
+        // A server that now speaks legacy mode cannot resume a native session.
+        return Err(Error::NotRhizomorph {
+            addr: t.url.to_string(),
+        });
     }
     // spec: wire.md §3.4.2 — the server selected no subprotocol: not rhizomorph. Fall back by
     // default, visibly, on this same WebSocket; `require_native` refuses.
@@ -151,7 +240,7 @@ async fn open<S: SplitIo>(
     crate::transport::metrics::count_fallback();
     let conn = crate::transport::legacy::client(stream, tail, config, t.peer_addr, t.url).await?;
     crate::transport::metrics::count_connection(Mode::Legacy);
-    Ok(conn)
+    Ok(Some(conn))
 }
 
 /// The WebSocket close status for how the session ended (wire.md §16.3).
@@ -173,26 +262,21 @@ fn close_status(reason: Option<CloseReason>) -> (u16, String) {
     }
 }
 
-/// Starts the driver over an upgraded WebSocket (`tail`: bytes read past the handshake) and
-/// waits for the HELLO exchange.
-async fn start<S: SplitIo>(
+/// The reader and writer over an upgraded WebSocket (`tail`: bytes read past the handshake),
+/// for the connection whose shared state `cell` will name (set before the driver starts).
+fn ws_io<S: SplitIo>(
     stream: S,
     tail: BytesMut,
     role: Role,
-    session: Session,
     config: &Config,
-    peer_addr: SocketAddr,
-) -> Result<Opened, Error> {
-    let session_role = session.role();
-    let opening = Opening::new(session, config, peer_addr);
-    let shared = opening.shared.clone();
+    cell: &Arc<OnceLock<Weak<Shared>>>,
+) -> (WsReader<S::Read>, WsWriter<S::Write>) {
     let (r, w) = stream.split_io();
     // Weak: the tasks own the connection's state, not the other way round.
-    let weak: Weak<Shared> = Arc::downgrade(&shared);
     let control = Control::new(Arc::new({
-        let weak = weak.clone();
+        let cell = cell.clone();
         move || {
-            if let Some(s) = weak.upgrade() {
+            if let Some(s) = cell.get().and_then(Weak::upgrade) {
                 s.wake_writer.notify_one();
             }
         }
@@ -205,15 +289,122 @@ async fn start<S: SplitIo>(
         config.ws_read_buffer,
         control.clone(),
     );
+    let cell = cell.clone();
     let writer = WsWriter::new(
         w,
         role,
         control,
-        Box::new(move || close_status(weak.upgrade().and_then(|s| s.close_reason()))),
+        Box::new(move || {
+            close_status(cell.get().and_then(Weak::upgrade).and_then(|s| s.close_reason()))
+        }),
     );
+    (reader, writer)
+}
+
+/// Client: a new transport for a detached session (wire.md §21.6): its driver tasks start
+/// and the session sends its HELLO asking to resume.
+fn reattach<S: SplitIo>(
+    stream: S,
+    tail: BytesMut,
+    shared: Arc<Shared>,
+    dispatch: SharedDispatch,
+    config: &Config,
+    peer_addr: SocketAddr,
+) {
+    let cell = Arc::new(OnceLock::new());
+    let _ = cell.set(Arc::downgrade(&shared));
+    let (reader, writer) = ws_io(stream, tail, Role::Client, config, &cell);
+    dispatch::with_session(&shared, &dispatch, |s| s.reconnect(Instant::now()));
+    let span = info_span!("connection", peer = %peer_addr, role = "client", transport = "ws", resumed = true);
+    driver::spawn(shared.clone(), reader, writer, dispatch, span);
+    shared.wake_writer.notify_one();
+}
+
+/// Starts the driver over an upgraded WebSocket (`tail`: bytes read past the handshake) and
+/// waits for the HELLO exchange.
+async fn start<S: SplitIo>(
+    stream: S,
+    tail: BytesMut,
+    role: Role,
+    session: Session,
+    config: &Config,
+    peer_addr: SocketAddr,
+    resumer: Option<Arc<dyn Resumer>>,
+) -> Result<Opened, Error> {
+    let session_role = session.role();
+    let opening = Opening::new(session, config, peer_addr);
+    let shared = opening.shared.clone();
+    if let Some(r) = resumer {
+        let _ = shared.resumer.set(r);
+    }
+    let cell = Arc::new(OnceLock::new());
+    let _ = cell.set(Arc::downgrade(&shared));
+    let (reader, writer) = ws_io(stream, tail, role, config, &cell);
     let span = info_span!("connection", peer = %peer_addr, role = ?session_role, transport = "ws");
     driver::spawn(shared, reader, writer, opening.dispatch.clone(), span);
     opening.established().await
+}
+
+/// Server with resumption on: reads the client's HELLO before anything else. A resume request
+/// for a session this listener holds, from the same identity, hands the new transport to that
+/// session (`Err(SessionResumed)`: no new connection); anything else starts a new connection,
+/// answering a refused resume with its reason (wire.md §21.6).
+async fn start_resumable<S: SplitIo>(
+    stream: S,
+    tail: BytesMut,
+    config: &Config,
+    peer_addr: SocketAddr,
+    registry: &Arc<DetachedSessions>,
+) -> Result<Opened, Error> {
+    let mut session = Session::server(config.session.clone(), Instant::now());
+    let cell: Arc<OnceLock<Weak<Shared>>> = Arc::new(OnceLock::new());
+    let (mut reader, writer) = ws_io(stream, tail, Role::Server, config, &cell);
+    let first = tokio::time::timeout(config.session.hello_timeout, reader.next()).await;
+    let mut hello = None;
+    if let Ok(Some(Ok(batch))) = first {
+        session.handle_batch(Instant::now(), batch);
+        while let Some(e) = session.poll_event() {
+            if let crate::session::Event::HelloReceived { token, agent } = e {
+                hello = Some(crate::config::AuthRequest {
+                    token,
+                    agent,
+                    peer_addr,
+                });
+            }
+        }
+    } else if let Ok(Some(Err(e))) = first {
+        return Err(e.into());
+    }
+    let mut status = ResumeStatus::UnknownSession;
+    if let Some(request) = hello.as_ref().filter(|_| session.resume_request().is_some()) {
+        let allowed = config.authenticator.as_ref().map_or(true, |a| a(request).is_ok());
+        if allowed {
+            match resume::try_resume(registry, &mut session, &request.token) {
+                Ok((old, old_dispatch)) => {
+                    let _ = cell.set(Arc::downgrade(&old));
+                    let span = info_span!("connection", peer = %peer_addr, role = "server", transport = "ws", resumed = true);
+                    driver::spawn(old.clone(), reader, writer, old_dispatch, span);
+                    old.wake_writer.notify_one();
+                    return Err(Error::SessionResumed);
+                }
+                Err(s) => status = s,
+            }
+        }
+    }
+    // A new connection: the HELLO already read is answered as the driver would have.
+    let opening = Opening::new(session, config, peer_addr);
+    let shared = opening.shared.clone();
+    let dispatch = opening.dispatch.clone();
+    let _ = cell.set(Arc::downgrade(&shared));
+    let span = info_span!("connection", peer = %peer_addr, role = "server", transport = "ws");
+    driver::spawn(shared.clone(), reader, writer, dispatch.clone(), span);
+    if let Some(request) = hello {
+        let _ = shared.peer_token.set(request.token.clone());
+        dispatch::authenticate_with(&shared, &dispatch, request, status);
+    }
+    let opened = opening.established().await?;
+    registry.attached(&shared, &dispatch);
+    Ok(opened)
 }
 
 /// Binds with `SO_REUSEPORT`: several listeners (one per runtime or core) on one port, the
@@ -238,6 +429,8 @@ pub(crate) struct WsListener {
     listener: TcpListener,
     config: Arc<Config>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
+    /// The sessions clients may resume (wire.md §21), when resumption is on.
+    registry: Option<Arc<DetachedSessions>>,
 }
 
 impl WsListener {
@@ -262,11 +455,21 @@ impl WsListener {
             .server_tls
             .as_ref()
             .map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
+        let registry = (config.session.settings.resume_buffer > 0)
+            .then(|| DetachedSessions::new(config.detached_cap));
         Ok(WsListener {
             listener,
             config: Arc::new(config),
             acceptor,
+            registry,
         })
+    }
+
+    /// Detached sessions held for resumption, and the replay bytes they hold together.
+    pub fn detached_sessions(&self) -> (usize, u64) {
+        self.registry
+            .as_ref()
+            .map_or((0, 0), |r| r.detached_totals())
     }
 
     /// The bound address.
@@ -287,6 +490,7 @@ impl WsListener {
         let (tcp, peer_addr) = self.listener.accept().await?;
         let config = self.config.clone();
         let acceptor = self.acceptor.clone();
+        let registry = self.registry.clone();
         // One timer decides how a slow HELLO ends: the session's (wire.md §18: CLOSE with
         // TIMEOUT). This outer bound, for TLS and the upgrade, must not race it: when it fired
         // first the connection was dropped instead, and closed with NO_ERROR.
@@ -294,7 +498,7 @@ impl WsListener {
             .connect_timeout
             .max(config.session.hello_timeout + std::time::Duration::from_secs(2));
         Ok(async move {
-            tokio::time::timeout(bound, handshake(tcp, peer_addr, config, acceptor))
+            tokio::time::timeout(bound, handshake(tcp, peer_addr, config, acceptor, registry))
                 .await
                 .map_err(|_| Error::Timeout("accept handshake"))?
         })
@@ -306,6 +510,7 @@ async fn handshake(
     peer_addr: SocketAddr,
     config: Arc<Config>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
+    registry: Option<Arc<DetachedSessions>>,
 ) -> Result<Opened, Error> {
     tune_socket(&tcp, &config)?;
     match acceptor {
@@ -314,9 +519,9 @@ async fn handshake(
                 .accept(tcp)
                 .await
                 .map_err(|e| Error::Tls(e.to_string()))?;
-            accept_ws(tls, peer_addr, &config).await
+            accept_ws(tls, peer_addr, &config, registry).await
         }
-        None => accept_ws(tcp, peer_addr, &config).await,
+        None => accept_ws(tcp, peer_addr, &config, registry).await,
     }
 }
 
@@ -325,6 +530,7 @@ async fn accept_ws<S: SplitIo>(
     mut stream: S,
     peer_addr: SocketAddr,
     config: &Config,
+    registry: Option<Arc<DetachedSessions>>,
 ) -> Result<Opened, Error> {
     let (serve_legacy, legacy_only) = (config.legacy.serve, config.legacy.only);
     let (_, protocol, tail) = socket::server_handshake(&mut stream, |req| {
@@ -350,7 +556,10 @@ async fn accept_ws<S: SplitIo>(
         crate::transport::metrics::count_connection(Mode::Legacy);
         return Ok(conn);
     }
-    let session = Session::server(config.session.clone(), std::time::Instant::now());
     crate::transport::metrics::count_connection(Mode::Native);
-    start(stream, tail, Role::Server, session, config, peer_addr).await
+    if let Some(registry) = &registry {
+        return start_resumable(stream, tail, config, peer_addr, registry).await;
+    }
+    let session = Session::server(config.session.clone(), Instant::now());
+    start(stream, tail, Role::Server, session, config, peer_addr, None).await
 }

@@ -1,0 +1,355 @@
+//! Resumable sessions in the drivers (wire.md §21): what a driver does when a resumable
+//! session loses its transport, the server's registry of sessions that may be resumed, and the
+//! events the application hears.
+//!
+//! Owns the hand-over between transports: retiring the old transport's tasks, asking the
+//! session's [`Resumer`] for a new one (a client reconnects, a server waits in its registry), the
+//! server's lookup of a session by id with its identity check, the time limit and the total cap
+//! of detached sessions. Never decides what is replayed or acknowledged (the session does) and
+//! never logs a resume token.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+use tracing::{debug, warn};
+
+use super::dispatch::{self, Dispatch, SharedDispatch};
+use super::shared::Shared;
+use crate::frame::{ResumeStatus, SESSION_ID_LEN};
+use crate::session::{LostMessage, Session, Ticket};
+use crate::signal::Signal;
+
+/// What happened to a resumable session (wire.md §21), as
+/// [`Connection::next_session_event`](crate::Connection::next_session_event) reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The transport was lost without CLOSE; the session waits for a new one (a client is
+    /// reconnecting). Sends queue meanwhile, up to the send buffer.
+    Detached,
+    /// A new transport resumed the session: nothing was lost.
+    Resumed {
+        /// Per channel, the messages of ours the peer had finished.
+        received: [u64; 4],
+        /// Per channel, how many of our messages were sent again.
+        replayed: [u64; 4],
+    },
+    /// Resumption failed: the server refused (it restarted, the session expired, …) or the time
+    /// limit passed. `lost` holds every message this side started and the peer never
+    /// acknowledged: each may or may not have reached the peer's application (resend what
+    /// must arrive). After a refusal the connection goes on as a new session; after the time
+    /// limit it is closed.
+    ResumeFailed {
+        /// Why.
+        status: ResumeStatus,
+        /// The messages that may be lost.
+        lost: Vec<LostMessage>,
+    },
+}
+
+/// The most events kept for an application that does not read them (older ones are dropped;
+/// a `ResumeFailed` is never dropped for a `Detached`).
+const MAX_EVENTS: usize = 64;
+
+/// A connection's session events, waiting for the application.
+#[derive(Default)]
+pub(crate) struct SessionEvents {
+    queue: Mutex<VecDeque<SessionEvent>>,
+    signal: Signal,
+}
+
+impl SessionEvents {
+    pub(crate) fn push(&self, event: SessionEvent) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() >= MAX_EVENTS {
+            // Drop the oldest event that carries no messages.
+            match q.iter().position(|e| !matches!(e, SessionEvent::ResumeFailed { .. })) {
+                Some(i) => {
+                    q.remove(i);
+                }
+                None => {
+                    q.pop_front();
+                }
+            }
+        }
+        q.push_back(event);
+        drop(q);
+        self.signal.notify_waiters();
+    }
+
+    /// The next event; `None` once `closed` says the connection is over and none is left.
+    pub(crate) async fn next(&self, closed: impl Fn() -> bool) -> Option<SessionEvent> {
+        self.signal
+            .wait_for(|| {
+                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                match q.pop_front() {
+                    Some(e) => Some(Some(e)),
+                    None if closed() => Some(None),
+                    None => None,
+                }
+            })
+            .await
+    }
+
+    /// Wakes waiters (the connection ended).
+    pub(crate) fn wake(&self) {
+        self.signal.notify_waiters();
+    }
+}
+
+/// Finds a detached session a new transport: a client reconnects, a server keeps it for a
+/// client's resume request.
+pub(crate) trait Resumer: Send + Sync {
+    /// The session of `shared` is detached (its old transport's tasks are retired).
+    fn detached(&self, shared: Arc<Shared>, dispatch: SharedDispatch);
+}
+
+/// The transport of `generation` ended (`why`) without CLOSE. A resumable session detaches and
+/// its resumer takes over; any other ends as before ([`dispatch::lost`]).
+pub(crate) fn transport_lost(
+    shared: &Arc<Shared>,
+    dispatch: &SharedDispatch,
+    generation: u64,
+    why: String,
+) {
+    if shared.generation() != generation {
+        return; // an old transport's task, already replaced
+    }
+    let mut keep = false;
+    dispatch::with_session(shared, dispatch, |s| {
+        keep = shared.resumer.get().is_some() && (s.detach(Instant::now()) || s.is_resuming());
+    });
+    if keep {
+        debug!(reason = %why, "transport lost; the session waits to be resumed (wire.md §21.5)");
+        hand_over(shared, dispatch, generation);
+    } else if !shared.lock().is_closed() {
+        dispatch::lost(shared, dispatch, why);
+    }
+}
+
+/// The session is detached (by a lost transport or its own keepalive): retire the transport of
+/// `generation` and let the resumer find a new one.
+pub(crate) fn hand_over(shared: &Arc<Shared>, dispatch: &SharedDispatch, generation: u64) {
+    if !shared.retire(generation) {
+        return;
+    }
+    if let Some(resumer) = shared.resumer.get() {
+        resumer.detached(shared.clone(), dispatch.clone());
+    }
+}
+
+/// A server's sessions that a client may resume, by session id: attached ones weakly (a
+/// client that saw its transport die before we did resumes them, wire.md §21.5.4), detached
+/// ones held, within a time limit and a total cap on what they hold for replay.
+pub(crate) struct DetachedSessions {
+    sessions: Mutex<Registry>,
+    cap: u64,
+    /// Itself, for the timers of its detached sessions.
+    me: Weak<DetachedSessions>,
+}
+
+#[derive(Default)]
+struct Registry {
+    held: HashMap<[u8; SESSION_ID_LEN], Held>,
+    /// Replay bytes held by detached sessions, together.
+    detached_bytes: u64,
+}
+
+enum Held {
+    Attached(Weak<Shared>, Weak<Mutex<Dispatch>>),
+    Detached {
+        shared: Arc<Shared>,
+        dispatch: SharedDispatch,
+        charge: u64,
+    },
+}
+
+impl DetachedSessions {
+    /// A registry whose detached sessions hold at most `cap` replay bytes together.
+    pub(crate) fn new(cap: u64) -> Arc<DetachedSessions> {
+        Arc::new_cyclic(|me| DetachedSessions {
+            sessions: Mutex::new(Registry::default()),
+            cap,
+            me: me.clone(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new resumable session was accepted.
+    pub(crate) fn attached(self: &Arc<Self>, shared: &Arc<Shared>, dispatch: &SharedDispatch) {
+        let Some(id) = shared.lock().ticket().map(|t| t.session_id) else {
+            return;
+        };
+        let _ = shared.resumer.set(self.clone());
+        let mut r = self.lock();
+        if r.held.len() >= 64 && r.held.len().is_power_of_two() {
+            // Forget sessions that ended.
+            r.held.retain(|_, h| match h {
+                Held::Attached(w, _) => w.upgrade().is_some_and(|s| !s.is_closed()),
+                Held::Detached { .. } => true,
+            });
+        }
+        let held = Held::Attached(Arc::downgrade(shared), Arc::downgrade(dispatch));
+        if let Some(Held::Detached { charge, .. }) = r.held.insert(id, held) {
+            r.detached_bytes -= charge;
+        }
+    }
+
+    /// Detached sessions, and the replay bytes they hold together.
+    pub(crate) fn detached_totals(&self) -> (usize, u64) {
+        let r = self.lock();
+        let n = r
+            .held
+            .values()
+            .filter(|h| matches!(h, Held::Detached { .. }))
+            .count();
+        (n, r.detached_bytes)
+    }
+
+    /// The session a resume request names, with its dispatch, if this server holds it.
+    pub(crate) fn find(&self, id: &[u8; SESSION_ID_LEN]) -> Option<(Arc<Shared>, SharedDispatch)> {
+        let r = self.lock();
+        match r.held.get(id)? {
+            Held::Attached(s, d) => Some((s.upgrade()?, d.upgrade()?)),
+            Held::Detached {
+                shared, dispatch, ..
+            } => Some((shared.clone(), dispatch.clone())),
+        }
+    }
+
+    /// The session `id` resumed on a new transport: held weakly again.
+    pub(crate) fn resumed(&self, id: [u8; SESSION_ID_LEN], shared: &Arc<Shared>, dispatch: &SharedDispatch) {
+        let mut r = self.lock();
+        let held = Held::Attached(Arc::downgrade(shared), Arc::downgrade(dispatch));
+        if let Some(Held::Detached { charge, .. }) = r.held.insert(id, held) {
+            r.detached_bytes -= charge;
+        }
+    }
+
+    fn forget(&self, id: &[u8; SESSION_ID_LEN], shared: &Arc<Shared>) {
+        let mut r = self.lock();
+        let same = match r.held.get(id) {
+            Some(Held::Detached { shared: s, .. }) => Arc::ptr_eq(s, shared),
+            Some(Held::Attached(w, _)) => w.upgrade().is_some_and(|s| Arc::ptr_eq(&s, shared)),
+            None => false,
+        };
+        if same {
+            if let Some(Held::Detached { charge, .. }) = r.held.remove(id) {
+                r.detached_bytes -= charge;
+            }
+        }
+    }
+}
+
+impl Resumer for DetachedSessions {
+    fn detached(&self, shared: Arc<Shared>, dispatch: SharedDispatch) {
+        let (id, charge, timeout) = {
+            let s = shared.lock();
+            let Some(t) = s.ticket() else { return };
+            (t.session_id, s.replay_charge(), s.resume_timeout())
+        };
+        // spec: wire.md §21.5.3 — held within the total cap, else discarded now.
+        let over = {
+            let mut r = self.lock();
+            let over = r.detached_bytes + charge > self.cap;
+            if !over {
+                r.detached_bytes += charge;
+                let held = Held::Detached {
+                    shared: shared.clone(),
+                    dispatch: dispatch.clone(),
+                    charge,
+                };
+                if let Some(Held::Detached { charge: old, .. }) = r.held.insert(id, held) {
+                    r.detached_bytes -= old;
+                }
+            }
+            over
+        };
+        if over {
+            warn!(charge, cap = self.cap, "detached sessions over their cap: session discarded (wire.md §21.5.3)");
+            self.forget(&id, &shared);
+            dispatch::with_session(&shared, &dispatch, |s| {
+                s.abandon(
+                    ResumeStatus::Overflow,
+                    "detached sessions over the server's cap (wire.md §21.5.3)",
+                )
+            });
+            return;
+        }
+        // spec: wire.md §21.5.3 — the time limit: the session's own deadline decides.
+        let generation = shared.generation();
+        let this = DetachedTimer {
+            shared,
+            dispatch,
+            id,
+            registry: self.me.clone(),
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout + std::time::Duration::from_millis(5)).await;
+            this.expire(generation);
+        });
+    }
+}
+
+/// Ends a detached session whose time limit passed, unless a transport resumed it meanwhile.
+struct DetachedTimer {
+    shared: Arc<Shared>,
+    dispatch: SharedDispatch,
+    id: [u8; SESSION_ID_LEN],
+    registry: Weak<DetachedSessions>,
+}
+
+impl DetachedTimer {
+    fn expire(self, generation: u64) {
+        if self.shared.generation() != generation {
+            return; // resumed (and maybe detached again: that detach has its own timer)
+        }
+        dispatch::with_session(&self.shared, &self.dispatch, |s| s.handle_timeout(Instant::now()));
+        if self.shared.lock().is_closed() {
+            if let Some(registry) = self.registry.upgrade() {
+                registry.forget(&self.id, &self.shared);
+            }
+            debug!("detached session expired (wire.md §21.5.3)");
+        }
+    }
+}
+
+/// Server: the resume a new connection's HELLO asks for (its `fresh` session has the request),
+/// against the session this listener holds under that id. The new connection's identity (its
+/// HELLO token, which the authenticator accepted) must be the session's. On success the old
+/// session owns the new transport: returns it and its dispatch, its old transport retired.
+pub(crate) fn try_resume(
+    registry: &Arc<DetachedSessions>,
+    fresh: &mut Session,
+    new_token: &[u8],
+) -> Result<(Arc<Shared>, SharedDispatch), ResumeStatus> {
+    let id = fresh
+        .resume_request()
+        .map(|r| r.session_id)
+        .ok_or(ResumeStatus::UnknownSession)?;
+    let (old, dispatch) = registry.find(&id).ok_or(ResumeStatus::UnknownSession)?;
+    // spec: wire.md §21.7.1 — bound to the identity the session was opened with.
+    let same_identity = old
+        .peer_token
+        .get()
+        .is_some_and(|t| Ticket::constant_time_eq(t, new_token));
+    if !same_identity {
+        return Err(ResumeStatus::Forbidden);
+    }
+    let generation = old.generation();
+    let result = {
+        let mut s = old.lock();
+        let r = s.resume_from(fresh, Instant::now());
+        let events = dispatch::drain_events(&mut s, &old, &dispatch);
+        debug_assert!(events.is_none(), "a resumed session asks no authentication");
+        r
+    };
+    result?;
+    // The old transport (if the session was still attached: a half-open connection) goes.
+    old.retire(generation);
+    registry.resumed(id, &old, &dispatch);
+    Ok((old, dispatch))
+}
