@@ -42,6 +42,8 @@ fn chaos_secs() -> u64 {
 /// HELLO, or the first frames of a replay).
 struct Proxy {
     port: u16,
+    /// Every connection cut, and new ones refused: the client never comes back.
+    dead: Arc<AtomicBool>,
     cutting: Arc<AtomicBool>,
     cuts: Arc<AtomicU64>,
     generation: Arc<tokio::sync::watch::Sender<u64>>,
@@ -52,6 +54,7 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let cutting = Arc::new(AtomicBool::new(true));
+        let dead = Arc::new(AtomicBool::new(false));
         let cuts = Arc::new(AtomicU64::new(0));
         let (tx, _) = tokio::sync::watch::channel(0u64);
         let generation = Arc::new(tx);
@@ -72,9 +75,13 @@ impl Proxy {
         }
         {
             let (generation, cutting, cuts) = (generation.clone(), cutting.clone(), cuts.clone());
+            let dead = dead.clone();
             tokio::spawn(async move {
                 loop {
                     let Ok((client, _)) = listener.accept().await else { return };
+                    if dead.load(Ordering::Relaxed) {
+                        continue; // refused: dropped at once
+                    }
                     let Ok(server) = TcpStream::connect(target).await else { continue };
                     let budget = {
                         let mut r = rng.lock().unwrap();
@@ -90,6 +97,7 @@ impl Proxy {
         }
         Proxy {
             port,
+            dead,
             cutting,
             cuts,
             generation,
@@ -98,6 +106,12 @@ impl Proxy {
 
     fn url(&self) -> String {
         format!("ws://127.0.0.1:{}/", self.port)
+    }
+
+    /// Cuts every connection and refuses new ones from now on.
+    fn kill(&self) {
+        self.dead.store(true, Ordering::Relaxed);
+        self.generation.send_modify(|g| *g += 1);
     }
 }
 
@@ -159,18 +173,35 @@ fn number(m: &rhizomorph::Message) -> u64 {
     m.header.get_str("n").and_then(|s| s.parse().ok()).expect("numbered")
 }
 
+/// Incompressible payloads (compression would shrink them to nothing): slices of one random
+/// 8 MB buffer.
 fn payload(channel: Channel, n: u64, bulk: &Bytes) -> Bytes {
+    let at = (n as usize * 7_919) % (BULK - 8_192);
     match channel {
-        Channel::Control => Bytes::from(vec![n as u8; 16]),
-        Channel::Rpc => Bytes::from(vec![n as u8; 64 + (n as usize % 200)]),
-        Channel::Stream => Bytes::from(vec![n as u8; 1_000 + (n as usize % 3_000)]),
+        Channel::Control => bulk.slice(at..at + 16),
+        Channel::Rpc => bulk.slice(at..at + 64 + (n as usize % 200)),
+        Channel::Stream => bulk.slice(at..at + 1_000 + (n as usize % 3_000)),
         Channel::Bulk => bulk.clone(),
     }
 }
 
+fn noise(len: usize) -> Bytes {
+    // xorshift64*: fast enough in a debug build for 8 MB.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ len as u64;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out.into()
+}
+
 /// Sends numbered messages on all four channels until `stop`, then returns how many per channel.
 async fn produce(conn: Sender, stop: Arc<AtomicBool>) -> [u64; 4] {
-    let bulk = Bytes::from(vec![7u8; BULK]);
+    let bulk = noise(BULK);
     let tasks = Channel::ALL.map(|ch| {
         let sender = conn.clone();
         let (stop, bulk) = (stop.clone(), bulk.clone());
@@ -261,7 +292,13 @@ async fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_21_6_websocket_cut_at_random_every_message_exactly_once() {
     let listener = Listener::bind("127.0.0.1:0", config()).await.unwrap();
-    let proxy = Proxy::start(listener.local_addr().unwrap(), 42).await;
+    // A new cutting pattern each run (RHIZOMORPH_CHAOS_SEED repeats one; timing still varies).
+    let seed = std::env::var("RHIZOMORPH_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    println!("chaos seed {seed}");
+    let proxy = Proxy::start(listener.local_addr().unwrap(), seed).await;
     let url = proxy.url();
     let (client, server) = tokio::join!(Endpoint::connect(&url, config()), listener.accept());
     let (client, server) = (client.unwrap(), server.unwrap());
@@ -294,7 +331,7 @@ async fn resume_21_6_websocket_cut_at_random_every_message_exactly_once() {
         started.elapsed().as_secs_f64()
     );
     assert!(failed.is_empty(), "no resume may fail while the server runs: {failed:?}");
-    assert!(cuts >= secs, "the proxy cut {cuts} times in {secs} s");
+    assert!(cuts >= secs / 2, "the proxy cut {cuts} times in {secs} s");
     assert!(resumed >= 1, "the client resumed");
     at_server.check(from_client, "server");
     at_client.check(from_server, "client");
@@ -397,4 +434,69 @@ async fn resume_21_6_server_restart_reports_every_message_that_may_be_lost() {
         after.iter().map(Vec::len).collect::<Vec<_>>()
     );
     rt2.shutdown_background();
+}
+
+// spec: wire.md §21.4, §21.5.3 — a client that never comes back costs the server at most its
+// replay limit (4 channels × RESUME_BUFFER), released at the time limit; the server's
+// application learns which of its messages may be lost, and its sends wait meanwhile instead
+// of queueing without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_21_5_a_client_that_never_returns_costs_at_most_the_replay_limit() {
+    const BUFFER: u64 = 256 << 10;
+    let config = || {
+        Config::default()
+            .with_resumption(BUFFER, Duration::from_secs(2))
+            .with_keepalive(Duration::from_secs(1), Duration::from_secs(3))
+    };
+    let listener = Listener::bind("127.0.0.1:0", config()).await.unwrap();
+    let proxy = Proxy::start(listener.local_addr().unwrap(), 7).await;
+    proxy.cutting.store(false, Ordering::Relaxed);
+    let url = proxy.url();
+    let (client, server) = tokio::join!(Endpoint::connect(&url, config()), listener.accept());
+    let (client, server) = (client.unwrap(), server.unwrap());
+    // The server streams 4 KB events (incompressible) on every channel but control; the client
+    // reads them.
+    let sender = server.sender();
+    let noise = noise(4096);
+    let streaming = tokio::spawn(async move {
+        let mut sent = 0u64;
+        for n in 0.. {
+            let ch = [Channel::Rpc, Channel::Stream, Channel::Bulk][n as usize % 3];
+            if sender.send(ch, header(n), noise.clone()).await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    });
+    let _reader = consume(client, Received::default());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.kill();
+    until("the server detaches", Duration::from_secs(10), || listener.detached_sessions().0 == 1).await;
+    // However long the server's application keeps sending, what it holds stays bounded.
+    let mut most = 0;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (n, bytes) = listener.detached_sessions();
+        if n == 0 {
+            break;
+        }
+        most = most.max(bytes);
+    }
+    println!("detached session holds at most {most} bytes for replay (limit {} = 4 x {BUFFER})", 4 * BUFFER);
+    assert!(most > 0 && most <= 4 * BUFFER, "held {most}");
+    until("released after the time limit", Duration::from_secs(10), || listener.detached_sessions() == (0, 0)).await;
+    let reason = tokio::time::timeout(Duration::from_secs(5), server.closed()).await.expect("closed");
+    println!("server side ended: {reason:?}");
+    let mut expired = None;
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(200), server.next_session_event()).await {
+        if let SessionEvent::ResumeFailed { status, lost } = e {
+            expired = Some((status, lost.len()));
+        }
+    }
+    let (status, lost) = expired.expect("ResumeFailed");
+    assert_eq!(status, ResumeStatus::Expired);
+    assert!(lost > 0, "the unacknowledged messages are reported");
+    let sent = streaming.await.unwrap();
+    println!("the server's application sent {sent} messages, {lost} reported possibly lost");
 }

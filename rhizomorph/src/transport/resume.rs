@@ -117,7 +117,10 @@ pub(crate) fn transport_lost(
     }
     let mut keep = false;
     dispatch::with_session(shared, dispatch, |s| {
-        keep = shared.resumer.get().is_some() && (s.detach(Instant::now()) || s.is_resuming());
+        // Already detached (its keepalive did it, wire.md §21.5.1) or still resuming: the
+        // same hand-over.
+        keep = shared.resumer.get().is_some()
+            && (s.detach(Instant::now()) || s.is_detached() || s.is_resuming());
     });
     if keep {
         debug!(reason = %why, "transport lost; the session waits to be resumed (wire.md §21.5)");
@@ -339,17 +342,104 @@ pub(crate) fn try_resume(
     if !same_identity {
         return Err(ResumeStatus::Forbidden);
     }
-    let generation = old.generation();
     let result = {
         let mut s = old.lock();
+        let generation = old.generation();
         let r = s.resume_from(fresh, Instant::now());
+        if r.is_ok() {
+            // The old transport (if the session was still attached: a half-open connection)
+            // is retired before the lock is released: its tasks check the generation under
+            // this lock, so none of them takes the new HELLO or the replay for the old socket.
+            old.retire(generation);
+        }
         let events = dispatch::drain_events(&mut s, &old, &dispatch);
         debug_assert!(events.is_none(), "a resumed session asks no authentication");
         r
     };
     result?;
-    // The old transport (if the session was still attached: a half-open connection) goes.
-    old.retire(generation);
     registry.resumed(id, &old, &dispatch);
     Ok((old, dispatch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::frame::Channel;
+    use crate::session::{OutgoingMessage, Target};
+    use crate::transport::dispatch::Opening;
+    use crate::RoutingHeader;
+    use std::time::Duration;
+
+    /// A resumable server session that sent `bytes` the client never received, behind shared
+    /// state registered with `registry`.
+    fn detached_session(
+        registry: &Arc<DetachedSessions>,
+        config: &Config,
+        bytes: usize,
+    ) -> (Arc<Shared>, SharedDispatch) {
+        let now = Instant::now();
+        let (_client, mut server) =
+            Session::connected_pair(config.session.clone(), config.session.clone(), now);
+        assert!(server.is_resumable());
+        let m = OutgoingMessage::new(RoutingHeader::new(), vec![1u8; bytes]);
+        server.send(Channel::Stream, m).unwrap();
+        while server.poll_transmit(now, Target::Batch, usize::MAX).is_some() {}
+        while server.poll_event().is_some() {}
+        let opening = Opening::new(server, config, "127.0.0.1:1".parse().unwrap());
+        let (shared, dispatch) = (opening.shared.clone(), opening.dispatch.clone());
+        registry.attached(&shared, &dispatch);
+        transport_lost(&shared, &dispatch, shared.generation(), "cut".into());
+        (shared, dispatch)
+    }
+
+    // spec: wire.md §21.5.3 — 10,000 detached sessions against a total cap: what they hold
+    // together never exceeds it; the sessions past it are discarded at once and their
+    // applications told what may be lost (OVERFLOW).
+    #[tokio::test]
+    async fn ten_thousand_detached_sessions_stay_under_the_cap() {
+        let cap = 64 << 20;
+        let registry = DetachedSessions::new(cap);
+        let config = Config::default().with_resumption(64 << 10, Duration::from_secs(120));
+        let mut kept = Vec::new();
+        let mut overflowed = 0;
+        for _ in 0..10_000 {
+            let (shared, dispatch) = detached_session(&registry, &config, 20_000);
+            let (_, held) = registry.detached_totals();
+            assert!(held <= cap, "detached sessions hold {held} > cap {cap}");
+            if shared.is_closed() {
+                overflowed += 1;
+                let event = shared.session_events.queue.lock().unwrap().pop_back();
+                assert!(
+                    matches!(event, Some(SessionEvent::ResumeFailed { status: ResumeStatus::Overflow, ref lost }) if lost.len() == 1),
+                    "a discarded session reports its lost message: {event:?}"
+                );
+            } else {
+                kept.push((shared, dispatch));
+            }
+        }
+        let (n, held) = registry.detached_totals();
+        println!("10,000 detached sessions of 20 KB each, cap {cap}: {n} held ({held} bytes), {overflowed} discarded");
+        assert_eq!(n, kept.len());
+        assert!(held <= cap && held > cap - 64 * 1024, "the cap is used, not exceeded: {held}");
+        assert_eq!(n + overflowed, 10_000);
+    }
+
+    // spec: wire.md §21.5.3 — a detached session whose client never comes back is released at
+    // its time limit: its replay bytes leave the registry and its application is told.
+    #[tokio::test]
+    async fn a_detached_session_is_released_after_its_time_limit() {
+        let registry = DetachedSessions::new(1 << 30);
+        let config = Config::default().with_resumption(256 << 10, Duration::from_millis(300));
+        let (shared, _dispatch) = detached_session(&registry, &config, 100_000);
+        let (n, held) = registry.detached_totals();
+        assert_eq!(n, 1);
+        assert!(held >= 100_000 && held <= 4 * (256 << 10), "held {held}");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(registry.detached_totals(), (0, 0), "released after the time limit");
+        assert!(shared.is_closed());
+        assert_eq!(shared.lock().replay_charge(), 0);
+        let events: Vec<SessionEvent> = shared.session_events.queue.lock().unwrap().drain(..).collect();
+        assert!(events.iter().any(|e| matches!(e, SessionEvent::ResumeFailed { status: ResumeStatus::Expired, .. })), "{events:?}");
+    }
 }

@@ -98,6 +98,11 @@ async fn read_loop<R>(
                 // received batch costs a task switch. One lock for all of it.
                 let (wake, hello) = {
                     let mut s = shared.lock();
+                    // Checked under the lock that a resume takes (wire.md §21.6): bytes of a
+                    // retired transport never reach the session of its successor.
+                    if shared.generation() != generation {
+                        return;
+                    }
                     s.handle_batch(Instant::now(), batch);
                     let hello = drain_events(&mut s, &shared, &dispatch);
                     (has_output(&s), hello)
