@@ -156,7 +156,7 @@ pub fn session_input(data: &[u8]) {
             "fuzz",
         );
         hello.versions = vec![WIRE_VERSION_1_1, WIRE_VERSION_1_0];
-        hello.resume = resume;
+        hello.resume = resume.map(Box::new);
         let mut b = BytesMut::new();
         Frame::Hello(hello).encode(&mut b).expect("valid HELLO");
         b.freeze()

@@ -128,19 +128,24 @@ fn resume_token() -> impl Strategy<Value = Bytes> {
     vec(any::<u8>(), 16..=64).prop_map(Bytes::from)
 }
 
-fn resume_request() -> impl Strategy<Value = Option<ResumeRequest>> {
+fn resume_request() -> impl Strategy<Value = Option<Box<ResumeRequest>>> {
     prop::option::of(
-        (any::<[u8; 16]>(), resume_token(), [varint(), varint(), varint(), varint()]).prop_map(
-            |(session_id, token, received)| ResumeRequest {
-                session_id,
-                token,
-                received,
-            },
-        ),
+        (
+            any::<[u8; 16]>(),
+            resume_token(),
+            [varint(), varint(), varint(), varint()],
+        )
+            .prop_map(|(session_id, token, received)| {
+                Box::new(ResumeRequest {
+                    session_id,
+                    token,
+                    received,
+                })
+            }),
     )
 }
 
-fn session_ticket() -> impl Strategy<Value = Option<SessionTicket>> {
+fn session_ticket() -> impl Strategy<Value = Option<Box<SessionTicket>>> {
     prop::option::of(
         (
             any::<[u8; 16]>(),
@@ -148,11 +153,13 @@ fn session_ticket() -> impl Strategy<Value = Option<SessionTicket>> {
             0u8..=6,
             [varint(), varint(), varint(), varint()],
         )
-            .prop_map(|(session_id, token, status, received)| SessionTicket {
-                session_id,
-                token,
-                status: ResumeStatus::from_id(status).unwrap(),
-                received,
+            .prop_map(|(session_id, token, status, received)| {
+                Box::new(SessionTicket {
+                    session_id,
+                    token,
+                    status: ResumeStatus::from_id(status).unwrap(),
+                    received,
+                })
             }),
     )
 }
@@ -175,10 +182,7 @@ fn frame() -> impl Strategy<Value = Frame> {
                     session,
                 })
             ),
-        (channel(), varint()).prop_map(|(channel, received)| Frame::Ack(Ack {
-            channel,
-            received
-        })),
+        (channel(), varint()).prop_map(|(channel, received)| Frame::Ack(Ack { channel, received })),
         message().prop_map(Frame::Message),
         message().prop_map(Frame::Message),
         (prop::option::of(channel()), 1u64..=u32::MAX as u64).prop_map(|(c, increment)| {

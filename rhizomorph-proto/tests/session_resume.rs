@@ -88,10 +88,17 @@ impl Peer {
                 );
                 if let Err(e) = self.session.send(ch, m) {
                     let mut out = Vec::new();
-                    while let Some(t) = self.session.poll_transmit(Instant::now(), Target::Batch, usize::MAX) {
+                    while let Some(t) =
+                        self.session
+                            .poll_transmit(Instant::now(), Target::Batch, usize::MAX)
+                    {
                         out.extend_from_slice(&t.into_bytes());
                     }
-                    panic!("peer {} send: {e}; last write {:?}", self.id, String::from_utf8_lossy(&out));
+                    panic!(
+                        "peer {} send: {e}; last write {:?}",
+                        self.id,
+                        String::from_utf8_lossy(&out)
+                    );
                 }
                 self.next[i] += 1;
             }
@@ -115,7 +122,11 @@ impl Peer {
                     self.lost.extend(lost.iter().cloned());
                     out.push(Event::ResumeFailed { status, lost });
                 }
-                Event::Closed { code, reason, initiator } => {
+                Event::Closed {
+                    code,
+                    reason,
+                    initiator,
+                } => {
                     panic!("peer {} closed: {code} {reason} ({initiator:?})", self.id)
                 }
                 e => out.push(e),
@@ -182,7 +193,11 @@ fn check_exactly_once_in_order(p: &Peer, total: [u64; 4]) {
     for ch in Channel::ALL {
         let got = &p.received[ch.index()];
         let want: Vec<u64> = (0..total[ch.index()]).collect();
-        assert_eq!(got, &want, "peer {} channel {ch}: exactly once, in order", p.id);
+        assert_eq!(
+            got, &want,
+            "peer {} channel {ch}: exactly once, in order",
+            p.id
+        );
     }
 }
 
@@ -200,7 +215,12 @@ fn chaos(seed: u64, cuts: usize, total: [u64; 4]) -> (Peer, Peer, usize) {
     let mut steps = 0u64;
     loop {
         steps += 1;
-        assert!(steps < 2_000_000, "no progress: {:?} {:?}", client.received.map(|r| r.len()), server.received.map(|r| r.len()));
+        assert!(
+            steps < 2_000_000,
+            "no progress: {:?} {:?}",
+            client.received.map(|r| r.len()),
+            server.received.map(|r| r.len())
+        );
         now += Duration::from_micros(200);
         client.produce(total);
         server.produce(total);
@@ -235,7 +255,8 @@ fn chaos(seed: u64, cuts: usize, total: [u64; 4]) -> (Peer, Peer, usize) {
                     // ... or after the server resumed, before its HELLO reaches the client
                     // (the client resumes again with the token it has, the spent one).
                     1 => {
-                        let old = std::mem::replace(&mut server.session, Session::server(config(0), now));
+                        let old =
+                            std::mem::replace(&mut server.session, Session::server(config(0), now));
                         server.session = server_accept(now, Some(old), &mut wire);
                         wire = Wire::default();
                         assert!(server.session.detach(now));
@@ -270,7 +291,11 @@ fn resume_21_6_random_cuts_deliver_every_message_exactly_once_in_order() {
     for seed in 0..4 {
         let (client, server, cuts) = chaos(seed, 25, total);
         assert_eq!(cuts, 25);
-        assert!(client.resumed >= 20, "client resumed {} times", client.resumed);
+        assert!(
+            client.resumed >= 20,
+            "client resumed {} times",
+            client.resumed
+        );
         check_exactly_once_in_order(&client, total);
         check_exactly_once_in_order(&server, total);
         assert!(client.lost.is_empty() && server.lost.is_empty());
@@ -308,15 +333,27 @@ fn drain(s: &mut Session) -> Vec<Event> {
 #[test]
 fn resume_21_1_negotiated_only_when_both_sides_want_it() {
     let (c, s, _) = connected(RESUME_BUFFER, RESUME_BUFFER);
-    assert_eq!((c.version(), s.version()), (WIRE_VERSION_1_1, WIRE_VERSION_1_1));
+    assert_eq!(
+        (c.version(), s.version()),
+        (WIRE_VERSION_1_1, WIRE_VERSION_1_1)
+    );
     assert!(c.is_resumable() && s.is_resumable());
-    assert_eq!(c.ticket().unwrap().session_id, s.ticket().unwrap().session_id);
+    assert_eq!(
+        c.ticket().unwrap().session_id,
+        s.ticket().unwrap().session_id
+    );
     let (c, s, _) = connected(0, RESUME_BUFFER);
-    assert_eq!((c.version(), s.version()), (WIRE_VERSION_1_0, WIRE_VERSION_1_0));
+    assert_eq!(
+        (c.version(), s.version()),
+        (WIRE_VERSION_1_0, WIRE_VERSION_1_0)
+    );
     assert!(!c.is_resumable() && !s.is_resumable());
     let (c, s, _) = connected(RESUME_BUFFER, 0);
     assert_eq!(c.version(), WIRE_VERSION_1_1);
-    assert!(!c.is_resumable() && !s.is_resumable(), "a server without a buffer issues no ticket");
+    assert!(
+        !c.is_resumable() && !s.is_resumable(),
+        "a server without a buffer issues no ticket"
+    );
 }
 
 // spec: wire.md §4.2.1, §19 — ACK is a 1.1 frame: on a 1.0 connection it is an unknown
@@ -325,7 +362,12 @@ fn resume_21_1_negotiated_only_when_both_sides_want_it() {
 fn resume_21_3_ack_outside_a_resumable_session_is_a_connection_error() {
     let ack = {
         let mut b = bytes::BytesMut::new();
-        Frame::Ack(Ack { channel: Channel::Rpc, received: 0 }).encode(&mut b).unwrap();
+        Frame::Ack(Ack {
+            channel: Channel::Rpc,
+            received: 0,
+        })
+        .encode(&mut b)
+        .unwrap();
         b.freeze()
     };
     let (_c, mut s, now) = connected(0, 0);
@@ -367,19 +409,33 @@ fn resume_21_3_ack_outside_a_resumable_session_is_a_connection_error() {
 #[test]
 fn resume_21_3_ack_beyond_what_was_sent_is_a_protocol_error() {
     let (mut c, mut s, now) = connected(RESUME_BUFFER, RESUME_BUFFER);
-    c.send(Channel::Rpc, OutgoingMessage::new(RoutingHeader::new(), "x")).unwrap();
+    c.send(
+        Channel::Rpc,
+        OutgoingMessage::new(RoutingHeader::new(), "x"),
+    )
+    .unwrap();
     flush(now, &mut c, &mut s);
     drain(&mut s);
     let mut b = bytes::BytesMut::new();
-    Frame::Ack(Ack { channel: Channel::Rpc, received: 2 }).encode(&mut b).unwrap();
+    Frame::Ack(Ack {
+        channel: Channel::Rpc,
+        received: 2,
+    })
+    .encode(&mut b)
+    .unwrap();
     c.handle_batch(now, b.freeze());
-    let closed = drain(&mut c).into_iter().any(|e| matches!(e, Event::Closed { .. }));
+    let closed = drain(&mut c)
+        .into_iter()
+        .any(|e| matches!(e, Event::Closed { .. }));
     let mut out = Vec::new();
     while let Some(t) = c.poll_transmit(now, Target::Batch, usize::MAX) {
         out.extend_from_slice(&t.into_bytes());
     }
     let text = String::from_utf8_lossy(&out).to_string();
-    assert!(closed || text.contains("AckOutOfRange"), "closed with AckOutOfRange: {text}");
+    assert!(
+        closed || text.contains("AckOutOfRange"),
+        "closed with AckOutOfRange: {text}"
+    );
 }
 
 // spec: wire.md §21.3 — ACKs ride along with CREDIT and are never a frame per message: with
@@ -409,7 +465,10 @@ fn resume_21_3_acks_cost_at_most_two_bytes_per_small_message() {
     }
     let extra = wire_bytes[1] as f64 - wire_bytes[0] as f64;
     let per_message = extra / 4_000.0;
-    println!("wire bytes off {} on {}: {per_message:.3} extra bytes per message", wire_bytes[0], wire_bytes[1]);
+    println!(
+        "wire bytes off {} on {}: {per_message:.3} extra bytes per message",
+        wire_bytes[0], wire_bytes[1]
+    );
     assert!(per_message <= 2.0, "{per_message} extra bytes per message");
 }
 
@@ -431,7 +490,11 @@ fn reconnect(now: Instant, c: &mut Session, old_server: Option<Session>) -> Sess
 fn resume_21_6_a_restarted_server_refuses_and_the_client_learns_what_may_be_lost() {
     let (mut c, mut s, now) = connected(RESUME_BUFFER, RESUME_BUFFER);
     for i in 0..50u64 {
-        c.send(Channel::Rpc, OutgoingMessage::new(RoutingHeader::new(), payload(1, Channel::Rpc, i, 100))).unwrap();
+        c.send(
+            Channel::Rpc,
+            OutgoingMessage::new(RoutingHeader::new(), payload(1, Channel::Rpc, i, 100)),
+        )
+        .unwrap();
     }
     // The server receives only part of what was sent: a prefix of the byte stream.
     let mut out = Vec::new();
@@ -458,14 +521,24 @@ fn resume_21_6_a_restarted_server_refuses_and_the_client_learns_what_may_be_lost
         })
         .expect("ResumeFailed");
     assert_eq!(status, ResumeStatus::UnknownSession);
-    let lost: BTreeSet<u64> = lost.iter().map(|l| identity(&l.message.payload).2).collect();
+    let lost: BTreeSet<u64> = lost
+        .iter()
+        .map(|l| identity(&l.message.payload).2)
+        .collect();
     // Nothing silently lost: every message that did not arrive is in the list.
     for i in 0..50u64 {
-        assert!(arrived.contains(&i) || lost.contains(&i), "message {i} neither arrived nor reported");
+        assert!(
+            arrived.contains(&i) || lost.contains(&i),
+            "message {i} neither arrived nor reported"
+        );
     }
     // The connection goes on, as a new resumable session.
     assert!(c.is_open() && c.is_resumable() && s2.is_resumable());
-    c.send(Channel::Rpc, OutgoingMessage::new(RoutingHeader::new(), payload(1, Channel::Rpc, 99, 10))).unwrap();
+    c.send(
+        Channel::Rpc,
+        OutgoingMessage::new(RoutingHeader::new(), payload(1, Channel::Rpc, 99, 10)),
+    )
+    .unwrap();
     flush(now, &mut c, &mut s2);
     let got: Vec<u64> = drain(&mut s2)
         .into_iter()
@@ -487,7 +560,11 @@ fn resume_21_7_wrong_or_spent_tokens_are_refused() {
     drain(&mut c);
     assert!(c.is_open());
     // The client's first frame on the new connection shows it has the new token.
-    c.send(Channel::Rpc, OutgoingMessage::new(RoutingHeader::new(), "after")).unwrap();
+    c.send(
+        Channel::Rpc,
+        OutgoingMessage::new(RoutingHeader::new(), "after"),
+    )
+    .unwrap();
     flush(now, &mut c, &mut s);
     drain(&mut s);
     let second_token = c.ticket().unwrap().token.clone();
@@ -497,13 +574,14 @@ fn resume_21_7_wrong_or_spent_tokens_are_refused() {
     assert!(s.detach(now));
     let mut c_wire = Wire::default();
     // A HELLO built by hand with the spent token.
-    let mut hello = rhizomorph_proto::frame::Hello::new(&config(RESUME_BUFFER).settings, Bytes::new(), "thief");
+    let mut hello =
+        rhizomorph_proto::frame::Hello::new(&config(RESUME_BUFFER).settings, Bytes::new(), "thief");
     hello.versions = vec![WIRE_VERSION_1_1, WIRE_VERSION_1_0];
-    hello.resume = Some(rhizomorph_proto::frame::ResumeRequest {
+    hello.resume = Some(Box::new(rhizomorph_proto::frame::ResumeRequest {
         session_id: s.ticket().unwrap().session_id,
         token: first_token,
         received: [0; 4],
-    });
+    }));
     let mut b = bytes::BytesMut::new();
     Frame::Hello(hello).encode(&mut b).unwrap();
     c_wire.to_server.extend_from_slice(&b);
@@ -511,10 +589,15 @@ fn resume_21_7_wrong_or_spent_tokens_are_refused() {
     fresh.handle_bytes(now, &c_wire.to_server);
     drain(&mut fresh);
     assert_eq!(s.resume_from(&mut fresh, now), Err(ResumeStatus::Forbidden));
-    assert!(s.is_detached(), "a refused attempt leaves the session waiting for its owner");
+    assert!(
+        s.is_detached(),
+        "a refused attempt leaves the session waiting for its owner"
+    );
     // Its owner still resumes.
     let _s = reconnect_detached(now, &mut c, s);
-    assert!(drain(&mut c).iter().any(|e| matches!(e, Event::Resumed { .. })));
+    assert!(drain(&mut c)
+        .iter()
+        .any(|e| matches!(e, Event::Resumed { .. })));
 }
 
 fn reconnect_detached(now: Instant, c: &mut Session, old: Session) -> Session {
@@ -533,7 +616,11 @@ fn reconnect_detached(now: Instant, c: &mut Session, old: Session) -> Session {
 fn resume_21_5_a_detached_session_expires_and_names_what_may_be_lost() {
     let (mut c, mut s, now) = connected(RESUME_BUFFER, RESUME_BUFFER);
     for i in 0..5u64 {
-        s.send(Channel::Stream, OutgoingMessage::new(RoutingHeader::new(), payload(2, Channel::Stream, i, 50))).unwrap();
+        s.send(
+            Channel::Stream,
+            OutgoingMessage::new(RoutingHeader::new(), payload(2, Channel::Stream, i, 50)),
+        )
+        .unwrap();
     }
     while s.poll_transmit(now, Target::Batch, usize::MAX).is_some() {} // sent, never arrives
     assert!(s.replay_charge() > 0);
@@ -547,7 +634,10 @@ fn resume_21_5_a_detached_session_expires_and_names_what_may_be_lost() {
     let lost = events
         .iter()
         .find_map(|e| match e {
-            Event::ResumeFailed { status: ResumeStatus::Expired, lost } => Some(lost.len()),
+            Event::ResumeFailed {
+                status: ResumeStatus::Expired,
+                lost,
+            } => Some(lost.len()),
             _ => None,
         })
         .expect("ResumeFailed Expired");
@@ -564,18 +654,29 @@ fn resume_21_4_a_full_replay_buffer_holds_the_sender_back_until_acknowledged() {
     let (mut c, mut s, now) = connected(RESUME_BUFFER, RESUME_BUFFER);
     // 40 messages of 20 KB: 800 KB, three times the buffer.
     for i in 0..40u64 {
-        c.send(Channel::Stream, OutgoingMessage::new(RoutingHeader::new(), payload(1, Channel::Stream, i, 20_000))).unwrap();
+        c.send(
+            Channel::Stream,
+            OutgoingMessage::new(RoutingHeader::new(), payload(1, Channel::Stream, i, 20_000)),
+        )
+        .unwrap();
     }
     let mut first = Vec::new();
     while let Some(t) = c.poll_transmit(now, Target::Batch, usize::MAX) {
         first.extend_from_slice(&t.into_bytes());
     }
-    assert!(c.replay_charge() <= RESUME_BUFFER, "held {}", c.replay_charge());
+    assert!(
+        c.replay_charge() <= RESUME_BUFFER,
+        "held {}",
+        c.replay_charge()
+    );
     assert!(c.queued_bytes(Channel::Stream) > 0, "the rest waits");
     s.handle_batch(now, Bytes::from(first));
     let mut got = 0;
     for _ in 0..100 {
-        got += drain(&mut s).iter().filter(|e| matches!(e, Event::Message(_))).count();
+        got += drain(&mut s)
+            .iter()
+            .filter(|e| matches!(e, Event::Message(_)))
+            .count();
         flush(now, &mut s, &mut c);
         drain(&mut c);
         flush(now, &mut c, &mut s);
@@ -592,12 +693,21 @@ fn resume_21_4_a_full_replay_buffer_holds_the_sender_back_until_acknowledged() {
 fn resume_21_6_an_aborted_message_is_replayed_as_an_abort() {
     let (mut c, s, now) = connected(RESUME_BUFFER, RESUME_BUFFER);
     let mut s = s;
-    let big = c.send(Channel::Bulk, OutgoingMessage::new(RoutingHeader::new(), payload(1, Channel::Bulk, 0, 300_000))).unwrap();
+    let big = c
+        .send(
+            Channel::Bulk,
+            OutgoingMessage::new(RoutingHeader::new(), payload(1, Channel::Bulk, 0, 300_000)),
+        )
+        .unwrap();
     // Part of it leaves, then the application cancels it, and sends another.
     let t = c.poll_transmit(now, Target::Batch, 32 * 1024).unwrap();
     drop(t); // lost with the connection
     c.cancel(Channel::Bulk, big);
-    c.send(Channel::Bulk, OutgoingMessage::new(RoutingHeader::new(), payload(1, Channel::Bulk, 1, 100))).unwrap();
+    c.send(
+        Channel::Bulk,
+        OutgoingMessage::new(RoutingHeader::new(), payload(1, Channel::Bulk, 1, 100)),
+    )
+    .unwrap();
     while c.poll_transmit(now, Target::Batch, usize::MAX).is_some() {} // lost too
     drain(&mut c);
     drain(&mut s);
@@ -611,8 +721,14 @@ fn resume_21_6_an_aborted_message_is_replayed_as_an_abort() {
             _ => None,
         })
         .collect();
-    assert_eq!(got, vec![1], "the aborted message is not delivered, the next one is");
-    assert!(events.iter().any(|e| matches!(e, Event::MessageAborted { sequence: 0, .. })));
+    assert_eq!(
+        got,
+        vec![1],
+        "the aborted message is not delivered, the next one is"
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::MessageAborted { sequence: 0, .. })));
     assert!(s2.is_open());
 }
 
@@ -639,7 +755,10 @@ fn resume_21_6_schema_bindings_are_sent_again() {
             _ => None,
         })
         .expect("replayed");
-    assert_eq!(m.schema.as_ref().map(|b| b.name.as_str()), Some("test::Reading@1"));
+    assert_eq!(
+        m.schema.as_ref().map(|b| b.name.as_str()),
+        Some("test::Reading@1")
+    );
     assert!(m.error.is_none());
 }
 
@@ -652,13 +771,17 @@ fn resume_21_7_bogus_requests_leave_the_detached_session_untouched() {
     let id = s.ticket().unwrap().session_id;
     let mut counts: HashMap<ResumeStatus, usize> = HashMap::new();
     for i in 0..1_000u64 {
-        let mut hello = rhizomorph_proto::frame::Hello::new(&config(RESUME_BUFFER).settings, Bytes::new(), "bogus");
+        let mut hello = rhizomorph_proto::frame::Hello::new(
+            &config(RESUME_BUFFER).settings,
+            Bytes::new(),
+            "bogus",
+        );
         hello.versions = vec![WIRE_VERSION_1_1];
-        hello.resume = Some(rhizomorph_proto::frame::ResumeRequest {
+        hello.resume = Some(Box::new(rhizomorph_proto::frame::ResumeRequest {
             session_id: if i % 2 == 0 { id } else { [7; 16] },
             token: Bytes::from(i.to_be_bytes().repeat(4)),
             received: [0; 4],
-        });
+        }));
         let mut b = bytes::BytesMut::new();
         Frame::Hello(hello).encode(&mut b).unwrap();
         let mut fresh = Session::server(config(RESUME_BUFFER), now);

@@ -70,16 +70,20 @@ fn frame_from_json(f: &Value) -> Frame {
                 .collect(),
             token: hex(&f["token"]),
             agent: text(&f["agent"]),
-            resume: f.get("resume").map(|r| ResumeRequest {
-                session_id: hex(&r["session_id"])[..].try_into().unwrap(),
-                token: hex(&r["resume_token"]),
-                received: counts(&r["received"]),
+            resume: f.get("resume").map(|r| {
+                Box::new(ResumeRequest {
+                    session_id: hex(&r["session_id"])[..].try_into().unwrap(),
+                    token: hex(&r["resume_token"]),
+                    received: counts(&r["received"]),
+                })
             }),
-            session: f.get("session").map(|t| SessionTicket {
-                session_id: hex(&t["session_id"])[..].try_into().unwrap(),
-                token: hex(&t["resume_token"]),
-                status: status(&t["resume_status"]),
-                received: counts(&t["received"]),
+            session: f.get("session").map(|t| {
+                Box::new(SessionTicket {
+                    session_id: hex(&t["session_id"])[..].try_into().unwrap(),
+                    token: hex(&t["resume_token"]),
+                    status: status(&t["resume_status"]),
+                    received: counts(&t["received"]),
+                })
             }),
         }),
         "ACK" => Frame::Ack(Ack {

@@ -60,8 +60,12 @@ impl Proxy {
         let generation = Arc::new(tx);
         let rng = Arc::new(Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)));
         {
-            let (generation, cutting, cuts, rng) =
-                (generation.clone(), cutting.clone(), cuts.clone(), rng.clone());
+            let (generation, cutting, cuts, rng) = (
+                generation.clone(),
+                cutting.clone(),
+                cuts.clone(),
+                rng.clone(),
+            );
             tokio::spawn(async move {
                 loop {
                     let pause = rng.lock().unwrap().random_range(50..2_000);
@@ -78,11 +82,15 @@ impl Proxy {
             let dead = dead.clone();
             tokio::spawn(async move {
                 loop {
-                    let Ok((client, _)) = listener.accept().await else { return };
+                    let Ok((client, _)) = listener.accept().await else {
+                        return;
+                    };
                     if dead.load(Ordering::Relaxed) {
                         continue; // refused: dropped at once
                     }
-                    let Ok(server) = TcpStream::connect(target).await else { continue };
+                    let Ok(server) = TcpStream::connect(target).await else {
+                        continue;
+                    };
                     let budget = {
                         let mut r = rng.lock().unwrap();
                         (cutting.load(Ordering::Relaxed) && r.random_range(0..5) == 0)
@@ -170,7 +178,10 @@ fn header(n: u64) -> RoutingHeader {
 }
 
 fn number(m: &rhizomorph::Message) -> u64 {
-    m.header.get_str("n").and_then(|s| s.parse().ok()).expect("numbered")
+    m.header
+        .get_str("n")
+        .and_then(|s| s.parse().ok())
+        .expect("numbered")
 }
 
 /// Incompressible payloads (compression would shrink them to nothing): slices of one random
@@ -317,25 +328,45 @@ async fn resume_21_6_websocket_cut_at_random_every_message_exactly_once() {
     let from_client = client_out.await.unwrap();
     let from_server = server_out.await.unwrap();
     until("everything delivered", Duration::from_secs(60), || {
-        at_server.counts().iter().zip(from_client).all(|(&g, s)| g as u64 >= s)
-            && at_client.counts().iter().zip(from_server).all(|(&g, s)| g as u64 >= s)
+        at_server
+            .counts()
+            .iter()
+            .zip(from_client)
+            .all(|(&g, s)| g as u64 >= s)
+            && at_client
+                .counts()
+                .iter()
+                .zip(from_server)
+                .all(|(&g, s)| g as u64 >= s)
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await; // a duplicate would show by now
     let cuts = proxy.cuts.load(Ordering::Relaxed);
     let events = client_events.lock().unwrap().clone();
-    let resumed = events.iter().filter(|e| matches!(e, SessionEvent::Resumed { .. })).count();
-    let failed: Vec<_> = events.iter().filter(|e| matches!(e, SessionEvent::ResumeFailed { .. })).collect();
+    let resumed = events
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::Resumed { .. }))
+        .count();
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::ResumeFailed { .. }))
+        .collect();
     println!(
         "chaos {secs} s ({:.1} s with the drain): {cuts} cuts, {resumed} resumes; client sent {from_client:?}, server sent {from_server:?}",
         started.elapsed().as_secs_f64()
     );
-    assert!(failed.is_empty(), "no resume may fail while the server runs: {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "no resume may fail while the server runs: {failed:?}"
+    );
     assert!(cuts >= secs / 2, "the proxy cut {cuts} times in {secs} s");
     assert!(resumed >= 1, "the client resumed");
     at_server.check(from_client, "server");
     at_client.check(from_server, "client");
-    assert!(from_client[3] >= 2 && from_server[3] >= 2, "8 MB bulk messages went both ways");
+    assert!(
+        from_client[3] >= 2 && from_server[3] >= 2,
+        "8 MB bulk messages went both ways"
+    );
     drop((r1, r2, client_events_task, listener, proxy.generation));
 }
 
@@ -349,11 +380,15 @@ fn server_runtime(port: u16, received: Received) -> tokio::runtime::Runtime {
         .unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     rt.spawn(async move {
-        let listener = Listener::bind(&format!("127.0.0.1:{port}"), config()).await.unwrap();
+        let listener = Listener::bind(&format!("127.0.0.1:{port}"), config())
+            .await
+            .unwrap();
         tx.send(()).unwrap();
         loop {
-            let Ok(conn) = listener.accept().await else { return };
-            let _ = consume(conn, received.clone());
+            let Ok(conn) = listener.accept().await else {
+                return;
+            };
+            drop(consume(conn, received.clone())); // the task runs on
         }
     });
     rx.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -371,7 +406,9 @@ async fn resume_21_6_server_restart_reports_every_message_that_may_be_lost() {
     };
     let before = Received::default();
     let rt = server_runtime(port, before.clone());
-    let client = Endpoint::connect(&format!("ws://127.0.0.1:{port}/"), config()).await.unwrap();
+    let client = Endpoint::connect(&format!("ws://127.0.0.1:{port}/"), config())
+        .await
+        .unwrap();
     let (_events_task, events) = watch_events(&client);
     let stop = Arc::new(AtomicBool::new(false));
     let out = tokio::spawn(produce(client.sender(), stop.clone()));
@@ -386,15 +423,27 @@ async fn resume_21_6_server_restart_reports_every_message_that_may_be_lost() {
     .await
     .unwrap();
     until("the resume fails", Duration::from_secs(30), || {
-        events.lock().unwrap().iter().any(|e| matches!(e, SessionEvent::ResumeFailed { .. }))
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, SessionEvent::ResumeFailed { .. }))
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let sent = out.await.unwrap();
-    until("the new server has the new messages", Duration::from_secs(30), || {
-        after.counts().iter().zip(sent).all(|(&g, s)| g > 0 || s == 0)
-    })
+    until(
+        "the new server has the new messages",
+        Duration::from_secs(30),
+        || {
+            after
+                .counts()
+                .iter()
+                .zip(sent)
+                .all(|(&g, s)| g > 0 || s == 0)
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let events = events.lock().unwrap().clone();
@@ -426,7 +475,10 @@ async fn resume_21_6_server_restart_reports_every_message_that_may_be_lost() {
         }
         // What the old server had in order arrived once; the new session starts afresh.
         let old: Vec<u64> = before[i].clone();
-        assert!(old.windows(2).all(|w| w[1] == w[0] + 1), "{ch}: old server in order");
+        assert!(
+            old.windows(2).all(|w| w[1] == w[0] + 1),
+            "{ch}: old server in order"
+        );
     }
     println!(
         "server restart: sent {sent:?}, old server got {:?}, new server got {:?}, {lost_total} reported possibly lost",
@@ -472,7 +524,10 @@ async fn resume_21_5_a_client_that_never_returns_costs_at_most_the_replay_limit(
     let _reader = consume(client, Received::default());
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.kill();
-    until("the server detaches", Duration::from_secs(10), || listener.detached_sessions().0 == 1).await;
+    until("the server detaches", Duration::from_secs(10), || {
+        listener.detached_sessions().0 == 1
+    })
+    .await;
     // However long the server's application keeps sending, what it holds stays bounded.
     let mut most = 0;
     for _ in 0..10 {
@@ -483,13 +538,25 @@ async fn resume_21_5_a_client_that_never_returns_costs_at_most_the_replay_limit(
         }
         most = most.max(bytes);
     }
-    println!("detached session holds at most {most} bytes for replay (limit {} = 4 x {BUFFER})", 4 * BUFFER);
+    println!(
+        "detached session holds at most {most} bytes for replay (limit {} = 4 x {BUFFER})",
+        4 * BUFFER
+    );
     assert!(most > 0 && most <= 4 * BUFFER, "held {most}");
-    until("released after the time limit", Duration::from_secs(10), || listener.detached_sessions() == (0, 0)).await;
-    let reason = tokio::time::timeout(Duration::from_secs(5), server.closed()).await.expect("closed");
+    until(
+        "released after the time limit",
+        Duration::from_secs(10),
+        || listener.detached_sessions() == (0, 0),
+    )
+    .await;
+    let reason = tokio::time::timeout(Duration::from_secs(5), server.closed())
+        .await
+        .expect("closed");
     println!("server side ended: {reason:?}");
     let mut expired = None;
-    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(200), server.next_session_event()).await {
+    while let Ok(Some(e)) =
+        tokio::time::timeout(Duration::from_millis(200), server.next_session_event()).await
+    {
         if let SessionEvent::ResumeFailed { status, lost } = e {
             expired = Some((status, lost.len()));
         }

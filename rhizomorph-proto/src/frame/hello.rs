@@ -127,10 +127,11 @@ pub struct Hello {
     pub token: Bytes,
     /// Informational implementation name, ≤ 256 bytes of UTF-8.
     pub agent: String,
-    /// Version 1.1, client: resume this session (flag `RESUME`, §21.6).
-    pub resume: Option<ResumeRequest>,
-    /// Version 1.1, server: the session ticket (flag `SESSION`, §21.1).
-    pub session: Option<SessionTicket>,
+    /// Version 1.1, client: resume this session (flag `RESUME`, §21.6). Boxed: rare, and it
+    /// would otherwise make every [`Frame`](super::Frame) larger.
+    pub resume: Option<Box<ResumeRequest>>,
+    /// Version 1.1, server: the session ticket (flag `SESSION`, §21.1). Boxed, as `resume`.
+    pub session: Option<Box<SessionTicket>>,
 }
 
 impl Hello {
@@ -203,25 +204,33 @@ impl Hello {
         // (a 1.0 receiver ignores the flags and finds trailing bytes: TrailingBytes).
         let resume = if flags & Self::FLAG_RESUME != 0 {
             let session_id = session_id(&mut r)?;
-            let token = r.string("resume_token", Self::MIN_RESUME_TOKEN, Self::MAX_RESUME_TOKEN)?;
-            Some(ResumeRequest {
+            let token = r.string(
+                "resume_token",
+                Self::MIN_RESUME_TOKEN,
+                Self::MAX_RESUME_TOKEN,
+            )?;
+            Some(Box::new(ResumeRequest {
                 session_id,
                 token,
                 received: received(&mut r)?,
-            })
+            }))
         } else {
             None
         };
         let session = if flags & Self::FLAG_SESSION != 0 {
             let session_id = session_id(&mut r)?;
-            let token = r.string("resume_token", Self::MIN_RESUME_TOKEN, Self::MAX_RESUME_TOKEN)?;
+            let token = r.string(
+                "resume_token",
+                Self::MIN_RESUME_TOKEN,
+                Self::MAX_RESUME_TOKEN,
+            )?;
             let status = ResumeStatus::from_id(r.u8("resume_status")?)?;
-            Some(SessionTicket {
+            Some(Box::new(SessionTicket {
                 session_id,
                 token,
                 status,
                 received: received(&mut r)?,
-            })
+            }))
         } else {
             None
         };

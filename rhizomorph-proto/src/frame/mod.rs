@@ -138,8 +138,7 @@ impl FrameHeader {
             return Ok(None);
         };
         // spec: wire.md §4.2.1 — an unknown critical type is a connection error.
-        if !FrameType::is_known_in(frame_type, version) && frame_type < FrameType::FIRST_IGNORABLE
-        {
+        if !FrameType::is_known_in(frame_type, version) && frame_type < FrameType::FIRST_IGNORABLE {
             return Err(FrameError::UnknownFrameType { frame_type });
         }
         let rest = src.get(2..).unwrap_or_default();

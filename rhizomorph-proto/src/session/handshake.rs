@@ -38,7 +38,11 @@ impl Handshake {
     ///
     /// spec: wire.md §3.2.2 — a server picks the highest version both support; §3.2.3 — a
     /// server's HELLO lists exactly one version, one the client offered.
-    pub(super) fn negotiate(role: Role, offered: &[u64], ours: &[u64]) -> Result<u64, SessionError> {
+    pub(super) fn negotiate(
+        role: Role,
+        offered: &[u64],
+        ours: &[u64],
+    ) -> Result<u64, SessionError> {
         let chosen = match role {
             Role::Server => ours.iter().copied().filter(|v| offered.contains(v)).max(),
             Role::Client => match offered {
@@ -69,7 +73,7 @@ impl Session {
         match self.role {
             Role::Server => {
                 self.state = State::AwaitingAccept;
-                self.resume.requested = hello.resume;
+                self.resume.requested = hello.resume.map(|r| *r);
                 self.handshake.client_hello = Some((hello.token.clone(), hello.agent.clone()));
                 self.events.push_back(Event::HelloReceived {
                     token: hello.token,

@@ -166,7 +166,11 @@ impl OutChannel {
         for entry in self.replay.drain().into_iter().rev() {
             let (message, id, abort_marker) = match entry.message {
                 Some(m) => (m, entry.id, false),
-                None => (OutgoingMessage::new(RoutingHeader::default(), Bytes::new()), entry.id, true),
+                None => (
+                    OutgoingMessage::new(RoutingHeader::default(), Bytes::new()),
+                    entry.id,
+                    true,
+                ),
             };
             self.queued_bytes += message.payload.len() as u64;
             self.queued_meta += message_charge(&message);
@@ -246,7 +250,8 @@ impl OutChannel {
         front.first_sent = false;
         front.sequence = None;
         front.header_block = None;
-        self.replay.unstart(message_charge(&front.message) + front.message.payload.len() as u64);
+        self.replay
+            .unstart(message_charge(&front.message) + front.message.payload.len() as u64);
     }
 
     /// The sequence of a replayed abort marker whose FIRST frame just left: the caller sends

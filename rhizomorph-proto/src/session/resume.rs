@@ -16,8 +16,8 @@ use tracing::debug;
 use super::replay::LostMessage;
 use super::{Event, Role, Session, SessionError, State};
 use crate::frame::{
-    Ack, Channel, Frame, FrameError, FrameType, Hello, ResumeRequest, ResumeStatus,
-    SchemaFrame, SessionTicket, SESSION_ID_LEN, WIRE_VERSION_1_0, WIRE_VERSION_1_1,
+    Ack, Channel, Frame, FrameError, FrameType, Hello, ResumeRequest, ResumeStatus, SchemaFrame,
+    SessionTicket, SESSION_ID_LEN, WIRE_VERSION_1_0, WIRE_VERSION_1_1,
 };
 
 /// A session's identity for resumption: its id and the current (single-use) token.
@@ -134,7 +134,9 @@ impl Session {
     /// Client: a new transport is resuming the session (our HELLO asked, no answer yet). A
     /// transport lost now leaves the session waiting for another one, as a detached one does.
     pub fn is_resuming(&self) -> bool {
-        self.role == Role::Client && self.state == State::AwaitingHello && self.resume.asked.is_some()
+        self.role == Role::Client
+            && self.state == State::AwaitingHello
+            && self.resume.asked.is_some()
     }
 
     /// Bytes held for replay, all channels (what a detached session costs besides its queues).
@@ -233,7 +235,7 @@ impl Session {
             self.config.agent.clone(),
         );
         hello.versions = self.offered_versions();
-        hello.resume = Some(request.clone());
+        hello.resume = Some(Box::new(request.clone()));
         self.resume.asked = Some(request);
         self.control.push_back(Frame::Hello(hello));
     }
@@ -292,12 +294,12 @@ impl Session {
             self.config.agent.clone(),
         );
         hello.versions = vec![WIRE_VERSION_1_1];
-        hello.session = Some(SessionTicket {
+        hello.session = Some(Box::new(SessionTicket {
             session_id: renewed.session_id,
             token: renewed.token.clone(),
             status: ResumeStatus::Resumed,
             received,
-        });
+        }));
         self.resume.ticket = Some(renewed);
         // The spent token stays good until the client shows it has the new one (any frame on
         // the new connection): until then only it and the new one resume.
@@ -325,9 +327,10 @@ impl Session {
 
     /// Whether our replay buffers can resume from the peer's `received` counts.
     fn can_rewind(&self, received: &[u64; 4]) -> bool {
-        self.outgoing.iter().zip(received).all(|(o, &r)| {
-            r >= o.replay().acknowledged() && r <= o.started()
-        })
+        self.outgoing
+            .iter()
+            .zip(received)
+            .all(|(o, &r)| r >= o.replay().acknowledged() && r <= o.started())
     }
 
     /// Per channel, the peer's messages finished here (what a resume tells the peer).
@@ -359,10 +362,7 @@ impl Session {
         self.handshake = super::handshake::Handshake::new(now, self.config.hello_timeout);
         self.schemas.forget_inbound();
         let finished = self.finished_counts();
-        let (table, list) = (
-            local.header_table_size as usize,
-            local.max_header_list_size,
-        );
+        let (table, list) = (local.header_table_size as usize, local.max_header_list_size);
         for (ch, &n) in self.incoming.iter_mut().zip(&finished) {
             ch.reattach(n, table, list);
         }
@@ -418,15 +418,13 @@ impl Session {
     /// Client: the server's HELLO answered (or ignored) our resume request.
     pub(super) fn on_resume_answer(
         &mut self,
-        ticket: Option<SessionTicket>,
+        ticket: Option<Box<SessionTicket>>,
     ) -> Result<bool, SessionError> {
         let Some(asked) = self.resume.asked.take() else {
             return Ok(false);
         };
         match ticket {
-            Some(t)
-                if t.status == ResumeStatus::Resumed && t.session_id == asked.session_id =>
-            {
+            Some(t) if t.status == ResumeStatus::Resumed && t.session_id == asked.session_id => {
                 self.resume.ticket = Some(Ticket {
                     session_id: t.session_id,
                     token: t.token,
@@ -456,7 +454,11 @@ impl Session {
                     session_id: t.session_id,
                     token: t.token,
                 });
-                debug!(status = status.name(), lost = lost.len(), "resume refused: new session");
+                debug!(
+                    status = status.name(),
+                    lost = lost.len(),
+                    "resume refused: new session"
+                );
                 self.events.push_back(Event::ResumeFailed { status, lost });
                 Ok(false)
             }
@@ -471,9 +473,15 @@ impl Session {
             state: "the HELLO exchange",
         };
         match self.role {
-            Role::Server if hello.session.is_some() => Err(wrong("a HELLO with SESSION from a client")),
-            Role::Client if hello.resume.is_some() => Err(wrong("a HELLO with RESUME from a server")),
-            Role::Server if hello.resume.is_some() && !hello.versions.contains(&WIRE_VERSION_1_1) => {
+            Role::Server if hello.session.is_some() => {
+                Err(wrong("a HELLO with SESSION from a client"))
+            }
+            Role::Client if hello.resume.is_some() => {
+                Err(wrong("a HELLO with RESUME from a server"))
+            }
+            Role::Server
+                if hello.resume.is_some() && !hello.versions.contains(&WIRE_VERSION_1_1) =>
+            {
                 Err(wrong("a RESUME request without version 1.1"))
             }
             Role::Client if hello.session.is_some() && hello.versions != [WIRE_VERSION_1_1] => {
@@ -485,7 +493,7 @@ impl Session {
 
     /// Server: the ticket a new session's HELLO carries, if the session is resumable (version
     /// 1.1, both `RESUME_BUFFER`s non-zero); `status` answers the client's resume request.
-    pub(super) fn issue_ticket(&mut self, status: ResumeStatus) -> Option<SessionTicket> {
+    pub(super) fn issue_ticket(&mut self, status: ResumeStatus) -> Option<Box<SessionTicket>> {
         let asked = self.resume.requested.take().is_some();
         if self.resume.version != WIRE_VERSION_1_1 {
             return None;
@@ -502,21 +510,24 @@ impl Session {
         if !wants {
             // Asked to resume of a server (or for a client) that keeps no replay buffer: no
             // ticket; the client sees its resume refused and a session that is not resumable.
-            debug!(status = status.name(), "resume asked without resumption on both sides");
+            debug!(
+                status = status.name(),
+                "resume asked without resumption on both sides"
+            );
             return None;
         }
         let ticket = Ticket::random();
         self.resume.ticket = Some(ticket.clone());
-        Some(SessionTicket {
+        Some(Box::new(SessionTicket {
             session_id: ticket.session_id,
             token: ticket.token,
             status,
             received: [0; 4],
-        })
+        }))
     }
 
     /// Client: a resumable session begins when the server's HELLO carries a ticket.
-    pub(super) fn take_new_ticket(&mut self, ticket: Option<SessionTicket>) {
+    pub(super) fn take_new_ticket(&mut self, ticket: Option<Box<SessionTicket>>) {
         if self.config.settings.resume_buffer == 0 || self.resume.version != WIRE_VERSION_1_1 {
             return;
         }

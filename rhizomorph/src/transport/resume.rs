@@ -3,7 +3,7 @@
 //! events the application hears.
 //!
 //! Owns the hand-over between transports: retiring the old transport's tasks, asking the
-//! session's [`Resumer`] for a new one (a client reconnects, a server waits in its registry), the
+//! session's resumer for a new one (a client reconnects, a server waits in its registry), the
 //! server's lookup of a session by id with its identity check, the time limit and the total cap
 //! of detached sessions. Never decides what is replayed or acknowledged (the session does) and
 //! never logs a resume token.
@@ -63,7 +63,10 @@ impl SessionEvents {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if q.len() >= MAX_EVENTS {
             // Drop the oldest event that carries no messages.
-            match q.iter().position(|e| !matches!(e, SessionEvent::ResumeFailed { .. })) {
+            match q
+                .iter()
+                .position(|e| !matches!(e, SessionEvent::ResumeFailed { .. }))
+            {
                 Some(i) => {
                     q.remove(i);
                 }
@@ -224,7 +227,12 @@ impl DetachedSessions {
     }
 
     /// The session `id` resumed on a new transport: held weakly again.
-    pub(crate) fn resumed(&self, id: [u8; SESSION_ID_LEN], shared: &Arc<Shared>, dispatch: &SharedDispatch) {
+    pub(crate) fn resumed(
+        &self,
+        id: [u8; SESSION_ID_LEN],
+        shared: &Arc<Shared>,
+        dispatch: &SharedDispatch,
+    ) {
         let mut r = self.lock();
         let held = Held::Attached(Arc::downgrade(shared), Arc::downgrade(dispatch));
         if let Some(Held::Detached { charge, .. }) = r.held.insert(id, held) {
@@ -272,7 +280,11 @@ impl Resumer for DetachedSessions {
             over
         };
         if over {
-            warn!(charge, cap = self.cap, "detached sessions over their cap: session discarded (wire.md §21.5.3)");
+            warn!(
+                charge,
+                cap = self.cap,
+                "detached sessions over their cap: session discarded (wire.md §21.5.3)"
+            );
             self.forget(&id, &shared);
             dispatch::with_session(&shared, &dispatch, |s| {
                 s.abandon(
@@ -310,7 +322,9 @@ impl DetachedTimer {
         if self.shared.generation() != generation {
             return; // resumed (and maybe detached again: that detach has its own timer)
         }
-        dispatch::with_session(&self.shared, &self.dispatch, |s| s.handle_timeout(Instant::now()));
+        dispatch::with_session(&self.shared, &self.dispatch, |s| {
+            s.handle_timeout(Instant::now())
+        });
         if self.shared.lock().is_closed() {
             if let Some(registry) = self.registry.upgrade() {
                 registry.forget(&self.id, &self.shared);
@@ -384,7 +398,10 @@ mod tests {
         assert!(server.is_resumable());
         let m = OutgoingMessage::new(RoutingHeader::new(), vec![1u8; bytes]);
         server.send(Channel::Stream, m).unwrap();
-        while server.poll_transmit(now, Target::Batch, usize::MAX).is_some() {}
+        while server
+            .poll_transmit(now, Target::Batch, usize::MAX)
+            .is_some()
+        {}
         while server.poll_event().is_some() {}
         let opening = Opening::new(server, config, "127.0.0.1:1".parse().unwrap());
         let (shared, dispatch) = (opening.shared.clone(), opening.dispatch.clone());
@@ -421,7 +438,10 @@ mod tests {
         let (n, held) = registry.detached_totals();
         println!("10,000 detached sessions of 20 KB each, cap {cap}: {n} held ({held} bytes), {overflowed} discarded");
         assert_eq!(n, kept.len());
-        assert!(held <= cap && held > cap - 64 * 1024, "the cap is used, not exceeded: {held}");
+        assert!(
+            held <= cap && held > cap - 64 * 1024,
+            "the cap is used, not exceeded: {held}"
+        );
         assert_eq!(n + overflowed, 10_000);
     }
 
@@ -434,12 +454,31 @@ mod tests {
         let (shared, _dispatch) = detached_session(&registry, &config, 100_000);
         let (n, held) = registry.detached_totals();
         assert_eq!(n, 1);
-        assert!(held >= 100_000 && held <= 4 * (256 << 10), "held {held}");
+        assert!((100_000..=4 * (256 << 10)).contains(&held), "held {held}");
         tokio::time::sleep(Duration::from_millis(600)).await;
-        assert_eq!(registry.detached_totals(), (0, 0), "released after the time limit");
+        assert_eq!(
+            registry.detached_totals(),
+            (0, 0),
+            "released after the time limit"
+        );
         assert!(shared.is_closed());
         assert_eq!(shared.lock().replay_charge(), 0);
-        let events: Vec<SessionEvent> = shared.session_events.queue.lock().unwrap().drain(..).collect();
-        assert!(events.iter().any(|e| matches!(e, SessionEvent::ResumeFailed { status: ResumeStatus::Expired, .. })), "{events:?}");
+        let events: Vec<SessionEvent> = shared
+            .session_events
+            .queue
+            .lock()
+            .unwrap()
+            .drain(..)
+            .collect();
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                SessionEvent::ResumeFailed {
+                    status: ResumeStatus::Expired,
+                    ..
+                }
+            )),
+            "{events:?}"
+        );
     }
 }

@@ -252,12 +252,22 @@ impl Common {
     pub(crate) fn retire(&self, generation: u64) -> bool {
         if self
             .generation
-            .compare_exchange(generation, generation + 1, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                generation,
+                generation + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_err()
         {
             return false;
         }
-        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             t.abort();
         }
         // A writer of the old generation waiting for a wake-up exits; one it swallowed is

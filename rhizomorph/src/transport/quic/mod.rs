@@ -373,7 +373,7 @@ async fn start(
         slots: Default::default(),
         handoff: handoff_tx,
     });
-    let _ = shared.flush.set(slots.clone());
+    shared.flush.set(slots.clone());
     tokio::spawn(
         accept_streams(conn.clone(), shared.clone(), dispatch.clone()).instrument(span.clone()),
     );

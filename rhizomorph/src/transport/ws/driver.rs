@@ -73,12 +73,8 @@ fn has_output(s: &Session) -> bool {
             .any(|&c| s.queued_bytes(c) > 0)
 }
 
-async fn read_loop<R>(
-    shared: Arc<Shared>,
-    mut reader: R,
-    dispatch: SharedDispatch,
-    generation: u64,
-) where
+async fn read_loop<R>(shared: Arc<Shared>, mut reader: R, dispatch: SharedDispatch, generation: u64)
+where
     R: Stream<Item = io::Result<Bytes>> + Unpin,
 {
     loop {

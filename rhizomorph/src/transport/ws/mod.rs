@@ -19,9 +19,9 @@ use crate::config::Config;
 use crate::error::ConnectStage;
 use crate::error::Error;
 use crate::frame::ErrorCode;
+use crate::frame::ResumeStatus;
 use crate::session::Session;
 use crate::transport::connect_error::{self, Progress};
-use crate::frame::ResumeStatus;
 use crate::transport::dispatch::{self, Opening, SharedDispatch};
 use crate::transport::resume::{self, DetachedSessions, Resumer};
 use crate::transport::shared::{CloseReason, Mode, Opened, Shared};
@@ -54,7 +54,7 @@ fn tune_socket(stream: &TcpStream, config: &Config) -> io::Result<()> {
 /// handshakes, and returns the open connection.
 pub(crate) async fn connect(url: &str, config: &Config) -> Result<Opened, Error> {
     let session = Session::client(config.session.clone(), Instant::now());
-    match transport(url, config, Attach::New(session)).await? {
+    match transport(url, config, Attach::New(Box::new(session))).await? {
         Some(opened) => Ok(opened),
         None => Err(Error::SessionResumed), // not reached: a new session is always handed out
     }
@@ -62,7 +62,7 @@ pub(crate) async fn connect(url: &str, config: &Config) -> Result<Opened, Error>
 
 /// What a new transport carries: a new session, or a detached one it resumes (wire.md §21.6).
 enum Attach {
-    New(Session),
+    New(Box<Session>),
     Resume(Arc<Shared>, SharedDispatch),
 }
 
@@ -210,14 +210,22 @@ async fn open<S: SplitIo>(
         let Attach::New(session) = attach else {
             unreachable!("resume handled above")
         };
-        let resumer: Option<Arc<dyn Resumer>> = (config.session.settings.resume_buffer > 0)
-            .then(|| {
+        let resumer: Option<Arc<dyn Resumer>> =
+            (config.session.settings.resume_buffer > 0).then(|| {
                 Arc::new(Reconnect {
                     url: t.url.to_string(),
                     config: config.clone(),
                 }) as Arc<dyn Resumer>
             });
-        let opened = start(stream, tail, Role::Client, session, config, t.peer_addr, resumer);
+        let opened = start(
+            stream,
+            tail,
+            Role::Client,
+            *session,
+            config,
+            t.peer_addr,
+            resumer,
+        );
         return opened.await.map(Some);
     }
     if matches!(attach, Attach::Resume(..)) {
@@ -295,7 +303,11 @@ fn ws_io<S: SplitIo>(
         role,
         control,
         Box::new(move || {
-            close_status(cell.get().and_then(Weak::upgrade).and_then(|s| s.close_reason()))
+            close_status(
+                cell.get()
+                    .and_then(Weak::upgrade)
+                    .and_then(|s| s.close_reason()),
+            )
         }),
     );
     (reader, writer)
@@ -376,8 +388,14 @@ async fn start_resumable<S: SplitIo>(
         return Err(e.into());
     }
     let mut status = ResumeStatus::UnknownSession;
-    if let Some(request) = hello.as_ref().filter(|_| session.resume_request().is_some()) {
-        let allowed = config.authenticator.as_ref().map_or(true, |a| a(request).is_ok());
+    if let Some(request) = hello
+        .as_ref()
+        .filter(|_| session.resume_request().is_some())
+    {
+        let allowed = config
+            .authenticator
+            .as_ref()
+            .map_or(true, |a| a(request).is_ok());
         if allowed {
             match resume::try_resume(registry, &mut session, &request.token) {
                 Ok((old, old_dispatch)) => {
