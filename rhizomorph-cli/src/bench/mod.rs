@@ -14,6 +14,7 @@ pub mod legacy;
 pub mod measure;
 pub mod oneway;
 pub mod raw_tcp;
+pub mod resume;
 pub mod rpc;
 pub mod scenarios;
 pub mod tarpc_bench;
@@ -109,9 +110,9 @@ impl Default for BenchOptions {
 
 impl BenchOptions {
     fn wants(&self, name: &str) -> bool {
-        self.scenarios
-            .iter()
-            .any(|s| s == name || (s == "all" && name != "stall-long" && name != "hypha"))
+        self.scenarios.iter().any(|s| {
+            s == name || (s == "all" && !matches!(name, "stall-long" | "hypha" | "resume"))
+        })
     }
 }
 
@@ -337,6 +338,10 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
 
     if options.legacy {
         run_legacy(options, &servers, &mut results).await?;
+    }
+
+    if options.wants("resume") {
+        results.extend(resume::run(options).await?);
     }
 
     if options.wants("transfer") {
@@ -913,6 +918,8 @@ fn baseline_of(implementation: &str, scenario: &str) -> Option<&'static str> {
         ("rhizo-ws-call" | "rhizo-ws-matched", _) => Some("rhizo-ws"),
         // A streamed transfer against the same bytes as 2 MiB messages.
         ("rhizo-ws-xfer", _) => Some("rhizo-ws"),
+        // Resumable sessions against the same rows without them (wire.md §21).
+        ("rhizo-ws-resume", _) => Some("rhizo-ws"),
         ("rhizo-quic-xfer", _) => Some("rhizo-quic"),
         ("rhizo-quic-call" | "rhizo-quic-matched", _) => Some("rhizo-quic"),
         ("rhizo-ws" | "rhizo-quic", s) if s.starts_with("rpc") => Some("h2-grpc"),
