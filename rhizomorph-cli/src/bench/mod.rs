@@ -701,6 +701,7 @@ fn round_baselines(implementation: &str) -> &'static [&'static str] {
     match implementation {
         "rhizo-ws" => &["msgpack-ws", "raw-tcp"],
         "rhizo-quic" => &["bare-quinn"],
+        "rhizo-ws-resume" => &["rhizo-ws"],
         _ => &[],
     }
 }

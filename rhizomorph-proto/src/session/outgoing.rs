@@ -77,6 +77,8 @@ struct Queued {
     /// A replayed stand-in for a message this side aborted (§21.6): a FIRST frame of one
     /// announced byte and no data, then CANCEL with ABORT.
     abort_marker: bool,
+    /// [`message_charge`] of the message, computed once.
+    meta: u64,
 }
 
 /// The smallest chunk worth sending when credit is short (avoids a silly-window trickle), unless
@@ -172,8 +174,9 @@ impl OutChannel {
                     true,
                 ),
             };
+            let meta = message_charge(&message);
             self.queued_bytes += message.payload.len() as u64;
-            self.queued_meta += message_charge(&message);
+            self.queued_meta += meta;
             self.queue.push_front(Queued {
                 id,
                 sequence: None,
@@ -182,6 +185,7 @@ impl OutChannel {
                 offset: 0,
                 first_sent: false,
                 abort_marker,
+                meta,
             });
         }
         self.next_sequence = received;
@@ -210,7 +214,7 @@ impl OutChannel {
         if let Some((id, sequence)) = self.in_progress() {
             if let Some(q) = self.queue.pop_front() {
                 self.queued_bytes -= (q.message.payload.len() - q.offset) as u64;
-                self.queued_meta -= message_charge(&q.message);
+                self.queued_meta -= q.meta;
                 if !q.abort_marker {
                     lost.push(LostMessage {
                         channel,
@@ -251,7 +255,7 @@ impl OutChannel {
         front.sequence = None;
         front.header_block = None;
         self.replay
-            .unstart(message_charge(&front.message) + front.message.payload.len() as u64);
+            .unstart(front.meta + front.message.payload.len() as u64);
     }
 
     /// The sequence of a replayed abort marker whose FIRST frame just left: the caller sends
@@ -269,8 +273,9 @@ impl OutChannel {
     pub fn push(&mut self, message: OutgoingMessage) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
+        let meta = message_charge(&message);
         self.queued_bytes += message.payload.len() as u64;
-        self.queued_meta += message_charge(&message);
+        self.queued_meta += meta;
         self.queue.push_back(Queued {
             id,
             sequence: None,
@@ -279,6 +284,7 @@ impl OutChannel {
             offset: 0,
             first_sent: false,
             abort_marker: false,
+            meta,
         });
         id
     }
@@ -330,7 +336,7 @@ impl OutChannel {
                 return true;
             }
             *queued_bytes -= q.message.payload.len() as u64;
-            *queued_meta -= message_charge(&q.message);
+            *queued_meta -= q.meta;
             if !q.abort_marker {
                 dropped.push(q.id); // a marker's message was reported when it was aborted
             }
@@ -348,7 +354,7 @@ impl OutChannel {
         };
         if let Some(q) = self.queue.remove(pos) {
             self.queued_bytes -= q.message.payload.len() as u64;
-            self.queued_meta -= message_charge(&q.message);
+            self.queued_meta -= q.meta;
         }
         true
     }
@@ -362,10 +368,10 @@ impl OutChannel {
         }
         let q = self.queue.pop_front()?;
         self.queued_bytes -= (q.message.payload.len() - q.offset) as u64;
-        self.queued_meta -= message_charge(&q.message);
+        self.queued_meta -= q.meta;
         // spec: wire.md §21.4 — an aborted message stays in the replay buffer as a marker
         // (its sequence number), so a resumed connection can abort it again.
-        let whole = message_charge(&q.message) + q.message.payload.len() as u64;
+        let whole = q.meta + q.message.payload.len() as u64;
         self.replay.aborted(front_id, sequence, whole);
         Some((front_id, sequence))
     }
@@ -428,7 +434,7 @@ impl OutChannel {
             // spec: wire.md §5.3.8 — the n-th message started on the channel has sequence n.
             front.sequence = Some(self.next_sequence);
             self.next_sequence += 1;
-            let whole = message_charge(&front.message) + front.message.payload.len() as u64;
+            let whole = front.meta + front.message.payload.len() as u64;
             self.replay.start(whole);
         }
         front.offset += take;
@@ -437,9 +443,10 @@ impl OutChannel {
         self.queued_bytes -= take as u64;
         if last {
             if let Some(q) = self.queue.pop_front() {
-                self.queued_meta -= message_charge(&q.message);
+                self.queued_meta -= q.meta;
                 let sequence = q.sequence.unwrap_or_default();
-                self.replay.finished(q.id, sequence, q.message);
+                let whole = q.meta + q.message.payload.len() as u64;
+                self.replay.finished(q.id, sequence, q.message, whole);
             }
         }
         Some(MessageFrame {
@@ -458,7 +465,7 @@ impl OutChannel {
         match self.queue.front() {
             Some(q) if !q.first_sent && !q.abort_marker => self
                 .replay
-                .may_start(message_charge(&q.message) + q.message.payload.len() as u64),
+                .may_start(q.meta + q.message.payload.len() as u64),
             _ => true,
         }
     }
@@ -481,7 +488,7 @@ impl OutChannel {
             return None;
         }
         let q = self.queue.pop_front()?;
-        self.queued_meta -= message_charge(&q.message);
+        self.queued_meta -= q.meta;
         let sequence = self.next_sequence;
         self.next_sequence += 1;
         self.replay.aborted(q.id, sequence, 0);

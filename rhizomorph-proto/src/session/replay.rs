@@ -106,12 +106,18 @@ impl Replay {
         }
     }
 
-    /// The message `id`, sequence `sequence`, was fully sent: it is kept until acknowledged.
-    pub(crate) fn finished(&mut self, id: u64, sequence: u64, message: OutgoingMessage) {
+    /// The message `id`, sequence `sequence`, charged `charge` when it started, was fully
+    /// sent: it is kept until acknowledged.
+    pub(crate) fn finished(
+        &mut self,
+        id: u64,
+        sequence: u64,
+        message: OutgoingMessage,
+        charge: u64,
+    ) {
         if !self.is_enabled() {
             return;
         }
-        let charge = super::message_charge(&message) + message.payload.len() as u64;
         let entry = Entry {
             id,
             sequence,

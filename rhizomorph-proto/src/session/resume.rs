@@ -20,6 +20,15 @@ use crate::frame::{
     SessionTicket, SESSION_ID_LEN, WIRE_VERSION_1_0, WIRE_VERSION_1_1,
 };
 
+/// Messages finished and not yet acknowledged on a channel that make an ACK ride along with
+/// any write (§21.3.3).
+pub const ACK_RIDE_COUNT: u64 = 8;
+
+/// Messages finished and not yet acknowledged on a channel that make an ACK due even alone:
+/// a stream of small one-way messages is acknowledged every few hundred, so the sender's
+/// replay buffer stays small enough to stay in cache (one write per this many messages).
+pub const ACK_COUNT_DUE: u64 = 256;
+
 /// A session's identity for resumption: its id and the current (single-use) token.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Ticket {
@@ -586,14 +595,22 @@ impl Session {
     pub fn ack_due(&self) -> bool {
         self.resume.ticket.is_some()
             && self.state == State::Open
-            && self.incoming.iter().any(|c| {
-                c.unacked_charge() > 0 && c.unacked_charge() >= self.peer.resume_buffer / 4
-            })
+            && self
+                .incoming
+                .iter()
+                .zip(&self.resume.acked)
+                .any(|(c, &acked)| {
+                    (c.unacked_charge() > 0 && c.unacked_charge() >= self.peer.resume_buffer / 4)
+                        || c.finished().saturating_sub(acked) >= ACK_COUNT_DUE
+                })
     }
 
-    /// Queues the ACKs this write carries: those due (§21.3), and, when `ride` (the write
-    /// carries CREDIT anyway), every channel with something finished to acknowledge.
-    pub(super) fn queue_acks(&mut self, ride: bool) {
+    /// Queues the ACKs this write carries: those due (§21.3); when `credit` (the write carries
+    /// CREDIT anyway), every channel with something finished to acknowledge; when `carries`
+    /// (the write leaves anyway), channels with at least [`ACK_RIDE_COUNT`] messages to
+    /// acknowledge — so the peer's replay buffer, and the received buffers its messages may
+    /// be views of, are released within a few messages, at well under a byte per message.
+    pub(super) fn queue_acks(&mut self, credit: bool, carries: bool) {
         if self.resume.ticket.is_none() || self.state != State::Open {
             return;
         }
@@ -602,7 +619,10 @@ impl Session {
             let i = ch.index();
             let finished = self.incoming[i].finished();
             let charge = self.incoming[i].unacked_charge();
-            if finished > self.resume.acked[i] && (ride || (charge > 0 && charge >= due)) {
+            let news = finished.saturating_sub(self.resume.acked[i]);
+            let ride = credit || (carries && news >= ACK_RIDE_COUNT);
+            let due = (charge > 0 && charge >= due) || news >= ACK_COUNT_DUE;
+            if news > 0 && (ride || due) {
                 self.incoming[i].take_unacked_charge();
                 self.resume.acked[i] = finished;
                 self.control.push_back(Frame::Ack(Ack {

@@ -132,7 +132,7 @@ impl Session {
         let before = self.control.len();
         self.flow.queue_credit(carries, &mut self.control);
         // spec: wire.md §21.3 — ACKs ride along with CREDIT; alone only when due.
-        self.queue_acks(self.control.len() > before);
+        self.queue_acks(self.control.len() > before, carries);
         if !self.encode_control(&mut batch, limit) {
             self.encode_messages(&mut batch, limit, None);
         }
@@ -155,7 +155,7 @@ impl Session {
             self.config.vectored,
         );
         let closed = if channel == Channel::Control {
-            self.queue_acks(false);
+            self.queue_acks(false, self.pong.is_some() || !self.control.is_empty());
             self.encode_control(&mut batch, limit)
         } else {
             let frames = &mut self.streams.frames[channel.index()];
