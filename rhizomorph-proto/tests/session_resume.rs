@@ -793,3 +793,141 @@ fn resume_21_7_bogus_requests_leave_the_detached_session_untouched() {
     assert_eq!(counts.get(&ResumeStatus::Forbidden), Some(&1_000));
     assert!(s.is_detached());
 }
+
+/// Per-channel streams (QUIC framing, wire.md §17): one byte stream per channel and direction.
+#[derive(Default)]
+struct Streams {
+    to_server: [Vec<u8>; 4],
+    to_client: [Vec<u8>; 4],
+}
+
+fn config_streams(resume: u64) -> SessionConfig {
+    config(resume).with_framing(Framing::PerChannelStreams)
+}
+
+fn pump_streams(now: Instant, from: &mut Session, out: &mut [Vec<u8>; 4]) {
+    for ch in Channel::ALL {
+        while let Some(t) = from.poll_transmit(now, Target::Stream(ch), 64 * 1024) {
+            out[ch.index()].extend_from_slice(&t.into_bytes());
+        }
+    }
+}
+
+fn deliver_streams(
+    now: Instant,
+    bufs: &mut [Vec<u8>; 4],
+    to: &mut Session,
+    rng: &mut rand::rngs::StdRng,
+) {
+    for ch in Channel::ALL {
+        let buf = &mut bufs[ch.index()];
+        if buf.is_empty() || !to.can_read(ch) {
+            continue;
+        }
+        let n = buf.len().min(rng.random_range(1..20_000));
+        let chunk: Vec<u8> = buf.drain(..n).collect();
+        to.handle_stream(now, ch, Bytes::from(chunk));
+    }
+}
+
+fn server_accept_streams(now: Instant, old: Option<Session>, wire: &mut Streams) -> Session {
+    let mut fresh = Session::server(config_streams(RESUME_BUFFER), now);
+    let hello = std::mem::take(&mut wire.to_server[0]);
+    fresh.handle_stream(now, Channel::Control, Bytes::from(hello));
+    while fresh.poll_event().is_some() {}
+    if fresh.resume_request().is_some() {
+        if let Some(mut old) = old {
+            match old.resume_from(&mut fresh, now) {
+                Ok(()) => return old,
+                Err(status) => {
+                    fresh.accept_with(Bytes::new(), status);
+                    return fresh;
+                }
+            }
+        }
+    }
+    fresh.accept(Bytes::new());
+    fresh
+}
+
+// spec: wire.md §21.6, §17 — the same guarantee with per-channel streams (QUIC's framing): the
+// streams of a cut connection are gone, each at its own point; a new connection's streams
+// replay what the other side did not finish.
+#[test]
+fn resume_21_6_per_channel_streams_cut_at_random_deliver_exactly_once() {
+    let total = [200, 1_000, 300, 20];
+    for seed in 10..13 {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut now = Instant::now();
+        let mut client = Peer::new(1, Session::client(config_streams(RESUME_BUFFER), now));
+        let mut wire = Streams::default();
+        pump_streams(now, &mut client.session, &mut wire.to_server);
+        let mut server = Peer::new(2, server_accept_streams(now, None, &mut wire));
+        assert!(server.session.is_resumable());
+        let (mut cuts, mut steps) = (0, 0u64);
+        loop {
+            steps += 1;
+            assert!(steps < 2_000_000, "no progress");
+            now += Duration::from_micros(200);
+            client.produce(total);
+            server.produce(total);
+            pump_streams(now, &mut client.session, &mut wire.to_server);
+            pump_streams(now, &mut server.session, &mut wire.to_client);
+            deliver_streams(now, &mut wire.to_server, &mut server.session, &mut rng);
+            deliver_streams(now, &mut wire.to_client, &mut client.session, &mut rng);
+            client.events();
+            server.events();
+            if cuts < 15 && rng.random_range(0..60) == 0 {
+                cuts += 1;
+                wire = Streams::default();
+                assert!(client.session.detach(now));
+                assert!(server.session.detach(now));
+                client.events();
+                server.events();
+                client.session.reconnect(now);
+                pump_streams(now, &mut client.session, &mut wire.to_server);
+                let old = std::mem::replace(&mut server.session, Session::server(config(0), now));
+                server.session = server_accept_streams(now, Some(old), &mut wire);
+            }
+            if cuts >= 15 && all_delivered(&client, &server, total) {
+                break;
+            }
+        }
+        // The last resume may still be in flight when everything has arrived.
+        assert!(
+            client.resumed >= 14,
+            "resumed {} lost {}",
+            client.resumed,
+            client.lost.len()
+        );
+        assert!(client.lost.is_empty() && server.lost.is_empty());
+        check_exactly_once_in_order(&client, total);
+        check_exactly_once_in_order(&server, total);
+    }
+}
+
+// spec: wire.md §21.6.6 — a new transport whose server never answers the resume HELLO: the
+// HELLO timeout detaches the session again (it does not close it), within its original limit.
+#[test]
+fn resume_21_6_6_a_resume_hello_that_times_out_detaches_again() {
+    let (mut c, _s, now) = connected(RESUME_BUFFER, RESUME_BUFFER);
+    assert!(c.detach(now));
+    let deadline = c.resume_deadline().unwrap();
+    c.reconnect(now + Duration::from_secs(1));
+    assert!(c.is_resuming());
+    drain(&mut c);
+    c.handle_timeout(now + Duration::from_secs(12)); // past the 10 s HELLO timeout
+    let events = drain(&mut c);
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Detached)),
+        "{events:?}"
+    );
+    assert!(c.is_detached() && !c.is_closed());
+    assert_eq!(
+        c.resume_deadline(),
+        Some(deadline),
+        "the limit counts from the first loss"
+    );
+    c.reconnect(now + Duration::from_secs(13));
+    assert!(c.is_resuming());
+}

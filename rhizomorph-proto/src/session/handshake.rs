@@ -101,6 +101,7 @@ impl Session {
     /// new session's credit, no second [`Event::Connected`].
     fn open_quietly(&mut self) {
         self.state = State::Open;
+        self.resume.detached_at = None;
         self.flow.open(&self.peer);
         for out in &mut self.outgoing {
             out.configure(self.peer.header_table_size as usize);

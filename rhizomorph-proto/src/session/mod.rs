@@ -618,6 +618,9 @@ impl Session {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
         match self.state {
+            State::AwaitingHello if self.is_resuming() && now >= self.handshake.deadline => {
+                self.resume_hello_timed_out();
+            }
             State::AwaitingHello | State::AwaitingAccept => {
                 if now >= self.handshake.deadline {
                     self.fail(SessionError::Timeout {

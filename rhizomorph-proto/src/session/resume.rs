@@ -180,6 +180,12 @@ impl Session {
         true
     }
 
+    /// When a detached session gives up: its `resume_timeout` after the transport was lost
+    /// (reconnect attempts that fail do not extend it).
+    pub fn resume_deadline(&self) -> Option<Instant> {
+        self.detached_deadline()
+    }
+
     /// When a detached session gives up (its `resume_timeout` after the loss).
     pub(super) fn detached_deadline(&self) -> Option<Instant> {
         self.resume
@@ -354,7 +360,6 @@ impl Session {
         let local = self.config.settings;
         self.now = now;
         self.state = State::AwaitingHello;
-        self.resume.detached_at = None;
         self.decoder = crate::frame::FrameDecoder::new(local);
         self.resume.version = WIRE_VERSION_1_0; // until the new HELLO exchange says
         self.stream_buf.clear();
@@ -408,6 +413,7 @@ impl Session {
     /// The exchange of a resumed connection finished: credit from the peer's new windows.
     fn open_after_resume(&mut self) {
         self.state = State::Open;
+        self.resume.detached_at = None;
         self.flow.open(&self.peer);
         for out in &mut self.outgoing {
             out.configure(self.peer.header_table_size as usize);
@@ -422,6 +428,15 @@ impl Session {
             lost.extend(out.forget_started());
         }
         lost
+    }
+
+    /// Client: the new transport's HELLO exchange did not finish in time (a server that hung
+    /// mid-handshake): like a lost transport, the session waits for the next one (wire.md
+    /// §21.6.6), within its original time limit.
+    pub(super) fn resume_hello_timed_out(&mut self) {
+        self.state = State::Detached;
+        self.control.clear();
+        self.events.push_back(Event::Detached);
     }
 
     /// Client: the server's HELLO answered (or ignored) our resume request.

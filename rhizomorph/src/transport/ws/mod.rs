@@ -99,7 +99,11 @@ impl Resumer for Reconnect {
     fn detached(&self, shared: Arc<Shared>, dispatch: SharedDispatch) {
         let (url, config) = (self.url.clone(), self.config.clone());
         tokio::spawn(async move {
-            let give_up = Instant::now() + shared.lock().resume_timeout();
+            let give_up = {
+                let s = shared.lock();
+                s.resume_deadline()
+                    .unwrap_or_else(|| Instant::now() + s.resume_timeout())
+            };
             let mut pause = RECONNECT_FIRST;
             loop {
                 if shared.is_closed() {
