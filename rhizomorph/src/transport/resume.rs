@@ -481,4 +481,46 @@ mod tests {
             "{events:?}"
         );
     }
+
+    // spec: wire.md §21.7.1 — the right session id and token from another identity (another
+    // HELLO auth token) are refused; the session's own identity resumes it.
+    #[tokio::test]
+    async fn resuming_someone_elses_session_is_forbidden() {
+        let registry = DetachedSessions::new(1 << 30);
+        let config = Config::default().with_resumption(64 << 10, Duration::from_secs(120));
+        let (shared, _dispatch) = detached_session(&registry, &config, 1_000);
+        let _ = shared.peer_token.set(bytes::Bytes::from_static(b"alice"));
+        let ticket = shared.lock().ticket().cloned().unwrap();
+        let request = |token: &[u8]| {
+            let mut hello = crate::frame::Hello::new(
+                &config.session.settings,
+                bytes::Bytes::copy_from_slice(token),
+                "test",
+            );
+            hello.versions = vec![
+                crate::frame::WIRE_VERSION_1_1,
+                crate::frame::WIRE_VERSION_1_0,
+            ];
+            hello.resume = Some(Box::new(crate::frame::ResumeRequest {
+                session_id: ticket.session_id,
+                token: ticket.token.clone(),
+                received: [0; 4],
+            }));
+            let mut b = bytes::BytesMut::new();
+            crate::frame::Frame::Hello(hello).encode(&mut b).unwrap();
+            let mut fresh = Session::server(config.session.clone(), Instant::now());
+            fresh.handle_batch(Instant::now(), b.freeze());
+            while fresh.poll_event().is_some() {}
+            fresh
+        };
+        let mut thief = request(b"mallory");
+        assert_eq!(
+            try_resume(&registry, &mut thief, b"mallory").err(),
+            Some(ResumeStatus::Forbidden)
+        );
+        assert!(shared.lock().is_detached(), "untouched by the attempt");
+        let mut owner = request(b"alice");
+        assert!(try_resume(&registry, &mut owner, b"alice").is_ok());
+        assert!(shared.lock().is_open());
+    }
 }
