@@ -44,6 +44,8 @@ struct Proxy {
     port: u16,
     /// Every connection cut, and new ones refused: the client never comes back.
     dead: Arc<AtomicBool>,
+    /// Nothing is relayed (the sockets stay open): a link that went silent.
+    frozen: Arc<AtomicBool>,
     cutting: Arc<AtomicBool>,
     cuts: Arc<AtomicU64>,
     generation: Arc<tokio::sync::watch::Sender<u64>>,
@@ -55,6 +57,7 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let cutting = Arc::new(AtomicBool::new(true));
         let dead = Arc::new(AtomicBool::new(false));
+        let frozen = Arc::new(AtomicBool::new(false));
         let cuts = Arc::new(AtomicU64::new(0));
         let (tx, _) = tokio::sync::watch::channel(0u64);
         let generation = Arc::new(tx);
@@ -79,7 +82,7 @@ impl Proxy {
         }
         {
             let (generation, cutting, cuts) = (generation.clone(), cutting.clone(), cuts.clone());
-            let dead = dead.clone();
+            let (dead, frozen) = (dead.clone(), frozen.clone());
             tokio::spawn(async move {
                 loop {
                     let Ok((client, _)) = listener.accept().await else {
@@ -99,13 +102,15 @@ impl Proxy {
                     if budget.is_some() {
                         cuts.fetch_add(1, Ordering::Relaxed);
                     }
-                    tokio::spawn(relay(client, server, generation.subscribe(), budget));
+                    let cut = generation.subscribe();
+                    tokio::spawn(relay(client, server, cut, budget, frozen.clone()));
                 }
             });
         }
         Proxy {
             port,
             dead,
+            frozen,
             cutting,
             cuts,
             generation,
@@ -114,6 +119,12 @@ impl Proxy {
 
     fn url(&self) -> String {
         format!("ws://127.0.0.1:{}/", self.port)
+    }
+
+    /// Stops relaying without closing anything: what is sent from now on is neither delivered
+    /// nor acknowledged.
+    fn freeze(&self) {
+        self.frozen.store(true, Ordering::Relaxed);
     }
 
     /// Cuts every connection and refuses new ones from now on.
@@ -130,13 +141,20 @@ async fn relay(
     server: TcpStream,
     mut cut: tokio::sync::watch::Receiver<u64>,
     budget: Option<u64>,
+    frozen: Arc<AtomicBool>,
 ) {
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
+    let thaw = || async {
+        while frozen.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
     let up = async {
         let mut buf = vec![0u8; 64 * 1024];
         let mut sent = 0u64;
         loop {
+            thaw().await;
             let n = match cr.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
@@ -157,6 +175,7 @@ async fn relay(
     let down = async {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
+            thaw().await;
             let n = match sr.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
@@ -523,6 +542,9 @@ async fn resume_21_5_a_client_that_never_returns_costs_at_most_the_replay_limit(
     });
     let _reader = consume(client, Received::default());
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // The link goes silent first (what the server sends now is never acknowledged), then dies.
+    proxy.freeze();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.kill();
     until("the server detaches", Duration::from_secs(10), || {
         listener.detached_sessions().0 == 1
