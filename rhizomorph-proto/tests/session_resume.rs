@@ -13,7 +13,7 @@ use rhizomorph_proto::frame::{
 };
 use rhizomorph_proto::header::RoutingHeader;
 use rhizomorph_proto::session::{
-    Event, Framing, LostMessage, OutgoingMessage, Session, SessionConfig, Target,
+    Event, Framing, LostMessage, OutgoingMessage, Session, SessionConfig, SessionEvent, Target,
 };
 
 const RESUME_BUFFER: u64 = 256 * 1024;
@@ -87,13 +87,7 @@ impl Peer {
                     payload(self.id, ch, n, size_for(ch, n)),
                 );
                 if let Err(e) = self.session.send(ch, m) {
-                    let mut out = Vec::new();
-                    while let Some(t) =
-                        self.session
-                            .poll_transmit(Instant::now(), Target::Batch, usize::MAX)
-                    {
-                        out.extend_from_slice(&t.into_bytes());
-                    }
+                    let out = written(Instant::now(), &mut self.session);
                     panic!(
                         "peer {} send: {e}; last write {:?}",
                         self.id,
@@ -117,10 +111,10 @@ impl Peer {
                     self.received[m.channel.index()].push(n);
                     self.session.release(m.channel, m.credit);
                 }
-                Event::Resumed { .. } => self.resumed += 1,
-                Event::ResumeFailed { status, lost } => {
+                Event::Session(SessionEvent::Resumed { .. }) => self.resumed += 1,
+                Event::Session(SessionEvent::ResumeFailed { status, lost }) => {
                     self.lost.extend(lost.iter().cloned());
-                    out.push(Event::ResumeFailed { status, lost });
+                    out.push(Event::Session(SessionEvent::ResumeFailed { status, lost }));
                 }
                 Event::Closed {
                     code,
@@ -164,13 +158,14 @@ fn server_accept(now: Instant, old: Option<Session>, wire: &mut Wire) -> Session
     let mut fresh = Session::server(config(RESUME_BUFFER), now);
     let hello: Vec<u8> = std::mem::take(&mut wire.to_server);
     fresh.handle_bytes(now, &hello);
-    let mut asked = false;
-    while let Some(e) = fresh.poll_event() {
-        if let Event::HelloReceived { .. } = e {
-            asked = fresh.resume_request().is_some();
-        }
-    }
-    if asked {
+    answer_hello(now, fresh, old)
+}
+
+/// A fresh server session that got a client's HELLO: resumes `old` if the HELLO asks to (and
+/// `old` agrees), else accepts as a new session (saying why a resume was refused).
+fn answer_hello(now: Instant, mut fresh: Session, old: Option<Session>) -> Session {
+    while fresh.poll_event().is_some() {}
+    if fresh.resume_request().is_some() {
         if let Some(mut old) = old {
             match old.resume_from(&mut fresh, now) {
                 Ok(()) => return old,
@@ -308,6 +303,27 @@ fn connected(resume_client: u64, resume_server: u64) -> (Session, Session, Insta
     (c, s, now)
 }
 
+/// Everything `s` has to send now, as one byte string.
+fn written(now: Instant, s: &mut Session) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(t) = s.poll_transmit(now, Target::Batch, usize::MAX) {
+        out.extend_from_slice(&t.into_bytes());
+    }
+    out
+}
+
+/// The code of the CLOSE `s` sends now, if it sends one.
+fn close_code(now: Instant, s: &mut Session) -> Option<ErrorCode> {
+    rhizomorph_proto::frame::FrameDecoder::new(Settings::default())
+        .decode_batch(Bytes::from(written(now, s)))
+        .unwrap()
+        .iter()
+        .find_map(|f| match f {
+            Frame::Close(c) => Some(c.code),
+            _ => None,
+        })
+}
+
 fn flush(now: Instant, from: &mut Session, to: &mut Session) -> usize {
     let mut n = 0;
     while let Some(t) = from.poll_transmit(now, Target::Batch, usize::MAX) {
@@ -377,32 +393,11 @@ fn resume_21_3_ack_outside_a_resumable_session_is_a_connection_error() {
         _ => None,
     });
     // CLOSE is queued; the code is what it carries.
-    let mut out = Vec::new();
-    while let Some(t) = s.poll_transmit(now, Target::Batch, usize::MAX) {
-        out.extend_from_slice(&t.into_bytes());
-    }
-    let frames = rhizomorph_proto::frame::FrameDecoder::new(Settings::default())
-        .decode_batch(Bytes::from(out))
-        .unwrap();
-    let code = closed.or_else(|| {
-        frames.iter().find_map(|f| match f {
-            Frame::Close(c) => Some(c.code),
-            _ => None,
-        })
-    });
+    let code = closed.or_else(|| close_code(now, &mut s));
     assert_eq!(code, Some(ErrorCode::UNKNOWN_FRAME_TYPE));
     let (_c, mut s, now) = connected(RESUME_BUFFER, 0);
     s.handle_batch(now, ack);
-    let mut out = Vec::new();
-    while let Some(t) = s.poll_transmit(now, Target::Batch, usize::MAX) {
-        out.extend_from_slice(&t.into_bytes());
-    }
-    let frames = rhizomorph_proto::frame::FrameDecoder::new(Settings::default())
-        .decode_batch(Bytes::from(out))
-        .unwrap();
-    assert!(frames
-        .iter()
-        .any(|f| matches!(f, Frame::Close(c) if c.code == ErrorCode::PROTOCOL_ERROR)));
+    assert_eq!(close_code(now, &mut s), Some(ErrorCode::PROTOCOL_ERROR));
 }
 
 // spec: wire.md §21.3 — an ACK may not count messages that were never started.
@@ -427,11 +422,7 @@ fn resume_21_3_ack_beyond_what_was_sent_is_a_protocol_error() {
     let closed = drain(&mut c)
         .into_iter()
         .any(|e| matches!(e, Event::Closed { .. }));
-    let mut out = Vec::new();
-    while let Some(t) = c.poll_transmit(now, Target::Batch, usize::MAX) {
-        out.extend_from_slice(&t.into_bytes());
-    }
-    let text = String::from_utf8_lossy(&out).to_string();
+    let text = String::from_utf8_lossy(&written(now, &mut c)).to_string();
     assert!(
         closed || text.contains("AckOutOfRange"),
         "closed with AckOutOfRange: {text}"
@@ -497,10 +488,7 @@ fn resume_21_6_a_restarted_server_refuses_and_the_client_learns_what_may_be_lost
         .unwrap();
     }
     // The server receives only part of what was sent: a prefix of the byte stream.
-    let mut out = Vec::new();
-    while let Some(t) = c.poll_transmit(now, Target::Batch, usize::MAX) {
-        out.extend_from_slice(&t.into_bytes());
-    }
+    let out = written(now, &mut c);
     s.handle_bytes(now, &out[..out.len() / 2]);
     let arrived: BTreeSet<u64> = drain(&mut s)
         .into_iter()
@@ -516,7 +504,7 @@ fn resume_21_6_a_restarted_server_refuses_and_the_client_learns_what_may_be_lost
     let (status, lost) = events
         .into_iter()
         .find_map(|e| match e {
-            Event::ResumeFailed { status, lost } => Some((status, lost)),
+            Event::Session(SessionEvent::ResumeFailed { status, lost }) => Some((status, lost)),
             _ => None,
         })
         .expect("ResumeFailed");
@@ -594,20 +582,10 @@ fn resume_21_7_wrong_or_spent_tokens_are_refused() {
         "a refused attempt leaves the session waiting for its owner"
     );
     // Its owner still resumes.
-    let _s = reconnect_detached(now, &mut c, s);
+    let _s = reconnect(now, &mut c, Some(s));
     assert!(drain(&mut c)
         .iter()
-        .any(|e| matches!(e, Event::Resumed { .. })));
-}
-
-fn reconnect_detached(now: Instant, c: &mut Session, old: Session) -> Session {
-    assert!(c.detach(now));
-    c.reconnect(now);
-    let mut wire = Wire::default();
-    pump(now, c, &mut wire.to_server);
-    let mut s = server_accept(now, Some(old), &mut wire);
-    flush(now, &mut s, c);
-    s
+        .any(|e| matches!(e, Event::Session(SessionEvent::Resumed { .. }))));
 }
 
 // spec: wire.md §21.5 — a detached session waits its resume timeout, then gives up: its
@@ -634,10 +612,10 @@ fn resume_21_5_a_detached_session_expires_and_names_what_may_be_lost() {
     let lost = events
         .iter()
         .find_map(|e| match e {
-            Event::ResumeFailed {
+            Event::Session(SessionEvent::ResumeFailed {
                 status: ResumeStatus::Expired,
                 lost,
-            } => Some(lost.len()),
+            }) => Some(lost.len()),
             _ => None,
         })
         .expect("ResumeFailed Expired");
@@ -660,10 +638,7 @@ fn resume_21_4_a_full_replay_buffer_holds_the_sender_back_until_acknowledged() {
         )
         .unwrap();
     }
-    let mut first = Vec::new();
-    while let Some(t) = c.poll_transmit(now, Target::Batch, usize::MAX) {
-        first.extend_from_slice(&t.into_bytes());
-    }
+    let first = written(now, &mut c);
     assert!(
         c.replay_charge() <= RESUME_BUFFER,
         "held {}",
@@ -834,20 +809,7 @@ fn server_accept_streams(now: Instant, old: Option<Session>, wire: &mut Streams)
     let mut fresh = Session::server(config_streams(RESUME_BUFFER), now);
     let hello = std::mem::take(&mut wire.to_server[0]);
     fresh.handle_stream(now, Channel::Control, Bytes::from(hello));
-    while fresh.poll_event().is_some() {}
-    if fresh.resume_request().is_some() {
-        if let Some(mut old) = old {
-            match old.resume_from(&mut fresh, now) {
-                Ok(()) => return old,
-                Err(status) => {
-                    fresh.accept_with(Bytes::new(), status);
-                    return fresh;
-                }
-            }
-        }
-    }
-    fresh.accept(Bytes::new());
-    fresh
+    answer_hello(now, fresh, old)
 }
 
 // spec: wire.md §21.6, §17 — the same guarantee with per-channel streams (QUIC's framing): the
@@ -919,7 +881,9 @@ fn resume_21_6_6_a_resume_hello_that_times_out_detaches_again() {
     c.handle_timeout(now + Duration::from_secs(12)); // past the 10 s HELLO timeout
     let events = drain(&mut c);
     assert!(
-        events.iter().any(|e| matches!(e, Event::Detached)),
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Session(SessionEvent::Detached))),
         "{events:?}"
     );
     assert!(c.is_detached() && !c.is_closed());

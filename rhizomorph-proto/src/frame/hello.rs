@@ -203,12 +203,7 @@ impl Hello {
         // spec: wire.md §21.1, §21.6 — the version 1.1 blocks, each present iff its flag is set
         // (a 1.0 receiver ignores the flags and finds trailing bytes: TrailingBytes).
         let resume = if flags & Self::FLAG_RESUME != 0 {
-            let session_id = session_id(&mut r)?;
-            let token = r.string(
-                "resume_token",
-                Self::MIN_RESUME_TOKEN,
-                Self::MAX_RESUME_TOKEN,
-            )?;
+            let (session_id, token) = read_session(&mut r)?;
             Some(Box::new(ResumeRequest {
                 session_id,
                 token,
@@ -218,12 +213,7 @@ impl Hello {
             None
         };
         let session = if flags & Self::FLAG_SESSION != 0 {
-            let session_id = session_id(&mut r)?;
-            let token = r.string(
-                "resume_token",
-                Self::MIN_RESUME_TOKEN,
-                Self::MAX_RESUME_TOKEN,
-            )?;
+            let (session_id, token) = read_session(&mut r)?;
             let status = ResumeStatus::from_id(r.u8("resume_status")?)?;
             Some(Box::new(SessionTicket {
                 session_id,
@@ -275,34 +265,50 @@ impl Hello {
             0,
             Self::MAX_AGENT as usize,
         )?;
-        let (min, max) = (
-            Self::MIN_RESUME_TOKEN as usize,
-            Self::MAX_RESUME_TOKEN as usize,
-        );
         if let Some(r) = &self.resume {
-            dst.extend_from_slice(&r.session_id);
-            writer::string(dst, "resume_token", &r.token, min, max)?;
-            for &n in &r.received {
-                writer::varint(dst, "received", n)?;
-            }
+            write_session(dst, &r.session_id, &r.token)?;
+            write_received(dst, &r.received)?;
         }
         if let Some(t) = &self.session {
-            dst.extend_from_slice(&t.session_id);
-            writer::string(dst, "resume_token", &t.token, min, max)?;
+            write_session(dst, &t.session_id, &t.token)?;
             dst.extend_from_slice(&[t.status.id()]);
-            for &n in &t.received {
-                writer::varint(dst, "received", n)?;
-            }
+            write_received(dst, &t.received)?;
         }
         Ok(())
     }
 }
 
-fn session_id(r: &mut PayloadReader) -> Result<[u8; SESSION_ID_LEN], FrameError> {
+/// Session Id and Resume Token, the start of either block (§5.2).
+fn read_session(r: &mut PayloadReader) -> Result<([u8; SESSION_ID_LEN], Bytes), FrameError> {
     let raw = r.bytes(SESSION_ID_LEN as u64, "session_id")?;
     let mut id = [0u8; SESSION_ID_LEN];
     id.copy_from_slice(&raw);
-    Ok(id)
+    let token = r.string(
+        "resume_token",
+        Hello::MIN_RESUME_TOKEN,
+        Hello::MAX_RESUME_TOKEN,
+    )?;
+    Ok((id, token))
+}
+
+fn write_session(
+    dst: &mut BytesMut,
+    id: &[u8; SESSION_ID_LEN],
+    token: &[u8],
+) -> Result<(), EncodeError> {
+    let (min, max) = (
+        Hello::MIN_RESUME_TOKEN as usize,
+        Hello::MAX_RESUME_TOKEN as usize,
+    );
+    dst.extend_from_slice(id);
+    writer::string(dst, "resume_token", token, min, max)
+}
+
+fn write_received(dst: &mut BytesMut, counts: &[u64; 4]) -> Result<(), EncodeError> {
+    for &n in counts {
+        writer::varint(dst, "received", n)?;
+    }
+    Ok(())
 }
 
 fn received(r: &mut PayloadReader) -> Result<[u64; 4], FrameError> {

@@ -86,7 +86,7 @@ pub struct SessionConfig {
     /// connection's.
     pub shared_reassembly: Option<std::sync::Arc<super::ReassemblyBudget>>,
     /// How long a detached resumable session waits for a new transport (wire.md §21.5) before
-    /// it gives up ([`Event::ResumeFailed`](super::Event::ResumeFailed), then closed). 2 minutes
+    /// it gives up ([`SessionEvent::ResumeFailed`](super::SessionEvent::ResumeFailed), then closed). 2 minutes
     /// by default. Resumption itself is on when `settings.resume_buffer` is not 0 (on both
     /// sides).
     pub resume_timeout: Duration,

@@ -86,26 +86,9 @@ pub enum Event {
         /// Its reason.
         reason: String,
     },
-    /// The transport was lost without CLOSE and the session is resumable (wire.md §21.5): it
-    /// waits for a new transport (the driver closes the old one). Sends queue meanwhile.
-    Detached,
-    /// A new transport resumed the session (wire.md §21.6): nothing was lost.
-    Resumed {
-        /// Per channel, the messages of ours the peer had finished (replay starts there).
-        received: [u64; 4],
-        /// Per channel, how many of our started messages are sent again.
-        replayed: [u64; 4],
-    },
-    /// Resumption failed (wire.md §21.6): refused by the server, or the detached session's
-    /// time limit passed. `lost` holds every message this side started and the peer never
-    /// acknowledged: each may or may not have reached the peer's application. After a refusal
-    /// the connection goes on as a new session; after a timeout `Closed` follows.
-    ResumeFailed {
-        /// Why.
-        status: ResumeStatus,
-        /// The messages that may be lost, per channel in order.
-        lost: Vec<LostMessage>,
-    },
+    /// Something happened to a resumable session (wire.md §21): detached, resumed, or resume
+    /// failed (with what may be lost).
+    Session(SessionEvent),
     /// The connection is over. Nothing more will be sent or received.
     Closed {
         /// The CLOSE code.
@@ -114,6 +97,34 @@ pub enum Event {
         reason: String,
         /// Who closed.
         initiator: Initiator,
+    },
+}
+
+/// What happened to a resumable session (wire.md §21), as the session reports it and as an
+/// application hears it (`rhizomorph::Connection::next_session_event`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The transport was lost without CLOSE (wire.md §21.5): the session waits for a new one
+    /// (a client is reconnecting; the driver closes the old one). Sends queue meanwhile, up to
+    /// the send buffer.
+    Detached,
+    /// A new transport resumed the session (wire.md §21.6): nothing was lost.
+    Resumed {
+        /// Per channel, the messages of ours the peer had finished (replay starts there).
+        received: [u64; 4],
+        /// Per channel, how many of our started messages are sent again.
+        replayed: [u64; 4],
+    },
+    /// Resumption failed (wire.md §21.6): refused by the server (it restarted, the session
+    /// expired, …) or the detached session's time limit passed. `lost` holds every message
+    /// this side started and the peer never acknowledged: each may or may not have reached the
+    /// peer's application (resend what must arrive). After a refusal the connection goes on as
+    /// a new session; after the time limit it is closed.
+    ResumeFailed {
+        /// Why.
+        status: ResumeStatus,
+        /// The messages that may be lost, per channel in order.
+        lost: Vec<LostMessage>,
     },
 }
 

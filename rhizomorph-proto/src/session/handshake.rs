@@ -84,8 +84,10 @@ impl Session {
                 // spec: wire.md §21.6 — the answer to our resume request.
                 let resumed = self.on_resume_answer(hello.session)?;
                 if !resumed {
+                    // A new session on this transport (§21.6.5): no second `Connected`.
                     self.enable_replay();
-                    self.open_quietly();
+                    self.open_transport();
+                    self.recheck_queued();
                 }
             }
             Role::Client => {
@@ -97,26 +99,22 @@ impl Session {
         Ok(())
     }
 
-    /// A connection that replaced a detached one without resuming it (§21.6): open, with the
-    /// new session's credit, no second [`Event::Connected`].
-    fn open_quietly(&mut self) {
+    /// Messages flow on this transport: credit from the peer's windows (of its latest HELLO)
+    /// and its header table size for our encoders. Every open — a new connection, a resumed
+    /// one, one that replaced a detached session without resuming it — starts here.
+    pub(super) fn open_transport(&mut self) {
         self.state = State::Open;
         self.resume.detached_at = None;
         self.flow.open(&self.peer);
         for out in &mut self.outgoing {
             out.configure(self.peer.header_table_size as usize);
         }
-        self.recheck_queued();
     }
 
-    /// The exchange finished: credit from the peer's windows, its header table size for our
-    /// encoders, and the event with the peer's token and agent.
+    /// The exchange finished: the transport opens, queued messages are checked against the
+    /// peer's settings, and the event carries the peer's token and agent.
     pub(super) fn open(&mut self, token: Bytes, agent: String) {
-        self.state = State::Open;
-        self.flow.open(&self.peer);
-        for out in &mut self.outgoing {
-            out.configure(self.peer.header_table_size as usize);
-        }
+        self.open_transport();
         self.recheck_queued();
         debug!(role = ?self.role, peer_agent = %agent, "connected");
         self.events.push_back(Event::Connected {

@@ -67,7 +67,7 @@ use tracing::{debug, trace, warn};
 pub use budget::ReassemblyBudget;
 pub use config::{Framing, Role, SessionConfig};
 pub use error::{SendError, SessionError};
-pub use event::{Event, Initiator, SessionStats};
+pub use event::{Event, Initiator, SessionEvent, SessionStats};
 pub use keepalive::Keepalive;
 pub use message::Message;
 pub use outgoing::{message_charge, OutgoingMessage, QUEUED_MESSAGE_OVERHEAD};

@@ -174,19 +174,8 @@ impl OutChannel {
                     true,
                 ),
             };
-            let meta = message_charge(&message);
-            self.queued_bytes += message.payload.len() as u64;
-            self.queued_meta += meta;
-            self.queue.push_front(Queued {
-                id,
-                sequence: None,
-                message,
-                header_block: None,
-                offset: 0,
-                first_sent: false,
-                abort_marker,
-                meta,
-            });
+            let q = self.charged(id, message, abort_marker);
+            self.queue.push_front(q);
         }
         self.next_sequence = received;
         self.abort_after = None;
@@ -273,20 +262,26 @@ impl OutChannel {
     pub fn push(&mut self, message: OutgoingMessage) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
+        let q = self.charged(id, message, false);
+        self.queue.push_back(q);
+        id
+    }
+
+    /// `message` as an unstarted queue entry, its bytes and charge counted as queued.
+    fn charged(&mut self, id: u64, message: OutgoingMessage, abort_marker: bool) -> Queued {
         let meta = message_charge(&message);
         self.queued_bytes += message.payload.len() as u64;
         self.queued_meta += meta;
-        self.queue.push_back(Queued {
+        Queued {
             id,
             sequence: None,
             message,
             header_block: None,
             offset: 0,
             first_sent: false,
-            abort_marker: false,
+            abort_marker,
             meta,
-        });
-        id
+        }
     }
 
     /// Payload bytes queued and not yet sent.

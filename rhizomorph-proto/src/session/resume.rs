@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tracing::debug;
 
 use super::replay::LostMessage;
-use super::{Event, Role, Session, SessionError, State};
+use super::{Event, Role, Session, SessionError, SessionEvent, State};
 use crate::frame::{
     Ack, Channel, Frame, FrameError, FrameType, Hello, ResumeRequest, ResumeStatus, SchemaFrame,
     SessionTicket, SESSION_ID_LEN, WIRE_VERSION_1_0, WIRE_VERSION_1_1,
@@ -163,7 +163,7 @@ impl Session {
     }
 
     /// The transport ended without CLOSE (a read or write error, its end, or the keepalive
-    /// timeout). A resumable session is detached (wire.md §21.5): [`Event::Detached`], its
+    /// timeout). A resumable session is detached (wire.md §21.5): [`SessionEvent::Detached`], its
     /// queues and replay buffers kept, until a new transport resumes it. Returns whether it
     /// was; a session that is not resumable is left for the driver to end as before.
     pub fn detach(&mut self, now: Instant) -> bool {
@@ -176,7 +176,8 @@ impl Session {
         self.streams.frames.iter_mut().for_each(|f| f.clear());
         self.pong = None;
         debug!(role = ?self.role, "transport lost: session detached");
-        self.events.push_back(Event::Detached);
+        self.events
+            .push_back(Event::Session(SessionEvent::Detached));
         true
     }
 
@@ -194,7 +195,7 @@ impl Session {
     }
 
     /// A detached session's time limit passed (or the driver gave up): every started message
-    /// the peer did not acknowledge may be lost ([`Event::ResumeFailed`]), and the session
+    /// the peer did not acknowledge may be lost ([`SessionEvent::ResumeFailed`]), and the session
     /// closes.
     pub fn abandon(&mut self, status: ResumeStatus, reason: &str) {
         self.end_detached(status, crate::frame::ErrorCode::TIMEOUT, reason);
@@ -211,7 +212,8 @@ impl Session {
             return;
         }
         let lost = self.forget_started();
-        self.events.push_back(Event::ResumeFailed { status, lost });
+        self.events
+            .push_back(Event::Session(SessionEvent::ResumeFailed { status, lost }));
         self.resume.ticket = None;
         self.fail_all_queued(crate::frame::ErrorCode::CANCELLED);
         self.state = State::Closed;
@@ -225,7 +227,7 @@ impl Session {
     /// Client: a new transport is up for a detached session (wire.md §21.6). The session
     /// starts over as a connection (HELLO, windows, header tables) and asks, in its HELLO, to
     /// resume with what it has finished; the server's answer replays, or refuses
-    /// ([`Event::Resumed`], [`Event::ResumeFailed`]).
+    /// ([`SessionEvent::Resumed`], [`SessionEvent::ResumeFailed`]).
     ///
     /// Also called again when a new transport died before the server's HELLO arrived (the
     /// session is then still resuming): the request is sent again, with the same token.
@@ -292,7 +294,7 @@ impl Session {
             return Err(ResumeStatus::Inconsistent);
         }
         // The client saw its transport die before we did (a half-open TCP connection): the
-        // old transport is dropped now (`Event::Detached` tells the driver).
+        // old transport is dropped now (`SessionEvent::Detached` tells the driver).
         if self.state == State::Open && !self.detach(now) {
             return Err(ResumeStatus::UnknownSession);
         }
@@ -404,20 +406,11 @@ impl Session {
         for b in bindings {
             self.queue_on_channel(b.channel, Frame::Schema(b));
         }
-        self.open_after_resume();
+        self.open_transport();
         debug!(role = ?self.role, ?received, "session resumed");
-        self.events.push_back(Event::Resumed { received, replayed });
+        self.events
+            .push_back(Event::Session(SessionEvent::Resumed { received, replayed }));
         Ok(())
-    }
-
-    /// The exchange of a resumed connection finished: credit from the peer's new windows.
-    fn open_after_resume(&mut self) {
-        self.state = State::Open;
-        self.resume.detached_at = None;
-        self.flow.open(&self.peer);
-        for out in &mut self.outgoing {
-            out.configure(self.peer.header_table_size as usize);
-        }
     }
 
     /// A failed resume (§21.6): every started, unacknowledged message may be lost; the session
@@ -436,7 +429,8 @@ impl Session {
     pub(super) fn resume_hello_timed_out(&mut self) {
         self.state = State::Detached;
         self.control.clear();
-        self.events.push_back(Event::Detached);
+        self.events
+            .push_back(Event::Session(SessionEvent::Detached));
     }
 
     /// Client: the server's HELLO answered (or ignored) our resume request.
@@ -483,7 +477,8 @@ impl Session {
                     lost = lost.len(),
                     "resume refused: new session"
                 );
-                self.events.push_back(Event::ResumeFailed { status, lost });
+                self.events
+                    .push_back(Event::Session(SessionEvent::ResumeFailed { status, lost }));
                 Ok(false)
             }
         }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-use super::resume::SessionEvent;
+use crate::session::SessionEvent;
 
 use super::inbox::{CloseOnDrop, Pushed};
 use super::shared::{CloseReason, Mode, Opened, Shared};
@@ -126,25 +126,17 @@ impl Dispatch {
                 } => {
                     debug!(%channel, sequence, %code, "refused a message over the reassembly budget");
                 }
-                Event::Detached => {
-                    debug!("transport lost: session detached (wire.md §21.5)");
-                    shared.session_events.push(SessionEvent::Detached);
-                }
-                Event::Resumed { received, replayed } => {
-                    debug!(?received, ?replayed, "session resumed (wire.md §21.6)");
-                    shared
-                        .session_events
-                        .push(SessionEvent::Resumed { received, replayed });
-                }
-                Event::ResumeFailed { status, lost } => {
-                    warn!(
-                        status = status.name(),
-                        lost = lost.len(),
-                        "resume failed: messages may be lost (wire.md §21.6)"
-                    );
-                    shared
-                        .session_events
-                        .push(SessionEvent::ResumeFailed { status, lost });
+                Event::Session(e) => {
+                    if let SessionEvent::ResumeFailed { status, lost } = &e {
+                        warn!(
+                            status = status.name(),
+                            lost = lost.len(),
+                            "resume failed: messages may be lost (wire.md §21.6)"
+                        );
+                    } else {
+                        debug!(event = ?e, "resumable session (wire.md §21)");
+                    }
+                    shared.session_events.push(e);
                 }
                 Event::SchemaBound(_) | Event::Rtt { .. } => {}
             }

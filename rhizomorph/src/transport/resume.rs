@@ -17,35 +17,10 @@ use tracing::{debug, warn};
 use super::dispatch::{self, Dispatch, SharedDispatch};
 use super::shared::Shared;
 use crate::frame::{ResumeStatus, SESSION_ID_LEN};
-use crate::session::{LostMessage, Session, Ticket};
+use crate::session::{Session, Ticket};
 use crate::signal::Signal;
 
-/// What happened to a resumable session (wire.md §21), as
-/// [`Connection::next_session_event`](crate::Connection::next_session_event) reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SessionEvent {
-    /// The transport was lost without CLOSE; the session waits for a new one (a client is
-    /// reconnecting). Sends queue meanwhile, up to the send buffer.
-    Detached,
-    /// A new transport resumed the session: nothing was lost.
-    Resumed {
-        /// Per channel, the messages of ours the peer had finished.
-        received: [u64; 4],
-        /// Per channel, how many of our messages were sent again.
-        replayed: [u64; 4],
-    },
-    /// Resumption failed: the server refused (it restarted, the session expired, …) or the time
-    /// limit passed. `lost` holds every message this side started and the peer never
-    /// acknowledged: each may or may not have reached the peer's application (resend what
-    /// must arrive). After a refusal the connection goes on as a new session; after the time
-    /// limit it is closed.
-    ResumeFailed {
-        /// Why.
-        status: ResumeStatus,
-        /// The messages that may be lost.
-        lost: Vec<LostMessage>,
-    },
-}
+pub use crate::session::SessionEvent;
 
 /// The most events kept for an application that does not read them (older ones are dropped;
 /// a `ResumeFailed` is never dropped for a `Detached`).

@@ -147,9 +147,10 @@ impl<S> FlushSlot<S> {
         }
     }
 
-    /// The current hook.
-    pub(crate) fn get(&self) -> Option<Arc<dyn Flush<S>>> {
-        self.hook.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// Runs `f` with the current hook, under the slot's read lock (no reference count is
+    /// taken: this is on every send's path). `f` must not install a hook.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(Option<&Arc<dyn Flush<S>>>) -> R) -> R {
+        f(self.hook.read().unwrap_or_else(|p| p.into_inner()).as_ref())
     }
 
     /// Installs the hook of a (new) transport.
@@ -207,10 +208,10 @@ impl<S> Shared<S> {
     /// if the transport takes it at once; otherwise (or with no hook yet) the writer task is
     /// woken. Never waits.
     pub(crate) fn after_queue(&self, channel: Channel, cx: &mut Context<'_>) {
-        match self.flush.get() {
+        self.flush.with(|hook| match hook {
             Some(flush) => flush.after_queue(self, channel, cx),
             None => self.wake_writer.notify_one(),
-        }
+        })
     }
 }
 

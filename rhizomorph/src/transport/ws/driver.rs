@@ -78,9 +78,6 @@ where
     R: Stream<Item = io::Result<Bytes>> + Unpin,
 {
     loop {
-        if shared.generation() != generation {
-            return; // this transport was retired (a resumed session moved on)
-        }
         // spec: wire.md §9.6.1 — not reading while the application holds its most unreleased
         // messages: the transport pushes back on the peer.
         if !shared.wait_readable(Session::wants_read).await {
@@ -110,9 +107,11 @@ where
                 if wake {
                     shared.wake_writer.notify_one();
                 }
-                if let Some(flush) = shared.flush.get() {
-                    flush.on_received();
-                }
+                shared.flush.with(|hook| {
+                    if let Some(f) = hook {
+                        f.on_received();
+                    }
+                });
                 if shared.is_closed() {
                     return;
                 }
