@@ -895,3 +895,28 @@ fn resume_21_6_6_a_resume_hello_that_times_out_detaches_again() {
     c.reconnect(now + Duration::from_secs(13));
     assert!(c.is_resuming());
 }
+
+// spec: wire.md §21.1.4 — an application that closes (or drains) a detached session ends it
+// at once: there is no transport to drain over, and nobody else would close it.
+#[test]
+fn resume_21_1_4_closing_a_detached_session_ends_it() {
+    let (_c, mut s, now) = connected(RESUME_BUFFER, RESUME_BUFFER);
+    s.send(
+        Channel::Rpc,
+        OutgoingMessage::new(RoutingHeader::new(), payload(2, Channel::Rpc, 0, 50)),
+    )
+    .unwrap();
+    let _ = written(now, &mut s); // sent, never acknowledged
+    assert!(s.detach(now));
+    drain(&mut s);
+    s.goaway(ErrorCode::NO_ERROR, "closing");
+    assert!(s.is_closed());
+    let events = drain(&mut s);
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Session(SessionEvent::ResumeFailed { lost, .. }) if lost.len() == 1
+    )));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Closed { code, .. } if *code == ErrorCode::NO_ERROR)));
+}

@@ -130,6 +130,11 @@ impl Session {
     /// Starts a graceful shutdown (§14.1): GOAWAY now, CLOSE when our queued messages have left
     /// and accepted incoming messages are complete.
     pub fn goaway(&mut self, code: ErrorCode, reason: &str) {
+        if self.state == State::Detached || self.is_resuming() {
+            // Nothing to drain over: a detached session that is told to stop ends now
+            // (wire.md §21.1.4), or nobody would ever close it.
+            return self.close(code, reason);
+        }
         if self.state != State::Open || self.shutdown.draining {
             return;
         }

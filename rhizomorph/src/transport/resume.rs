@@ -119,6 +119,11 @@ pub(crate) fn hand_over(shared: &Arc<Shared>, dispatch: &SharedDispatch, generat
     }
 }
 
+/// What a detached session is charged against the cap beyond the messages it holds: its
+/// state (windows, header tables, queues), so a flood of clients that connect and vanish
+/// cannot park sessions without bound (256 MiB / 16 KiB = 16,384 at most).
+const DETACHED_SESSION_OVERHEAD: u64 = 16 * 1024;
+
 /// A server's sessions that a client may resume, by session id: attached ones weakly (a
 /// client that saw its transport die before we did resumes them, wire.md §21.5.4), detached
 /// ones held, within a time limit and a total cap on what they hold for replay.
@@ -132,8 +137,33 @@ pub(crate) struct DetachedSessions {
 #[derive(Default)]
 struct Registry {
     held: HashMap<[u8; SESSION_ID_LEN], Held>,
-    /// Replay bytes held by detached sessions, together.
+    /// What detached sessions are charged together (against the cap).
     detached_bytes: u64,
+    /// Of that, their replay buffers.
+    detached_replay: u64,
+    /// How many are detached.
+    detached: usize,
+}
+
+impl Registry {
+    /// Puts `held` under `id`; what a detached session it replaces was charged is released.
+    fn put(&mut self, id: [u8; SESSION_ID_LEN], held: Held) {
+        if let Held::Detached { charge, replay, .. } = &held {
+            self.detached_bytes += charge;
+            self.detached_replay += replay;
+            self.detached += 1;
+        }
+        let old = self.held.insert(id, held);
+        self.release(old);
+    }
+
+    fn release(&mut self, old: Option<Held>) {
+        if let Some(Held::Detached { charge, replay, .. }) = old {
+            self.detached_bytes -= charge;
+            self.detached_replay -= replay;
+            self.detached -= 1;
+        }
+    }
 }
 
 enum Held {
@@ -141,7 +171,10 @@ enum Held {
     Detached {
         shared: Arc<Shared>,
         dispatch: SharedDispatch,
+        /// Its charge against the cap.
         charge: u64,
+        /// Of which its replay buffers.
+        replay: u64,
     },
 }
 
@@ -173,21 +206,23 @@ impl DetachedSessions {
                 Held::Detached { .. } => true,
             });
         }
-        let held = Held::Attached(Arc::downgrade(shared), Arc::downgrade(dispatch));
-        if let Some(Held::Detached { charge, .. }) = r.held.insert(id, held) {
-            r.detached_bytes -= charge;
-        }
+        r.put(
+            id,
+            Held::Attached(Arc::downgrade(shared), Arc::downgrade(dispatch)),
+        );
     }
 
     /// Detached sessions, and the replay bytes they hold together.
+    pub(crate) fn detached_replay(&self) -> (usize, u64) {
+        let r = self.lock();
+        (r.detached, r.detached_replay)
+    }
+
+    /// Detached sessions, and what they are charged together against the cap.
+    #[cfg(test)]
     pub(crate) fn detached_totals(&self) -> (usize, u64) {
         let r = self.lock();
-        let n = r
-            .held
-            .values()
-            .filter(|h| matches!(h, Held::Detached { .. }))
-            .count();
-        (n, r.detached_bytes)
+        (r.detached, r.detached_bytes)
     }
 
     /// The session a resume request names, with its dispatch, if this server holds it.
@@ -208,11 +243,10 @@ impl DetachedSessions {
         shared: &Arc<Shared>,
         dispatch: &SharedDispatch,
     ) {
-        let mut r = self.lock();
-        let held = Held::Attached(Arc::downgrade(shared), Arc::downgrade(dispatch));
-        if let Some(Held::Detached { charge, .. }) = r.held.insert(id, held) {
-            r.detached_bytes -= charge;
-        }
+        self.lock().put(
+            id,
+            Held::Attached(Arc::downgrade(shared), Arc::downgrade(dispatch)),
+        );
     }
 
     fn forget(&self, id: &[u8; SESSION_ID_LEN], shared: &Arc<Shared>) {
@@ -223,34 +257,39 @@ impl DetachedSessions {
             None => false,
         };
         if same {
-            if let Some(Held::Detached { charge, .. }) = r.held.remove(id) {
-                r.detached_bytes -= charge;
-            }
+            let old = r.held.remove(id);
+            r.release(old);
         }
     }
 }
 
 impl Resumer for DetachedSessions {
     fn detached(&self, shared: Arc<Shared>, dispatch: SharedDispatch) {
-        let (id, charge, timeout) = {
+        let (id, charge, replay, timeout) = {
             let s = shared.lock();
             let Some(t) = s.ticket() else { return };
-            (t.session_id, s.replay_charge(), s.resume_timeout())
+            // What it holds: its replay buffers, what its application had queued, and the
+            // session itself — so sessions that hold no message are bounded in number too.
+            let queued: u64 = crate::frame::Channel::ALL
+                .iter()
+                .map(|&c| s.queued_charge(c))
+                .sum();
+            let replay = s.replay_charge();
+            let charge = replay + queued + DETACHED_SESSION_OVERHEAD;
+            (t.session_id, charge, replay, s.resume_timeout())
         };
         // spec: wire.md §21.5.3 — held within the total cap, else discarded now.
         let over = {
             let mut r = self.lock();
             let over = r.detached_bytes + charge > self.cap;
             if !over {
-                r.detached_bytes += charge;
                 let held = Held::Detached {
                     shared: shared.clone(),
                     dispatch: dispatch.clone(),
                     charge,
+                    replay,
                 };
-                if let Some(Held::Detached { charge: old, .. }) = r.held.insert(id, held) {
-                    r.detached_bytes -= old;
-                }
+                r.put(id, held);
             }
             over
         };
@@ -427,7 +466,7 @@ mod tests {
         let registry = DetachedSessions::new(1 << 30);
         let config = Config::default().with_resumption(256 << 10, Duration::from_millis(300));
         let (shared, _dispatch) = detached_session(&registry, &config, 100_000);
-        let (n, held) = registry.detached_totals();
+        let (n, held) = registry.detached_replay();
         assert_eq!(n, 1);
         assert!((100_000..=4 * (256 << 10)).contains(&held), "held {held}");
         tokio::time::sleep(Duration::from_millis(600)).await;
@@ -497,5 +536,26 @@ mod tests {
         let mut owner = request(b"alice");
         assert!(try_resume(&registry, &mut owner, b"alice").is_ok());
         assert!(shared.lock().is_open());
+    }
+
+    // spec: wire.md §21.5.3 — sessions that hold no message still count (their state): a
+    // flood of clients that connect and vanish parks a bounded number of them.
+    #[tokio::test]
+    async fn empty_detached_sessions_are_bounded_in_number() {
+        let cap = 1 << 20;
+        let registry = DetachedSessions::new(cap);
+        let config = Config::default().with_resumption(64 << 10, Duration::from_secs(120));
+        let mut held = Vec::new();
+        for _ in 0..1_000 {
+            let (shared, _d) = detached_session(&registry, &config, 0);
+            held.push(shared);
+        }
+        let (n, bytes) = registry.detached_totals();
+        assert!(bytes <= cap);
+        assert!(
+            n as u64 <= cap / DETACHED_SESSION_OVERHEAD,
+            "{n} empty sessions held"
+        );
+        assert!(held.iter().filter(|s| s.is_closed()).count() >= 1_000 - n);
     }
 }

@@ -106,7 +106,11 @@ impl Resumer for Reconnect {
             };
             let mut pause = RECONNECT_FIRST;
             loop {
-                if shared.is_closed() {
+                // The application may have closed the detached session meanwhile: its events
+                // (`Closed`) are handed out here, with no transport to do it.
+                let mut over = false;
+                dispatch::with_session(&shared, &dispatch, |s| over = s.is_closed());
+                if over || shared.is_closed() {
                     return;
                 }
                 let attach = Attach::Resume(shared.clone(), dispatch.clone());
@@ -491,7 +495,7 @@ impl WsListener {
     pub fn detached_sessions(&self) -> (usize, u64) {
         self.registry
             .as_ref()
-            .map_or((0, 0), |r| r.detached_totals())
+            .map_or((0, 0), |r| r.detached_replay())
     }
 
     /// The bound address.
