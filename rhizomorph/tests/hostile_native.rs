@@ -441,14 +441,21 @@ fn hold_unfinished(
         .unwrap();
     let (mut sent, mut refused) = (0usize, false);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while sent < hold && !refused && Instant::now() < deadline {
-        while let Some(t) = session.poll_transmit(Instant::now(), Target::Batch, 256 << 10) {
+    // Reading goes on for a while after the last byte is written: the server may refuse bytes
+    // still in flight (they sat in the socket buffers while this side wrote the rest).
+    let mut linger_until = None;
+    while !refused && Instant::now() < deadline && linger_until.map_or(true, |t| Instant::now() < t)
+    {
+        if sent >= hold && linger_until.is_none() {
+            linger_until = Some(Instant::now() + Duration::from_secs(2));
+        }
+        while sent < hold {
+            let Some(t) = session.poll_transmit(Instant::now(), Target::Batch, 256 << 10) else {
+                break;
+            };
             let bytes = t.into_bytes();
             sent += bytes.len();
             s.write_all(&raw_ws::frame(0x2, &bytes)).unwrap();
-            if sent >= hold {
-                break;
-            }
         }
         // The server's frames: credit (returned at once for reassembly, §8.3.1) and a refusal.
         s.set_nonblocking(false).unwrap();
