@@ -118,6 +118,111 @@ SEQUENCES = [
              [[("literal_insert", "k", "")] for _ in range(100)] +
              [[("indexed", 130), ("indexed", 127), ("name_ref", 131, "v")]]),
 ]
+# §6.4.4: rhizomorph's encoder choices, modelled from the spec's text (not from its code).
+NEVER_INSERT = {"session", "parent", "trace-id", "seq", "deadline", "token"}
+
+
+def static_exact(name, value):
+    for i, e in enumerate(STATIC):
+        if e == (name, value):
+            return i
+    return None
+
+
+def static_name(name):
+    for i, (n, _) in enumerate(STATIC):
+        if n == name:
+            return i
+    return None
+
+
+class RefEncoder:
+    """The canonical encoder of §6.4.4 over one §6.3 table."""
+
+    def __init__(self, capacity):
+        self.table = Table(capacity)
+
+    def dynamic_exact(self, name, value):
+        for i, e in enumerate(self.table.entries):  # newest first
+            if e == (name, value):
+                return len(STATIC) + i
+        return None
+
+    def dynamic_name(self, name):
+        for i, (n, _) in enumerate(self.table.entries):
+            if n == name:
+                return len(STATIC) + i
+        return None
+
+    def field(self, name, value):
+        exact = static_exact(name, value)
+        if name in NEVER_INSERT:
+            if exact is not None:
+                return ("indexed", exact)
+            i = static_name(name)
+            return ("name_ref", i, value) if i is not None else ("literal", name, value)
+        if exact is None:
+            exact = self.dynamic_exact(name, value)
+        if exact is not None:
+            return ("indexed", exact)
+        size = len(name.encode()) + len(value.encode()) + 32
+        insert = size <= self.table.capacity // 2
+        i = static_name(name)
+        if i is None:
+            i = self.dynamic_name(name)
+        if i is not None:
+            return ("name_ref_insert", i, value) if insert else ("name_ref", i, value)
+        return ("literal_insert", name, value) if insert else ("literal", name, value)
+
+    def encode(self, fields):
+        reps = []
+        out = b""
+        for name, value in fields:
+            rep = self.field(name, value)
+            b, _ = block(self.table, [rep])  # applies the insertion, as the decoder will
+            out += b
+            reps.append(rep[0])
+        return out, reps
+
+
+def encoder_sequence(name, capacity, headers):
+    enc = RefEncoder(capacity)
+    blocks = []
+    for fields in headers:
+        hx, reps = enc.encode(fields)
+        blocks.append({"fields": [list(f) for f in fields], "hex": hx.hex(),
+                       "representations": reps,
+                       "table": [list(e) for e in enc.table.entries]})
+    return {"name": name, "section": "§6.4.4", "table_capacity": capacity, "blocks": blocks}
+
+
+CALL = [("type", "method"), ("from", "ws-user-1/client-a"), ("to", "ws-user-1/echo"),
+        ("method", "services.echo.echo")]
+ENCODER_SEQUENCES = [
+    encoder_sequence("repeated-call", 4096, [
+        CALL + [("session", "1")], CALL + [("session", "2")], CALL + [("session", "3")],
+        [("type", "reply"), ("to", "ws-user-1/client-a"), ("session", "1"), ("status", "ok")],
+    ]),
+    encoder_sequence("literal-names-and-never-inserted", 4096, [
+        [("x-tenant", "acme"), ("trace-id", "t-1"), ("token", "secret"), ("deadline", "5")],
+        [("x-tenant", "acme"), ("x-tenant", "other"), ("seq", "0"), ("parent", "p")],
+    ]),
+    encoder_sequence("half-capacity-rule", 200, [
+        # 32 + 2 + 66 = 100 = capacity / 2: inserted; 101 is not.
+        [("to", "a" * 66), ("to", "b" * 67)],
+        [("to", "a" * 66), ("to", "b" * 67)],
+    ]),
+    encoder_sequence("eviction-moves-indices", 120, [
+        [("k1", "v" * 20)], [("k2", "w" * 20)], [("k1", "v" * 20), ("k3", "x" * 20)],
+    ]),
+    encoder_sequence("zero-capacity", 0, [
+        [("from", "ws/a"), ("x", "y")], [("from", "ws/a"), ("x", "y")],
+    ]),
+    encoder_sequence("static-name-preferred", 4096, [
+        [("method", "services.a.f")], [("method", "services.a.g"), ("method", "services.a.f")],
+    ]),
+]
+
 
 # (name, section, capacity, max_list_size, hex, kind)
 INVALID = [
@@ -126,7 +231,9 @@ INVALID = [
     ("undefined-representation", "§6.4.2", 4096, 16384, "11", "BadHeaderRepresentation"),
     ("truncated-value", "§6.4.3", 4096, 16384, (prefix_int(0x20, 5, 5) + varint(10) + b"abc").hex(), "HeaderBlockTruncated"),
     ("truncated-prefix-continuation", "§6.4.3", 4096, 16384, "ff", "HeaderBlockTruncated"),
-    ("non-minimal-string-length", "§6.4", 4096, 16384, (b"\x00\x40\x01" + b"a" + b"\x00").hex(), "NonMinimalVarint"),
+    ("non-minimal-string-length", "§6.4.6", 4096, 16384, (b"\x00\x40\x01" + b"a" + b"\x00").hex(), "NonMinimalVarint"),
+    # 127 + varint 0 written in two bytes (0x4000): a continuation must be minimal too.
+    ("non-minimal-prefix-continuation", "§6.4.6", 4096, 16384, "ff4000", "NonMinimalVarint"),
     ("empty-name", "§6.4.5", 4096, 16384, (b"\x00" + string("") + string("v")).hex(), "BadHeaderName"),
     ("list-over-limit", "§6.5", 4096, 100, (b"\x00" + string("x") + string("v" * 80)).hex(), "HeaderListTooLarge"),
     ("sixty-five-fields", "§6.5", 4096, 1 << 20, ("83" * 65), "TooManyHeaderFields"),
@@ -142,6 +249,11 @@ def main():
                  "Invalid blocks are decoded by a fresh decoder and fail with HEADER_ERROR of "
                  "the named kind.",
         "sequences": SEQUENCES,
+        "encoder_notes": "encoder: each header of a sequence, in order, by one encoder with "
+                         "table_capacity (the peer's HEADER_TABLE_SIZE). A conforming encoder's "
+                         "block MUST decode (by a §6.3 decoder, in sequence) to fields; an encoder "
+                         "that follows rhizomorph's choices (§6.4.4) MUST give exactly hex.",
+        "encoder": ENCODER_SEQUENCES,
         "invalid": [{"name": n, "section": s, "table_capacity": c, "max_list_size": m, "hex": h,
                      "error": {"code": "HEADER_ERROR", "kind": k}} for n, s, c, m, h, k in INVALID],
     }

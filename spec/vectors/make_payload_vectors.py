@@ -80,17 +80,26 @@ def main():
 
     invalid = []
     f64 = typed_array("f64", [2], [1.0, 2.0])[1]
-    for name, raw, error in [
-        ("empty payload", b"", "empty"),
-        ("unknown dtype 0x0D", bytes([0x0D, 0, 15]) + bytes(15), "dtype"),
-        ("33 dimensions", bytes([0x01, 33]), "NDim"),
-        ("pad length 16", bytes([0x01, 0, 16]) + bytes(16), "Pad Length"),
-        ("non-zero padding", bytes([0x01, 0, 1, 7]), "non-zero"),
-        ("data one byte short", f64[:-1], "needs 16"),
-        ("data one byte long", f64 + b"\x00", "needs 16"),
-        ("dimension product overflows", bytes([0x01, 2]) + varint(2**62 - 1) * 2 + bytes([0]), "overflows"),
+    for name, raw, kind in [
+        ("empty payload", b"", "Empty"),
+        ("unknown dtype 0x0D", bytes([0x0D, 0, 15]) + bytes(15), "UnknownDType"),
+        ("no NDim", bytes([0x01]), "Truncated"),
+        ("33 dimensions", bytes([0x01, 33]), "TooManyDimensions"),
+        ("dimension cut short", bytes([0x01, 1, 0x40]), "BadDimension"),
+        ("non-minimal dimension", bytes([0x01, 1, 0x40, 0x02, 0]) + bytes(11) + bytes(2), "BadDimension"),
+        ("no pad length", bytes([0x01, 1, 2]), "Truncated"),
+        ("pad length 16", bytes([0x01, 0, 16]) + bytes(16), "BadPadLength"),
+        ("pad longer than the payload", bytes([0x01, 0, 13]) + bytes(5), "BadPadLength"),
+        ("non-zero padding", bytes([0x01, 0, 1, 7]), "NonZeroPadding"),
+        ("data one byte short", f64[:-1], "LengthMismatch"),
+        ("data one byte long", f64 + b"\x00", "LengthMismatch"),
+        # §11.4: the product is computed in unsigned 64 bits: (2^62 - 1)^2 overflows it ...
+        ("dimension product overflows", bytes([0x01, 2]) + varint(2**62 - 1) * 2 + bytes([0]), "DimensionOverflow"),
+        # ... and so does 2^61 elements of 8 bytes, though the element count alone fits.
+        ("data size overflows", bytes([0x07, 1]) + varint(2**61) + bytes([0]), "DimensionOverflow"),
     ]:
-        invalid.append({"name": name, "hex": raw.hex(), "error": error})
+        invalid.append({"name": name, "hex": raw.hex(),
+                        "error": {"code": "PAYLOAD_ERROR", "kind": kind}})
 
     shuffles = []
     for k, data in [(2, bytes(range(10))), (4, bytes(range(18))), (8, bytes(range(16)))]:

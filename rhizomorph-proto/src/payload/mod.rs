@@ -15,4 +15,4 @@ pub use pipeline::{compress_for_send, CompressionPolicy};
 pub use schema::{
     encode, layout_hash_of, ArchivedPayload, PayloadError, SchemaBinding, Serializer, WireType,
 };
-pub use typed_array::{DType, Element, TypedArray, TypedArrayView};
+pub use typed_array::{DType, Element, TypedArray, TypedArrayError, TypedArrayView};

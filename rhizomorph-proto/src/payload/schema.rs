@@ -159,11 +159,30 @@ pub enum PayloadError {
     #[error("Serialize: {detail}")]
     Serialize { detail: String },
     /// wire.md §11.4: a typed array whose header or length is wrong.
-    #[error("InvalidTypedArray: {detail} (wire.md §11.4)")]
-    InvalidTypedArray { detail: String },
+    #[error("InvalidTypedArray: {0} (wire.md §11.4)")]
+    InvalidTypedArray(#[from] super::typed_array::TypedArrayError),
     /// wire.md §12.3: the payload could not be decompressed.
     #[error(transparent)]
     Compression(#[from] super::CompressionError),
+}
+
+impl PayloadError {
+    /// The wire error code of this failure (wire.md §15): `SCHEMA_ERROR` for a binding,
+    /// `COMPRESSION_ERROR` for decompression, `PAYLOAD_ERROR` for bytes that fail validation;
+    /// a value this side could not serialize is `INTERNAL_ERROR` (it never left).
+    pub fn code(&self) -> crate::frame::ErrorCode {
+        use crate::frame::ErrorCode;
+        match self {
+            PayloadError::UnknownSchemaId { .. } | PayloadError::SchemaMismatch { .. } => {
+                ErrorCode::SCHEMA_ERROR
+            }
+            PayloadError::NotRkyv { .. }
+            | PayloadError::InvalidArchive { .. }
+            | PayloadError::InvalidTypedArray(_) => ErrorCode::PAYLOAD_ERROR,
+            PayloadError::Serialize { .. } => ErrorCode::INTERNAL_ERROR,
+            PayloadError::Compression(_) => ErrorCode::COMPRESSION_ERROR,
+        }
+    }
 }
 
 /// What a SCHEMA frame bound: the type's name and layout hash.

@@ -132,10 +132,11 @@ impl TypedArray {
         let dims = if dims.is_empty() { &one[..] } else { dims };
         let count = element_count(dims)?;
         if count != data.len() as u64 {
-            return Err(invalid(format!(
-                "shape {dims:?} holds {count} elements, data has {}",
-                data.len()
-            )));
+            return Err(invalid(TypedArrayError::ShapeMismatch {
+                dims: dims.to_vec(),
+                count,
+                len: data.len(),
+            }));
         }
         let mut buf = Self::header(T::DTYPE, dims, std::mem::size_of_val(data))?;
         if cfg!(target_endian = "little") {
@@ -153,17 +154,17 @@ impl TypedArray {
     /// with capacity for the data: append the little-endian data to finish the payload.
     pub fn header(dtype: DType, dims: &[u64], data_len: usize) -> Result<BytesMut, PayloadError> {
         if dims.len() > MAX_NDIM {
-            return Err(invalid(format!(
-                "{} dimensions, at most {MAX_NDIM}",
-                dims.len()
-            )));
+            return Err(invalid(TypedArrayError::TooManyDimensions { ndim: dims.len() }));
         }
         let mut head = BytesMut::with_capacity(2 + dims.len() * 8 + 16 + data_len);
         head.put_u8(dtype as u8);
         head.put_u8(dims.len() as u8);
-        for &d in dims {
+        for (index, &d) in dims.iter().enumerate() {
             if !crate::frame::varint::fits(d) {
-                return Err(invalid(format!("dimension {d} is over 2^62 - 1")));
+                return Err(invalid(TypedArrayError::BadDimension {
+                    index,
+                    detail: format!("{d} is over 2^62 - 1"),
+                }));
             }
             crate::frame::varint::write(&mut head, d);
         }
@@ -175,14 +176,117 @@ impl TypedArray {
     }
 }
 
-fn invalid(detail: String) -> PayloadError {
-    PayloadError::InvalidTypedArray { detail }
+/// What is wrong with a typed array (wire.md §11.4). Each variant is a kind the payload
+/// vectors name (`spec/vectors/payloads.json`), with the offending value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TypedArrayError {
+    /// The payload has no bytes at all.
+    #[error("Empty: the payload is empty")]
+    Empty,
+    /// A field the layout requires is missing (the payload ends first).
+    #[error("Truncated: the payload ends before {field}")]
+    Truncated {
+        /// The field that is missing.
+        field: &'static str,
+    },
+    /// A DType the table does not define.
+    #[error("UnknownDType: dtype 0x{tag:02x}")]
+    UnknownDType {
+        /// The DType byte.
+        tag: u8,
+    },
+    /// More than 32 dimensions.
+    #[error("TooManyDimensions: NDim {ndim} > {MAX_NDIM}")]
+    TooManyDimensions {
+        /// The NDim byte (or the shape's length, when encoding).
+        ndim: usize,
+    },
+    /// A Dimension varint that is cut short, non-minimal or (encoding) over 2^62 − 1.
+    #[error("BadDimension: dimension {index}: {detail}")]
+    BadDimension {
+        /// Which dimension.
+        index: usize,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A Pad Length over 15, or longer than what follows.
+    #[error("BadPadLength: Pad Length {pad}")]
+    BadPadLength {
+        /// The Pad Length byte.
+        pad: u8,
+    },
+    /// A pad byte that is not zero.
+    #[error("NonZeroPadding: a pad byte is not zero")]
+    NonZeroPadding,
+    /// The product of the dimensions times the item size overflows 64 bits.
+    #[error("DimensionOverflow: shape {dims:?} overflows 2^64 - 1")]
+    DimensionOverflow {
+        /// The shape.
+        dims: Vec<u64>,
+    },
+    /// The Data length is not the product of the dimensions times the item size.
+    #[error("LengthMismatch: shape {dims:?} of {dtype} needs {want} data bytes, payload has {got}")]
+    LengthMismatch {
+        /// The shape.
+        dims: Vec<u64>,
+        /// The numpy dtype.
+        dtype: &'static str,
+        /// Bytes the shape needs.
+        want: u64,
+        /// Bytes the payload has.
+        got: u64,
+    },
+    /// Encoding: the shape does not hold as many elements as the data has.
+    #[error("ShapeMismatch: shape {dims:?} holds {count} elements, data has {len}")]
+    ShapeMismatch {
+        /// The shape.
+        dims: Vec<u64>,
+        /// Elements the shape holds.
+        count: u64,
+        /// Elements given.
+        len: usize,
+    },
+    /// Reading: the element type asked for is not the array's.
+    #[error("WrongElementType: asked for {asked:?}, the array holds {held:?}")]
+    WrongElementType {
+        /// The type asked for.
+        asked: DType,
+        /// The array's.
+        held: DType,
+    },
 }
 
+impl TypedArrayError {
+    /// The variant's name, as the payload vectors name it (`kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TypedArrayError::Empty => "Empty",
+            TypedArrayError::Truncated { .. } => "Truncated",
+            TypedArrayError::UnknownDType { .. } => "UnknownDType",
+            TypedArrayError::TooManyDimensions { .. } => "TooManyDimensions",
+            TypedArrayError::BadDimension { .. } => "BadDimension",
+            TypedArrayError::BadPadLength { .. } => "BadPadLength",
+            TypedArrayError::NonZeroPadding => "NonZeroPadding",
+            TypedArrayError::DimensionOverflow { .. } => "DimensionOverflow",
+            TypedArrayError::LengthMismatch { .. } => "LengthMismatch",
+            TypedArrayError::ShapeMismatch { .. } => "ShapeMismatch",
+            TypedArrayError::WrongElementType { .. } => "WrongElementType",
+        }
+    }
+}
+
+fn invalid(e: TypedArrayError) -> PayloadError {
+    PayloadError::InvalidTypedArray(e)
+}
+
+/// spec: wire.md §11.4 — the product of the dimensions, in unsigned 64-bit arithmetic.
 fn element_count(dims: &[u64]) -> Result<u64, PayloadError> {
     dims.iter().try_fold(1u64, |acc, &d| {
-        acc.checked_mul(d)
-            .ok_or_else(|| invalid(format!("shape {dims:?} overflows")))
+        acc.checked_mul(d).ok_or_else(|| {
+            invalid(TypedArrayError::DimensionOverflow {
+                dims: dims.to_vec(),
+            })
+        })
     })
 }
 
@@ -202,40 +306,55 @@ impl TypedArrayView {
         let b = &payload[..];
         let (&tag, rest) = b
             .split_first()
-            .ok_or_else(|| invalid("empty payload".into()))?;
-        let dtype = DType::from_tag(tag).ok_or_else(|| invalid(format!("dtype 0x{tag:02x}")))?;
+            .ok_or_else(|| invalid(TypedArrayError::Empty))?;
+        let dtype = DType::from_tag(tag)
+            .ok_or_else(|| invalid(TypedArrayError::UnknownDType { tag }))?;
         let (&ndim, mut rest) = rest
             .split_first()
-            .ok_or_else(|| invalid("no NDim".into()))?;
+            .ok_or_else(|| invalid(TypedArrayError::Truncated { field: "NDim" }))?;
         if ndim as usize > MAX_NDIM {
-            return Err(invalid(format!("NDim {ndim} > {MAX_NDIM}")));
+            return Err(invalid(TypedArrayError::TooManyDimensions {
+                ndim: ndim as usize,
+            }));
         }
         let mut dims = Vec::with_capacity(ndim as usize);
-        for i in 0..ndim {
-            let (d, used) = crate::frame::varint::read(rest)
-                .map_err(|e| invalid(format!("dimension {i}: {e:?}")))?;
+        for index in 0..ndim as usize {
+            let (d, used) = crate::frame::varint::read(rest).map_err(|e| {
+                invalid(TypedArrayError::BadDimension {
+                    index,
+                    detail: format!("{e:?}"),
+                })
+            })?;
             dims.push(d);
             rest = &rest[used..];
         }
         let (&pad, rest) = rest
             .split_first()
-            .ok_or_else(|| invalid("no Pad Length".into()))?;
+            .ok_or_else(|| {
+                invalid(TypedArrayError::Truncated {
+                    field: "Pad Length",
+                })
+            })?;
         if pad > 15 || rest.len() < pad as usize {
-            return Err(invalid(format!("Pad Length {pad}")));
+            return Err(invalid(TypedArrayError::BadPadLength { pad }));
         }
         if rest[..pad as usize].iter().any(|&z| z != 0) {
-            return Err(invalid("non-zero padding".into()));
+            return Err(invalid(TypedArrayError::NonZeroPadding));
         }
         let data_offset = b.len() - rest.len() + pad as usize;
         let want = element_count(&dims)?
             .checked_mul(dtype.size() as u64)
-            .ok_or_else(|| invalid(format!("shape {dims:?} overflows")))?;
+            .ok_or_else(|| {
+                invalid(TypedArrayError::DimensionOverflow { dims: dims.clone() })
+            })?;
         let got = (b.len() - data_offset) as u64;
         if want != got {
-            return Err(invalid(format!(
-                "shape {dims:?} of {} needs {want} data bytes, payload has {got}",
-                dtype.numpy()
-            )));
+            return Err(invalid(TypedArrayError::LengthMismatch {
+                dims,
+                dtype: dtype.numpy(),
+                want,
+                got,
+            }));
         }
         Ok(TypedArrayView {
             dtype,
@@ -270,11 +389,10 @@ impl TypedArrayView {
     /// bytes), copied otherwise.
     pub fn as_slice<T: Element>(&self) -> Result<Cow<'_, [T]>, PayloadError> {
         if T::DTYPE != self.dtype {
-            return Err(invalid(format!(
-                "asked for {:?}, the array holds {:?}",
-                T::DTYPE,
-                self.dtype
-            )));
+            return Err(invalid(TypedArrayError::WrongElementType {
+                asked: T::DTYPE,
+                held: self.dtype,
+            }));
         }
         let data = &self.payload[self.data_offset..];
         if cfg!(target_endian = "little") {
