@@ -27,12 +27,14 @@ cp spec/vectors/headers.json "$tmp/headers.json"
 cp spec/vectors/payloads.json "$tmp/payloads.json"
 cp spec/vectors/legacy.json "$tmp/legacy.json"
 cp spec/vectors/exchanges.json "$tmp/exchanges.json"
+cp spec/vectors/sessions.json "$tmp/sessions.json"
 python3 spec/vectors/make_vectors.py >/dev/null
 python3 spec/vectors/make_header_vectors.py >/dev/null
 python3 spec/vectors/make_payload_vectors.py >/dev/null
 python3 spec/vectors/make_exchange_vectors.py >/dev/null
+python3 spec/vectors/make_session_vectors.py >/dev/null
 "$venv/bin/python" spec/vectors/make_legacy_vectors.py >/dev/null
-for f in frames headers payloads legacy exchanges; do
+for f in frames headers payloads legacy exchanges sessions; do
   if ! cmp -s "spec/vectors/$f.json" "$tmp/$f.json"; then
     cp "$tmp/$f.json" "spec/vectors/$f.json"
     echo "spec/vectors/$f.json differs from what its generator writes: regenerate and commit" >&2
@@ -45,6 +47,7 @@ step "a Python peer reads the typed-array vectors with numpy (wire.md §11.4)"
 
 step "the layers hold: the sans-IO crate links no I/O crate, the library no CLI or bench crate"
 ./scripts/check_layers.sh
+python3 scripts/spec_rules.py
 
 step "docs build without a warning or a broken link"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet

@@ -136,7 +136,11 @@ fn header_6_4_4_encoder_vectors_give_the_canonical_blocks() {
                 "{name} block {i}: the encoder's choice"
             );
             let decoded = decoder.decode(block).unwrap();
-            assert_eq!(header_pairs(&decoded), pairs(&b["fields"]), "{name} block {i}");
+            assert_eq!(
+                header_pairs(&decoded),
+                pairs(&b["fields"]),
+                "{name} block {i}"
+            );
             let table: Vec<(String, String)> = decoder
                 .dynamic_table()
                 .map(|f| {

@@ -2,9 +2,9 @@
 //! hashes (wire.md §11.2.2), typed arrays valid and invalid (§11.4), byte shuffles (§12.1).
 
 use bytes::Bytes;
+use rhizomorph_proto::frame::ErrorCode;
 use rhizomorph_proto::hex::parse_hex;
 use rhizomorph_proto::payload::compress::{shuffle_bytes, unshuffle_bytes};
-use rhizomorph_proto::frame::ErrorCode;
 use rhizomorph_proto::payload::{layout_hash_of, DType, PayloadError, TypedArrayView};
 use serde_json::Value;
 

@@ -127,3 +127,71 @@ async fn l5_a_native_message_to_nobody_connected_is_echoed() {
         1
     );
 }
+
+/// wire.md §22 between two native peers: identities from HELLO tokens (a full id, and a bare
+/// id in `ws-user-<id>`, §22.1.2), a bare `to` resolved in the sender's workspace and a full one
+/// across workspaces (§22.2.1), and the fields the router writes (§22.3): `ws`, `to`, `from`
+/// and `user#` replace what the sender claimed, in place, and a missing one is appended.
+#[tokio::test]
+async fn wire_22_native_peers_route_by_token_identity_with_the_router_fields() {
+    let (url, router) = router().await;
+    let alice = Endpoint::connect(&url, Config::default().with_token("ws-a/alice"))
+        .await
+        .unwrap();
+    let mut bob = Endpoint::connect(&url, Config::default().with_token("bob"))
+        .await
+        .unwrap();
+    let mut carol = Endpoint::connect(&url, Config::default().with_token("ws-a/carol"))
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if router.peers().len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        router.peers(),
+        ["ws-a/alice", "ws-a/carol", "ws-user-bob/bob"]
+    );
+
+    // A bare id is in the sender's workspace; the spoofed `from` and `user` are replaced.
+    let spoofed = RoutingHeader::new()
+        .with("from", "ws-a/mallory")
+        .with("to", "carol")
+        .with("user", "root")
+        .with("method", "hi");
+    alice.send(Channel::Rpc, spoofed, "1").await.unwrap();
+    let m = within("carol receives", carol.recv()).await.unwrap();
+    let names: Vec<&[u8]> = m.header.fields().iter().map(|f| &f.name[..]).collect();
+    assert_eq!(
+        names,
+        [&b"from"[..], b"to", b"user#", b"method", b"ws"],
+        "rewritten in place, ws appended (§22.3.1)"
+    );
+    assert_eq!(m.header.get_str("from"), Some("ws-a/alice"));
+    assert_eq!(m.header.get_str("to"), Some("ws-a/carol"));
+    assert_eq!(m.header.get_str("ws"), Some("ws-a"));
+    let user = rmpv::decode::read_value(&mut &m.header.get("user#").unwrap()[..]).unwrap();
+    assert_eq!(user["id"].as_str(), Some("anonymous-alice"), "{user}");
+    assert_eq!(user["roles"][0].as_str(), Some("anonymous"));
+
+    // Another workspace by full id; `bob` (a bare token) lives in ws-user-bob.
+    let header = RoutingHeader::new().with("to", "ws-user-bob/bob");
+    alice.send(Channel::Rpc, header, "2").await.unwrap();
+    let m = within("bob receives", bob.recv()).await.unwrap();
+    assert_eq!(m.header.get_str("from"), Some("ws-a/alice"));
+    assert_eq!(m.header.get_str("to"), Some("ws-user-bob/bob"));
+    assert_eq!(&m.payload[..], b"2");
+
+    // A broadcast reaches the workspace but not its sender (§22.4.2).
+    alice
+        .send(Channel::Stream, RoutingHeader::new().with("to", "*"), "all")
+        .await
+        .unwrap();
+    let m = within("carol hears the broadcast", carol.recv())
+        .await
+        .unwrap();
+    assert_eq!(m.header.get_str("to"), Some("ws-a/*"));
+    assert_eq!(&m.payload[..], b"all");
+}

@@ -183,6 +183,19 @@ impl PayloadError {
             PayloadError::Compression(_) => ErrorCode::COMPRESSION_ERROR,
         }
     }
+
+    /// The variant's name (what vectors name as `kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PayloadError::UnknownSchemaId { .. } => "UnknownSchemaId",
+            PayloadError::SchemaMismatch { .. } => "SchemaMismatch",
+            PayloadError::NotRkyv { .. } => "NotRkyv",
+            PayloadError::InvalidArchive { .. } => "InvalidArchive",
+            PayloadError::Serialize { .. } => "Serialize",
+            PayloadError::InvalidTypedArray(e) => e.kind(),
+            PayloadError::Compression(_) => "Compression",
+        }
+    }
 }
 
 /// What a SCHEMA frame bound: the type's name and layout hash.

@@ -154,7 +154,9 @@ impl TypedArray {
     /// with capacity for the data: append the little-endian data to finish the payload.
     pub fn header(dtype: DType, dims: &[u64], data_len: usize) -> Result<BytesMut, PayloadError> {
         if dims.len() > MAX_NDIM {
-            return Err(invalid(TypedArrayError::TooManyDimensions { ndim: dims.len() }));
+            return Err(invalid(TypedArrayError::TooManyDimensions {
+                ndim: dims.len(),
+            }));
         }
         let mut head = BytesMut::with_capacity(2 + dims.len() * 8 + 16 + data_len);
         head.put_u8(dtype as u8);
@@ -225,7 +227,9 @@ pub enum TypedArrayError {
         dims: Vec<u64>,
     },
     /// The Data length is not the product of the dimensions times the item size.
-    #[error("LengthMismatch: shape {dims:?} of {dtype} needs {want} data bytes, payload has {got}")]
+    #[error(
+        "LengthMismatch: shape {dims:?} of {dtype} needs {want} data bytes, payload has {got}"
+    )]
     LengthMismatch {
         /// The shape.
         dims: Vec<u64>,
@@ -307,8 +311,8 @@ impl TypedArrayView {
         let (&tag, rest) = b
             .split_first()
             .ok_or_else(|| invalid(TypedArrayError::Empty))?;
-        let dtype = DType::from_tag(tag)
-            .ok_or_else(|| invalid(TypedArrayError::UnknownDType { tag }))?;
+        let dtype =
+            DType::from_tag(tag).ok_or_else(|| invalid(TypedArrayError::UnknownDType { tag }))?;
         let (&ndim, mut rest) = rest
             .split_first()
             .ok_or_else(|| invalid(TypedArrayError::Truncated { field: "NDim" }))?;
@@ -328,13 +332,11 @@ impl TypedArrayView {
             dims.push(d);
             rest = &rest[used..];
         }
-        let (&pad, rest) = rest
-            .split_first()
-            .ok_or_else(|| {
-                invalid(TypedArrayError::Truncated {
-                    field: "Pad Length",
-                })
-            })?;
+        let (&pad, rest) = rest.split_first().ok_or_else(|| {
+            invalid(TypedArrayError::Truncated {
+                field: "Pad Length",
+            })
+        })?;
         if pad > 15 || rest.len() < pad as usize {
             return Err(invalid(TypedArrayError::BadPadLength { pad }));
         }
@@ -344,9 +346,7 @@ impl TypedArrayView {
         let data_offset = b.len() - rest.len() + pad as usize;
         let want = element_count(&dims)?
             .checked_mul(dtype.size() as u64)
-            .ok_or_else(|| {
-                invalid(TypedArrayError::DimensionOverflow { dims: dims.clone() })
-            })?;
+            .ok_or_else(|| invalid(TypedArrayError::DimensionOverflow { dims: dims.clone() }))?;
         let got = (b.len() - data_offset) as u64;
         if want != got {
             return Err(invalid(TypedArrayError::LengthMismatch {
@@ -433,23 +433,24 @@ mod tests {
         let ok = TypedArray::encode(&[1u16, 2, 3], &[]).unwrap();
         assert!(TypedArrayView::parse(ok.clone()).is_ok());
         for (bytes, needle) in [
-            (vec![], "empty"),
-            (vec![0x0D, 0], "dtype"),
-            (vec![0x01, 33], "NDim"),
-            (vec![0x01, 1, 0x40], "dimension"),
-            (vec![0x01, 0, 16], "Pad Length"),
-            (vec![0x01, 0, 1, 7], "non-zero"),
-            (vec![0x0B, 1, 3, 0, 1, 2], "needs 24"),
+            (vec![], "Empty"),
+            (vec![0x0D, 0], "UnknownDType"),
+            (vec![0x01, 33], "TooManyDimensions"),
+            (vec![0x01, 1, 0x40], "BadDimension"),
+            (vec![0x01, 0, 16], "BadPadLength"),
+            (vec![0x01, 0, 1, 7], "NonZeroPadding"),
+            (vec![0x0B, 1, 3, 0, 1, 2], "LengthMismatch"),
             // 2^62 × 2^62 elements: the product overflows.
             (
                 vec![
                     0x01, 2, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
                     0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0,
                 ],
-                "overflows",
+                "DimensionOverflow",
             ),
         ] {
             let e = TypedArrayView::parse(Bytes::from(bytes)).unwrap_err();
+            assert_eq!(e.kind(), needle, "{e}");
             assert!(e.to_string().contains(needle), "{e} lacks {needle}");
         }
     }

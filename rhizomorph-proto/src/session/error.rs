@@ -44,7 +44,7 @@ pub enum SessionError {
         message: u64,
         ending: &'static str,
     },
-    /// wire.md §9.2: more MESSAGE bytes than the window allows.
+    /// wire.md §9.2.3: more MESSAGE bytes than the window allows.
     #[error(
         "WindowExceeded: {len}-byte frame on {target} with {window} bytes of credit (wire.md §9.2)"
     )]

@@ -83,7 +83,7 @@ impl FlowControl {
 
     /// Charges a received MESSAGE frame's `len` payload bytes to our windows.
     ///
-    /// spec: wire.md §9.2 — more than the window allows is FLOW_CONTROL_ERROR; §17.5 — with
+    /// spec: wire.md §9.2.3 — more than the window allows is FLOW_CONTROL_ERROR; §17.5 — with
     /// per-channel streams QUIC's windows do this, and nothing is charged here.
     pub(super) fn charge_received(
         &mut self,

@@ -381,9 +381,10 @@ impl OutChannel {
     }
 
     /// The smallest frame payload worth sending for the front message: the metadata and
-    /// `MIN_CHUNK` bytes of data (or what is left), but never more than `ceiling` as long as
-    /// that holds the metadata and one byte — otherwise a sender would wait for credit the
-    /// receiver cannot give (spec: wire.md §9.5.1).
+    /// `MIN_CHUNK` bytes of data (or what is left) — or, when the windows can never hold that
+    /// much (`ceiling`), the metadata and one byte (spec: wire.md §9.5.1). Not the ceiling
+    /// itself: part of a window may stay held by messages the receiver's application has not
+    /// released, so a sender waiting for a whole window could wait for ever.
     fn frame_size_needed(&mut self, ceiling: u64) -> Option<u64> {
         if !self.may_start_front() {
             return None;
@@ -393,7 +394,8 @@ impl OutChannel {
         let meta = front.metadata_len(encoder);
         let remaining = (front.message.payload.len() - front.offset) as u64;
         let least = meta + remaining.min(1);
-        Some((meta + remaining.min(MIN_CHUNK)).min(ceiling).max(least))
+        let wanted = meta + remaining.min(MIN_CHUNK);
+        Some(if wanted <= ceiling { wanted } else { least })
     }
 
     /// Cuts the next frame of the front message: at most `max_payload` bytes of frame payload
