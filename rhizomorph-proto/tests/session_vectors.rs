@@ -15,9 +15,14 @@ use rhizomorph_proto::frame::{
 };
 use rhizomorph_proto::header::{HeaderDecoder, RoutingHeader};
 use rhizomorph_proto::hex::{parse_hex, to_hex};
+use rhizomorph_proto::legacy::handshake::AuthInfo;
+use rhizomorph_proto::legacy::session::{
+    LegacyConfig, LegacyEvent, LegacySession, LegacyTransmit, Side,
+};
 use rhizomorph_proto::session::{
     Event, Framing, Initiator, OutgoingMessage, Session, SessionConfig, Target,
 };
+use rhizomorph_proto::websocket::WsEvent;
 use serde_json::{json, Value};
 
 fn doc() -> Value {
@@ -423,6 +428,116 @@ impl Replay {
     }
 }
 
+/// A legacy-mode vector (`transport: legacy`, legacy.md §L3–§L4) played by the real
+/// [`LegacySession`]: TEXT compared as JSON values, BINARY byte for byte.
+struct LegacyReplay {
+    name: String,
+    role: &'static str,
+    session: LegacySession,
+    now: Instant,
+    held: VecDeque<u64>,
+}
+
+impl LegacyReplay {
+    fn new(v: &Value, role: &'static str) -> LegacyReplay {
+        let now = Instant::now();
+        let side = if role == "client" {
+            let auth: AuthInfo = serde_json::from_value(v["client"]["auth"].clone()).unwrap();
+            Side::Client { auth }
+        } else {
+            Side::Server
+        };
+        LegacyReplay {
+            name: format!("{} as {role}", s(&v["name"])),
+            role,
+            session: LegacySession::new(side, LegacyConfig::default(), now),
+            now,
+            held: VecDeque::new(),
+        }
+    }
+
+    fn written(&mut self) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Some(t) = self.session.poll_transmit(self.now) {
+            out.push(match t {
+                LegacyTransmit::Text(b) => {
+                    json!({"text": serde_json::from_slice::<Value>(&b).expect("TEXT is JSON")})
+                }
+                LegacyTransmit::Binary(parts) => json!({"binary": to_hex(&parts.concat())}),
+                LegacyTransmit::Close { code, .. } => json!({"close": code}),
+            });
+        }
+        out
+    }
+
+    fn events(&mut self) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Some(e) = self.session.poll_event() {
+            out.push(match e {
+                LegacyEvent::Authenticate(a) => json!({"event": "authenticate",
+                    "client_id": a.client_id, "workspace": a.workspace}),
+                LegacyEvent::Connected(info) => json!({"event": "connected",
+                    "workspace": info.workspace, "client_id": info.client_id,
+                    "manager_id": info.manager_id}),
+                LegacyEvent::Message(m) => {
+                    self.held.push_back(m.credit);
+                    json!({"event": "message", "channel": m.channel.name(),
+                        "sequence": m.sequence, "fields": fields_of(&m.header),
+                        "payload": to_hex(&m.payload), "encoding": m.encoding.name()})
+                }
+                other => json!({"event": format!("{other:?}")}),
+            });
+        }
+        out
+    }
+
+    fn run(mut self, v: &Value) {
+        let n = self.name.clone();
+        for step in v["steps"].as_array().unwrap() {
+            if let Some(from) = step.get("from") {
+                if from == self.role {
+                    let want = if let Some(t) = step.get("text") {
+                        json!({"text": serde_json::from_str::<Value>(s(t)).unwrap()})
+                    } else {
+                        json!({"binary": step["binary"]})
+                    };
+                    assert_eq!(self.written(), vec![want], "{n}: written");
+                } else {
+                    let message = match step.get("text") {
+                        Some(t) => WsEvent::Text(Bytes::from(s(t).to_string())),
+                        None => WsEvent::Binary(bytes_of(&step["binary"])),
+                    };
+                    self.session.handle_message(self.now, message);
+                }
+            } else if step["side"] == self.role {
+                if let Some(a) = step.get("app") {
+                    match s(&a["action"]) {
+                        "accept" => self.session.accept(s(&a["connection_info"]).to_string()),
+                        "mark_ready" => self.session.mark_ready(),
+                        "send" => {
+                            let id = self
+                                .session
+                                .send(&header_of(&a["fields"]), bytes_of(&a["payload"]))
+                                .expect("send");
+                            assert_eq!(id, u(&a["id"]), "{n}: send id");
+                        }
+                        "release" => {
+                            let credit = self.held.pop_front().expect("a message to release");
+                            self.session.release(credit);
+                        }
+                        other => panic!("{n}: unknown action {other}"),
+                    }
+                } else {
+                    let want = step["events"].as_array().unwrap().clone();
+                    assert_eq!(self.events(), want, "{n}: events");
+                }
+            }
+        }
+        assert!(self.written().is_empty(), "{n}: wrote more at the end");
+        assert!(self.events().is_empty(), "{n}: unread events at the end");
+    }
+}
+
 /// wire.md Appendix A: every session vector, replayed in each role it names.
 #[test]
 fn appendix_a_session_vectors_replay_in_both_roles() {
@@ -433,7 +548,13 @@ fn appendix_a_session_vectors_replay_in_both_roles() {
     for v in vectors {
         for role in v["roles"].as_array().unwrap() {
             let role = if role == "client" { "client" } else { "server" };
-            let run = std::panic::catch_unwind(|| Replay::new(v, role).run(v));
+            let run = std::panic::catch_unwind(|| {
+                if v["transport"] == "legacy" {
+                    LegacyReplay::new(v, role).run(v)
+                } else {
+                    Replay::new(v, role).run(v)
+                }
+            });
             if run.is_err() {
                 failed.push(format!("{} as {role}", s(&v["name"])));
             }

@@ -516,10 +516,74 @@ def quic_wrong_stream():
     return x.v
 
 
+def mp_str(t):
+    """msgpack str, shortest form (fixstr, str8, str16)."""
+    b = t.encode()
+    if len(b) < 32:
+        return bytes([0xA0 | len(b)]) + b
+    if len(b) < 256:
+        return b"\xd9" + bytes([len(b)]) + b
+    return b"\xda" + len(b).to_bytes(2, "big") + b
+
+
+def mp_map(pairs):
+    """msgpack fixmap of string pairs (at most 15), in order."""
+    assert len(pairs) < 16
+    return bytes([0x80 | len(pairs)]) + b"".join(mp_str(k) + mp_str(v) for k, v in pairs)
+
+
+def legacy_handshake():
+    """legacy.md §L4.1, §L4.2, §L3.1: a hypha-rpc client's handshake and one call each way.
+    TEXT steps compare as JSON values; BINARY steps byte for byte (msgpack(main) ++ extra,
+    every str in its shortest form)."""
+    auth = {"client_id": "py-1", "workspace": "ws-a", "token": None, "reconnection_token": None}
+    info = {"type": "connection_info", "hypha_version": "0.21.137",
+            "public_base_url": "http://127.0.0.1:9527", "local_base_url": "http://127.0.0.1:9527",
+            "manager_id": "manager-1", "workspace": "ws-a", "client_id": "py-1",
+            "user": {"id": "anonymous-py-1", "roles": ["anonymous"]},
+            "reconnection_token": None, "reconnection_token_life_time": 3600}
+    call = [("type", "method"), ("from", "ws-a/py-1"), ("to", "ws-a/svc"),
+            ("method", "services.echo.echo"), ("session", "s1")]
+    extra = b"\x81" + mp_str("args") + b"\x91" + mp_str("hi")  # {"args": ["hi"]}
+    answer = [("type", "method"), ("from", "ws-a/svc"), ("to", "ws-a/py-1"),
+              ("method", "s1.resolve")]
+    answer_extra = b"\x81" + mp_str("args") + b"\x91" + mp_str("hi")
+    steps = [
+        {"from": "client", "text": json.dumps(auth)},
+        {"side": "server", "events": [{"event": "authenticate", "client_id": "py-1",
+                                       "workspace": "ws-a"}]},
+        {"side": "server", "app": {"action": "accept", "connection_info": json.dumps(info)}},
+        {"side": "server", "app": {"action": "mark_ready"}},
+        {"from": "server", "text": json.dumps(info)},
+        {"side": "client", "events": [{"event": "connected", "workspace": "ws-a",
+                                       "client_id": "py-1", "manager_id": "manager-1"}]},
+        {"side": "client", "app": {"action": "send", "fields": [list(f) for f in call],
+                                   "payload": extra.hex(), "id": 0}},
+        {"from": "client", "binary": (mp_map(call) + extra).hex()},
+        {"side": "server", "events": [{"event": "message", "channel": "rpc", "sequence": 0,
+                                       "fields": [list(f) for f in call],
+                                       "payload": extra.hex(), "encoding": "msgpack"}]},
+        {"side": "server", "app": {"action": "send", "fields": [list(f) for f in answer],
+                                   "payload": answer_extra.hex(), "id": 0}},
+        {"from": "server", "binary": (mp_map(answer) + answer_extra).hex()},
+        {"side": "client", "events": [{"event": "message", "channel": "rpc", "sequence": 0,
+                                       "fields": [list(f) for f in answer],
+                                       "payload": answer_extra.hex(),
+                                       "encoding": "msgpack"}]},
+    ]
+    return {"name": "legacy-handshake-and-call", "sections": ["legacy.md §L4.1", "§L4.2",
+                                                              "§L3.1", "§L3.2"],
+            "description": "Legacy mode (no subprotocol): the client's authentication TEXT, the "
+                           "server's connection_info once its application is ready, then one "
+                           "BINARY message each way (msgpack main map ++ extra).",
+            "transport": "legacy", "roles": ["client", "server"],
+            "client": {"auth": auth}, "server": {}, "steps": steps}
+
+
 VECTORS = [handshake_and_call, version_mismatch, version_not_offered, auth_refused,
            credit_stall, rpc_through_bulk, abort_by_sender, cancel_by_receiver, goaway_drain,
            refused_over_budget, unbound_schema, ping_pong, ignorable_before_hello, quic_streams,
-           quic_wrong_stream]
+           quic_wrong_stream, legacy_handshake]
 
 
 def main():
