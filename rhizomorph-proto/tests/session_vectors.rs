@@ -353,6 +353,9 @@ impl Replay {
                 code(&a["code"]),
             ),
             "goaway" => self.session.goaway(code(&a["code"]), s(&a["reason"])),
+            "close" => self.session.close(code(&a["code"]), s(&a["reason"])),
+            "owe_replies" => self.session.owe_replies(u(&a["n"])),
+            "reply_settled" => self.session.reply_settled(),
             other => panic!("{n}: unknown action {other}"),
         }
     }

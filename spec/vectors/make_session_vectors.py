@@ -181,6 +181,22 @@ class Script:
             pos += n
         return out, rest, window
 
+    def chunks_after(self, side, channel, rest, window, max_frame=None):
+        """Continuation frames of a message whose remaining bytes are `rest`, with `window`
+        bytes of credit (as `chunks`)."""
+        max_frame = max_frame or side.peer.settings[1]
+        out, pos = [], 0
+        while pos < len(rest):
+            limit = min(window, max_frame)
+            if limit < 2:
+                break
+            n = min(len(rest) - pos, limit - 1)
+            out.append(self.message(side, channel, rest[pos:pos + n], None, first=False,
+                                    last=pos + n == len(rest)))
+            window -= 1 + n
+            pos += n
+        return out, rest[pos:], window
+
     def connect(self, accept_token=b""):
         """§3.2: the HELLO exchange, the server accepting."""
         c, s = self.client, self.server
@@ -378,20 +394,23 @@ def goaway_drain():
                                       "§14.1.4", "§14.2.1"],
                "The server drains while the client's second message is half sent: GOAWAY "
                "accepts it (a partly received message counts), the client finishes it, its "
-               "queued third message fails REFUSED, and the server closes with NO_ERROR once "
-               "the accepted message is complete.", c, s)
+               "queued third message fails REFUSED; the server answers its first request (a "
+               "reply is allowed after GOAWAY) and closes with NO_ERROR once the accepted "
+               "message is complete and no reply is owed. A second goaway() sends nothing.", c, s)
     x.connect()
     calc = [("to", "calc")]
     x.send(c, "rpc", calc, b"A" * 10)
     a = x.message(c, "rpc", b"A" * 10, calc)
     a_len = x.sends(c, [a])[0]
     x.events(s, [x.msg_event("rpc", 0, calc, b"A" * 10)])
+    x.app(s, "owe_replies", n=1)  # the server's application will answer message 0
     body = data(1500, 5)
     x.send(c, "rpc", calc, body)
     sent, rest, _ = x.chunks(c, "rpc", calc, body, 1024 - a_len)
     b_len = x.sends(c, sent)[0]
     x.send(c, "rpc", calc, b"C")
     x.app(s, "goaway", code="NO_ERROR", reason="drain")
+    x.app(s, "goaway", code="NO_ERROR", reason="again")  # already draining: nothing
     # §14.1.1: message 1 has started, so rpc's accepted count is 2. Its first chunk is held
     # (§9.3: message 0, before it, is not yet released by the application): no CREDIT.
     x.sends(s, [{"type": "GOAWAY", "error_code": "NO_ERROR", "accepted_count": [0, 2, 0, 0],
@@ -404,9 +423,14 @@ def goaway_drain():
     x.sends(s, [{"type": "CREDIT", "target": "rpc", "increment": a_len + b_len}])
     x.sends(c, [x.message(c, "rpc", rest, calc, first=False, last=True)])
     x.events(s, [x.msg_event("rpc", 1, calc, body)])
-    x.sends(s, [{"type": "CLOSE", "error_code": "NO_ERROR", "reason": "drained"}])
+    x.sends(s, [])  # §14.1.4: a reply is still owed, so no CLOSE yet
+    x.send(s, "rpc", REPLY, b"=")
+    x.app(s, "reply_settled")
+    x.sends(s, [x.message(s, "rpc", b"=", REPLY),
+                {"type": "CLOSE", "error_code": "NO_ERROR", "reason": "drained"}])
     x.events(s, [{"event": "closed", "code": "NO_ERROR", "initiator": "local"}])
-    x.events(c, [{"event": "closed", "code": "NO_ERROR", "initiator": "peer"}])
+    x.events(c, [x.msg_event("rpc", 0, REPLY, b"="),
+                 {"event": "closed", "code": "NO_ERROR", "initiator": "peer"}])
     return x.v
 
 
@@ -516,6 +540,158 @@ def quic_wrong_stream():
     return x.v
 
 
+def window_exceeded():
+    c, s = client(), server(INITIAL_CHANNEL_WINDOW=1024)
+    x = Script("window-exceeded", ["§9.2.3"],
+               "A MESSAGE frame longer than the channel window the receiver announced: "
+               "FLOW_CONTROL_ERROR.", c, s, roles=["server"])
+    x.connect()
+    x.sends(c, [x.message(c, "rpc", data(1100), [("to", "calc")])])
+    x.sends(s, [{"type": "CLOSE", "error_code": "FLOW_CONTROL_ERROR", "reason": "",
+                 "kind": "WindowExceeded"}])
+    x.events(s, [{"event": "closed", "code": "FLOW_CONTROL_ERROR", "initiator": "local"}])
+    return x.v
+
+
+def connection_window_exceeded():
+    c, s = client(), server(INITIAL_CONNECTION_WINDOW=2048)
+    x = Script("connection-window-exceeded", ["§9.2.3", "§9.1"],
+               "Two channels within their own windows but together over the connection window: "
+               "FLOW_CONTROL_ERROR on the frame that exceeds it.", c, s, roles=["server"])
+    x.connect()
+    x.sends(c, [x.message(c, "rpc", data(1000), [("to", "calc")]),
+                x.message(c, "stream", data(1100), [("to", "calc")])])
+    x.events(s, [x.msg_event("rpc", 0, [("to", "calc")], data(1000))])
+    x.sends(s, [{"type": "CLOSE", "error_code": "FLOW_CONTROL_ERROR", "reason": "",
+                 "kind": "WindowExceeded"}])
+    x.events(s, [{"event": "closed", "code": "FLOW_CONTROL_ERROR", "initiator": "local"}])
+    return x.v
+
+
+def credit_overflow():
+    c, s = client(), server()
+    x = Script("credit-overflow", ["§9.7", "§5.4"],
+               "CREDIT may bring a window to exactly 2^32 - 1, never past it: the CREDIT that "
+               "would is FLOW_CONTROL_ERROR.", c, s, roles=["client"])
+    x.connect()
+    x.sends(s, [{"type": "CREDIT", "target": "rpc", "increment": (1 << 32) - 1 - 1048576}])
+    x.sends(c, [])
+    x.sends(s, [{"type": "CREDIT", "target": "rpc", "increment": 1}])
+    x.sends(c, [{"type": "CLOSE", "error_code": "FLOW_CONTROL_ERROR", "reason": "",
+                 "kind": "WindowOverflow"}])
+    x.events(c, [{"event": "closed", "code": "FLOW_CONTROL_ERROR", "initiator": "local"}])
+    return x.v
+
+
+def goaway_raised():
+    c, s = client(), server()
+    x = Script("goaway-raised", ["§14.1.5"],
+               "A second GOAWAY may repeat or lower the accepted counts; raising one is a "
+               "PROTOCOL_ERROR.", c, s, roles=["client"])
+    x.connect()
+    for counts in ([0, 5, 0, 0], [0, 5, 0, 0], [0, 4, 0, 0]):
+        x.sends(s, [{"type": "GOAWAY", "error_code": "NO_ERROR", "accepted_count": counts,
+                     "reason": ""}])
+        x.sends(c, [])
+    x.sends(s, [{"type": "GOAWAY", "error_code": "NO_ERROR", "accepted_count": [0, 5, 0, 0],
+                 "reason": ""}])
+    x.sends(c, [{"type": "CLOSE", "error_code": "PROTOCOL_ERROR", "reason": "",
+                 "kind": "GoAwayRaised"}])
+    x.events(c, [{"event": "goaway", "code": "NO_ERROR"}] * 3 +
+             [{"event": "closed", "code": "PROTOCOL_ERROR", "initiator": "local"}])
+    return x.v
+
+
+def credit_batching():
+    c, s = client(), server(INITIAL_CHANNEL_WINDOW=65536)
+    x = Script("credit-batching", ["§9.5", "§9.5.2"],
+               "When released credit leaves (channel windows 64 KiB: a quarter is 16 KiB; the "
+               "connection's 4 MiB: a quarter is 1 MiB; the progress threshold 17,472): "
+               "credit that is not urgent is not written on its own, and rides with a write "
+               "that leaves anyway once it reaches 16 KiB; urgent credit leaves at once.", c, s)
+    x.connect()
+    calc = [("to", "calc")]
+    # 12,000 bytes on stream and 6,000 on bulk, released: neither channel's credit is urgent
+    # (under a quarter, windows far above the threshold), nor the connection's 18,000 (under
+    # a quarter of 4 MiB): nothing is written.
+    x.send(c, "stream", calc, data(12000, 7))
+    l1 = x.sends(c, [x.message(c, "stream", data(12000, 7), calc)])[0]
+    x.send(c, "bulk", calc, data(6000, 8))
+    l2 = x.sends(c, [x.message(c, "bulk", data(6000, 8), calc)])[0]
+    x.events(s, [x.msg_event("stream", 0, calc, data(12000, 7)),
+                 x.msg_event("bulk", 0, calc, data(6000, 8))])
+    x.app(s, "release", channel="stream")
+    x.app(s, "release", channel="bulk")
+    x.sends(s, [])
+    # A reply leaves: the connection's pending credit (16 KiB or more) rides with it; the
+    # channels' (each under 16 KiB) still wait.
+    x.send(s, "rpc", REPLY, b"1")
+    x.sends(s, [x.message(s, "rpc", b"1", REPLY),
+                {"type": "CREDIT", "target": "connection", "increment": l1 + l2}])
+    x.events(c, [x.msg_event("rpc", 0, REPLY, b"1")])
+    # 17,000 bytes on rpc, released: a quarter of its window, urgent; the connection's
+    # pending 17,000+ ride along.
+    x.send(c, "rpc", calc, data(17000, 9))
+    l3 = x.sends(c, [x.message(c, "rpc", data(17000, 9), calc)])[0]
+    x.events(s, [x.msg_event("rpc", 0, calc, data(17000, 9))])
+    x.app(s, "release", channel="rpc")
+    x.sends(s, [{"type": "CREDIT", "target": "rpc", "increment": l3},
+                {"type": "CREDIT", "target": "connection", "increment": l3}])
+    return x.v
+
+
+def connection_credit():
+    c, s = client(), server(INITIAL_CONNECTION_WINDOW=2048)
+    x = Script("connection-credit", ["§9.1", "§9.2.1", "§9.3.1", "§9.5"],
+               "The connection window (2,048) runs out before the channel windows (1 MiB): a "
+               "second channel's message waits for connection credit, which the receiver "
+               "returns as soon as the chunk is released (the connection's outstanding window "
+               "is below a quarter: urgent), and again as its application takes each message.",
+               c, s)
+    x.connect()
+    calc = [("to", "calc")]
+    a = data(500, 9)
+    x.send(c, "rpc", calc, a)
+    la = x.sends(c, [x.message(c, "rpc", a, calc)])[0]
+    b = data(3000, 10)
+    x.send(c, "stream", calc, b)
+    sent, rest, _ = x.chunks(c, "stream", calc, b, 2048 - la)
+    lb = x.sends(c, sent)[0]
+    x.events(s, [x.msg_event("rpc", 0, calc, a)])
+    x.sends(s, [{"type": "CREDIT", "target": "connection", "increment": lb}])
+    tail, rest2, _ = x.chunks_after(c, "stream", rest, lb)
+    assert not rest2
+    lt = x.sends(c, tail)[0]
+    x.events(s, [x.msg_event("stream", 0, calc, b)])
+    x.app(s, "release", channel="rpc")
+    x.sends(s, [{"type": "CREDIT", "target": "connection", "increment": la}])
+    x.app(s, "release", channel="stream")
+    x.sends(s, [{"type": "CREDIT", "target": "connection", "increment": lt}])
+    return x.v
+
+
+def close_with_queued():
+    c, s = client(), server(INITIAL_CHANNEL_WINDOW=1024)
+    x = Script("close-with-queued", ["§14.2.1", "§14.2.3"],
+               "The client's application closes while a message is half sent and another "
+               "waits: CLOSE is the last frame, both messages fail CANCELLED, and the server "
+               "drops the partial message.", c, s)
+    x.connect()
+    store = [("to", "store")]
+    body = data(3000, 11)
+    x.send(c, "bulk", store, body)
+    sent, _, _ = x.chunks(c, "bulk", store, body, 1024)
+    x.sends(c, sent)
+    x.send(c, "bulk", store, b"next")
+    x.app(c, "close", code="NO_ERROR", reason="bye")
+    x.sends(c, [{"type": "CLOSE", "error_code": "NO_ERROR", "reason": "bye"}])
+    x.events(c, [{"event": "send_failed", "channel": "bulk", "id": 1, "code": "CANCELLED"},
+                 {"event": "send_failed", "channel": "bulk", "id": 0, "code": "CANCELLED"},
+                 {"event": "closed", "code": "NO_ERROR", "initiator": "local"}])
+    x.events(s, [{"event": "closed", "code": "NO_ERROR", "initiator": "peer"}])
+    return x.v
+
+
 def mp_str(t):
     """msgpack str, shortest form (fixstr, str8, str16)."""
     b = t.encode()
@@ -583,7 +759,9 @@ def legacy_handshake():
 VECTORS = [handshake_and_call, version_mismatch, version_not_offered, auth_refused,
            credit_stall, rpc_through_bulk, abort_by_sender, cancel_by_receiver, goaway_drain,
            refused_over_budget, unbound_schema, ping_pong, ignorable_before_hello, quic_streams,
-           quic_wrong_stream, legacy_handshake]
+           quic_wrong_stream, window_exceeded, connection_window_exceeded, credit_overflow,
+           goaway_raised, credit_batching, connection_credit, close_with_queued,
+           legacy_handshake]
 
 
 def main():
