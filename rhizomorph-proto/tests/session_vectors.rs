@@ -121,6 +121,8 @@ fn frame_json(frame: Frame, decoders: &mut [HeaderDecoder; 4]) -> Value {
             f
         }
         Frame::Credit(c) => {
+            // spec: wire.md §5.4 — an Increment of 0 is never valid (sums would hide it).
+            assert!(c.increment > 0, "a CREDIT with Increment 0");
             let target = match c.target {
                 CreditTarget::Channel(ch) => ch.name(),
                 CreditTarget::Connection => "connection",

@@ -350,8 +350,11 @@ def abort_by_sender():
     x.send(c, "bulk", store, body)
     sent, _, _ = x.chunks(c, "bulk", store, body, 1024)
     first_len = x.sends(c, sent)[0]
+    x.send(c, "bulk", store, b"queued")  # waits behind message 0 (§7.3): not started
+    x.app(c, "cancel", channel="bulk", id=1)  # an unstarted message just goes: no frame
     x.app(c, "cancel", channel="bulk", id=0)
-    x.events(c, [{"event": "send_failed", "channel": "bulk", "id": 0, "code": "CANCELLED"}])
+    x.events(c, [{"event": "send_failed", "channel": "bulk", "id": 1, "code": "CANCELLED"},
+                 {"event": "send_failed", "channel": "bulk", "id": 0, "code": "CANCELLED"}])
     x.sends(c, [{"type": "CANCEL", "channel": "bulk", "sequence": 0, "error_code": "CANCELLED",
                  "abort": True}])
     x.events(s, [{"event": "message_aborted", "channel": "bulk", "sequence": 0,
@@ -359,7 +362,7 @@ def abort_by_sender():
     x.sends(s, [{"type": "CREDIT", "target": "bulk", "increment": first_len}])
     x.send(c, "bulk", store, b"small")
     x.sends(c, [x.message(c, "bulk", b"small", store)])
-    x.events(s, [x.msg_event("bulk", 1, store, b"small")])
+    x.events(s, [x.msg_event("bulk", 1, store, b"small")])  # id 2, sequence 1
     return x.v
 
 
@@ -370,20 +373,25 @@ def cancel_by_receiver():
                "CANCEL without ABORT; the sender stops and answers with CANCEL ABORT; its "
                "application learns the message failed.", c, s)
     x.connect()
-    body = data(3000, 4)
     store = [("to", "store")]
+    x.send(c, "bulk", store, b"first")
+    l0 = x.sends(c, [x.message(c, "bulk", b"first", store)])[0]
+    x.events(s, [x.msg_event("bulk", 0, store, b"first")])
+    x.app(s, "release", channel="bulk")  # the window (1,024 - l0) is under the threshold
+    x.sends(s, [{"type": "CREDIT", "target": "bulk", "increment": l0}])
+    body = data(3000, 4)
     x.send(c, "bulk", store, body)
     sent, _, _ = x.chunks(c, "bulk", store, body, 1024)
     first_len = x.sends(c, sent)[0]
-    x.app(s, "reject_incoming", channel="bulk", sequence=0, code="CANCELLED")
-    x.sends(s, [{"type": "CANCEL", "channel": "bulk", "sequence": 0, "error_code": "CANCELLED",
+    x.app(s, "reject_incoming", channel="bulk", sequence=1, code="CANCELLED")
+    x.sends(s, [{"type": "CANCEL", "channel": "bulk", "sequence": 1, "error_code": "CANCELLED",
                  "abort": False},
                 {"type": "CREDIT", "target": "bulk", "increment": first_len}])
-    x.events(c, [{"event": "send_failed", "channel": "bulk", "id": 0, "code": "CANCELLED"}])
-    x.sends(c, [{"type": "CANCEL", "channel": "bulk", "sequence": 0, "error_code": "CANCELLED",
+    x.events(c, [{"event": "send_failed", "channel": "bulk", "id": 1, "code": "CANCELLED"}])
+    x.sends(c, [{"type": "CANCEL", "channel": "bulk", "sequence": 1, "error_code": "CANCELLED",
                  "abort": True}])
     # The ABORT confirms it: the receiver's application hears that the message is gone.
-    x.events(s, [{"event": "message_aborted", "channel": "bulk", "sequence": 0,
+    x.events(s, [{"event": "message_aborted", "channel": "bulk", "sequence": 1,
                   "code": "CANCELLED"}])
     return x.v
 
@@ -513,9 +521,10 @@ def quic_streams():
                "rpc message opens that side's rpc stream (channel id 1) and travels on it; no "
                "CREDIT is sent.", c, s, transport="quic")
     x.connect()
-    x.send(c, "rpc", CALC, b"\x05")
-    x.sends(c, [x.message(c, "rpc", b"\x05", CALC)], stream="rpc")
-    x.events(s, [x.msg_event("rpc", 0, CALC, b"\x05")])
+    big = data(20000, 12)
+    x.send(c, "rpc", CALC, big)
+    x.sends(c, [x.message(c, "rpc", big, CALC)], stream="rpc")
+    x.events(s, [x.msg_event("rpc", 0, CALC, big)])
     x.app(s, "release", channel="rpc")
     x.send(s, "rpc", REPLY, b"\x06")
     x.sends(s, [x.message(s, "rpc", b"\x06", REPLY)], stream="rpc")
@@ -543,10 +552,13 @@ def quic_wrong_stream():
 def window_exceeded():
     c, s = client(), server(INITIAL_CHANNEL_WINDOW=1024)
     x = Script("window-exceeded", ["§9.2.3"],
-               "A MESSAGE frame longer than the channel window the receiver announced: "
-               "FLOW_CONTROL_ERROR.", c, s, roles=["server"])
+               "Two MESSAGE frames that each fit the 1,024-byte channel window but together "
+               "exceed it (no CREDIT between them): FLOW_CONTROL_ERROR on the second.", c, s,
+               roles=["server"])
     x.connect()
-    x.sends(c, [x.message(c, "rpc", data(1100), [("to", "calc")])])
+    calc = [("to", "calc")]
+    x.sends(c, [x.message(c, "rpc", data(600), calc), x.message(c, "rpc", data(600, 1), calc)])
+    x.events(s, [x.msg_event("rpc", 0, calc, data(600))])
     x.sends(s, [{"type": "CLOSE", "error_code": "FLOW_CONTROL_ERROR", "reason": "",
                  "kind": "WindowExceeded"}])
     x.events(s, [{"event": "closed", "code": "FLOW_CONTROL_ERROR", "initiator": "local"}])
@@ -692,6 +704,49 @@ def close_with_queued():
     return x.v
 
 
+def urgent_by_low_window():
+    c, s = client(), server(INITIAL_CONNECTION_WINDOW=65536)
+    x = Script("urgent-by-low-window", ["§9.5"],
+               "A small release is urgent when the window it belongs to is low: 60,000 bytes "
+               "held by the application on stream leave the connection's outstanding window "
+               "under a quarter of 65,536, so releasing a 1,000-byte rpc message sends its "
+               "connection credit at once (the rpc channel's own credit is not urgent).", c, s)
+    x.connect()
+    calc = [("to", "calc")]
+    x.send(c, "stream", calc, data(60000, 13))
+    x.sends(c, [x.message(c, "stream", data(60000, 13), calc)])
+    x.send(c, "rpc", calc, data(1000, 14))
+    l2 = x.sends(c, [x.message(c, "rpc", data(1000, 14), calc)])[0]
+    x.events(s, [x.msg_event("stream", 0, calc, data(60000, 13)),
+                 x.msg_event("rpc", 0, calc, data(1000, 14))])
+    x.app(s, "release", channel="rpc")
+    x.sends(s, [{"type": "CREDIT", "target": "connection", "increment": l2}])
+    return x.v
+
+
+def queued_before_hello():
+    c, s = client(), server(MAX_MESSAGE_SIZE=1024)
+    x = Script("queued-before-hello", ["§3.2.5", "§5.3.2", "§9.5.3"],
+               "Messages the client's application gives before the server's HELLO wait for it, "
+               "and are then checked against the server's settings: one over its "
+               "MAX_MESSAGE_SIZE fails alone (MESSAGE_TOO_LARGE, never sent), the other leaves.",
+               c, s)
+    calc = [("to", "calc")]
+    x.send(c, "rpc", calc, data(2000, 15))
+    x.send(c, "rpc", calc, b"fits")
+    x.sends(c, [x.hello(c)])
+    x.events(s, [{"event": "hello_received", "token": c.token.hex(), "agent": c.agent}])
+    x.app(s, "accept", token="")
+    x.events(s, [{"event": "connected", "version": V1_0}])
+    x.sends(s, [x.hello(s)])
+    x.events(c, [{"event": "send_failed", "channel": "rpc", "id": 0,
+                  "code": "MESSAGE_TOO_LARGE"},
+                 {"event": "connected", "version": V1_0}])
+    x.sends(c, [x.message(c, "rpc", b"fits", calc)])
+    x.events(s, [x.msg_event("rpc", 0, calc, b"fits")])
+    return x.v
+
+
 def mp_str(t):
     """msgpack str, shortest form (fixstr, str8, str16)."""
     b = t.encode()
@@ -760,7 +815,8 @@ VECTORS = [handshake_and_call, version_mismatch, version_not_offered, auth_refus
            credit_stall, rpc_through_bulk, abort_by_sender, cancel_by_receiver, goaway_drain,
            refused_over_budget, unbound_schema, ping_pong, ignorable_before_hello, quic_streams,
            quic_wrong_stream, window_exceeded, connection_window_exceeded, credit_overflow,
-           goaway_raised, credit_batching, connection_credit, close_with_queued,
+           goaway_raised, credit_batching, connection_credit, urgent_by_low_window,
+           close_with_queued, queued_before_hello,
            legacy_handshake]
 
 
