@@ -747,6 +747,49 @@ def queued_before_hello():
     return x.v
 
 
+def empty_message_waits():
+    c, s = client(), server(INITIAL_CHANNEL_WINDOW=1024)
+    x = Script("empty-message-waits-for-credit", ["§9.2.1", "§9.5.1"],
+               "An empty message still costs its frame's metadata: with the channel window at "
+               "0 it waits for credit like any other.", c, s)
+    x.connect()
+    calc = [("to", "calc")]
+    full = data(1012, 16)  # with 12 bytes of metadata: exactly the 1,024-byte window
+    x.send(c, "rpc", calc, full)
+    x.send(c, "rpc", calc, b"")
+    lf = x.sends(c, [x.message(c, "rpc", full, calc)])[0]
+    assert lf == 1024
+    x.events(s, [x.msg_event("rpc", 0, calc, full)])
+    x.app(s, "release", channel="rpc")
+    x.sends(s, [{"type": "CREDIT", "target": "rpc", "increment": lf}])
+    x.sends(c, [x.message(c, "rpc", b"", calc)])
+    x.events(s, [x.msg_event("rpc", 1, calc, b"")])
+    return x.v
+
+
+def window_at_threshold():
+    c, s = client(), server(INITIAL_CONNECTION_WINDOW=65536)
+    x = Script("window-at-the-threshold", ["§9.5"],
+               "Urgency is strict: a connection window left at exactly the progress threshold "
+               "(16,384 + 1,088 = 17,472, above a quarter of 65,536) is not below it, so a "
+               "small release waits.", c, s)
+    x.connect()
+    calc = [("to", "calc")]
+    b = data(1000, 17)
+    # L of a first frame on a fresh channel with header `to: calc` (6 bytes): payload + 14
+    # for a payload of 16,384 or more (a 4-byte Message Length), + 12 below.
+    a = data(65536 - 17472 - (1000 + 12) - 14, 18)
+    x.send(c, "stream", calc, a)
+    la = x.sends(c, [x.message(c, "stream", a, calc)])[0]
+    x.send(c, "rpc", calc, b)
+    lb = x.sends(c, [x.message(c, "rpc", b, calc)])[0]
+    assert 65536 - la - lb == 17472, (la, lb)
+    x.events(s, [x.msg_event("stream", 0, calc, a), x.msg_event("rpc", 0, calc, b)])
+    x.app(s, "release", channel="rpc")
+    x.sends(s, [])
+    return x.v
+
+
 def mp_str(t):
     """msgpack str, shortest form (fixstr, str8, str16)."""
     b = t.encode()
@@ -816,7 +859,7 @@ VECTORS = [handshake_and_call, version_mismatch, version_not_offered, auth_refus
            refused_over_budget, unbound_schema, ping_pong, ignorable_before_hello, quic_streams,
            quic_wrong_stream, window_exceeded, connection_window_exceeded, credit_overflow,
            goaway_raised, credit_batching, connection_credit, urgent_by_low_window,
-           close_with_queued, queued_before_hello,
+           close_with_queued, queued_before_hello, empty_message_waits, window_at_threshold,
            legacy_handshake]
 
 
