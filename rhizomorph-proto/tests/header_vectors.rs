@@ -39,6 +39,19 @@ fn header_pairs(h: &RoutingHeader) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The decoder's dynamic table, newest first, as `(name, value)` pairs.
+fn table_pairs(decoder: &HeaderDecoder) -> Vec<(String, String)> {
+    decoder
+        .dynamic_table()
+        .map(|f| {
+            (
+                String::from_utf8(f.name.to_vec()).unwrap(),
+                String::from_utf8(f.value.to_vec()).unwrap(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn header_6_vectors_decode_in_sequence() {
     let doc = doc();
@@ -59,15 +72,7 @@ fn header_6_vectors_decode_in_sequence() {
                 pairs(&b["fields"]),
                 "{name} block {i}: fields"
             );
-            let table: Vec<(String, String)> = decoder
-                .dynamic_table()
-                .map(|f| {
-                    (
-                        String::from_utf8(f.name.to_vec()).unwrap(),
-                        String::from_utf8(f.value.to_vec()).unwrap(),
-                    )
-                })
-                .collect();
+            let table = table_pairs(&decoder);
             assert_eq!(table, pairs(&b["table"]), "{name} block {i}: table");
             assert_eq!(
                 decoder.dynamic_size() as u64,
@@ -141,15 +146,7 @@ fn header_6_4_4_encoder_vectors_give_the_canonical_blocks() {
                 pairs(&b["fields"]),
                 "{name} block {i}"
             );
-            let table: Vec<(String, String)> = decoder
-                .dynamic_table()
-                .map(|f| {
-                    (
-                        String::from_utf8(f.name.to_vec()).unwrap(),
-                        String::from_utf8(f.value.to_vec()).unwrap(),
-                    )
-                })
-                .collect();
+            let table = table_pairs(&decoder);
             assert_eq!(table, pairs(&b["table"]), "{name} block {i}: table");
         }
     }

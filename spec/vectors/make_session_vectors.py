@@ -167,19 +167,8 @@ class Script:
         out = [self.message(side, channel, payload[:n], fields, last=n == len(payload),
                             length=len(payload))]
         window -= meta + n
-        pos = n
-        rest = []
-        while pos < len(payload):
-            limit = min(window, max_frame)
-            if limit < 2:  # no credit for a frame with one byte of data (§9.5.1)
-                rest = payload[pos:]
-                break
-            n = min(len(payload) - pos, limit - 1)
-            out.append(self.message(side, channel, payload[pos:pos + n], fields, first=False,
-                                    last=pos + n == len(payload)))
-            window -= 1 + n
-            pos += n
-        return out, rest, window
+        more, rest, window = self.chunks_after(side, channel, payload[n:], window, max_frame)
+        return out + more, rest, window
 
     def chunks_after(self, side, channel, rest, window, max_frame=None):
         """Continuation frames of a message whose remaining bytes are `rest`, with `window`
@@ -188,7 +177,7 @@ class Script:
         out, pos = [], 0
         while pos < len(rest):
             limit = min(window, max_frame)
-            if limit < 2:
+            if limit < 2:  # no credit for a frame with one byte of data (§9.5.1)
                 break
             n = min(len(rest) - pos, limit - 1)
             out.append(self.message(side, channel, rest[pos:pos + n], None, first=False,
