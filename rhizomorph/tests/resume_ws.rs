@@ -38,8 +38,8 @@ fn chaos_secs() -> u64 {
 }
 
 /// A TCP proxy whose connections die at random: a timer cuts all of them every 50 ms – 2 s
-/// while `cutting` (off until a test turns it on), and one new connection in five is cut after its first 0 – 300 bytes (its
-/// HELLO, or the first frames of a replay).
+/// while `cutting` (off until a test turns it on), and one new connection in five is cut
+/// after its first 0 – 300 bytes (its HELLO, or the first frames of a replay).
 struct Proxy {
     port: u16,
     /// Every connection cut, and new ones refused: the client never comes back.
