@@ -5,7 +5,7 @@ A normative rule is a bullet that opens with its number in bold (`- **§9.2.1** 
 section whose normative text has no numbered bullets counts as one rule under its heading
 number. `--write` regenerates the index between the markers at the top of wire.md; without it
 the script fails if the index is stale, or if any `§N.M` cited in the sources (Rust, Python,
-shell, Markdown; `§L…` against legacy.md) names no rule or section there.
+shell, Markdown; `§L…` against legacy.md, `§C…` against cluster.md) names no rule or section there.
 Run: `python3 scripts/spec_rules.py [--write]` (standard library only).
 """
 import os
@@ -15,6 +15,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIRE = os.path.join(ROOT, "spec", "wire.md")
 LEGACY = os.path.join(ROOT, "spec", "legacy.md")
+CLUSTER = os.path.join(ROOT, "spec", "cluster.md")
 BEGIN, END = "<!-- rule-index:begin -->", "<!-- rule-index:end -->"
 RULE = re.compile(r"^- \*\*§(\d+(?:\.\d+)+)(?:\*\*| ([^*]*)\*\*)\s*(.*)")
 HEADING = re.compile(r"^(#{2,3}) (\d+(?:\.\d+)*)\.? (.+)")
@@ -103,7 +104,7 @@ def index_text(sections, rules, order):
     return "\n".join(out)
 
 
-CITE = re.compile(r"(?<![\w.])§(L?\d+(?:\.\d+)*)")
+CITE = re.compile(r"(?<![\w.])§([LC]?\d+(?:\.\d+)*)")
 RFC = re.compile(r"RFC ?\d+ *(?:§\s*[\d.]+(?:[,–-] *§?[\d.]+)*)")
 
 
@@ -150,9 +151,13 @@ def main():
     legacy_text = open(LEGACY, encoding="utf-8").read()
     legacy = set(re.findall(r"§(L\d+(?:\.\d+)*)", legacy_text))
     legacy |= set(re.findall(r"(?m)^#+ (L\d+(?:\.\d+)*)", legacy_text))
+    cluster_text = open(CLUSTER, encoding="utf-8").read()
+    cluster = set(re.findall(r"\*\*§(C\d+(?:\.\d+)*)\*\*", cluster_text))
+    cluster |= set(re.findall(r"(?m)^#+ (C\d+(?:\.\d+)*)", cluster_text))
     known = set(rules) | set(sections)
     for rel, n, num in citations():
-        ok = num in legacy if num.startswith("L") else num in known
+        spec = {"L": legacy, "C": cluster}.get(num[0])
+        ok = num in spec if spec is not None else num in known
         if not ok:
             print(f"{rel}:{n}: cites §{num}, which no rule or section of the spec holds",
                   file=sys.stderr)

@@ -2,7 +2,8 @@
 # The whole test suite — the README's test command, and what CI (.ci/run) runs.
 # Installs nothing globally: the Python peers (numpy, msgpack, and the real hypha-rpc client and
 # hypha server for the legacy-mode interop tests) go into a venv, .venv ($RHIZOMORPH_VENV);
-# needs a Rust toolchain (cargo), python3 and PyPI.
+# needs a Rust toolchain (cargo), python3 and PyPI, and installs the Debian package redis-server
+# if it is missing (the cluster tests start their own servers on free ports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,15 @@ export RHIZOMORPH_VENV=$(cd "$venv" && pwd)
 # written against (../shared/reference/hypha-rpc-wire.md) are pinned.
 "$venv/bin/pip" install --quiet --disable-pip-version-check numpy msgpack \
   hypha-rpc==0.21.47 hypha==0.21.137 aiobotocore sqlmodel==0.0.27
+
+step "redis-server for the cluster tests (Debian package; installed if missing)"
+if ! command -v redis-server >/dev/null; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  # The package starts a system-wide server on 6379; the tests start their own on free ports.
+  $sudo service redis-server stop >/dev/null 2>&1 || true
+fi
+redis-server --version
 
 step "spec vectors are up to date with their generators (spec/vectors/make_*.py)"
 tmp=$(mktemp -d)

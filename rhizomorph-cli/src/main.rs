@@ -122,6 +122,9 @@ enum Command {
         /// The workspace manager's limits (legacy.md §L6.6).
         #[command(flatten)]
         manager: ManagerArgs,
+        /// Several nodes as one (spec/cluster.md).
+        #[command(flatten)]
+        cluster: ClusterArgs,
         /// Worker threads: 0 (default) one per core; 1 a current-thread runtime (fewer
         /// wake-ups per routed message, but one flooding peer then delays the others more).
         #[arg(long, default_value_t = 0)]
@@ -251,6 +254,7 @@ fn main() -> ExitCode {
             key,
             insecure_plain,
             manager,
+            cluster,
             threads,
         } => server_runtime(threads).block_on(serve_cmd(
             addr,
@@ -260,6 +264,7 @@ fn main() -> ExitCode {
             key,
             insecure_plain,
             manager,
+            cluster,
         )),
     }
 }
@@ -346,6 +351,7 @@ impl ManagerArgs {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_cmd(
     addr: String,
     quic: bool,
@@ -354,6 +360,7 @@ async fn serve_cmd(
     key: Option<PathBuf>,
     insecure_plain: bool,
     manager: ManagerArgs,
+    cluster: ClusterArgs,
 ) -> ExitCode {
     let mut config = match Config::default().with_env() {
         // A router forwards calls, cancellations and transfers (wire.md §20), never takes them.
@@ -429,8 +436,59 @@ async fn serve_cmd(
         );
         rhizomorph::router::Router::with_manager(manager.config(http))
     };
+    let router = match cluster.config() {
+        None => router,
+        Some(config) => match router.join_cluster(config).await {
+            Ok(r) => {
+                println!(
+                    "cluster node {} (Redis {})",
+                    r.node_id().unwrap_or_default(),
+                    cluster.redis.as_deref().unwrap_or_default()
+                );
+                r
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     router.serve(listener).await;
     ExitCode::SUCCESS
+}
+
+/// `serve`'s cluster options (spec/cluster.md).
+#[derive(clap::Args, Debug)]
+struct ClusterArgs {
+    /// Join the nodes that share this Redis (`redis://host:port`): clients on any node reach
+    /// each other's, broadcasts reach every node.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// This node's id in the cluster (default: random). A node restarted with its old id
+    /// takes its inbox over.
+    #[arg(long, requires = "redis")]
+    node_id: Option<String>,
+    /// Seconds a node's lease lives unrenewed: a dead node's clients leave within 1–2 leases.
+    #[arg(long, default_value_t = 3.0, requires = "redis")]
+    lease_secs: f64,
+    /// Entries a node's inbox keeps at most, read or not (the bound on Redis memory for a
+    /// node that stopped reading; a live node trims its inbox to its lag).
+    #[arg(long, default_value_t = 1_000_000, requires = "redis")]
+    inbox_max_len: u64,
+}
+
+impl ClusterArgs {
+    fn config(&self) -> Option<rhizomorph::cluster::ClusterConfig> {
+        let mut c = rhizomorph::cluster::ClusterConfig::new(self.redis.clone()?)
+            .with_lease(std::time::Duration::from_secs_f64(
+                self.lease_secs.max(0.05),
+            ))
+            .with_inbox_max_len(self.inbox_max_len.max(1));
+        if let Some(id) = &self.node_id {
+            c = c.with_node_id(id.clone());
+        }
+        Some(c)
+    }
 }
 
 fn connect_cmd(

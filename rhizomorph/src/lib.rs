@@ -28,6 +28,8 @@
 #![warn(missing_docs)]
 
 pub mod call;
+#[cfg(feature = "redis")]
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod endpoint;

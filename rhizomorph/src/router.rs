@@ -43,6 +43,41 @@ pub struct Router {
     generation: Arc<std::sync::atomic::AtomicU64>,
     stats: Arc<RouterStats>,
     manager: Option<ManagerHandle>,
+    /// This node's membership of a cluster (`--redis`), if it joined one.
+    #[cfg(feature = "redis")]
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+}
+
+/// A router that does not keep its peer table alive: what the cluster's tasks hold, so that
+/// they end once the router is dropped.
+#[cfg(feature = "redis")]
+#[derive(Clone)]
+pub(crate) struct WeakRouter {
+    peers: std::sync::Weak<Mutex<HashMap<String, Peer>>>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+    stats: Arc<RouterStats>,
+    manager: Option<ManagerHandle>,
+    cluster: std::sync::Weak<crate::cluster::Cluster>,
+}
+
+#[cfg(feature = "redis")]
+impl crate::cluster::Local for WeakRouter {
+    type Live = Router;
+
+    fn in_cluster(mut self, cluster: &Arc<crate::cluster::Cluster>) -> WeakRouter {
+        self.cluster = Arc::downgrade(cluster);
+        self
+    }
+
+    fn upgrade(&self) -> Option<Router> {
+        Some(Router {
+            peers: self.peers.upgrade()?,
+            generation: self.generation.clone(),
+            stats: self.stats.clone(),
+            manager: self.manager.clone(),
+            cluster: self.cluster.upgrade(),
+        })
+    }
 }
 
 /// The workspace manager and its address, read without its lock on every routed message.
@@ -252,6 +287,11 @@ impl Router {
                     return;
                 }
             }
+            #[cfg(feature = "redis")]
+            if let Some(c) = &self.cluster {
+                // spec: cluster.md §C3.2 — the directory says where it is.
+                c.register(&id).await;
+            }
         }
         info!(%id, mode = conn.mode().name(), addressable, "peer connected");
         let sender = conn.sender();
@@ -272,6 +312,10 @@ impl Router {
             }
         }
         if addressable && self.unregister(&id, generation) {
+            #[cfg(feature = "redis")]
+            if let Some(c) = &self.cluster {
+                c.unregister(&id).await;
+            }
             // spec: legacy.md §L6.5 — its services go, its workspace hears it.
             let out = self.manager_do(|m| m.disconnected(&id));
             self.deliver(out.unwrap_or_default(), None).await;
@@ -347,29 +391,48 @@ impl Router {
                 // A broadcast: every peer of the workspace but the sender (with a manager,
                 // only those subscribed to its type, legacy.md §L6.5).
                 Some(ws) => {
-                    let prefix = format!("{ws}/");
-                    let me = from.full_id();
-                    let event = msg.header.get_str("type");
-                    let manager = self
-                        .manager
-                        .as_ref()
-                        .map(|m| m.state.lock().unwrap_or_else(|p| p.into_inner()));
-                    self.lock()
-                        .iter()
-                        .filter(|(k, _)| k.starts_with(&prefix) && **k != me)
-                        .filter(|(k, _)| {
-                            manager
-                                .as_ref()
-                                .map_or(true, |m| m.wants_broadcast(k, event))
-                        })
-                        .map(|(_, p)| p.sender.clone())
-                        .collect()
+                    let targets =
+                        self.broadcast_targets(ws, &from.full_id(), msg.header.get_str("type"));
+                    #[cfg(feature = "redis")]
+                    if let Some(c) = &self.cluster {
+                        // spec: cluster.md §C4.1 — and every other node's.
+                        let m = Message {
+                            header: r.header.clone(),
+                            ..msg.clone()
+                        };
+                        c.submit(crate::cluster::Outbound::broadcast(
+                            ws.to_string(),
+                            from.full_id(),
+                            m,
+                        ))
+                        .await;
+                        if targets.is_empty() {
+                            return Ok(1);
+                        }
+                    }
+                    targets
                 }
-                None => self
-                    .lock()
-                    .get(&r.target)
-                    .map(|p| vec![p.sender.clone()])
-                    .unwrap_or_default(),
+                None => match self.local_target(&r.target) {
+                    Some(t) => t,
+                    #[cfg(feature = "redis")]
+                    None if self.cluster.is_some() => {
+                        // spec: cluster.md §C4.1 — not here: whichever node holds it.
+                        let c = self.cluster.as_ref().expect("checked");
+                        let routed_message = Message {
+                            header: r.header.clone(),
+                            ..msg
+                        };
+                        c.submit(crate::cluster::Outbound::message(
+                            r.target.clone(),
+                            from.full_id(),
+                            routed_message,
+                            Some((back.clone(), mode)),
+                        ))
+                        .await;
+                        return Ok(1);
+                    }
+                    None => Vec::new(),
+                },
             },
             None => Vec::new(),
         };
@@ -394,33 +457,12 @@ impl Router {
                         Ok(_) => {
                             self.stats.forwarded.fetch_add(1, Relaxed);
                         }
-                        Err(crate::Error::WouldBlock) => {
-                            self.stats.skipped_slow.fetch_add(1, Relaxed);
-                        }
-                        Err(e) => {
-                            self.stats.failed.fetch_add(1, Relaxed);
-                            debug!(error = %e, target = %r.target, "forward failed");
-                        }
+                        Err(e) => self.count_failure(&e, &r.target),
                     }
                 }
                 Ok(copies)
             }
-            _ if mode == Mode::Native => {
-                // Not addressed to a connected peer: the echo service.
-                self.stats.echoed.fetch_add(1, Relaxed);
-                match msg.header.get_str("to") {
-                    Some("sink") => Ok(0),
-                    Some("stall") => {
-                        let ms = std::str::from_utf8(&msg.payload)
-                            .ok()
-                            .and_then(|s| s.parse().ok())
-                            .unwrap_or(1000);
-                        tokio::time::sleep(Duration::from_millis(ms)).await;
-                        Ok(0)
-                    }
-                    _ => self.per_message(back, back.forward(msg.channel, msg).await),
-                }
-            }
+            _ if mode == Mode::Native => self.echo(back, msg).await,
             _ => {
                 // spec: legacy.md §L5.4 — a call (it has a `session`) to an absent peer is
                 // answered with a `.reject`, as hypha does; anything else is dropped.
@@ -434,6 +476,62 @@ impl Router {
                 self.per_message(back, back.send(Channel::Rpc, header, payload).await)
             }
         }
+    }
+
+    /// Not addressed to a connected peer: the echo service (`sink` swallows, `stall` sleeps
+    /// the milliseconds its payload says, anything else comes back).
+    async fn echo(&self, back: &Sender, msg: Message) -> Result<usize, crate::Error> {
+        self.stats
+            .echoed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match msg.header.get_str("to") {
+            Some("sink") => Ok(0),
+            Some("stall") => {
+                let ms = std::str::from_utf8(&msg.payload)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(1000);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(0)
+            }
+            _ => self.per_message(back, back.forward(msg.channel, msg).await),
+        }
+    }
+
+    /// The sender of the peer `id` connected here, as a target list.
+    fn local_target(&self, id: &str) -> Option<Vec<Sender>> {
+        self.lock().get(id).map(|p| vec![p.sender.clone()])
+    }
+
+    /// The senders of the peers of `ws` but `except` that take a broadcast of type `event`.
+    fn broadcast_targets(&self, ws: &str, except: &str, event: Option<&str>) -> Vec<Sender> {
+        let prefix = format!("{ws}/");
+        let manager = self
+            .manager
+            .as_ref()
+            .map(|m| m.state.lock().unwrap_or_else(|p| p.into_inner()));
+        self.lock()
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix) && k.as_str() != except)
+            .filter(|(k, _)| {
+                manager
+                    .as_ref()
+                    .map_or(true, |m| m.wants_broadcast(k, event))
+            })
+            .map(|(_, p)| p.sender.clone())
+            .collect()
+    }
+
+    /// Counts a copy that was not sent: skipped as slow (wire.md §6.1.2) or failed alone.
+    fn count_failure(&self, e: &crate::Error, target: &str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match e {
+            crate::Error::WouldBlock => self.stats.skipped_slow.fetch_add(1, Relaxed),
+            e => {
+                debug!(error = %e, %target, "forward failed");
+                self.stats.failed.fetch_add(1, Relaxed)
+            }
+        };
     }
 
     /// The outcome of sending one message back to its sender: `Err` only if the sender's
@@ -454,6 +552,127 @@ impl Router {
                 debug!(error = %e, "message failed; the connection goes on");
                 Ok(1)
             }
+        }
+    }
+}
+
+/// What a cluster's tasks ask of the router (spec/cluster.md §C4).
+#[cfg(feature = "redis")]
+impl Router {
+    /// Joins a cluster of routers over Redis (spec/cluster.md): clients connected to any
+    /// node reach each other, broadcasts reach every node's clients. Fails if Redis cannot
+    /// be reached now; once joined, a Redis outage fails cross-node sends only, and the node
+    /// rejoins by itself when Redis is back.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it returns, the node may have joined (its lease then runs out unrenewed
+    /// and the other nodes forget it); nothing else is left behind.
+    pub async fn join_cluster(
+        mut self,
+        config: crate::cluster::ClusterConfig,
+    ) -> Result<Router, crate::cluster::ClusterError> {
+        let weak = WeakRouter {
+            peers: Arc::downgrade(&self.peers),
+            generation: self.generation.clone(),
+            stats: self.stats.clone(),
+            manager: self.manager.clone(),
+            cluster: std::sync::Weak::new(),
+        };
+        let cluster = crate::cluster::Cluster::join(config, weak).await?;
+        self.cluster = Some(cluster);
+        Ok(self)
+    }
+
+    /// The cluster layer's counters, if this router joined a cluster.
+    pub fn cluster_stats(&self) -> Option<&crate::cluster::ClusterStats> {
+        self.cluster.as_deref().map(|c| &**c.stats())
+    }
+
+    /// This node's id in its cluster, if it joined one.
+    pub fn node_id(&self) -> Option<&str> {
+        self.cluster.as_deref().map(|c| c.node())
+    }
+}
+
+/// How the cluster layer reaches this node's peers (spec/cluster.md §C4.2).
+#[cfg(feature = "redis")]
+impl crate::cluster::LocalPeers for Router {
+    /// The sender of local peer `id`, if it is connected here.
+    fn local_sender(&self, id: &str) -> Option<Sender> {
+        self.lock().get(id).map(|p| p.sender.clone())
+    }
+
+    /// A broadcast from another node: to this node's peers of `ws` but `from` (with a
+    /// manager, those subscribed to its type), slow ones skipped (wire.md §6.1.2). Returns
+    /// the copies sent.
+    fn broadcast_locally(&self, ws: &str, from: &str, message: Message) -> usize {
+        let event = message.header.get_str("type").map(str::to_string);
+        let targets = self.broadcast_targets(ws, from, event.as_deref());
+        let channel = message.channel;
+        let mut sent = 0;
+        for target in targets {
+            match target.try_forward(channel, message.clone()) {
+                Ok(_) => sent += 1,
+                Err(e) => self.count_failure(&e, ws),
+            }
+        }
+        sent
+    }
+
+    /// A client connected to (or left) another node: this node's workspace manager tells its
+    /// subscribers (legacy.md §L6.5).
+    async fn remote_client_event(&self, id: &str, connected: bool) {
+        let out = self.manager_do(|m| m.remote_client_event(id, connected));
+        self.deliver(out.unwrap_or_default(), None).await;
+    }
+
+    /// A message the cluster could not place: a target connected nowhere is answered as on
+    /// one node (echoed to a native sender, a call rejected); `failure` (Redis failed) rejects
+    /// a call with that reason and drops anything else.
+    async fn answer_unroutable(
+        &self,
+        from: &str,
+        back: Option<&(Sender, Mode)>,
+        message: Message,
+        failure: Option<String>,
+    ) {
+        if let (None, Some((sender, Mode::Native))) = (&failure, back) {
+            let _ = self.echo(sender, message).await;
+            return;
+        }
+        let Some(session) = message.header.get_str("session") else {
+            return;
+        };
+        let to = message.header.get_str("to").unwrap_or("");
+        self.stats
+            .rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let why = failure.unwrap_or_else(|| format!("Target peer {to} is not connected"));
+        let (header, payload) = reject_because(session, to, from, &why);
+        let sender = back
+            .map(|(s, _)| s.clone())
+            .or_else(|| self.local_sender(from));
+        match (sender, &self.cluster) {
+            (Some(s), _) => {
+                let _ = s.send(Channel::Rpc, header, payload).await;
+            }
+            (None, Some(c)) => {
+                let m = Message {
+                    header,
+                    payload,
+                    encoding: PayloadEncoding::Msgpack,
+                    ..crate::cluster::entry::empty_message(Channel::Rpc)
+                };
+                c.submit(crate::cluster::Outbound::message(
+                    from.to_string(),
+                    to.to_string(),
+                    m,
+                    None,
+                ))
+                .await;
+            }
+            (None, None) => {}
         }
     }
 }
@@ -484,12 +703,20 @@ fn manager_call(manager: &mut Manager, from: &Identity, mut call: Message) -> Ve
 /// Hypha's answer to a call whose target is not connected: a `<session>.reject` method call
 /// with an error argument.
 pub fn reject(session: &str, from: &str, to: &str, target: &str) -> (RoutingHeader, Bytes) {
+    reject_because(
+        session,
+        from,
+        to,
+        &format!("Target peer {target} is not connected"),
+    )
+}
+
+/// A `<session>.reject` call from `from` to `to` whose error says `why`.
+pub fn reject_because(session: &str, from: &str, to: &str, why: &str) -> (RoutingHeader, Bytes) {
     let header = RoutingHeader::new()
         .with("type", "method")
         .with("from", from.to_string())
         .with("to", to.to_string())
         .with("method", format!("{session}.reject"));
-    let payload =
-        crate::manager::protocol::reject_payload(&format!("Target peer {target} is not connected"));
-    (header, payload)
+    (header, crate::manager::protocol::reject_payload(why))
 }

@@ -9,6 +9,7 @@
 //! - [`payload`]: incompressible and time-stamped payloads.
 //! - [`process`]: a process's resident memory and open fds (for hostile-peer bounds).
 //! - [`raw_ws`]: a hand-driven legacy WebSocket client for hostile-peer tests.
+//! - [`redis_server`]: a real redis-server on a free port, stopped when dropped.
 //! - [`transports`]: the two transports a check runs over, with loopback configs.
 //!
 //! Never part of what a user links: the library and the protocol crate do not depend on it.
@@ -19,6 +20,7 @@ pub mod payload;
 pub mod process;
 pub mod python;
 pub mod raw_ws;
+pub mod redis_server;
 pub mod shaper;
 pub mod transports;
 pub mod udp_shaper;

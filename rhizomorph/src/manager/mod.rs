@@ -193,6 +193,19 @@ impl Manager {
         ))
     }
 
+    /// A client connected to (`true`) or left (`false`) another node of the cluster: this
+    /// node's subscribers in its workspace hear `client_connected` / `client_disconnected`
+    /// (its services are the other node's manager's).
+    pub fn remote_client_event(&mut self, id: &str, connected: bool) -> Vec<Outgoing> {
+        let ws = id.split_once('/').map_or(id, |(ws, _)| ws).to_string();
+        let data = protocol::map(vec![("id", id.into()), ("workspace", ws.as_str().into())]);
+        let event = match connected {
+            true => "client_connected",
+            false => "client_disconnected",
+        };
+        self.event(&ws, event, &data, Some(id))
+    }
+
     /// A client left: its services are removed (`service_removed` each), its workspace hears
     /// `client_disconnected`, and `get_service` calls waiting on it are rejected.
     pub fn disconnected(&mut self, id: &str) -> Vec<Outgoing> {

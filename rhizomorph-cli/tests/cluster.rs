@@ -1,0 +1,307 @@
+//! Several `rhizomorph serve` processes as one cluster over a real redis-server (issue 23,
+//! spec/cluster.md): clients on different nodes reach each other, a broadcast reaches every
+//! node's clients once, a Redis restart costs local traffic nothing and cross-node traffic
+//! resumes by itself, and Redis memory stays bounded however many messages went through.
+//!
+//! Needs `redis-server` on `$PATH` (`scripts/test.sh` installs the Debian package).
+//! `RHIZOMORPH_CLUSTER_MESSAGES` sets the message count of the memory test (default 1,000,000).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rhizomorph::{Channel, Config, Connection, Endpoint, RoutingHeader};
+use rhizomorph_testkit::redis_server::RedisServer;
+
+/// A `rhizomorph serve --redis` process; killed when dropped.
+struct Node {
+    child: Child,
+    url: String,
+}
+
+impl Node {
+    fn start(redis: &RedisServer, id: &str, extra: &[&str]) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rhizomorph"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--redis", &redis.url()])
+            .args(["--node-id", id, "--lease-secs", "1"])
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("RZ_NODE_LOG").unwrap_or("warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(match std::env::var_os("RZ_NODE_LOG") {
+                Some(_) => Stdio::inherit(),
+                None => Stdio::null(),
+            })
+            .spawn()
+            .expect("start rhizomorph serve");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut url = None;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(u) = line.split("listening on ").nth(1) {
+                url = Some(u.trim().to_string());
+            }
+            if line.starts_with("cluster node") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} did not join the cluster");
+        }
+        // Keeps reading, so the node never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Node {
+            child,
+            url: url.expect("serve printed its URL"),
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A native client `ws-t/<name>` on `node`, once the directory holds it.
+async fn client(redis: &RedisServer, node: &Node, name: &str) -> Connection {
+    let conn = Endpoint::connect(
+        &node.url,
+        Config::default().with_token(format!("ws-t/{name}")),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let id = format!("ws-t/{name}");
+    while !redis
+        .command(&["HGET", "rz:{ws-t}:owners", &id])
+        .unwrap()
+        .starts_with("$")
+        || redis
+            .command(&["HGET", "rz:{ws-t}:owners", &id])
+            .unwrap()
+            .starts_with("$-1")
+    {
+        assert!(Instant::now() < deadline, "{id} never registered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    conn
+}
+
+fn to(target: &str) -> RoutingHeader {
+    RoutingHeader::new().with("to", target.to_string())
+}
+
+/// Everything `conn` receives within `quiet` of the previous message: (from, payload).
+async fn drain(conn: &mut Connection, quiet: Duration) -> Vec<(String, String)> {
+    let mut got = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(quiet, conn.recv()).await {
+        got.push((
+            m.header.get_str("from").unwrap_or("?").to_string(),
+            String::from_utf8_lossy(&m.payload).into_owned(),
+        ));
+    }
+    got
+}
+
+/// Every client sends 20 numbered messages to every other, and one broadcast: each receives
+/// all of them once, in order per sender, and every broadcast but its own once.
+async fn mesh(nodes: usize) {
+    let redis = RedisServer::start().unwrap();
+    let nodes: Vec<Node> = (0..nodes)
+        .map(|i| Node::start(&redis, &format!("n{i}"), &[]))
+        .collect();
+    // Two clients on the first node (the local shortcut), one on every other.
+    let mut names = vec!["c0a".to_string(), "c0b".to_string()];
+    names.extend((1..nodes.len()).map(|i| format!("c{i}")));
+    let mut conns = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let node = &nodes[i.saturating_sub(1).min(nodes.len() - 1)];
+        conns.push(client(&redis, node, name).await);
+    }
+    for (i, conn) in conns.iter().enumerate() {
+        for (j, other) in names.iter().enumerate() {
+            if i != j {
+                for n in 0..20 {
+                    let p = format!("{}>{other}#{n}", names[i]);
+                    conn.send(Channel::Rpc, to(other), Bytes::from(p))
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+        let b = format!("broadcast from {}", names[i]);
+        conn.send(Channel::Rpc, to("*"), Bytes::from(b))
+            .await
+            .unwrap();
+    }
+    for (j, conn) in conns.iter_mut().enumerate() {
+        let got = drain(conn, Duration::from_millis(1500)).await;
+        let mut per_sender: HashMap<String, Vec<String>> = HashMap::new();
+        for (from, p) in got {
+            per_sender.entry(from).or_default().push(p);
+        }
+        for (i, sender) in names.iter().enumerate() {
+            let from = format!("ws-t/{sender}");
+            let got = per_sender.remove(&from).unwrap_or_default();
+            if i == j {
+                assert!(got.is_empty(), "{sender} heard itself: {got:?}");
+                continue;
+            }
+            let mut want: Vec<String> = (0..20)
+                .map(|n| format!("{sender}>{}#{n}", names[j]))
+                .collect();
+            want.push(format!("broadcast from {sender}"));
+            let (mut direct, broadcasts): (Vec<String>, Vec<String>) =
+                got.into_iter().partition(|p| !p.starts_with("broadcast"));
+            direct.extend(broadcasts);
+            assert_eq!(direct, want, "{} from {sender}", names[j]);
+        }
+        assert!(per_sender.is_empty(), "unexpected senders {per_sender:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_23_two_nodes_route_and_broadcast_once() {
+    mesh(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_23_three_nodes_route_and_broadcast_once() {
+    mesh(3).await;
+}
+
+/// Redis killed mid-run: both nodes live on, a client's messages to its own node's client
+/// keep arriving (every one, at once), and cross-node messages flow again within seconds of
+/// Redis coming back empty (the nodes register their clients again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_23_redis_restart_local_unaffected_cross_node_resumes() {
+    let mut redis = RedisServer::start().unwrap();
+    let mut n1 = Node::start(&redis, "n1", &[]);
+    let mut n2 = Node::start(&redis, "n2", &[]);
+    let alice = client(&redis, &n1, "alice").await;
+    let mut dave = client(&redis, &n1, "dave").await;
+    let mut bob = client(&redis, &n2, "bob").await;
+    alice.send(Channel::Rpc, to("bob"), "before").await.unwrap();
+    assert_eq!(drain(&mut bob, Duration::from_millis(500)).await.len(), 1);
+
+    redis.kill();
+    let t = Instant::now();
+    for n in 0..500 {
+        alice
+            .send(Channel::Rpc, to("dave"), Bytes::from(format!("local {n}")))
+            .await
+            .unwrap();
+    }
+    let local = drain(&mut dave, Duration::from_millis(500)).await;
+    let want: Vec<String> = (0..500).map(|n| format!("local {n}")).collect();
+    let got: Vec<String> = local.into_iter().map(|(_, p)| p).collect();
+    assert_eq!(got, want, "local routing with Redis down");
+    println!("500 local messages with Redis down: {:?}", t.elapsed());
+    // Cross-node sends while Redis is down fail (and say why in the node's log).
+    alice.send(Channel::Rpc, to("bob"), "during").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(n1.alive() && n2.alive(), "a node died with Redis");
+
+    redis.restart().unwrap();
+    let back = Instant::now();
+    let mut n = 0;
+    let arrived = loop {
+        assert!(
+            back.elapsed() < Duration::from_secs(20),
+            "cross-node never resumed"
+        );
+        alice
+            .send(Channel::Rpc, to("bob"), Bytes::from(format!("after {n}")))
+            .await
+            .unwrap();
+        n += 1;
+        let got = drain(&mut bob, Duration::from_millis(200)).await;
+        if let Some((from, p)) = got.into_iter().find(|(_, p)| p.starts_with("after")) {
+            assert_eq!(from, "ws-t/alice");
+            break p;
+        }
+    };
+    println!(
+        "cross-node resumed {:?} after Redis came back ({arrived})",
+        back.elapsed()
+    );
+    // And the other way.
+    bob.send(Channel::Rpc, to("alice"), "reply").await.unwrap();
+    let mut alice = alice;
+    let got = drain(&mut alice, Duration::from_millis(1000)).await;
+    assert!(got.iter().any(|(_, p)| p == "reply"), "{got:?}");
+    assert!(n1.alive() && n2.alive());
+}
+
+/// A million messages through two nodes: every one arrives in order, Redis never holds more
+/// than the inbox high-water mark's worth while they flow (a reader slower than its writer
+/// slows the writer), and nothing afterwards (each node trims its inbox to what it has not
+/// handed out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_23_redis_memory_bounded_after_a_million_messages() {
+    let total: usize = std::env::var("RHIZOMORPH_CLUSTER_MESSAGES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let redis = RedisServer::start().unwrap();
+    let n1 = Node::start(&redis, "n1", &[]);
+    let n2 = Node::start(&redis, "n2", &[]);
+    let alice = client(&redis, &n1, "alice").await;
+    let mut bob = client(&redis, &n2, "bob").await;
+    let before = redis.used_memory().unwrap();
+    let t = Instant::now();
+    let sender = tokio::spawn(async move {
+        let filler = "x".repeat(64);
+        for n in 0..total {
+            let p = Bytes::from(format!("{n:08} {filler}"));
+            alice.send(Channel::Stream, to("bob"), p).await.unwrap();
+        }
+        alice
+    });
+    let mut peak = 0u64;
+    let mut next = 0usize;
+    while next < total {
+        let m = tokio::time::timeout(Duration::from_secs(20), bob.recv())
+            .await
+            .unwrap_or_else(|_| panic!("stalled at message {next} of {total}"))
+            .expect("bob's connection");
+        let n: usize = std::str::from_utf8(&m.payload[..8])
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(n, next, "out of order or lost");
+        next += 1;
+        if next % 10_000 == 0 {
+            peak = peak.max(redis.used_memory().unwrap());
+        }
+    }
+    let elapsed = t.elapsed();
+    let _alice = sender.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = redis.used_memory().unwrap();
+    let inbox_len = redis.integer(&["XLEN", "rz:node:{n2}:inbox"]).unwrap();
+    println!(
+        "{total} messages cross-node in {elapsed:?} ({:.0} msgs/s); Redis used_memory {} KiB \
+         before, peak {} KiB, {} KiB after; n2's inbox holds {inbox_len} entries",
+        total as f64 / elapsed.as_secs_f64(),
+        before / 1024,
+        peak / 1024,
+        after / 1024
+    );
+    assert!(
+        after < before + (8 << 20),
+        "Redis grew by {} KiB",
+        (after - before) / 1024
+    );
+    assert!(inbox_len < 10_000, "the inbox kept {inbox_len} entries");
+    drop((n1, n2));
+}

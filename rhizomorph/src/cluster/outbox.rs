@@ -1,0 +1,335 @@
+//! Writing to other nodes' inboxes (cluster.md §C4.1): one task per node takes everything
+//! queued since its last write, looks up the owners it has no fresh answer for (one pipelined
+//! round trip), and appends the batch with one pipeline of `XADD … MAXLEN ~` (one more).
+//!
+//! Owns the batching rule: never a timer — an idle link writes a lone message at once, a busy
+//! one writes what piled up while the previous batch was on the wire (wire.md §10's rule).
+//! Never holds more than the outbox bounds; a batch Redis does not take in time fails (each
+//! call in it is answered with a reject naming the Redis error), it is never retried forever.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tracing::{debug, warn};
+
+use super::{entry, keys, Cluster, ClusterError, Local, LocalPeers};
+use crate::connection::{Message, Mode};
+use crate::sender::Sender;
+
+/// Something for other nodes.
+pub(crate) struct Outbound {
+    kind: Kind,
+    /// Holds the item's share of the outbox's byte budget until it is written.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+enum Kind {
+    /// A message to `to` (`<ws>/<client>`), its header rewritten, from `from`.
+    Message {
+        to: String,
+        from: String,
+        message: Message,
+        /// Where an echo or a reject goes if `to` is connected nowhere (the sender's
+        /// connection, when it is on this node).
+        back: Option<(Sender, Mode)>,
+    },
+    /// A broadcast to `<ws>/*` from `from`, for every other node's clients of `ws`.
+    Broadcast {
+        ws: String,
+        from: String,
+        message: Message,
+    },
+    /// `client` connected here (`true`) or left (`false`): every other node's cache and
+    /// workspace manager hear it.
+    Event { client: String, connected: bool },
+}
+
+impl Outbound {
+    /// A message for `to`, on whichever node holds it.
+    pub(crate) fn message(
+        to: String,
+        from: String,
+        message: Message,
+        back: Option<(Sender, Mode)>,
+    ) -> Outbound {
+        Outbound {
+            kind: Kind::Message {
+                to,
+                from,
+                message,
+                back,
+            },
+            permit: None,
+        }
+    }
+
+    /// A broadcast to the other nodes' clients of `ws`.
+    pub(crate) fn broadcast(ws: String, from: String, message: Message) -> Outbound {
+        Outbound {
+            kind: Kind::Broadcast { ws, from, message },
+            permit: None,
+        }
+    }
+
+    /// A directory event.
+    pub(crate) fn event(connected: bool, client: &str) -> Outbound {
+        Outbound {
+            kind: Kind::Event {
+                client: client.to_string(),
+                connected,
+            },
+            permit: None,
+        }
+    }
+
+    pub(super) fn payload_len(&self) -> usize {
+        match &self.kind {
+            Kind::Message { message, .. } | Kind::Broadcast { message, .. } => {
+                message.payload.len()
+            }
+            Kind::Event { .. } => 0,
+        }
+    }
+
+    pub(super) fn with_permit(mut self, permit: OwnedSemaphorePermit) -> Outbound {
+        self.permit = Some(permit);
+        self
+    }
+}
+
+/// A message that found no node: the router answers it as it answers one to nobody.
+struct Unroutable {
+    from: String,
+    message: Message,
+    back: Option<(Sender, Mode)>,
+    /// Why, when it is not that its target is connected nowhere (Redis failed).
+    failure: Option<String>,
+}
+
+/// Writes batches until the router is gone.
+pub(super) async fn run<W: Local>(
+    cluster: Arc<Cluster>,
+    mut rx: mpsc::Receiver<Outbound>,
+    router: W,
+) {
+    let max = cluster.config.outbox_capacity.clamp(1, 4096);
+    let mut batch = Vec::with_capacity(max);
+    while rx.recv_many(&mut batch, max).await > 0 {
+        let Some(router) = router.upgrade() else {
+            return;
+        };
+        let (unroutable, backed_up) = write_batch(&cluster, std::mem::take(&mut batch)).await;
+        if !unroutable.is_empty() {
+            // In order, off this task: an echo may wait for its sender's room.
+            tokio::spawn(async move {
+                for u in unroutable {
+                    router
+                        .answer_unroutable(&u.from, u.back.as_ref(), u.message, u.failure)
+                        .await;
+                }
+            });
+        }
+        if !backed_up.is_empty() {
+            wait_for_room(&cluster, backed_up).await;
+        }
+    }
+}
+
+/// Adds `XADD <node's inbox> MAXLEN ~ <max_len> * k <kind> t <to> f <from>` to `pipe`
+/// (cluster.md §C4.1); the caller appends `m <bytes>` for a message.
+pub(super) fn xadd(
+    pipe: &mut redis::Pipeline,
+    node: &str,
+    max_len: u64,
+    kind: &str,
+    to: &str,
+    from: &str,
+) {
+    pipe.cmd("XADD")
+        .arg(keys::inbox(node))
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(max_len)
+        .arg("*")
+        .arg("k")
+        .arg(kind)
+        .arg("t")
+        .arg(to)
+        .arg("f")
+        .arg(from);
+}
+
+/// One batch: look-ups, then one `XADD` pipeline. Returns what found no node, and the nodes
+/// whose inbox is past its high-water mark.
+async fn write_batch(cluster: &Cluster, batch: Vec<Outbound>) -> (Vec<Unroutable>, Vec<String>) {
+    let now = Instant::now();
+    let me = cluster.node().to_string();
+    let mut missing: Vec<String> = Vec::new();
+    {
+        let dir = cluster.directory.lock().unwrap();
+        for item in &batch {
+            if let Kind::Message { to, .. } = &item.kind {
+                if dir.get(to, now).is_none() && !missing.contains(to) {
+                    missing.push(to.clone());
+                }
+            }
+        }
+    }
+    let mut unroutable = Vec::new();
+    let mut failed: Option<ClusterError> = None;
+    if !missing.is_empty() {
+        if let Err(e) = cluster.look_up(&missing).await {
+            failed = Some(e);
+        }
+    }
+    let nodes = cluster.nodes.lock().unwrap().clone();
+    let max_len = cluster.config.inbox_max_len;
+    let mut pipe = redis::pipe();
+    let mut writes = 0usize;
+    // The calls this batch carries, answered with a reject if the batch fails.
+    let mut calls: Vec<Unroutable> = Vec::new();
+    // The nodes this batch writes messages to: their inbox lengths come back with it.
+    let mut written: Vec<String> = Vec::new();
+    let mut wrote_to = |node: &str| {
+        if !written.iter().any(|n| n == node) {
+            written.push(node.to_string());
+        }
+    };
+    let append = |pipe: &mut redis::Pipeline, node: &str, kind: &str, to: &str, from: &str| {
+        xadd(pipe, node, max_len, kind, to, from)
+    };
+    for item in batch {
+        match item.kind {
+            Kind::Message {
+                to,
+                from,
+                message,
+                back,
+            } => {
+                let owner = if failed.is_some() {
+                    None
+                } else {
+                    let dir = cluster.directory.lock().unwrap();
+                    dir.get(&to, now).flatten().map(str::to_string)
+                };
+                match owner {
+                    Some(node) if node != me => {
+                        append(&mut pipe, &node, "m", &to, &from);
+                        pipe.arg("m").arg(entry::encode(&message).as_ref()).ignore();
+                        writes += 1;
+                        wrote_to(&node);
+                        if message.header.get("session").is_some() {
+                            calls.push(Unroutable {
+                                from,
+                                message,
+                                back,
+                                failure: None,
+                            });
+                        }
+                    }
+                    _ if failed.is_some() => calls.push(Unroutable {
+                        from,
+                        message,
+                        back,
+                        failure: None,
+                    }),
+                    // Connected nowhere (or it left this node a moment ago).
+                    _ => unroutable.push(Unroutable {
+                        from,
+                        message,
+                        back,
+                        failure: None,
+                    }),
+                }
+            }
+            Kind::Broadcast { ws, from, message } => {
+                let bytes = entry::encode(&message);
+                let to = format!("{ws}/*");
+                for node in &nodes {
+                    append(&mut pipe, node, "b", &to, &from);
+                    pipe.arg("m").arg(bytes.as_ref()).ignore();
+                    writes += 1;
+                    wrote_to(node);
+                }
+                cluster.count(|s| &s.broadcast_entries, nodes.len() as u64);
+            }
+            Kind::Event { client, connected } => {
+                let kind = if connected { "c" } else { "d" };
+                for node in &nodes {
+                    append(&mut pipe, node, kind, &client, &me);
+                    pipe.ignore();
+                    writes += 1;
+                }
+            }
+        }
+    }
+    let mut backed_up = Vec::new();
+    if writes > 0 && failed.is_none() {
+        for node in &written {
+            pipe.xlen(keys::inbox(node));
+        }
+        cluster.count(|s| &s.send_round_trips, 1);
+        cluster.count(|s| &s.batches, 1);
+        match pipe
+            .query_async::<Vec<u64>>(&mut cluster.conn.clone())
+            .await
+        {
+            Ok(lengths) => {
+                cluster.count(|s| &s.sent, writes as u64);
+                calls.clear();
+                let high = cluster.config.inbox_high_water;
+                backed_up = written
+                    .into_iter()
+                    .zip(lengths)
+                    .filter(|(_, len)| *len > high)
+                    .map(|(n, _)| n)
+                    .collect();
+            }
+            Err(source) => {
+                failed = Some(ClusterError::Redis {
+                    what: "XADD to another node's inbox",
+                    source,
+                })
+            }
+        }
+    }
+    if let Some(e) = failed {
+        cluster.count(|s| &s.failed_sends, (writes + calls.len()) as u64);
+        warn!(node = %me, error = %e, calls = calls.len(), "cross-node batch failed");
+        let why = e.to_string();
+        for mut c in calls {
+            c.failure = Some(why.clone());
+            unroutable.push(c);
+        }
+    }
+    (unroutable, backed_up)
+}
+
+/// Waits until the inboxes of `nodes` are back under half their high-water mark: a node that
+/// reads slower than others write to it slows its writers (their outboxes fill, their clients'
+/// sends wait) instead of growing Redis. Gives up after `cluster.config.lease * 4` (a node
+/// that stopped reading is reaped by then; `MAXLEN` still bounds its inbox).
+async fn wait_for_room(cluster: &Cluster, nodes: Vec<String>) {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    let low = cluster.config.inbox_high_water / 2;
+    cluster.count(|s| &s.waited_for_room, 1);
+    while start.elapsed() < cluster.config.lease * 4 {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
+        let mut pipe = redis::pipe();
+        for n in &nodes {
+            pipe.xlen(keys::inbox(n));
+        }
+        match pipe
+            .query_async::<Vec<u64>>(&mut cluster.conn.clone())
+            .await
+        {
+            Ok(lengths) if lengths.iter().all(|l| *l <= low) => return,
+            Ok(_) => {}
+            Err(e) => debug!(error = %e, "inbox length unknown"),
+        }
+    }
+    warn!(nodes = ?nodes, "inboxes stayed past their high-water mark: writing on");
+}
