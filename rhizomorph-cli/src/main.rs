@@ -33,7 +33,9 @@ enum Command {
         /// Scenario to run (repeatable): small, medium, large, mixed, transfer, oneway, rpc, tarpc, fanout, idle,
         /// hol, stall, all; and hypha (unmodified hypha-rpc programs through hypha and through
         /// `rhizomorph serve`; needs the venv, not part of all); and resume (rpc-100 and oneway
-        /// with resumable sessions off and on, wire.md §21; not part of all).
+        /// with resumable sessions off and on, wire.md §21; not part of all); and cluster (two
+        /// hypha servers on one Redis next to two `serve --redis` nodes, and native clients
+        /// across nodes; needs the venv and redis-server, not part of all).
         #[arg(long = "scenario", default_value = "all")]
         scenarios: Vec<String>,
         /// Multiply the echo scenarios' message counts (1 = the report's counts).

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rhizomorph::{Channel, Config, Connection, Endpoint, RoutingHeader};
+use rhizomorph_testkit::python::HyphaApp as Py;
 use rhizomorph_testkit::redis_server::RedisServer;
 
 /// A `rhizomorph serve --redis` process; killed when dropped.
@@ -303,5 +304,52 @@ async fn cluster_23_redis_memory_bounded_after_a_million_messages() {
         (after - before) / 1024
     );
     assert!(inbox_len < 10_000, "the inbox kept {inbox_len} entries");
+    drop((n1, n2));
+}
+
+/// hypha-rpc's `server_url` for a node (`http://…`, no trailing slash).
+fn http(node: &Node) -> String {
+    node.url
+        .replacen("ws", "http", 1)
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// An unmodified hypha-rpc provider on one node, an unmodified hypha-rpc caller on another:
+/// the caller finds the provider's service through its own node's workspace manager (the
+/// service was mirrored to it), calls every kind of function (the manager's `get_service`
+/// asks the provider across the nodes), lists both clients, and hears the provider leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_23_hypha_rpc_programs_on_two_nodes_find_and_call_each_other() {
+    let redis = RedisServer::start().unwrap();
+    let n1 = Node::start(&redis, "n1", &[]);
+    let n2 = Node::start(&redis, "n2", &[]);
+    let mut provider = Py::start(&["provider", &http(&n1), "ws-demo"]).unwrap();
+    assert_eq!(provider.expect("ready").await, "ws-demo/py-provider");
+    let mut caller = Py::start(&["caller", &http(&n2), "ws-demo", "py-provider:calc"]).unwrap();
+    let calls = caller.expect("calls").await;
+    assert_eq!(
+        calls["echo"]["nested"],
+        serde_json::json!([1, 2.5, "x"]),
+        "{calls}"
+    );
+    assert_eq!(calls["scale"], serde_json::json!([11, 21, 31]), "{calls}");
+    assert_eq!(calls["arange_sum"], 10.0, "{calls}");
+    assert_eq!(calls["count"], serde_json::json!([0, 1, 2, 3]), "{calls}");
+    let services = calls["services"].as_array().unwrap();
+    for s in ["ws-demo/py-provider:calc", "ws-demo/py-caller:built-in"] {
+        assert!(
+            services.iter().any(|x| x == s),
+            "list_services lacks {s}: {calls}"
+        );
+    }
+    assert_eq!(
+        calls["clients"],
+        serde_json::json!(["ws-demo/py-caller", "ws-demo/py-provider"])
+    );
+    // The provider's process ends: its node tells the caller's.
+    provider.child.kill().await.unwrap();
+    let gone = caller.expect("client_disconnected").await;
+    assert_eq!(gone["id"], "ws-demo/py-provider", "{gone}");
     drop((n1, n2));
 }

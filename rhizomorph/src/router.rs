@@ -163,8 +163,31 @@ impl Router {
     /// receiver of a broadcast is, wire.md §6.1.2).
     async fn deliver(&self, out: Vec<Outgoing>, caller: Option<&str>) {
         use std::sync::atomic::Ordering::Relaxed;
+        #[cfg(feature = "redis")]
+        if let Some(c) = &self.cluster {
+            // spec: cluster.md §C4.7 — the other nodes mirror this node's services.
+            for change in self
+                .manager_do(|m| m.take_service_changes())
+                .unwrap_or_default()
+            {
+                c.submit(crate::cluster::Outbound::service(change)).await;
+            }
+        }
         for o in out {
-            let Some(sender) = self.lock().get(&o.to).map(|p| p.sender.clone()) else {
+            let Some(sender) = self.local_sender_of(&o.to) else {
+                #[cfg(feature = "redis")]
+                if let (Some(c), Some(m)) = (&self.cluster, &self.manager) {
+                    // The manager calls a provider on another node (get_service).
+                    let message = Message {
+                        header: o.header,
+                        payload: o.payload,
+                        encoding: PayloadEncoding::Msgpack,
+                        ..crate::cluster::entry::empty_message(Channel::Rpc)
+                    };
+                    let from = m.target.to_string();
+                    c.submit(crate::cluster::Outbound::message(o.to, from, message, None))
+                        .await;
+                }
                 continue;
             };
             let message =
@@ -380,6 +403,24 @@ impl Router {
                 // spec: legacy.md §L6.1 — a call to the workspace manager (or a provider's
                 // answer to one it made).
                 self.stats.to_manager.fetch_add(1, Relaxed);
+                #[cfg(feature = "redis")]
+                if let Some(c) = &self.cluster {
+                    let tag = self.manager_do(|m| m.foreign_answer(&msg.header)).flatten();
+                    if let Some(node) = tag.and_then(|t| c.node_of_tag(&t)) {
+                        // spec: cluster.md §C4.8 — an answer to another node's manager.
+                        let routed = Message {
+                            header: r.header.clone(),
+                            ..msg
+                        };
+                        c.submit(crate::cluster::Outbound::to_manager(
+                            node,
+                            from.full_id(),
+                            routed,
+                        ))
+                        .await;
+                        return Ok(1);
+                    }
+                }
                 let out = self.manager_do(|manager| manager_call(manager, from, msg));
                 self.deliver(out.unwrap_or_default(), Some(&from.full_id()))
                     .await;
@@ -498,6 +539,11 @@ impl Router {
         }
     }
 
+    /// The sender of the peer `id` connected here.
+    fn local_sender_of(&self, id: &str) -> Option<Sender> {
+        self.lock().get(id).map(|p| p.sender.clone())
+    }
+
     /// The sender of the peer `id` connected here, as a target list.
     fn local_target(&self, id: &str) -> Option<Vec<Sender>> {
         self.lock().get(id).map(|p| vec![p.sender.clone()])
@@ -579,6 +625,8 @@ impl Router {
             manager: self.manager.clone(),
             cluster: std::sync::Weak::new(),
         };
+        let tag = crate::cluster::keys::node_tag(&config.node_id);
+        self.manager_do(|m| m.set_node_tag(&tag));
         let cluster = crate::cluster::Cluster::join(config, weak).await?;
         self.cluster = Some(cluster);
         Ok(self)
@@ -600,7 +648,7 @@ impl Router {
 impl crate::cluster::LocalPeers for Router {
     /// The sender of local peer `id`, if it is connected here.
     fn local_sender(&self, id: &str) -> Option<Sender> {
-        self.lock().get(id).map(|p| p.sender.clone())
+        self.local_sender_of(id)
     }
 
     /// A broadcast from another node: to this node's peers of `ws` but `from` (with a
@@ -625,6 +673,34 @@ impl crate::cluster::LocalPeers for Router {
     async fn remote_client_event(&self, id: &str, connected: bool) {
         let out = self.manager_do(|m| m.remote_client_event(id, connected));
         self.deliver(out.unwrap_or_default(), None).await;
+    }
+
+    async fn remote_service(&self, bytes: &[u8], added: bool) {
+        let Some(max) = self.manager_do(|m| m.config().max_request_bytes) else {
+            return;
+        };
+        let Some(service) = crate::manager::registry::Service::from_msgpack(bytes, max) else {
+            debug!("a mirrored service that does not decode: ignored");
+            return;
+        };
+        let out = self.manager_do(|m| m.remote_service(service, added));
+        self.deliver(out.unwrap_or_default(), None).await;
+    }
+
+    async fn to_manager(&self, from: &str, message: Message) {
+        let (ws, client) = from.split_once('/').unwrap_or(("", from));
+        let identity = Identity::anonymous(ws, client);
+        let out = self.manager_do(|manager| manager_call(manager, &identity, message));
+        self.deliver(out.unwrap_or_default(), None).await;
+    }
+
+    async fn remote_client_seen(&self, id: &str) {
+        // Listed from now on; its arrival is not news to anyone here.
+        let _ = self.manager_do(|m| m.remote_client_event(id, true));
+    }
+
+    fn local_services(&self) -> Vec<crate::manager::registry::Service> {
+        self.manager_do(|m| m.local_services()).unwrap_or_default()
     }
 
     /// A message the cluster could not place: a target connected nowhere is answered as on

@@ -5,27 +5,16 @@
 //! take part through the same manager, as providers and as callers. Bad input to the manager
 //! is rejected or refused by a limit while another client goes on being served.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use rhizomorph::manager::protocol::{call_payload, encode, get, map};
 use rhizomorph::manager::ManagerConfig;
 use rhizomorph::router::Router;
 use rhizomorph::{Channel, Config, Connection, Endpoint, Listener, RoutingHeader};
+use rhizomorph_testkit::python::HyphaApp as Py;
 use rmpv::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
 
 const MANAGER: &str = "*/rhizomorph-manager";
-
-fn python() -> PathBuf {
-    rhizomorph_testkit::python::venv_python().unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/hypha_apps.py")
-}
 
 /// A router with a workspace manager on a free port; its `ws://` URL and its `http://` one
 /// (what hypha-rpc's `server_url` takes).
@@ -46,59 +35,14 @@ async fn server(config: ManagerConfig) -> (Router, String, String) {
     (router, ws, http)
 }
 
-/// A Python role, with its stdout as lines.
-struct Py {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-impl Py {
-    fn start(args: &[&str]) -> Py {
-        let mut child = Command::new(python())
-            .arg(script())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        Py { child, lines }
-    }
-
-    /// The next JSON line that has `key`.
-    async fn expect(&mut self, key: &str) -> serde_json::Value {
-        let deadline = Duration::from_secs(90);
-        loop {
-            let line = tokio::time::timeout(deadline, self.lines.next_line())
-                .await
-                .unwrap_or_else(|_| panic!("no {key:?} from python in {deadline:?}"))
-                .unwrap()
-                .unwrap_or_else(|| panic!("python ended before {key:?}"));
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if let Some(x) = v.get(key) {
-                return x.clone();
-            }
-        }
-    }
-
-    async fn quit(mut self) {
-        if let Some(mut stdin) = self.child.stdin.take() {
-            let _ = stdin.write_all(b"quit\n").await;
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn m_1_two_hypha_rpc_programs_register_find_call_and_reconnect() {
     let (router, _ws, http) = server(ManagerConfig::default()).await;
     let workspace = "ws-demo";
-    let mut provider = Py::start(&["provider", &http, workspace]);
+    let mut provider = Py::start(&["provider", &http, workspace]).unwrap();
     let id = provider.expect("ready").await;
     assert_eq!(id, "ws-demo/py-provider");
-    let mut caller = Py::start(&["caller", &http, workspace, "py-provider:calc"]);
+    let mut caller = Py::start(&["caller", &http, workspace, "py-provider:calc"]).unwrap();
     let calls = caller.expect("calls").await;
     assert_eq!(
         calls["echo"]["nested"],
@@ -275,13 +219,12 @@ async fn m_2_a_native_provider_serves_a_hypha_rpc_caller_and_calls_a_hypha_rpc_p
     .await
     .unwrap();
     // The Python caller finds it and calls it; the native side answers meanwhile.
-    let mut caller = Py::start(&["call-native", &http, "ws-mixed", "rs-provider:rs-calc"]);
+    let mut caller = Py::start(&["call-native", &http, "ws-mixed", "rs-provider:rs-calc"]).unwrap();
     let report = loop {
         tokio::select! {
             m = conn.recv() => serve(&conn, me, m.expect("open")).await,
-            line = caller.lines.next_line() => {
-                let line = line.unwrap().expect("python reported");
-                let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            v = caller.next_json() => {
+                let v = v.expect("python reported");
                 if let Some(r) = v.get("native") { break r.clone(); }
             }
             _ = tokio::time::sleep(Duration::from_secs(60)) => panic!("no report from python"),
@@ -300,7 +243,7 @@ async fn m_2_a_native_provider_serves_a_hypha_rpc_caller_and_calls_a_hypha_rpc_p
     caller.quit().await;
 
     // The reverse: a hypha-rpc provider, found and called by the native peer.
-    let mut provider = Py::start(&["provider", &http, "ws-mixed"]);
+    let mut provider = Py::start(&["provider", &http, "ws-mixed"]).unwrap();
     assert_eq!(provider.expect("ready").await, "ws-mixed/py-provider");
     let svc = call(
         &mut conn,

@@ -55,12 +55,19 @@ impl HyphaServer {
     /// Starts `python -m hypha.server` on a free port (per-client rate limits raised: the
     /// default 200 msg/s is for the public internet) and waits until it accepts connections.
     pub async fn start(python: &Path) -> io::Result<HyphaServer> {
+        HyphaServer::start_with(python, &[]).await
+    }
+
+    /// The same with more `hypha.server` arguments (`--redis-uri redis://…` for several
+    /// instances as one).
+    pub async fn start_with(python: &Path, extra: &[&str]) -> io::Result<HyphaServer> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let child = Command::new(python)
             .args(["-m", "hypha.server", "--host", "127.0.0.1", "--port"])
             .arg(port.to_string())
+            .args(extra)
             .env("HYPHA_WS_MSG_RATE_LIMIT", "1000000")
             .env("HYPHA_WS_MSG_BURST_LIMIT", "1000000")
             .stdout(Stdio::null())
@@ -118,4 +125,71 @@ pub async fn start_python_provider(python: &Path, url: &str) -> io::Result<(Chil
         .ok_or_else(|| io::Error::other(format!("unexpected provider output {line}")))?
         .to_string();
     Ok((child, id))
+}
+
+/// An unmodified hypha-rpc program (`rhizomorph/tests/interop/hypha_apps.py <args>`) whose
+/// stdout is JSON lines, one per thing it did; killed when dropped.
+pub struct HyphaApp {
+    /// The Python process (its stdin takes the role's commands).
+    pub child: Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl HyphaApp {
+    /// Starts the role `args[0]` of `hypha_apps.py` with the venv's Python.
+    pub fn start(args: &[&str]) -> io::Result<HyphaApp> {
+        let python = venv_python()?;
+        let mut child = Command::new(python)
+            .arg(repo_root().join("rhizomorph/tests/interop/hypha_apps.py"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("no stdout"))?;
+        Ok(HyphaApp {
+            child,
+            lines: BufReader::new(stdout).lines(),
+        })
+    }
+
+    /// The value of `key` in the next JSON line that has it (90 s at most; panics otherwise,
+    /// naming the key: this is for tests).
+    pub async fn expect(&mut self, key: &str) -> serde_json::Value {
+        let deadline = Duration::from_secs(90);
+        loop {
+            let line = tokio::time::timeout(deadline, self.lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("no {key:?} from python in {deadline:?}"))
+                .unwrap_or_else(|e| panic!("reading python's output: {e}"))
+                .unwrap_or_else(|| panic!("python ended before {key:?}"));
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if let Some(x) = v.get(key) {
+                return x.clone();
+            }
+        }
+    }
+
+    /// The next line of its output as JSON (`Null` if it is not JSON), `None` once it ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe (tokio's `Lines::next_line` is): a line is never lost to a `select!`.
+    pub async fn next_json(&mut self) -> Option<serde_json::Value> {
+        let line = self.lines.next_line().await.ok().flatten()?;
+        Some(serde_json::from_str(&line).unwrap_or_default())
+    }
+
+    /// Writes `quit` to its stdin and waits (10 s at most) for it to end.
+    pub async fn quit(mut self) {
+        use tokio::io::AsyncWriteExt;
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let _ = stdin.write_all(b"quit\n").await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
 }

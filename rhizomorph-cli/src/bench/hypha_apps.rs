@@ -46,26 +46,36 @@ pub async fn run(progress: impl Fn(&str)) -> io::Result<Vec<Measurement>> {
     let pid = hypha
         .pid()
         .ok_or_else(|| io::Error::other("hypha exited"))?;
-    let mut rows = run_against("hypha-py", &http, pid, &python, &progress).await?;
+    let servers = Servers {
+        provider_http: &http,
+        caller_http: &http,
+        pids: vec![pid],
+        redis: None,
+    };
+    let mut rows = run_against("hypha-py", &servers, SCENARIOS, &python, &progress).await?;
     drop(hypha);
 
     progress("rhizomorph serve");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut serve = Command::new(std::env::current_exe()?)
-        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    wait_for_port(port).await?;
+    let (mut serve, port) = serve(&[]).await?;
     let pid = serve.id().ok_or_else(|| io::Error::other("serve exited"))?;
     let http = format!("http://127.0.0.1:{port}");
-    let mut ours = run_against("rhizo-serve", &http, pid, &python, &progress).await?;
+    let servers = Servers {
+        provider_http: &http,
+        caller_http: &http,
+        pids: vec![pid],
+        redis: None,
+    };
+    let mut ours = run_against("rhizo-serve", &servers, SCENARIOS, &python, &progress).await?;
     let _ = serve.kill().await;
-    for m in &mut ours {
+    add_ratios(&rows, &mut ours);
+    rows.extend(ours);
+    Ok(rows)
+}
+
+/// Adds to each of `ours` its throughput and server CPU next to the `base` row of its mode.
+pub(super) fn add_ratios(base: &[Measurement], ours: &mut [Measurement]) {
+    let rows = base;
+    for m in ours.iter_mut() {
         let Some(base) = rows.iter().find(|b| b.mode == m.mode) else {
             continue;
         };
@@ -79,11 +89,53 @@ pub async fn run(progress: impl Fn(&str)) -> io::Result<Vec<Measurement>> {
                 .push(("server CPU / hypha's".into(), a / b.max(1e-9)));
         }
     }
-    rows.extend(ours);
-    Ok(rows)
 }
 
 const CPU_NOTE: &str = "server CPU µs/call";
+
+/// Where the two programs connect, whose CPU counts, and the Redis whose commands count.
+pub(super) struct Servers<'a> {
+    /// hypha-rpc's `server_url` for the provider.
+    pub provider_http: &'a str,
+    /// hypha-rpc's `server_url` for the caller.
+    pub caller_http: &'a str,
+    /// The server processes (their CPU is summed).
+    pub pids: Vec<u32>,
+    /// A Redis behind them (its `total_commands_processed` per call is reported).
+    pub redis: Option<&'a rhizomorph_testkit::redis_server::RedisServer>,
+}
+
+/// Commands `redis` has processed so far (0 without one).
+pub(super) fn redis_commands(redis: Option<&rhizomorph_testkit::redis_server::RedisServer>) -> f64 {
+    let Some(r) = redis else {
+        return 0.0;
+    };
+    r.command(&["INFO", "stats"])
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("total_commands_processed:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// A `rhizomorph serve` child (this binary) on a free port, with `extra` arguments.
+pub(super) async fn serve(extra: &[&str]) -> io::Result<(Child, u16)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = Command::new(std::env::current_exe()?)
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_for_port(port).await?;
+    Ok((child, port))
+}
 
 async fn wait_for_port(port: u16) -> io::Result<()> {
     for _ in 0..200 {
@@ -98,7 +150,7 @@ async fn wait_for_port(port: u16) -> io::Result<()> {
     Err(io::Error::other("rhizomorph serve did not start in 10 s"))
 }
 
-fn python_role(python: &Path, args: &[&str]) -> io::Result<Child> {
+pub(super) fn python_role(python: &Path, args: &[&str]) -> io::Result<Child> {
     Command::new(python)
         .arg(script())
         .args(args)
@@ -109,16 +161,17 @@ fn python_role(python: &Path, args: &[&str]) -> io::Result<Child> {
         .spawn()
 }
 
-/// The provider and the caller against one server (`server_pid` is sampled around each
+/// The provider and the caller against `servers` (their CPU is sampled around each
 /// scenario).
-async fn run_against(
+pub(super) async fn run_against(
     label: &str,
-    http: &str,
-    server_pid: u32,
+    servers: &Servers<'_>,
+    scenarios: &[&str],
     python: &Path,
     progress: &impl Fn(&str),
 ) -> io::Result<Vec<Measurement>> {
-    let mut provider = python_role(python, &["provider", http])?;
+    let cpu_now = || servers.pids.iter().map(|p| cpu_seconds_of(*p)).sum::<f64>();
+    let mut provider = python_role(python, &["provider", servers.provider_http])?;
     let mut lines = BufReader::new(provider.stdout.take().expect("piped")).lines();
     let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
         .await
@@ -126,13 +179,13 @@ async fn run_against(
         .ok_or_else(|| io::Error::other(format!("{label}: the provider exited")))?;
     let v: serde_json::Value = serde_json::from_str(&ready).map_err(io::Error::other)?;
     let id = v["ready"].as_str().unwrap_or_default().to_string();
-    let mut args = vec!["caller", http, &id];
-    args.extend(SCENARIOS);
+    let mut args = vec!["caller", servers.caller_http, &id];
+    args.extend(scenarios);
     let mut caller = python_role(python, &args)?;
     let mut out = BufReader::new(caller.stdout.take().expect("piped")).lines();
     let mut rows = Vec::new();
-    let mut cpu_start = 0.0;
-    while rows.len() < SCENARIOS.len() {
+    let (mut cpu_start, mut commands_start) = (0.0, 0.0);
+    while rows.len() < scenarios.len() {
         let line = tokio::time::timeout(Duration::from_secs(600), out.next_line())
             .await
             .map_err(|_| io::Error::other(format!("{label}: a scenario took over 600 s")))??
@@ -140,13 +193,15 @@ async fn run_against(
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         if let Some(name) = v["start"].as_str() {
             progress(&format!("{label}: {name}"));
-            cpu_start = cpu_seconds_of(server_pid);
+            cpu_start = cpu_now();
+            commands_start = redis_commands(servers.redis);
             continue;
         }
         let Some(name) = v["result"].as_str() else {
             continue;
         };
-        let cpu = cpu_seconds_of(server_pid) - cpu_start;
+        let cpu = cpu_now() - cpu_start;
+        let commands = redis_commands(servers.redis) - commands_start;
         let messages = v["messages"].as_u64().unwrap_or(0);
         let bytes = v["bytes"].as_u64().unwrap_or(0);
         let seconds = v["seconds"].as_f64().unwrap_or(0.0).max(1e-9);
@@ -162,7 +217,13 @@ async fn run_against(
             p50_ms: v["p50_ms"].as_f64().unwrap_or(0.0),
             p95_ms: v["p95_ms"].as_f64().unwrap_or(0.0),
             p99_ms: v["p99_ms"].as_f64().unwrap_or(0.0),
-            notes: vec![(CPU_NOTE.into(), cpu * 1e6 / messages.max(1) as f64)],
+            notes: match servers.redis {
+                None => vec![(CPU_NOTE.into(), cpu * 1e6 / messages.max(1) as f64)],
+                Some(_) => vec![
+                    (CPU_NOTE.into(), cpu * 1e6 / messages.max(1) as f64),
+                    ("Redis cmds/call".into(), commands / messages.max(1) as f64),
+                ],
+            },
         });
     }
     drop(provider);

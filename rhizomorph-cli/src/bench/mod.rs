@@ -6,6 +6,7 @@
 //! (`rhizomorph_testkit::msgpack_ws`, `rhizomorph_testkit::shaper`).
 
 pub mod bare_quinn;
+pub mod cluster;
 pub mod fanout;
 pub mod h2_grpc;
 pub mod hypha_apps;
@@ -111,7 +112,8 @@ impl Default for BenchOptions {
 impl BenchOptions {
     fn wants(&self, name: &str) -> bool {
         self.scenarios.iter().any(|s| {
-            s == name || (s == "all" && !matches!(name, "stall-long" | "hypha" | "resume"))
+            s == name
+                || (s == "all" && !matches!(name, "stall-long" | "hypha" | "resume" | "cluster"))
         })
     }
 }
@@ -462,6 +464,15 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
         // the venv; not part of `all`).
         let pb = bar(options, 0, "hypha-rpc programs".into());
         let rows = hypha_apps::run(|s| pb.set_message(s.to_string())).await?;
+        pb.finish_and_clear();
+        results.extend(rows);
+    }
+
+    if options.wants("cluster") {
+        // Two servers on one Redis: hypha x2, rhizomorph serve --redis x2, native clients
+        // (needs the venv and redis-server; not part of `all`).
+        let pb = bar(options, 0, "cluster".into());
+        let rows = cluster::run(|s| pb.set_message(s.to_string())).await?;
         pb.finish_and_clear();
         results.extend(rows);
     }

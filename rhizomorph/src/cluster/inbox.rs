@@ -188,7 +188,14 @@ async fn handle<W: Local>(
             ack(id.id);
             return;
         }
-        "m" | "b" => {}
+        "s" | "r" => {
+            if let Some(Value::BulkString(b)) = id.map.get("m") {
+                router.remote_service(b, kind == "s").await;
+            }
+            ack(id.id);
+            return;
+        }
+        "m" | "b" | "g" => {}
         other => {
             debug!(kind = %other, entry = %id.id, "inbox entry of an unknown kind dropped");
             cluster.count(|s| &s.bad_entries, 1);
@@ -209,6 +216,12 @@ async fn handle<W: Local>(
             return;
         }
     };
+    if kind == "g" {
+        router.to_manager(&from, message).await;
+        cluster.count(|s| &s.delivered, 1);
+        ack(id.id);
+        return;
+    }
     if kind == "b" {
         let ws = keys::workspace_of(&to);
         let n = router.broadcast_locally(ws, &from, message);

@@ -17,6 +17,26 @@ pub fn owners(workspace: &str) -> String {
     format!("rz:{{{workspace}}}:owners")
 }
 
+/// `rz:workspaces`: the workspaces that have (or had) a service registered.
+pub const WORKSPACES: &str = "rz:workspaces";
+
+/// `rz:{<ws>}:services`: hash service full id → the service (cluster.md §C4.7), for nodes that
+/// join after it was registered.
+pub fn services(workspace: &str) -> String {
+    format!("rz:{{{workspace}}}:services")
+}
+
+/// A node's tag in the sessions its workspace manager makes (16 hex digits of FNV-1a of its
+/// id, cluster.md §C4.8).
+pub fn node_tag(node: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
 /// `rz:node:{<node>}:lease`: present while the node renews it (`SET … PX`).
 pub fn lease(node: &str) -> String {
     format!("rz:node:{{{node}}}:lease")
@@ -73,6 +93,9 @@ mod tests {
     fn a_nodes_keys_share_one_slot_and_workspaces_spread() {
         let n = "node-a1";
         let s = slot(&lease(n));
+        assert_eq!(slot(&services("ws-9")), slot(&owners("ws-9")));
+        assert_eq!(node_tag("node-a1").len(), 16);
+        assert_ne!(node_tag("node-a1"), node_tag("node-a2"));
         assert_eq!(slot(&clients(n)), s);
         assert_eq!(slot(&reaper(n)), s);
         assert_eq!(slot(&inbox(n)), s);

@@ -207,6 +207,24 @@ pub(crate) trait LocalPeers: Send + Sync + 'static {
         id: &str,
         connected: bool,
     ) -> impl std::future::Future<Output = ()> + Send;
+    /// A service of a client on another node was registered (`added`) or removed
+    /// (`bytes`: `Service::to_msgpack`); ignored if they do not decode.
+    fn remote_service(
+        &self,
+        bytes: &[u8],
+        added: bool,
+    ) -> impl std::future::Future<Output = ()> + Send;
+    /// A provider's answer, from `from` on another node, to a `get_service` this node's
+    /// workspace manager made.
+    fn to_manager(
+        &self,
+        from: &str,
+        message: crate::connection::Message,
+    ) -> impl std::future::Future<Output = ()> + Send;
+    /// A client of another node that was connected before this node joined.
+    fn remote_client_seen(&self, id: &str) -> impl std::future::Future<Output = ()> + Send;
+    /// The services of this node's clients (registered again after Redis lost them).
+    fn local_services(&self) -> Vec<crate::manager::registry::Service>;
     /// A message that found no node (or failed for `failure`): answered as a router answers
     /// one to nobody.
     fn answer_unroutable(
@@ -230,6 +248,8 @@ pub(crate) struct Cluster {
     nodes: Mutex<Vec<String>>,
     /// Full ids of the clients this node holds (registered again if its lease was lost).
     local: Mutex<std::collections::HashSet<String>>,
+    /// Set when a lease renewal found the lease gone: this node's services go back in.
+    rejoined: std::sync::atomic::AtomicBool,
     stats: Arc<ClusterStats>,
 }
 
@@ -246,6 +266,12 @@ impl Cluster {
 
     fn count(&self, counter: impl Fn(&ClusterStats) -> &AtomicU64, n: u64) {
         counter(&self.stats).fetch_add(n, Relaxed);
+    }
+
+    /// The live node whose tag is `tag`.
+    pub(crate) fn node_of_tag(&self, tag: &str) -> Option<String> {
+        let nodes = self.nodes.lock().unwrap();
+        nodes.iter().find(|n| keys::node_tag(n) == tag).cloned()
     }
 
     /// Queues `item` for Redis, waiting for room (bounded in messages and bytes).
@@ -293,6 +319,7 @@ impl Cluster {
             directory: Mutex::new(Directory::new(config.owner_ttl)),
             nodes: Mutex::new(Vec::new()),
             local: Mutex::new(Default::default()),
+            rejoined: Default::default(),
             stats: Arc::default(),
             config,
             conn,
@@ -302,6 +329,9 @@ impl Cluster {
         cluster.renew_lease().await?;
         inbox::ensure_group(&cluster, &mut cluster.conn.clone()).await?;
         cluster.announce().await?;
+        if let Some(r) = router.upgrade() {
+            cluster.load_services(&r).await?;
+        }
         tokio::spawn(outbox::run(cluster.clone(), rx, router.clone()));
         tokio::spawn(inbox::run(cluster.clone(), reader, router.clone()));
         tokio::spawn(registry::keep_lease(cluster.clone(), router));

@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 
 use super::{entry, keys, Cluster, ClusterError, Local, LocalPeers};
 use crate::connection::{Message, Mode};
+use crate::manager::registry::ServiceChange;
 use crate::sender::Sender;
 
 /// Something for other nodes.
@@ -43,6 +44,15 @@ enum Kind {
     /// `client` connected here (`true`) or left (`false`): every other node's cache and
     /// workspace manager hear it.
     Event { client: String, connected: bool },
+    /// A service of a client here was registered or removed: every other node mirrors it, and
+    /// the workspace's services hash keeps it for nodes that join later.
+    Service { change: ServiceChange },
+    /// A provider's answer to a `get_service` that `node`'s manager made.
+    ToManager {
+        node: String,
+        from: String,
+        message: Message,
+    },
 }
 
 impl Outbound {
@@ -83,12 +93,32 @@ impl Outbound {
         }
     }
 
+    /// A service change to mirror.
+    pub(crate) fn service(change: ServiceChange) -> Outbound {
+        Outbound {
+            kind: Kind::Service { change },
+            permit: None,
+        }
+    }
+
+    /// An answer for the workspace manager of `node`.
+    pub(crate) fn to_manager(node: String, from: String, message: Message) -> Outbound {
+        Outbound {
+            kind: Kind::ToManager {
+                node,
+                from,
+                message,
+            },
+            permit: None,
+        }
+    }
+
     pub(super) fn payload_len(&self) -> usize {
         match &self.kind {
-            Kind::Message { message, .. } | Kind::Broadcast { message, .. } => {
-                message.payload.len()
-            }
-            Kind::Event { .. } => 0,
+            Kind::Message { message, .. }
+            | Kind::Broadcast { message, .. }
+            | Kind::ToManager { message, .. } => message.payload.len(),
+            Kind::Event { .. } | Kind::Service { .. } => 0,
         }
     }
 
@@ -261,6 +291,33 @@ async fn write_batch(cluster: &Cluster, batch: Vec<Outbound>) -> (Vec<Unroutable
                     pipe.ignore();
                     writes += 1;
                 }
+            }
+            Kind::Service { change } => {
+                let s = &change.service;
+                let bytes = s.to_msgpack();
+                if change.added {
+                    pipe.hset(keys::services(&s.workspace), &s.id, &bytes[..])
+                        .ignore()
+                        .sadd(keys::WORKSPACES, &s.workspace)
+                        .ignore();
+                } else {
+                    pipe.hdel(keys::services(&s.workspace), &s.id).ignore();
+                }
+                let kind = if change.added { "s" } else { "r" };
+                for node in &nodes {
+                    append(&mut pipe, node, kind, &s.id, &s.provider);
+                    pipe.arg("m").arg(&bytes[..]).ignore();
+                    writes += 1;
+                }
+            }
+            Kind::ToManager {
+                node,
+                from,
+                message,
+            } => {
+                append(&mut pipe, &node, "g", "*", &from);
+                pipe.arg("m").arg(entry::encode(&message).as_ref()).ignore();
+                writes += 1;
             }
         }
     }

@@ -24,6 +24,16 @@ if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
 end
 return 0";
 
+/// Deletes the fields of hash `KEYS[1]` that start with `ARGV[1]` (a client's services).
+const DELETE_SERVICES_OF: &str = r"
+local n = 0
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(field, 1, string.len(ARGV[1])) == ARGV[1] then
+    n = n + redis.call('HDEL', KEYS[1], field)
+  end
+end
+return n";
+
 /// Cached directory answers: full id → its node (`None`: connected nowhere), with when.
 pub(super) struct Directory {
     ttl: Duration,
@@ -162,6 +172,8 @@ impl Cluster {
                     .await
                     .map_err(redis("registering clients again"))?;
                 self.count(|s| &s.rejoined, 1);
+                self.rejoined
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 info!(node = %self.node(), clients = clients.len(), "lease was gone: registered this node's clients again");
             }
         }
@@ -195,6 +207,44 @@ impl Cluster {
                 what: "announcing this node",
                 source,
             })
+    }
+
+    /// Mirrors the clients and services every other node registered (cluster.md §C3.2,
+    /// §C4.7), for a node that joins after they were.
+    pub(super) async fn load_services<L: LocalPeers>(
+        &self,
+        router: &L,
+    ) -> Result<(), ClusterError> {
+        let redis = |what| move |source| ClusterError::Redis { what, source };
+        let mut conn = self.conn.clone();
+        let workspaces: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys::WORKSPACES)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis("reading the workspaces"))?;
+        for ws in workspaces {
+            let services: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
+                .arg(keys::services(&ws))
+                .query_async(&mut conn)
+                .await
+                .map_err(redis("reading a workspace's services"))?;
+            for (_, bytes) in services {
+                router.remote_service(&bytes, true).await;
+            }
+            let owners: Vec<(String, String)> = redis::cmd("HGETALL")
+                .arg(keys::owners(&ws))
+                .query_async(&mut conn)
+                .await
+                .map_err(redis("reading a workspace's clients"))?;
+            let now = Instant::now();
+            for (client, node) in owners {
+                if node != self.node() {
+                    router.remote_client_seen(&client).await;
+                    self.directory.lock().unwrap().put(&client, Some(node), now);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Node `node` joined: broadcasts and events go to it too.
@@ -242,6 +292,18 @@ impl Cluster {
             .query_async(&mut conn)
             .await
             .map_err(redis("reaping"))?;
+        let mut pipe = redis::pipe();
+        for c in &clients {
+            pipe.cmd("EVAL")
+                .arg(DELETE_SERVICES_OF)
+                .arg(1)
+                .arg(keys::services(keys::workspace_of(c)))
+                .arg(format!("{c}:"))
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .map_err(redis("removing a dead node's services"))?;
         redis::pipe()
             .del(keys::clients(node))
             .ignore()
@@ -288,6 +350,24 @@ pub(super) async fn keep_lease<W: Local>(cluster: Arc<Cluster>, router: W) {
         }
         match cluster.renew_lease().await {
             Ok(dead) => {
+                if cluster
+                    .rejoined
+                    .swap(false, std::sync::atomic::Ordering::Relaxed)
+                {
+                    // Redis lost the services hash with the lease: this node's go back in.
+                    if let Some(r) = router.upgrade() {
+                        for service in r.local_services() {
+                            cluster
+                                .submit(Outbound::service(
+                                    crate::manager::registry::ServiceChange {
+                                        service,
+                                        added: true,
+                                    },
+                                ))
+                                .await;
+                        }
+                    }
+                }
                 for node in dead {
                     if let Err(e) = cluster.reap(&node, &router).await {
                         debug!(error = %e, %node, "reaping postponed");

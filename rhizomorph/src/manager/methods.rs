@@ -296,6 +296,11 @@ fn list_clients(m: &Manager, from: &Identity, request: &Request) -> Result<Value
         .clients_in(&from.workspace)
         .map(|c| (c.identity.full_id(), protocol::from_json(&c.identity.user)))
         .collect();
+    // spec: cluster.md §C3.2 — and those of the other nodes (their user is theirs to tell).
+    clients.extend(
+        m.remote_clients_in(&from.workspace)
+            .map(|id| (id.to_string(), Value::Nil)),
+    );
     clients.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(Value::Array(
         clients

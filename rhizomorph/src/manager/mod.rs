@@ -118,6 +118,11 @@ pub struct Manager {
     registry: Registry,
     pending: HashMap<String, Pending>,
     next_session: u64,
+    /// Marks this node's `get_service` sessions in a cluster (`n<16 hex>x`; empty alone), so
+    /// that a provider's answer that reached another node's manager finds its way here.
+    node_tag: String,
+    /// Clients connected to other nodes of a cluster (listed by `list_clients`).
+    remote_clients: std::collections::BTreeSet<String>,
     stats: ManagerStats,
     /// Events a function produced while it ran (`service_added`), sent after its answer.
     outbox: Vec<Outgoing>,
@@ -144,6 +149,8 @@ impl Manager {
             registry: Registry::default(),
             pending: HashMap::new(),
             next_session: 0,
+            node_tag: String::new(),
+            remote_clients: Default::default(),
             stats: ManagerStats::default(),
             outbox: Vec::new(),
         }
@@ -194,21 +201,90 @@ impl Manager {
     }
 
     /// A client connected to (`true`) or left (`false`) another node of the cluster: this
-    /// node's subscribers in its workspace hear `client_connected` / `client_disconnected`
-    /// (its services are the other node's manager's).
+    /// node's subscribers in its workspace hear `client_connected` / `client_disconnected`;
+    /// one that left takes its mirrored services with it (`service_removed` each) and fails
+    /// the `get_service` calls waiting on it.
     pub fn remote_client_event(&mut self, id: &str, connected: bool) -> Vec<Outgoing> {
         let ws = id.split_once('/').map_or(id, |(ws, _)| ws).to_string();
         let data = protocol::map(vec![("id", id.into()), ("workspace", ws.as_str().into())]);
-        let event = match connected {
-            true => "client_connected",
-            false => "client_disconnected",
-        };
-        self.event(&ws, event, &data, Some(id))
+        if connected {
+            // Bounded as the services are: a flood of remote ids cannot grow it without end.
+            if self.remote_clients.len() < self.config.limits.services_total {
+                self.remote_clients.insert(id.to_string());
+            }
+            return self.event(&ws, "client_connected", &data, Some(id));
+        }
+        self.remote_clients.remove(id);
+        let mut out = self.fail_waiting_on(id);
+        for s in self.registry.remove_remote_provider(id) {
+            if s.name != "built-in" {
+                out.extend(self.event(&ws, "service_removed", &s.info, None));
+            }
+        }
+        out.extend(self.event(&ws, "client_disconnected", &data, Some(id)));
+        out
     }
 
-    /// A client left: its services are removed (`service_removed` each), its workspace hears
-    /// `client_disconnected`, and `get_service` calls waiting on it are rejected.
-    pub fn disconnected(&mut self, id: &str) -> Vec<Outgoing> {
+    /// Clients of `ws` connected to other nodes of the cluster, by full id.
+    pub fn remote_clients_in<'a>(&'a self, ws: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        let prefix = format!("{ws}/");
+        self.remote_clients
+            .range(prefix.clone()..)
+            .take_while(move |id| id.starts_with(&prefix))
+            .map(String::as_str)
+    }
+
+    /// Marks this manager's `get_service` sessions with `tag` (cluster mode: one per node).
+    pub fn set_node_tag(&mut self, tag: &str) {
+        self.node_tag = format!("n{tag}x");
+    }
+
+    /// The node tag of a provider's answer (`<session>.resolve`) to a `get_service` another
+    /// node's manager made, if `header` is one: this manager made no such call, and its
+    /// session carries another tag (cluster.md §C4.8).
+    pub fn foreign_answer(&self, header: &RoutingHeader) -> Option<String> {
+        let method = header.get_str("method")?;
+        let (session, _) = method.rsplit_once('.')?;
+        if self.pending.contains_key(session) {
+            return None;
+        }
+        let tag = session.strip_prefix("mgrn")?.split_once('x')?.0;
+        (tag.len() == 16 && format!("n{tag}x") != self.node_tag).then(|| tag.to_string())
+    }
+
+    /// The services of this node's clients (what a cluster node registers again after Redis
+    /// lost them).
+    pub fn local_services(&self) -> Vec<registry::Service> {
+        self.registry.local_services().cloned().collect()
+    }
+
+    /// What changed in this node's services since the last call: for the other nodes of a
+    /// cluster to mirror.
+    pub fn take_service_changes(&mut self) -> Vec<registry::ServiceChange> {
+        self.registry.take_changes()
+    }
+
+    /// A service of a client on another node was registered (`added`) or removed: mirrored
+    /// here (so `get_service` and `list_services` find it), announced to this node's
+    /// subscribers as `service_added` / `service_removed`.
+    pub fn remote_service(&mut self, service: registry::Service, added: bool) -> Vec<Outgoing> {
+        let ws = service.workspace.clone();
+        if added {
+            let info = service.info.clone();
+            let builtin = service.name == "built-in";
+            if !self.registry.add_remote(service, &self.config.limits) || builtin {
+                return Vec::new();
+            }
+            return self.event(&ws, "service_added", &info, None);
+        }
+        match self.registry.remove_remote(&service.id) {
+            Some(s) if s.name != "built-in" => self.event(&ws, "service_removed", &s.info, None),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Rejects the `get_service` calls waiting on provider `id`, and forgets those it made.
+    fn fail_waiting_on(&mut self, id: &str) -> Vec<Outgoing> {
         let mut out = Vec::new();
         let waiting: Vec<String> = self
             .pending
@@ -224,6 +300,13 @@ impl Manager {
                 }
             }
         }
+        out
+    }
+
+    /// A client left: its services are removed (`service_removed` each), its workspace hears
+    /// `client_disconnected`, and `get_service` calls waiting on it are rejected.
+    pub fn disconnected(&mut self, id: &str) -> Vec<Outgoing> {
+        let mut out = self.fail_waiting_on(id);
         let Some((client, services)) = self.registry.disconnect(id) else {
             return out;
         };
@@ -434,7 +517,12 @@ impl Manager {
             ));
         }
         self.next_session += 1;
-        let session = format!("mgr{:016x}{:06}", rand::random::<u64>(), self.next_session);
+        let session = format!(
+            "mgr{}{:016x}{:06}",
+            self.node_tag,
+            rand::random::<u64>(),
+            self.next_session
+        );
         let out = self.send(
             &service.provider,
             &service.workspace,

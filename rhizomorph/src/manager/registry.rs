@@ -23,6 +23,15 @@ pub enum Visibility {
 }
 
 impl Visibility {
+    /// Its name in a service's config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Visibility::Public => "public",
+            Visibility::Unlisted => "unlisted",
+            Visibility::Protected => "protected",
+        }
+    }
+
     /// From the `visibility` string of a service's config.
     pub fn parse(s: Option<&str>) -> Visibility {
         match s {
@@ -48,6 +57,50 @@ pub struct Service {
     pub visibility: Visibility,
     /// The description as listed (`list_services`, `get_service_info`, events).
     pub info: Value,
+}
+
+impl Service {
+    /// The service as one msgpack array `[id, workspace, provider, name, visibility, info]`:
+    /// how a cluster's nodes tell each other about it (cluster.md §C4.7).
+    pub fn to_msgpack(&self) -> Vec<u8> {
+        let v = Value::Array(vec![
+            self.id.as_str().into(),
+            self.workspace.as_str().into(),
+            self.provider.as_str().into(),
+            self.name.as_str().into(),
+            self.visibility.name().into(),
+            self.info.clone(),
+        ]);
+        let mut out = Vec::new();
+        // Writing to a Vec cannot fail.
+        let _ = rmpv::encode::write_value(&mut out, &v);
+        out
+    }
+
+    /// Reads [`to_msgpack`](Self::to_msgpack)'s bytes back, within `max_bytes`; `None` if
+    /// they are not such an array. The id must name the provider (`<provider>:<name>`).
+    pub fn from_msgpack(bytes: &[u8], max_bytes: usize) -> Option<Service> {
+        if bytes.len() > max_bytes {
+            return None;
+        }
+        let v = rmpv::decode::read_value(&mut &bytes[..]).ok()?;
+        let [id, ws, provider, name, visibility, info] = v.as_array()?.as_slice() else {
+            return None;
+        };
+        let service = Service {
+            id: id.as_str()?.to_string(),
+            workspace: ws.as_str()?.to_string(),
+            provider: provider.as_str()?.to_string(),
+            name: name.as_str()?.to_string(),
+            visibility: Visibility::parse(visibility.as_str()),
+            info: info.clone(),
+        };
+        let own = service.id == format!("{}:{}", service.provider, service.name)
+            && service
+                .provider
+                .starts_with(&format!("{}/", service.workspace));
+        own.then_some(service)
+    }
 }
 
 /// A connected client, as the manager knows it.
@@ -105,13 +158,28 @@ pub struct Limits {
     pub subscriptions_per_client: usize,
 }
 
+/// A change to the services of this node's clients, for the other nodes of a cluster to
+/// mirror (cluster.md §C4.7).
+#[derive(Debug, Clone)]
+pub struct ServiceChange {
+    /// The service.
+    pub service: Service,
+    /// Added (or replaced) if `true`, removed if `false`.
+    pub added: bool,
+}
+
 /// Clients and services, by id.
 #[derive(Debug, Default)]
 pub struct Registry {
     clients: HashMap<String, Client>,
     per_workspace: HashMap<String, usize>,
-    /// By full service id; ordered so that a lookup's first match is stable.
+    /// By full service id; ordered so that a lookup's first match is stable. Holds the
+    /// services of clients of other nodes too (`remote`).
     services: BTreeMap<String, Service>,
+    /// Providers on other nodes of a cluster → their services' full ids.
+    remote: HashMap<String, Vec<String>>,
+    /// Changes to local clients' services since the last [`take_changes`](Self::take_changes).
+    changes: Vec<ServiceChange>,
 }
 
 impl Registry {
@@ -152,11 +220,15 @@ impl Registry {
                 self.per_workspace.remove(&client.identity.workspace);
             }
         }
-        let removed = client
+        let removed: Vec<Service> = client
             .services
             .iter()
             .filter_map(|name| self.services.remove(&format!("{id}:{name}")))
             .collect();
+        self.changes.extend(removed.iter().map(|s| ServiceChange {
+            service: s.clone(),
+            added: false,
+        }));
         Some((client, removed))
     }
 
@@ -193,12 +265,74 @@ impl Registry {
             }
             client.services.push(service.name.clone());
         }
+        self.changes.push(ServiceChange {
+            service: service.clone(),
+            added: true,
+        });
         self.services.insert(service.id.clone(), service);
         Ok(())
     }
 
+    /// The services of clients connected here (not the mirrored ones).
+    pub fn local_services(&self) -> impl Iterator<Item = &Service> + '_ {
+        self.services
+            .values()
+            .filter(|s| self.clients.contains_key(&s.provider))
+    }
+
+    /// What changed in local clients' services since the last call (for a cluster to mirror).
+    pub fn take_changes(&mut self) -> Vec<ServiceChange> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Mirrors a service of a client on another node (added, or replaced); `false` if it is
+    /// refused: its provider is connected here (a local registration wins), or the server's
+    /// service limit is reached.
+    pub fn add_remote(&mut self, service: Service, limits: &Limits) -> bool {
+        if self.clients.contains_key(&service.provider) {
+            return false;
+        }
+        let ids = self.remote.entry(service.provider.clone()).or_default();
+        if !ids.contains(&service.id) {
+            if self.services.len() >= limits.services_total {
+                return false;
+            }
+            ids.push(service.id.clone());
+        }
+        self.services.insert(service.id.clone(), service);
+        true
+    }
+
+    /// Forgets a mirrored service; returns it if it was mirrored.
+    pub fn remove_remote(&mut self, id: &str) -> Option<Service> {
+        let provider = self.services.get(id)?.provider.clone();
+        let ids = self.remote.get_mut(&provider)?;
+        ids.retain(|i| i != id);
+        if ids.is_empty() {
+            self.remote.remove(&provider);
+        }
+        self.services.remove(id)
+    }
+
+    /// Forgets every mirrored service of `provider` (it left its node); returns them.
+    pub fn remove_remote_provider(&mut self, provider: &str) -> Vec<Service> {
+        let ids = self.remote.remove(provider).unwrap_or_default();
+        ids.iter()
+            .filter_map(|id| self.services.remove(id))
+            .collect()
+    }
+
     /// Removes service `id` (a full id) of `provider`.
     pub fn unregister(&mut self, provider: &str, id: &str) -> Result<Service, RegistryError> {
+        let service = self.unregister_quietly(provider, id)?;
+        self.changes.push(ServiceChange {
+            service: service.clone(),
+            added: false,
+        });
+        Ok(service)
+    }
+
+    fn unregister_quietly(&mut self, provider: &str, id: &str) -> Result<Service, RegistryError> {
         let service = self
             .services
             .get(id)

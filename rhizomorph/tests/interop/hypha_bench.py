@@ -12,7 +12,8 @@ against the real hypha server and against `rhizomorph serve`.
       "seconds", "p50_ms", "p95_ms", "p99_ms"}. Scenarios (the reference measurements'):
       small-seq / small-64 (2000 x 256 B), medium-seq / medium-64 (500 x 20 KiB),
       large-seq (20 x 2 MiB), mixed-seq (250 of 256 B / 20 KiB / 200 KiB in turn),
-      spread-100 / spread-500 (100 or 500 calls at once, spread over 10 clients).
+      spread-100 / spread-500 / spread-1000 (100, 500 or 1000 calls at once, spread over 10
+      clients).
 """
 
 import asyncio
@@ -107,6 +108,7 @@ async def caller(url, provider_id, *scenarios):
         "mixed-seq": ([[b"s" * 256, b"m" * (20 * kb), b"b" * (200 * kb)][i % 3] for i in range(250)], 1),
         "spread-100": ([b"x" * 256] * 2000, 100),
         "spread-500": ([b"x" * 256] * 2000, 500),
+        "spread-1000": ([b"x" * 256] * 3000, 1000),
     }
     for name in scenarios:
         payloads, in_flight = plan[name]
