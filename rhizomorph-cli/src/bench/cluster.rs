@@ -19,6 +19,9 @@ use rhizomorph_testkit::redis_server::RedisServer;
 use super::hypha_apps::{add_ratios, redis_commands, run_against, serve, Servers};
 use super::measure::Measurement;
 
+/// Rounds of the native rows.
+const ROUNDS: usize = 3;
+
 /// The hypha-rpc scenarios, across the two servers.
 const SCENARIOS: &[&str] = &[
     "small-seq",
@@ -73,26 +76,27 @@ pub async fn run(progress: impl Fn(&str)) -> io::Result<Vec<Measurement>> {
     let (solo, p0) = serve(&[]).await?;
     let d = Duration::from_secs(3);
     let ws = |port: u16| format!("ws://127.0.0.1:{port}/");
-    for (label, caller, answerer, pids) in [
-        ("native cross-node", p1, p2, pids.clone()),
-        ("native one node --redis", p1, p1, pids.clone()),
-        ("native one node", p0, p0, solo.id().into_iter().collect()),
-    ] {
-        progress(label);
-        for in_flight in [1, 100] {
-            let row = native_calls(
-                label,
-                &ws(caller),
-                &ws(answerer),
-                in_flight,
-                d,
-                &pids,
-                &redis,
-            )
-            .await?;
-            rows.push(row);
+    // Three rounds, each variant in turn, the median kept: the local rows differ by a few
+    // percent, less than this machine's noise between runs.
+    let mut rounds = Vec::new();
+    for round in 0..ROUNDS {
+        let mut rows_of_round = Vec::new();
+        for (label, caller, answerer, pids) in [
+            ("native cross-node", p1, p2, pids.clone()),
+            ("native one node --redis", p1, p1, pids.clone()),
+            ("native one node", p0, p0, solo.id().into_iter().collect()),
+        ] {
+            progress(&format!("{label}, round {}/{ROUNDS}", round + 1));
+            for in_flight in [1, 100] {
+                let (caller, answerer) = (ws(caller), ws(answerer));
+                let row =
+                    native_calls(label, &caller, &answerer, in_flight, d, &pids, &redis).await?;
+                rows_of_round.push(row);
+            }
         }
+        rounds.push(rows_of_round);
     }
+    rows.extend(super::median_of_rounds(rounds));
     drop((n1, n2, solo));
     Ok(rows)
 }

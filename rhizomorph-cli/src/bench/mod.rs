@@ -713,6 +713,7 @@ fn round_baselines(implementation: &str) -> &'static [&'static str] {
         "rhizo-ws" => &["msgpack-ws", "raw-tcp"],
         "rhizo-quic" => &["bare-quinn"],
         "rhizo-ws-resume" => &["rhizo-ws"],
+        "native one node --redis" => &["native one node"],
         _ => &[],
     }
 }
@@ -720,7 +721,7 @@ fn round_baselines(implementation: &str) -> &'static [&'static str] {
 /// Keeps, per (scenario, mode, implementation), the round with the median throughput; with
 /// more than one round, notes each rhizomorph row's per-round ratios to its baselines (lowest
 /// and highest), so a noisy machine shows as a spread rather than as one lucky or unlucky run.
-fn median_of_rounds(rounds: Vec<Vec<Measurement>>) -> Vec<Measurement> {
+pub(super) fn median_of_rounds(rounds: Vec<Vec<Measurement>>) -> Vec<Measurement> {
     let n = rounds.len();
     let Some(first) = rounds.first() else {
         return Vec::new();

@@ -203,8 +203,10 @@ async fn handle<W: Local>(
             return;
         }
     }
-    let bytes = match id.map.get("m") {
-        Some(Value::BulkString(b)) => Bytes::from(b.clone()),
+    // Taken out of the reply, not copied: the payload is a view of what Redis sent.
+    let mut id = id;
+    let bytes = match id.map.remove("m") {
+        Some(Value::BulkString(b)) => Bytes::from(b),
         _ => Bytes::new(),
     };
     let message = match entry::decode(bytes, cluster.config.max_header_list_size) {
