@@ -368,15 +368,41 @@ async fn compression_bombs_do_not_slow_a_healthy_client() {
     let (url, _router) = start_router();
     let mut healthy = Endpoint::connect(&url, Config::default()).await.unwrap();
     echo_rtts(&mut healthy, Duration::from_millis(100)).await; // warm up
-    let idle = echo_rtts(&mut healthy, Duration::from_secs(1)).await;
     let zeros = Bytes::from(vec![0u8; 64 << 20]);
     let (bomb, compression) =
         rhizomorph::payload::compress(&zeros, Some((Codec::Lz4, Shuffle::None)));
     assert!(bomb.len() < 300_000, "{}", bomb.len());
+    // Up to three rounds, each with its own idle baseline: a shared two-core machine stalls a
+    // test now and then for milliseconds (seen in CI: idle p99 0.36 ms, attacked 2.2 ms, while
+    // alone the same run gives 0.2 / 0.3–0.7 ms). A router that decompressed bombs fails every
+    // round by two orders of magnitude (80–250 ms per bomb).
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        let (idle_p99, attacked_p99, bombs) =
+            bomb_round(&url, &mut healthy, &bomb, compression).await;
+        eprintln!("healthy p99 idle {idle_p99:?}, under {bombs} bombs {attacked_p99:?}");
+        assert!(bombs >= 100, "the attack ran ({bombs} bombs)");
+        if attacked_p99 <= 5 * idle_p99.max(Duration::from_micros(200)) {
+            return;
+        }
+        rounds.push((attacked_p99, idle_p99));
+    }
+    panic!("p99 under bombs vs idle, three rounds: {rounds:?}");
+}
+
+/// One round of [`compression_bombs_do_not_slow_a_healthy_client`]: the healthy client's idle
+/// p99 over 1 s, then its p99 while two peers send 50 bombs a second each; and the bombs sent.
+async fn bomb_round(
+    url: &str,
+    healthy: &mut Connection,
+    bomb: &Bytes,
+    compression: Compression,
+) -> (Duration, Duration, u64) {
+    let idle = echo_rtts(healthy, Duration::from_secs(1)).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut attackers = Vec::new();
     for _ in 0..2 {
-        let mut conn = Endpoint::connect(&url, Config::default()).await.unwrap();
+        let mut conn = Endpoint::connect(url, Config::default()).await.unwrap();
         let (bomb, stop) = (bomb.clone(), stop.clone());
         attackers.push(tokio::spawn(async move {
             let sender = conn.sender();
@@ -403,19 +429,13 @@ async fn compression_bombs_do_not_slow_a_healthy_client() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let attacked = echo_rtts(&mut healthy, Duration::from_secs(2)).await;
+    let attacked = echo_rtts(healthy, Duration::from_secs(2)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut bombs = 0;
     for a in attackers {
         bombs += a.await.unwrap();
     }
-    let (idle_p99, attacked_p99) = (p99(&idle), p99(&attacked));
-    eprintln!("healthy p99 idle {idle_p99:?}, under {bombs} bombs {attacked_p99:?}");
-    assert!(bombs >= 100, "the attack ran ({bombs} bombs)");
-    assert!(
-        attacked_p99 <= 5 * idle_p99.max(Duration::from_micros(200)),
-        "p99 {attacked_p99:?} under bombs vs {idle_p99:?} idle"
-    );
+    (p99(&idle), p99(&attacked), bombs)
 }
 
 /// A native client driven by hand (a real client `Session` over a blocking socket) that starts
