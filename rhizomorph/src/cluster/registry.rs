@@ -71,14 +71,7 @@ impl Cluster {
     pub(crate) async fn register(&self, client: &str) {
         self.local.lock().unwrap().insert(client.to_string());
         let mut pipe = redis::pipe();
-        pipe.hset(
-            keys::owners(keys::workspace_of(client)),
-            client,
-            self.node(),
-        )
-        .ignore()
-        .sadd(keys::clients(self.node()), client)
-        .ignore();
+        self.add_registration(&mut pipe, client);
         if let Err(source) = pipe.query_async::<()>(&mut self.conn.clone()).await {
             // Registered again at the next lease renewal once Redis answers.
             let e = ClusterError::Redis {
@@ -88,6 +81,17 @@ impl Cluster {
             warn!(%client, error = %e, "client reachable from this node only for now");
         }
         self.submit(Outbound::event(true, client)).await;
+    }
+
+    /// Adds to `pipe` the commands that record `client` as this node's (cluster.md §C3.2).
+    fn add_registration(&self, pipe: &mut redis::Pipeline, client: &str) {
+        let ws = keys::workspace_of(client);
+        pipe.hset(keys::owners(ws), client, self.node())
+            .ignore()
+            .sadd(keys::clients(self.node()), client)
+            .ignore()
+            .sadd(keys::WORKSPACES, ws)
+            .ignore();
     }
 
     /// `client` left this node.
@@ -163,10 +167,7 @@ impl Cluster {
             if !clients.is_empty() {
                 let mut pipe = redis::pipe();
                 for c in &clients {
-                    pipe.hset(keys::owners(keys::workspace_of(c)), c, self.node())
-                        .ignore()
-                        .sadd(keys::clients(self.node()), c)
-                        .ignore();
+                    self.add_registration(&mut pipe, c);
                 }
                 pipe.query_async::<()>(&mut conn)
                     .await
