@@ -66,8 +66,8 @@ fn session_11_2_4_an_unbound_schema_id_fails_that_message_only() {
     let got = messages(sim.step_now(), Side::Server);
     assert_eq!(got.len(), 2);
     assert_eq!(
-        got[0].error,
-        Some(PayloadError::UnknownSchemaId { schema_id: 3 })
+        got[0].error.as_deref(),
+        Some(&PayloadError::UnknownSchemaId { schema_id: 3 })
     );
     assert_eq!(got[1].error, None);
     assert_eq!(&got[1].payload[..], b"fine");

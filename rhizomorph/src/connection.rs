@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::error::Error;
 use crate::frame::{Channel, ErrorCode};
 use crate::header::RoutingHeader;
 use crate::link::Link;
@@ -105,13 +104,13 @@ impl Connection {
     /// # Cancel safety
     ///
     /// Cancel-safe, as [`Sender::send`].
-    pub async fn send(
+    pub fn send(
         &self,
         channel: Channel,
         header: RoutingHeader,
         payload: impl Into<Bytes>,
-    ) -> Result<u64, Error> {
-        self.sender.send(channel, header, payload).await
+    ) -> crate::sender::Sending<'_> {
+        self.sender.send(channel, header, payload)
     }
 
     /// Queues a message with full control of encoding and compression (see
@@ -120,12 +119,12 @@ impl Connection {
     /// # Cancel safety
     ///
     /// Cancel-safe, as [`Sender::send`].
-    pub async fn send_message(
+    pub fn send_message(
         &self,
         channel: Channel,
         message: OutgoingMessage,
-    ) -> Result<u64, Error> {
-        self.sender.send_message(channel, message).await
+    ) -> crate::sender::Sending<'_> {
+        self.sender.send_message(channel, message)
     }
 
     /// The next message on the channels this connection reads (all but those taken with

@@ -80,8 +80,11 @@ pub enum Error {
     /// the waiting variant).
     #[error("the send buffer is full (a waiting send would wait here)")]
     WouldBlock,
-    /// [`Sender::poll_send`](crate::Sender::poll_send) was given an empty slot.
-    #[error("poll_send was called with no message in its slot")]
+    /// [`Sender::poll_send`](crate::Sender::poll_send) was given an empty slot, or a
+    /// [`Sending`](crate::Sending) was polled again after it resolved.
+    #[error(
+        "poll_send was called with no message in its slot (or a send polled after it resolved)"
+    )]
     EmptySlot,
     /// A reply or cancellation watch for a message that is not a call (it has no `session`,
     /// wire.md §20.1).

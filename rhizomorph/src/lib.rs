@@ -64,7 +64,7 @@ pub use error::{ConnectStage, Error};
 pub use frame::{Channel, ErrorCode};
 pub use header::RoutingHeader;
 pub use receiver::ChannelReceiver;
-pub use sender::{ChannelSink, Sender};
+pub use sender::{ChannelSink, Sender, Sending};
 pub use session::OutgoingMessage;
 pub use transfer::{IncomingTransfer, TransferReader, TRANSFER_PART_SIZE};
 

@@ -87,7 +87,7 @@ async fn a_message_that_fails_alone_leaves_its_connection_open() {
     let back = within("the bad lz4 echoed", conn.recv()).await.unwrap();
     assert!(
         matches!(
-            back.error,
+            back.error.as_deref(),
             Some(rhizomorph::payload::PayloadError::Compression(_))
         ),
         "{:?}",

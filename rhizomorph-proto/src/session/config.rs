@@ -51,7 +51,9 @@ pub struct SessionConfig {
     /// it keeps several batches in flight, so both ends work in parallel instead of taking
     /// turns (measured with `rhizomorph bench --scenario small`: 256 B messages, 64 in flight,
     /// 32 frames per batch gave ~1.5x the round trips of uncapped batches). Large chunks hit
-    /// `max_batch` first.
+    /// `max_batch` first. A batch may hold up to half the messages queued when it is cut, if
+    /// that is more: a long queue (a one-way stream) still leaves in at least two batches, but
+    /// in fewer system calls.
     pub max_batch_frames: usize,
     /// PING after this much silence (§13.1).
     pub keepalive_interval: Duration,

@@ -31,12 +31,13 @@ pub struct Message {
     /// How the payload was compressed on the wire.
     pub compression: Compression,
     /// For an rkyv payload: the sender's schema binding on this channel (wire.md §11.2),
-    /// `None` if it bound nothing.
-    pub schema: Option<SchemaBinding>,
+    /// `None` if it bound nothing. Boxed, as `error` is: both are rare, and a message is moved
+    /// several times on its way to the application (issue 24).
+    pub schema: Option<Box<SchemaBinding>>,
     /// The message failed, and only it (wire.md §6.1.1): its payload could not be
     /// decompressed (§12.3.4; `payload` is then empty), or its Schema Id is not bound on the
     /// channel (§11.2.4). The connection goes on.
-    pub error: Option<PayloadError>,
+    pub error: Option<Box<PayloadError>>,
     /// Whether `payload` still holds the bytes as they traveled, compressed (`compression` is
     /// not `None` and [`decompress`](Self::decompress) has not run): what a router forwards as
     /// it is (wire.md §6.1). False once decompressed, and for an uncompressed message.
@@ -60,7 +61,7 @@ impl Message {
             Ok(p) => self.payload = p,
             Err(e) => {
                 self.payload = Bytes::new();
-                self.error = Some(PayloadError::from(e));
+                self.error = Some(Box::new(PayloadError::from(e)));
             }
         }
     }
@@ -74,20 +75,20 @@ impl Message {
         T::Archived: for<'a> rkyv::bytecheck::CheckBytes<crate::payload::schema::Validator<'a>>,
     {
         if let Some(e) = &self.error {
-            return Err(e.clone());
+            return Err((**e).clone());
         }
         let PayloadEncoding::Rkyv { schema_id } = self.encoding else {
             return Err(PayloadError::NotRkyv {
                 encoding: self.encoding.name(),
             });
         };
-        ArchivedPayload::new(self.payload.clone(), schema_id, self.schema.as_ref())
+        ArchivedPayload::new(self.payload.clone(), schema_id, self.schema.as_deref())
     }
 
     /// The payload as a typed array (wire.md §11.4), viewed in place.
     pub fn typed_array(&self) -> Result<TypedArrayView, PayloadError> {
         if let Some(e) = &self.error {
-            return Err(e.clone());
+            return Err((**e).clone());
         }
         TypedArrayView::parse(self.payload.clone())
     }

@@ -466,10 +466,12 @@ impl Session {
         }
         if let Some(mut msg) = delivered {
             if let PayloadEncoding::Rkyv { schema_id } = msg.encoding {
-                msg.schema = self.schemas.inbound(msg.channel, schema_id);
+                msg.schema = self.schemas.inbound(msg.channel, schema_id).map(Box::new);
                 // spec: wire.md §11.2.4 — SCHEMA_ERROR for this message, not the connection.
                 if msg.schema.is_none() {
-                    msg.error = Some(crate::payload::PayloadError::UnknownSchemaId { schema_id });
+                    msg.error = Some(Box::new(crate::payload::PayloadError::UnknownSchemaId {
+                        schema_id,
+                    }));
                 }
             }
             self.stats.messages_received[ch] += 1;

@@ -70,6 +70,9 @@ struct Queued {
     message: OutgoingMessage,
     /// Encoded once, when the message reaches the front (table order = wire order).
     header_block: Option<Bytes>,
+    /// The first frame's payload besides chunk data (its metadata and header block), computed
+    /// with the header block.
+    start_len: u64,
     /// Payload bytes already sent.
     offset: usize,
     /// The first frame (with the metadata) has left: the message has started.
@@ -277,6 +280,7 @@ impl OutChannel {
             sequence: None,
             message,
             header_block: None,
+            start_len: 0,
             offset: 0,
             first_sent: false,
             abort_marker,
@@ -293,6 +297,11 @@ impl OutChannel {
     /// fixed overhead ([`message_charge`]). What a send buffer bounds.
     pub fn queued_charge(&self) -> u64 {
         self.queued_bytes + self.queued_meta
+    }
+
+    /// Messages queued (unstarted, and the one in progress).
+    pub fn queued_messages(&self) -> usize {
+        self.queue.len()
     }
 
     /// Whether nothing is queued.
@@ -425,7 +434,7 @@ impl OutChannel {
             message_len: front.message.payload.len() as u64,
             encoding: front.message.encoding,
             compression: front.message.compression,
-            header_block: front.header_block.clone().unwrap_or_default(),
+            header_block: front.header_block.take().unwrap_or_default(),
         });
         if first {
             // spec: wire.md §5.3.8 — the n-th message started on the channel has sequence n.
@@ -504,20 +513,22 @@ impl Queued {
         if self.started() {
             return 1;
         }
-        let block = self
-            .header_block
-            .get_or_insert_with(|| encoder.encode_block(&self.message.header));
-        let probe = MessageFrame {
-            channel: Channel::Control,
-            start: Some(MessageStart {
-                message_len: self.message.payload.len() as u64,
-                encoding: self.message.encoding,
-                compression: self.message.compression,
-                header_block: block.clone(),
-            }),
-            last: false,
-            data: Bytes::new(),
-        };
-        probe.payload_len()
+        if self.header_block.is_none() {
+            let block = encoder.encode_block(&self.message.header);
+            let probe = MessageFrame {
+                channel: Channel::Control,
+                start: Some(MessageStart {
+                    message_len: self.message.payload.len() as u64,
+                    encoding: self.message.encoding,
+                    compression: self.message.compression,
+                    header_block: block,
+                }),
+                last: false,
+                data: Bytes::new(),
+            };
+            self.start_len = probe.payload_len();
+            self.header_block = probe.start.map(|s| s.header_block);
+        }
+        self.start_len
     }
 }

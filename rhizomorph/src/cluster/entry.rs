@@ -133,10 +133,10 @@ pub fn decode(mut entry: Bytes, max_header_list_size: u64) -> Result<Message, En
             let layout_hash = take(&mut entry, 8, "layout hash")?.get_u64();
             let len = take(&mut entry, 2, "schema name length")?.get_u16() as usize;
             let name = take(&mut entry, len, "schema name")?;
-            Some(SchemaBinding {
+            Some(Box::new(SchemaBinding {
                 name: String::from_utf8_lossy(&name).into_owned(),
                 layout_hash,
-            })
+            }))
         }
         value => {
             return Err(EntryError::Undefined {
@@ -211,10 +211,10 @@ mod tests {
                 shuffle: Shuffle::None,
                 uncompressed_len: 4096,
             },
-            schema: Some(SchemaBinding {
+            schema: Some(Box::new(SchemaBinding {
                 name: "demo::Point".into(),
                 layout_hash: 0xfeed_beef,
-            }),
+            })),
             error: None,
             still_compressed: true,
             credit: 0,
