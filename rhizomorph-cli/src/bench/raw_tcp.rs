@@ -10,7 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -28,23 +28,71 @@ pub enum Kind {
     OneWay = 1,
 }
 
-async fn read_message<R: AsyncReadExt + Unpin>(r: &mut R) -> io::Result<Option<(u8, Bytes)>> {
-    let mut head = [0u8; 5];
-    match r.read_exact(&mut head).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+/// The reading half of a raw TCP peer, as lean as a careful user writes it: one buffer reused
+/// for every message (no zeroed allocation per message), each message a view of it, and reads
+/// as large as the buffer's free room (a large message reserves its whole length once).
+pub struct MessageReader<R> {
+    r: R,
+    buf: BytesMut,
+}
+
+impl<R: AsyncReadExt + Unpin> MessageReader<R> {
+    /// Reads from `r` through a 64 KiB buffer (grown to a message's length when it is larger).
+    pub fn new(r: R) -> Self {
+        MessageReader {
+            r,
+            buf: BytesMut::with_capacity(64 * 1024),
+        }
     }
-    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    if len > MAX_MESSAGE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "message too large",
-        ));
+
+    /// The length of the whole message at the front of the buffer (prefix included), if its
+    /// prefix has arrived.
+    fn front_len(&self) -> io::Result<Option<usize>> {
+        if self.buf.len() < 5 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if len > MAX_MESSAGE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "message too large",
+            ));
+        }
+        Ok(Some(5 + len))
     }
-    let mut buf = BytesMut::zeroed(len);
-    r.read_exact(&mut buf).await?;
-    Ok(Some((head[4], buf.freeze())))
+
+    /// Whether a whole message is buffered (the next [`next`](Self::next) does not read).
+    pub fn has_message(&self) -> bool {
+        matches!(self.front_len(), Ok(Some(n)) if self.buf.len() >= n)
+    }
+
+    /// The next message's kind and payload; `None` at a clean end of stream.
+    pub async fn next(&mut self) -> io::Result<Option<(u8, Bytes)>> {
+        loop {
+            let wanted = match self.front_len()? {
+                Some(n) if self.buf.len() >= n => {
+                    let mut m = self.buf.split_to(n);
+                    let kind = m[4];
+                    let _ = m.split_to(5);
+                    return Ok(Some((kind, m.freeze())));
+                }
+                Some(n) => n,
+                None => 5,
+            };
+            // Room for the rest of this message, and never a small read: reclaims the buffer in
+            // place once the views of earlier messages are dropped.
+            let missing = wanted - self.buf.len();
+            if self.buf.capacity() - self.buf.len() < missing.max(16 * 1024) {
+                self.buf.reserve(missing.max(64 * 1024));
+            }
+            if self.r.read_buf(&mut self.buf).await? == 0 {
+                return match self.buf.is_empty() {
+                    true => Ok(None),
+                    false => Err(io::ErrorKind::UnexpectedEof.into()),
+                };
+            }
+        }
+    }
 }
 
 async fn write_message<W: AsyncWriteExt + Unpin>(
@@ -63,14 +111,14 @@ async fn write_message<W: AsyncWriteExt + Unpin>(
 pub async fn start_server() -> io::Result<SocketAddr> {
     rhizomorph_testkit::serve_tcp(|tcp| async move {
         let (r, w) = tcp.into_split();
-        let mut r = BufReader::with_capacity(64 * 1024, r);
+        let mut r = MessageReader::new(r);
         let mut w = BufWriter::with_capacity(64 * 1024, w);
-        while let Ok(Some((kind, payload))) = read_message(&mut r).await {
+        while let Ok(Some((kind, payload))) = r.next().await {
             if kind == Kind::Echo as u8 && write_message(&mut w, kind, &payload).await.is_err() {
                 break;
             }
-            // Flush when nothing more is buffered: pipelined echoes share writes.
-            if r.buffer().is_empty() && w.flush().await.is_err() {
+            // Flush when no whole message is buffered: pipelined echoes share writes.
+            if !r.has_message() && w.flush().await.is_err() {
                 break;
             }
         }
@@ -89,7 +137,7 @@ pub async fn connect(addr: SocketAddr, kind: Kind) -> io::Result<(RawTcpTx, RawT
             kind,
         },
         RawTcpRx {
-            r: BufReader::with_capacity(64 * 1024, r),
+            r: MessageReader::new(r),
         },
     ))
 }
@@ -126,11 +174,11 @@ impl EchoTx for RawTcpTx {
 
 /// The client's receiving half.
 pub struct RawTcpRx {
-    r: BufReader<OwnedReadHalf>,
+    r: MessageReader<OwnedReadHalf>,
 }
 
 impl EchoRx for RawTcpRx {
     async fn recv(&mut self) -> io::Result<Option<Bytes>> {
-        Ok(read_message(&mut self.r).await?.map(|(_, p)| p))
+        Ok(self.r.next().await?.map(|(_, p)| p))
     }
 }
