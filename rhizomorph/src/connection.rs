@@ -195,7 +195,7 @@ impl Connection {
     // receive loop): boxing it would allocate for every message.
     #[allow(clippy::result_large_err)]
     pub fn transfer(&self, first: Message) -> Result<IncomingTransfer, Message> {
-        IncomingTransfer::open(self.link.clone(), first)
+        IncomingTransfer::open(&self.link, first)
     }
 
     /// Hands calls, cancellations and transfer parts (wire.md §20) out as plain messages from

@@ -102,7 +102,7 @@ impl ChannelReceiver {
     // receive loop): boxing it would allocate for every message.
     #[allow(clippy::result_large_err)]
     pub fn transfer(&self, first: Message) -> Result<IncomingTransfer, Message> {
-        IncomingTransfer::open(self.link.clone(), first)
+        IncomingTransfer::open(&self.link, first)
     }
 }
 

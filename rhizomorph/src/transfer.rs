@@ -172,7 +172,12 @@ impl IncomingTransfer {
     // The message is handed back whole when it starts no transfer (the common case in a
     // receive loop): boxing it would allocate for every message.
     #[allow(clippy::result_large_err)]
-    pub(crate) fn open(link: Arc<Link>, mut first: Message) -> Result<IncomingTransfer, Message> {
+    pub(crate) fn open(link: &Arc<Link>, mut first: Message) -> Result<IncomingTransfer, Message> {
+        // A part has a `stream-id` (wire.md §20.3): most messages are not one, and say so in
+        // one field lookup.
+        if first.header.get(exchange::STREAM_ID).is_none() {
+            return Err(first);
+        }
         let Ok(Exchange::Part {
             stream,
             seq: 0,
@@ -194,7 +199,7 @@ impl IncomingTransfer {
         Ok(IncomingTransfer {
             tracked: first_ends.is_none(),
             key: (from, stream),
-            link,
+            link: link.clone(),
             header: first.header,
             channel: first.channel,
             first: Some(first.payload),
