@@ -68,7 +68,7 @@ async fn main() {
     }
     .unwrap();
     println!(
-        "{which}: {} clients, {:.0} calls/s, p50 {:.3} ms, p95 {:.3} ms",
-        clients, m.msgs_per_sec, m.p50_ms, m.p95_ms
+        "{which}: {} clients, {} calls, {:.0} calls/s, p50 {:.3} ms, p95 {:.3} ms",
+        clients, m.messages, m.msgs_per_sec, m.p50_ms, m.p95_ms
     );
 }
