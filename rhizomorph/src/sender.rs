@@ -327,7 +327,8 @@ impl Sender {
         Sending {
             sender: self,
             channel,
-            state: SendState::Unprepared(Some((message, as_received))),
+            message: Some(message),
+            unprepared: Some(as_received),
         }
     }
 }
@@ -348,24 +349,18 @@ impl Sender {
 pub struct Sending<'a> {
     sender: &'a Sender,
     channel: Channel,
-    state: SendState,
-}
-
-enum SendState {
-    /// The config's compression policy has not run yet (it runs once).
-    Unprepared(Option<(OutgoingMessage, Option<Compression>)>),
-    /// Prepared, waiting for room in the send buffer.
-    Waiting(Option<OutgoingMessage>),
+    /// The message until it is queued.
+    message: Option<OutgoingMessage>,
+    /// `Some(as_received)` until the config's compression policy has run on the message (it
+    /// runs once, on the first poll).
+    unprepared: Option<Option<Compression>>,
 }
 
 impl std::fmt::Debug for Sending<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sending")
             .field("channel", &self.channel)
-            .field(
-                "waiting",
-                &matches!(self.state, SendState::Waiting(Some(_))),
-            )
+            .field("queued", &self.message.is_none())
             .finish()
     }
 }
@@ -375,23 +370,20 @@ impl std::future::Future for Sending<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if let SendState::Unprepared(unprepared) = &mut this.state {
-            let Some((message, as_received)) = unprepared.take() else {
+        if let Some(as_received) = this.unprepared.take() {
+            let Some(message) = this.message.take() else {
                 return Poll::Ready(Err(Error::EmptySlot));
             };
-            let handle = this.sender.handle();
-            match handle.prepare(message, as_received) {
-                Ok(m) => this.state = SendState::Waiting(Some(m)),
+            match this.sender.handle().prepare(message, as_received) {
+                Ok(m) => this.message = Some(m),
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
-        let SendState::Waiting(slot) = &mut this.state else {
-            unreachable!("prepared above");
-        };
-        if slot.is_none() {
-            return Poll::Ready(Err(Error::EmptySlot)); // polled after it resolved
+        // Polled again after it resolved.
+        if this.message.is_none() {
+            return Poll::Ready(Err(Error::EmptySlot));
         }
-        this.sender.poll_queue(cx, this.channel, slot)
+        this.sender.poll_queue(cx, this.channel, &mut this.message)
     }
 }
 

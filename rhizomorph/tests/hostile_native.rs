@@ -17,6 +17,7 @@ use rhizomorph::router::Router;
 use rhizomorph::session::OutgoingMessage;
 use rhizomorph::{Channel, CloseReason, Config, Connection, Endpoint, Listener, RoutingHeader};
 use rhizomorph_testkit::process::rss_kib;
+use rhizomorph_testkit::transports::echo;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -51,15 +52,6 @@ fn start_router() -> (String, Router) {
 
 fn to(target: &str) -> RoutingHeader {
     RoutingHeader::new().with("to", target.to_string())
-}
-
-/// One echo round trip on `conn`.
-async fn echo(conn: &mut Connection, payload: &'static [u8]) {
-    conn.send(Channel::Rpc, to("echo"), Bytes::from_static(payload))
-        .await
-        .unwrap();
-    let m = within("echo", conn.recv()).await.expect("echo reply");
-    assert_eq!(&m.payload[..], payload);
 }
 
 #[tokio::test]

@@ -11,21 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rhizomorph::frame::ErrorCode;
 use rhizomorph::session::OutgoingMessage;
-use rhizomorph::{Channel, Config, Connection, Endpoint, Listener, RoutingHeader};
+use rhizomorph::{Channel, Config, Endpoint, Listener, RoutingHeader};
 use rhizomorph_testkit::process::rss_kib;
-
-/// One echo round trip on `conn`.
-async fn echo(conn: &mut Connection, payload: &'static [u8]) {
-    let to_echo = RoutingHeader::new().with("to", "echo");
-    conn.send(Channel::Rpc, to_echo, Bytes::from_static(payload))
-        .await
-        .unwrap();
-    let m = tokio::time::timeout(Duration::from_secs(20), conn.recv())
-        .await
-        .expect("echo: timed out")
-        .expect("echo reply");
-    assert_eq!(&m.payload[..], payload);
-}
+use rhizomorph_testkit::transports::echo;
 
 /// A native client driven by hand (a real client `Session` over a blocking socket) that starts
 /// `message` on `bulk` and stops sending after `hold` bytes of it: the server is left

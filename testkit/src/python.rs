@@ -193,3 +193,17 @@ impl HyphaApp {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }
 }
+
+/// Checks what `hypha_apps.py caller` reports of its calls to the provider's `calc` service:
+/// a nested echo, a numpy scale, an arange sum and a generator's items, each as the provider
+/// computes them (panics with the whole report otherwise).
+pub fn check_calculator_calls(calls: &serde_json::Value) {
+    assert_eq!(
+        calls["echo"]["nested"],
+        serde_json::json!([1, 2.5, "x"]),
+        "{calls}"
+    );
+    assert_eq!(calls["scale"], serde_json::json!([11, 21, 31]), "{calls}");
+    assert_eq!(calls["arange_sum"], 10.0, "{calls}");
+    assert_eq!(calls["count"], serde_json::json!([0, 1, 2, 3]), "{calls}");
+}

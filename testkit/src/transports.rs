@@ -6,7 +6,7 @@
 //! about the configs: the caller passes the base.
 
 use rhizomorph::transport::tls;
-use rhizomorph::{Config, Listener};
+use rhizomorph::{Channel, Config, Connection, Listener, RoutingHeader};
 
 /// Which transport a check runs over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,4 +41,18 @@ pub async fn bind(t: Transport, config: Config) -> Listener {
         Transport::Ws => Listener::bind("127.0.0.1:0", config).await.unwrap(),
         Transport::Quic => Listener::bind_quic("127.0.0.1:0", config).unwrap(),
     }
+}
+
+/// One round trip to a router's echo service (`to: echo` on `rpc`): panics if the echo does
+/// not come back within 20 s or differs from `payload`.
+pub async fn echo(conn: &mut Connection, payload: &'static [u8]) {
+    let to_echo = RoutingHeader::new().with("to", "echo");
+    conn.send(Channel::Rpc, to_echo, bytes::Bytes::from_static(payload))
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(std::time::Duration::from_secs(20), conn.recv())
+        .await
+        .expect("echo: timed out")
+        .expect("echo reply");
+    assert_eq!(&m.payload[..], payload);
 }

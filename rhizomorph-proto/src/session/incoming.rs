@@ -15,7 +15,7 @@ use bytes::Bytes;
 use super::budget::Budgets;
 use super::error::SessionError;
 use super::Message;
-use crate::frame::{Channel, Compression, MessageFrame, MessageStart, PayloadEncoding};
+use crate::frame::{Channel, Compression, MessageFrame, PayloadEncoding};
 use crate::header::HeaderDecoder;
 use crate::header::RoutingHeader;
 
@@ -259,16 +259,7 @@ impl InChannel {
         frame_len: u64,
     ) -> Result<Option<Message>, SessionError> {
         let channel = self.channel;
-        // A whole message in one frame, none in progress, not to be discarded (the common case
-        // for small messages): delivered without reassembly state or budget traffic.
-        let whole = frame.last
-            && self.partial.is_none()
-            && !self.refuse_from.is_some_and(|n| self.started >= n);
-        let start = match frame.start {
-            Some(start) if whole => return self.on_whole_frame(start, frame.data, frame_len),
-            start => start,
-        };
-        let mut partial = match (start, self.partial.take()) {
+        let mut partial = match (frame.start, self.partial.take()) {
             (Some(start), None) => {
                 let sequence = self.started;
                 self.started += 1;
@@ -375,47 +366,6 @@ impl InChannel {
             still_compressed: partial.compression != Compression::None,
             payload,
             credit: partial.held,
-            schema: None,
-            error: None,
-        }))
-    }
-
-    /// [`on_frame`](Self::on_frame) for a FIRST|LAST frame with no message in progress and
-    /// nothing to discard: the same checks and accounting as a reassembled message whose one
-    /// chunk is the whole payload (a view of the frame, §8.2), without reassembly state. The
-    /// last (only) chunk's bytes are held until the application releases it (§9.3).
-    fn on_whole_frame(
-        &mut self,
-        start: MessageStart,
-        data: Bytes,
-        frame_len: u64,
-    ) -> Result<Option<Message>, SessionError> {
-        let channel = self.channel;
-        let sequence = self.started;
-        self.started += 1;
-        // Decoded before the length check, as for any message: the table stays in step (§6.3.3).
-        let header = self.decoder.decode(start.header_block)?;
-        // spec: wire.md §8.2 — the chunks add up to Message Length exactly.
-        if data.len() as u64 != start.message_len {
-            return Err(SessionError::ChunkLengthMismatch {
-                channel,
-                received: data.len() as u64,
-                message: start.message_len,
-                ending: " at LAST",
-            });
-        }
-        self.finish_charge(start.message_len, &header);
-        self.delivered_unreleased += frame_len;
-        self.delivered_messages += 1;
-        Ok(Some(Message {
-            channel,
-            sequence,
-            header,
-            encoding: start.encoding,
-            compression: start.compression,
-            still_compressed: start.compression != Compression::None,
-            payload: data,
-            credit: frame_len,
             schema: None,
             error: None,
         }))
