@@ -144,9 +144,25 @@ fn number(field: &'static str, value: &Bytes) -> Result<u64, ExchangeError> {
         .ok_or_else(bad)
 }
 
+/// `n` in decimal, as a header value: one allocation of its digits (no `String` to convert).
+fn decimal(n: u64) -> Bytes {
+    let mut digits = [0u8; MAX_DIGITS];
+    let mut start = digits.len();
+    let mut rest = n;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    Bytes::copy_from_slice(&digits[start..])
+}
+
 /// `header` as call `session`'s request (§20.1): `session` set to the id.
 pub fn request(mut header: RoutingHeader, session: u64) -> RoutingHeader {
-    header.set(SESSION, session.to_string());
+    header.set(SESSION, decimal(session));
     header
 }
 
@@ -178,7 +194,7 @@ pub fn cancel_call(request: &RoutingHeader, session: u64) -> RoutingHeader {
     if let Some(to) = request.get(TO) {
         h.push(TO, to.clone());
     }
-    h.push(SESSION, session.to_string());
+    h.push(SESSION, decimal(session));
     h
 }
 
@@ -204,8 +220,8 @@ pub fn part(
     end: Option<Option<&str>>,
 ) -> RoutingHeader {
     let mut h = header.clone();
-    h.set(STREAM_ID, stream.to_string());
-    h.set(SEQ, seq.to_string());
+    h.set(STREAM_ID, decimal(stream));
+    h.set(SEQ, decimal(seq));
     match end {
         None => {}
         Some(None) => h.set(STATUS, "ok"),
@@ -275,6 +291,14 @@ mod tests {
             Exchange::CancelTransfer { stream: 3 }
         );
         assert_eq!(classify(&base).unwrap(), Exchange::Plain);
+    }
+
+    #[test]
+    fn ids_are_written_as_minimal_decimals() {
+        for n in [0, 1, 9, 10, 99, 100, 12_345, u64::from(u32::MAX), u64::MAX] {
+            assert_eq!(&decimal(n)[..], n.to_string().as_bytes());
+            assert_eq!(number(SESSION, &decimal(n)), Ok(n));
+        }
     }
 
     #[test]

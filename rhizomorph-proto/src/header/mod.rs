@@ -6,6 +6,7 @@
 //! headers without the session. Never reads or writes frames itself: a MESSAGE frame carries
 //! the header block these produce.
 
+mod arena;
 pub mod routing;
 pub mod table;
 

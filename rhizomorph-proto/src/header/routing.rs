@@ -3,16 +3,47 @@
 //! Owns the header as the application sees it. Never encodes itself: the per-channel header
 //! table does ([`table`](super::table)), because the encoding depends on what the channel sent before.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 /// One routing header field: a name and a value, both byte strings.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Eq)]
 pub struct HeaderField {
     /// The field name, 1–255 bytes, lowercase ASCII by convention.
     pub name: Bytes,
     /// The field value.
     pub value: Bytes,
 }
+
+impl PartialEq for HeaderField {
+    /// Equal names and values. Fields cloned from one another (a header built once and sent
+    /// many times) share their bytes and compare without reading them.
+    fn eq(&self, other: &Self) -> bool {
+        same_bytes(&self.name, &other.name) && same_bytes(&self.value, &other.value)
+    }
+}
+
+impl std::hash::Hash for HeaderField {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+        self.value.hash(state);
+    }
+}
+
+/// Whether `a` and `b` hold the same bytes: at once when they are views of the same memory.
+fn same_bytes(a: &Bytes, b: &Bytes) -> bool {
+    a.len() == b.len() && (a.as_ptr() == b.as_ptr() || a[..] == b[..])
+}
+
+/// The fields a header holds without a second allocation: most routing headers have a
+/// handful (a call through a router: `type`, `from`, `to`, `method`, `session`), and the shared
+/// list then costs one allocation, not two.
+const INLINE_FIELDS: usize = 6;
+
+/// A header's field list.
+pub(crate) type Fields = SmallVec<[HeaderField; INLINE_FIELDS]>;
 
 impl HeaderField {
     /// The field's size as the header limits count it: `len(name) + len(value) + 32`
@@ -38,7 +69,7 @@ impl HeaderField {
 pub struct RoutingHeader {
     // Shared: a clone per message costs a reference count, not an allocation; changing a
     // shared header copies it first.
-    fields: std::sync::Arc<Vec<HeaderField>>,
+    fields: Arc<Fields>,
 }
 
 impl RoutingHeader {
@@ -55,7 +86,7 @@ impl RoutingHeader {
 
     /// Appends `name: value`.
     pub fn push(&mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) {
-        std::sync::Arc::make_mut(&mut self.fields).push(HeaderField {
+        Arc::make_mut(&mut self.fields).push(HeaderField {
             name: name.into(),
             value: value.into(),
         });
@@ -66,7 +97,7 @@ impl RoutingHeader {
     pub fn set(&mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) {
         let name = name.into();
         let value = value.into();
-        let fields = std::sync::Arc::make_mut(&mut self.fields);
+        let fields = Arc::make_mut(&mut self.fields);
         match fields.iter_mut().find(|f| f.name == name) {
             Some(field) => field.value = value,
             None => fields.push(HeaderField { name, value }),
@@ -91,6 +122,11 @@ impl RoutingHeader {
         &self.fields
     }
 
+    /// The field list to fill in place (a decoder's: no copy of the list into its allocation).
+    pub(crate) fn fields_mut(&mut self) -> &mut Fields {
+        Arc::make_mut(&mut self.fields)
+    }
+
     /// Number of fields.
     pub fn len(&self) -> usize {
         self.fields.len()
@@ -110,7 +146,16 @@ impl RoutingHeader {
 impl From<Vec<HeaderField>> for RoutingHeader {
     fn from(fields: Vec<HeaderField>) -> Self {
         RoutingHeader {
-            fields: std::sync::Arc::new(fields),
+            fields: Arc::new(Fields::from_vec(fields)),
+        }
+    }
+}
+
+impl FromIterator<HeaderField> for RoutingHeader {
+    /// A header of `fields` in order: one allocation for up to six fields.
+    fn from_iter<I: IntoIterator<Item = HeaderField>>(fields: I) -> Self {
+        RoutingHeader {
+            fields: Arc::new(fields.into_iter().collect()),
         }
     }
 }

@@ -11,6 +11,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use super::arena::Arena;
 use super::routing::{HeaderField, RoutingHeader};
 use crate::frame::{varint, ErrorCode};
 
@@ -269,6 +270,10 @@ impl DynamicTable {
     }
 }
 
+/// Room the encoder makes for a block before writing it: most blocks of a changed header are
+/// a few indexed bytes and one short literal.
+const TYPICAL_BLOCK: usize = 64;
+
 /// Writes a prefix integer (wire.md §6.4): `first` holds the representation's high bits.
 fn write_prefix_int(dst: &mut BytesMut, first: u8, prefix_bits: u32, value: u64) {
     let max = (1u64 << prefix_bits) - 1;
@@ -299,6 +304,8 @@ pub struct HeaderEncoder {
     last: Option<LastBlock>,
     /// The field ends of the block before `last`, kept for the next block (no allocation).
     spare_ends: Vec<usize>,
+    /// Where blocks are written.
+    arena: Arena,
 }
 
 /// A header block the encoder may reuse while its table is as it was ([`HeaderEncoder`]).
@@ -333,6 +340,7 @@ impl HeaderEncoder {
             names: HashMap::default(),
             last: None,
             spare_ends: Vec::new(),
+            arena: Arena::default(),
         }
     }
 
@@ -350,7 +358,11 @@ impl HeaderEncoder {
                 return block;
             }
         }
-        let mut buf = BytesMut::with_capacity(64);
+        // A block is written where the last one ended; one that outgrows the chunk's rest
+        // moves to an allocation of its own as it grows. Blocks live until they are written
+        // (the last one until the next), so a chunk is not held for long.
+        let mut piece = self.arena.start(TYPICAL_BLOCK);
+        let buf = &mut piece.buf;
         let mut ends = std::mem::take(&mut self.spare_ends);
         ends.clear();
         for (i, field) in header.fields().iter().enumerate() {
@@ -360,11 +372,11 @@ impl HeaderEncoder {
                 .and_then(|l| l.same_field(i, field));
             match reused {
                 Some(bytes) => buf.extend_from_slice(bytes),
-                None => self.encode_field(field, &mut buf),
+                None => self.encode_field(field, buf),
             }
             ends.push(buf.len());
         }
-        let block = buf.freeze();
+        let block = self.arena.finish(piece);
         if let Some(old) = last {
             self.spare_ends = old.ends;
         }
@@ -480,6 +492,8 @@ pub struct HeaderDecoder {
     /// The last block that changed nothing in the table, and its header: the same block
     /// again decodes to the same header.
     last: Option<(Bytes, RoutingHeader)>,
+    /// Where blocks are copied.
+    arena: Arena,
 }
 
 /// A cursor over a header block.
@@ -544,11 +558,13 @@ impl HeaderDecoder {
             table: DynamicTable::new(capacity),
             max_list_size,
             last: None,
+            arena: Arena::default(),
         }
     }
 
     /// Decodes one header block. Literal names and values are slices of one copy of `block`
-    /// (a few dozen bytes); indexed ones share the table's bytes, which the table owns.
+    /// (a few dozen bytes, in a chunk of at most 512 bytes that later blocks share); indexed
+    /// ones share the table's bytes, which the table owns.
     ///
     /// Nothing decoded keeps `block` itself alive: it is usually a view of a transport read
     /// buffer of up to hundreds of KiB, which a table entry or the cached last header would
@@ -564,7 +580,7 @@ impl HeaderDecoder {
         }
         let inserted = self.table.inserted;
         self.last = None;
-        let block = Bytes::copy_from_slice(&block);
+        let block = self.arena.copy(&block);
         let header = self.decode_block(block.clone())?;
         if self.table.inserted == inserted {
             self.last = Some((block, header.clone()));
@@ -574,8 +590,10 @@ impl HeaderDecoder {
 
     fn decode_block(&mut self, block: Bytes) -> Result<RoutingHeader, HeaderError> {
         let mut r = BlockReader { block };
-        // A routing header is a handful of fields: one allocation for the common case.
-        let mut fields = Vec::with_capacity(8);
+        // A routing header is a handful of fields: one allocation for the common case, filled
+        // where it lies.
+        let mut header = RoutingHeader::new();
+        let fields = header.fields_mut();
         let mut list_size = 0u64;
         while !r.block.is_empty() {
             if fields.len() == MAX_HEADER_FIELDS {
@@ -637,7 +655,7 @@ impl HeaderDecoder {
             }
             fields.push(field);
         }
-        Ok(RoutingHeader::from(fields))
+        Ok(header)
     }
 
     fn lookup(&self, index: u64) -> Result<HeaderField, HeaderError> {

@@ -53,6 +53,11 @@ enum Reader {
 /// connection) and its id.
 pub(crate) type PeerKey = (Bytes, Bytes);
 
+/// The hasher of the tables keyed by [`PeerKey`]s: the peer chooses those keys, so the hash is
+/// seeded at random per table (no fixed collisions to flood with), yet a few times cheaper than
+/// SipHash on keys this short (two per request: taking it and answering it).
+type PeerHash = foldhash::quality::RandomState;
+
 /// An incoming transfer's parts after the first (§20.3), waiting for the application.
 #[derive(Debug, Default)]
 struct TransferQueue {
@@ -94,20 +99,20 @@ struct State {
     draining: bool,
     /// Cancellations received (§20.2), newest last, and a set of the same for lookup.
     cancelled: VecDeque<PeerKey>,
-    cancelled_set: HashSet<PeerKey>,
+    cancelled_set: HashSet<PeerKey, PeerHash>,
     /// Tasks watching a request for its cancellation.
-    cancel_watchers: HashMap<PeerKey, Vec<Waker>>,
+    cancel_watchers: HashMap<PeerKey, Vec<Waker>, PeerHash>,
     /// Cancellations recorded so far: `cancelled` holds the newest, numbered up to this
     /// (the feed [`Inbox::poll_cancellations`] reads).
     cancel_seq: u64,
     /// Readers of that feed waiting for the next one.
     cancel_feed: Vec<Waker>,
     /// Incoming transfers, by sender and stream id.
-    transfers: HashMap<PeerKey, TransferQueue>,
+    transfers: HashMap<PeerKey, TransferQueue, PeerHash>,
     /// Our outgoing transfers the receiver cancelled (§20.4), until their sender sees it.
     transfers_cancelled: HashSet<u64>,
     /// Requests received and not yet answered: the session's drain waits for them.
-    owed: HashSet<PeerKey>,
+    owed: HashSet<PeerKey, PeerHash>,
 }
 
 /// Closes a connection's inbox when the driver's event delivery ends (its last task is done):
