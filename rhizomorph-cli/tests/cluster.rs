@@ -307,6 +307,99 @@ async fn cluster_23_redis_memory_bounded_after_a_million_messages() {
     drop((n1, n2));
 }
 
+/// The resident set of process `pid`, in bytes (Linux `/proc`).
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// A client that floods messages to a client connected nowhere and never reads what it is
+/// sent back (each is echoed to a native sender, cluster.md §C4.1 "connected nowhere"): its
+/// node's memory stays bounded (the echoes wait in a bounded set of answering tasks; past that
+/// one its sender has no room for is dropped), and the node's other cross-node traffic flows
+/// on meanwhile. Before the bound, every batch of the flood was held by a task of its own
+/// waiting on the sender's room: the node grew by the whole flood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_23_a_flood_to_nobody_by_a_client_that_never_reads_is_bounded() {
+    const MESSAGES: usize = 300_000;
+    const ATTACKERS: usize = 4;
+    let redis = RedisServer::start().unwrap();
+    let n1 = Node::start(&redis, "n1", &[]);
+    let n2 = Node::start(&redis, "n2", &[]);
+    let mut attackers = Vec::new();
+    for a in 0..ATTACKERS {
+        attackers.push(client(&redis, &n1, &format!("mallory-{a}")).await);
+    }
+    let alice = client(&redis, &n1, "alice").await;
+    let mut bob = client(&redis, &n2, "bob").await;
+    let pid = n1.child.id();
+    let before = rss(pid);
+    let payload = Bytes::from(vec![b'z'; 1024]);
+    let t = Instant::now();
+    // The node stops reading a sender whose messages it holds a connection window of, and
+    // closes it once it has been silent past the keepalive timeout: each flood ends there, or
+    // when it is sent.
+    let floods: Vec<_> = attackers
+        .into_iter()
+        .map(|attacker| {
+            let payload = payload.clone();
+            tokio::spawn(async move {
+                let mut sent = 0;
+                while sent < MESSAGES {
+                    let send = attacker.send(Channel::Stream, to("nobody"), payload.clone());
+                    match tokio::time::timeout(Duration::from_secs(5), send).await {
+                        Ok(Ok(_)) => sent += 1,
+                        _ => break,
+                    }
+                }
+                sent
+            })
+        })
+        .collect();
+    // Alice's messages to Bob cross the same outbox while the flood runs.
+    let mut peak = 0u64;
+    for n in 0..200 {
+        alice
+            .send(Channel::Rpc, to("bob"), Bytes::from(format!("during {n}")))
+            .await
+            .unwrap();
+        peak = peak.max(rss(pid));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut sent = 0;
+    for flood in floods {
+        sent += flood.await.unwrap();
+    }
+    let flooded = t.elapsed();
+    for _ in 0..20 {
+        peak = peak.max(rss(pid));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = drain(&mut bob, Duration::from_millis(1500)).await;
+    let want: Vec<String> = (0..200).map(|n| format!("during {n}")).collect();
+    let got: Vec<String> = got.into_iter().map(|(_, p)| p).collect();
+    let grew = peak.saturating_sub(before);
+    println!(
+        "{sent} of {ATTACKERS} × {MESSAGES} × 1 KiB to nobody taken in {flooded:?}: node RSS {} \
+         MiB before, peak +{} MiB; bob got {} of 200 of alice's",
+        before >> 20,
+        grew >> 20,
+        got.len()
+    );
+    assert_eq!(got, want, "alice's cross-node messages during the flood");
+    // The bound: the outbox's 64 MiB and the answering tasks' 16 MiB, plus allocator slack.
+    // Before it, each attacker's connection window's worth was held by tasks waiting for it
+    // to read (4 × 64 MiB).
+    assert!(grew < 100 << 20, "node grew by {} MiB", grew >> 20);
+    drop((n1, n2));
+}
+
 /// hypha-rpc's `server_url` for a node (`http://…`, no trailing slash).
 fn http(node: &Node) -> String {
     node.url

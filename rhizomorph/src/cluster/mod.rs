@@ -177,6 +177,9 @@ pub struct ClusterStats {
     pub reaped_nodes: AtomicU64,
     /// Clients removed from the directory with the dead nodes this node reaped.
     pub reaped_clients: AtomicU64,
+    /// Answers to messages that found no node, dropped because their senders had no room for
+    /// them while every answering task was busy (a sender that does not read what it is sent).
+    pub unanswered: AtomicU64,
     /// Times this node found its lease gone (Redis restarted, or it was away) and registered
     /// its clients again.
     pub rejoined: AtomicU64,

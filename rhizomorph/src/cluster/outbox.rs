@@ -6,11 +6,16 @@
 //! one writes what piled up while the previous batch was on the wire (wire.md §10's rule).
 //! Never holds more than the outbox bounds; a batch Redis does not take in time fails (each
 //! call in it is answered with a reject naming the Redis error), it is never retried forever.
+//! Messages that found no node are answered off the outbox's task, by at most
+//! [`MAX_ANSWERING`] tasks holding at most [`ANSWERING_BYTES`]; past that, an answer that
+//! cannot be handed over at once is dropped and counted (`ClusterStats::unanswered`): a sender
+//! that does not read its answers never holds up the node's other traffic, nor grows it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use futures_util::FutureExt;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
 use super::{entry, keys, Cluster, ClusterError, Local, LocalPeers};
@@ -128,6 +133,13 @@ impl Outbound {
     }
 }
 
+/// Tasks answering messages that found no node, at most at once.
+pub(super) const MAX_ANSWERING: usize = 64;
+
+/// Bytes of messages that found no node and wait for their answer, at most (payload, header
+/// and a fixed overhead per message, as a send buffer counts them).
+pub(super) const ANSWERING_BYTES: usize = 16 << 20;
+
 /// A message that found no node: the router answers it as it answers one to nobody.
 struct Unroutable {
     from: String,
@@ -135,6 +147,15 @@ struct Unroutable {
     back: Option<(Sender, Mode)>,
     /// Why, when it is not that its target is connected nowhere (Redis failed).
     failure: Option<String>,
+}
+
+impl Unroutable {
+    /// What it holds while it waits for its answer, as a send buffer counts a message.
+    fn charge(&self) -> usize {
+        self.message.payload.len()
+            + self.message.header.list_size()
+            + crate::session::QUEUED_MESSAGE_OVERHEAD as usize
+    }
 }
 
 /// Writes batches until the router is gone.
@@ -145,23 +166,70 @@ pub(super) async fn run<W: Local>(
 ) {
     let max = cluster.config.outbox_capacity.clamp(1, 4096);
     let mut batch = Vec::with_capacity(max);
+    let answering = Answering::new();
     while rx.recv_many(&mut batch, max).await > 0 {
         let Some(router) = router.upgrade() else {
             return;
         };
         let (unroutable, backed_up) = write_batch(&cluster, std::mem::take(&mut batch)).await;
         if !unroutable.is_empty() {
-            // In order, off this task: an echo may wait for its sender's room.
+            answering.answer(&cluster, router, unroutable);
+        }
+        if !backed_up.is_empty() {
+            wait_for_room(&cluster, backed_up).await;
+        }
+    }
+}
+
+/// The answers to messages that found no node, off the outbox's task and bounded.
+struct Answering {
+    tasks: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+}
+
+impl Answering {
+    fn new() -> Answering {
+        Answering {
+            tasks: Arc::new(Semaphore::new(MAX_ANSWERING)),
+            bytes: Arc::new(Semaphore::new(ANSWERING_BYTES)),
+        }
+    }
+
+    /// Answers `unroutable` in order on a task of its own (an echo may wait for its sender's
+    /// room) if a task and the bytes are free; otherwise hands over at once what its senders
+    /// have room for and drops the rest, counted.
+    fn answer<R: LocalPeers>(&self, cluster: &Cluster, router: R, unroutable: Vec<Unroutable>) {
+        let charge: usize = unroutable.iter().map(Unroutable::charge).sum();
+        let held = u32::try_from(charge.clamp(1, ANSWERING_BYTES)).unwrap_or(u32::MAX);
+        let slots = self
+            .tasks
+            .clone()
+            .try_acquire_owned()
+            .and_then(|task| Ok((task, self.bytes.clone().try_acquire_many_owned(held)?)));
+        if let Ok(slots) = slots {
             tokio::spawn(async move {
+                let _slots = slots;
                 for u in unroutable {
                     router
                         .answer_unroutable(&u.from, u.back.as_ref(), u.message, u.failure)
                         .await;
                 }
             });
+            return;
         }
-        if !backed_up.is_empty() {
-            wait_for_room(&cluster, backed_up).await;
+        let mut dropped = 0u64;
+        for u in unroutable {
+            let answered = router
+                .answer_unroutable(&u.from, u.back.as_ref(), u.message, u.failure)
+                .now_or_never();
+            dropped += u64::from(answered.is_none());
+        }
+        if dropped > 0 {
+            cluster.count(|s| &s.unanswered, dropped);
+            debug!(
+                dropped,
+                "answers to messages that found no node dropped: their senders have no room"
+            );
         }
     }
 }
