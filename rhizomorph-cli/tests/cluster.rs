@@ -307,6 +307,58 @@ async fn cluster_23_redis_memory_bounded_after_a_million_messages() {
     drop((n1, n2));
 }
 
+/// A node killed outright (no goodbye): its lease runs out, a surviving node reaps it within
+/// two leases (cluster.md §C3.4, §C5.2) — its client leaves the directory and the node leaves the
+/// node set — and a message to that client is from then on answered as one to a client
+/// connected nowhere (echoed to its native sender) instead of going to the dead node's inbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_23_a_killed_node_is_reaped_and_its_clients_leave() {
+    let redis = RedisServer::start().unwrap();
+    let n1 = Node::start(&redis, "n1", &[]);
+    let mut n2 = Node::start(&redis, "n2", &[]);
+    let mut alice = client(&redis, &n1, "alice").await;
+    let mut bob = client(&redis, &n2, "bob").await;
+    alice.send(Channel::Rpc, to("bob"), "hello").await.unwrap();
+    let got = drain(&mut bob, Duration::from_millis(500)).await;
+    assert_eq!(got, vec![("ws-t/alice".to_string(), "hello".to_string())]);
+    let owned = |who: &str| {
+        let r = redis.command(&["HGET", "rz:{ws-t}:owners", who]).unwrap();
+        !r.starts_with("$-1")
+    };
+    assert!(owned("ws-t/bob"));
+
+    n2.child.kill().unwrap();
+    n2.child.wait().unwrap();
+    let killed = Instant::now();
+    // The lease is 1 s; reaping is allowed to take two leases, and the check runs every third
+    // of one: 3 s is the bound, with slack for a loaded machine.
+    while owned("ws-t/bob") {
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "bob still owned by the dead node after {:?}",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reaped = killed.elapsed();
+    let nodes = redis.command(&["SMEMBERS", "rz:nodes"]).unwrap();
+    assert!(!nodes.contains("n2"), "n2 still in the node set: {nodes:?}");
+    let clients = redis.integer(&["EXISTS", "rz:node:{n2}:clients"]).unwrap();
+    assert_eq!(clients, 0, "the dead node's client set was kept");
+    println!("n2 killed: reaped {reaped:?} later (lease 1 s)");
+    // Bob is connected nowhere now: a native sender's message to him comes back (§22.4).
+    alice
+        .send(Channel::Rpc, to("bob"), "anyone?")
+        .await
+        .unwrap();
+    let back = drain(&mut alice, Duration::from_millis(1000)).await;
+    assert!(
+        back.iter().any(|(_, p)| p == "anyone?"),
+        "no echo for a message to a reaped client: {back:?}"
+    );
+    drop((n1, n2));
+}
+
 /// The resident set of process `pid`, in bytes (Linux `/proc`).
 fn rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

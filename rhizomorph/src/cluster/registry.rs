@@ -280,6 +280,8 @@ impl Cluster {
             .query_async(&mut conn)
             .await
             .map_err(redis("reading a dead node's clients"))?;
+        // One round trip: each client's compare-and-delete (whose answers say which were
+        // still the dead node's), its services, then the node itself.
         let mut pipe = redis::pipe();
         for c in &clients {
             pipe.cmd("EVAL")
@@ -287,26 +289,15 @@ impl Cluster {
                 .arg(1)
                 .arg(keys::owners(keys::workspace_of(c)))
                 .arg(c)
-                .arg(node);
-        }
-        let removed: Vec<i64> = pipe
-            .query_async(&mut conn)
-            .await
-            .map_err(redis("reaping"))?;
-        let mut pipe = redis::pipe();
-        for c in &clients {
-            pipe.cmd("EVAL")
+                .arg(node)
+                .cmd("EVAL")
                 .arg(DELETE_SERVICES_OF)
                 .arg(1)
                 .arg(keys::services(keys::workspace_of(c)))
                 .arg(format!("{c}:"))
                 .ignore();
         }
-        pipe.query_async::<()>(&mut conn)
-            .await
-            .map_err(redis("removing a dead node's services"))?;
-        redis::pipe()
-            .del(keys::clients(node))
+        pipe.del(keys::clients(node))
             .ignore()
             .srem(keys::NODES, node)
             .ignore()
@@ -314,10 +305,11 @@ impl Cluster {
                 keys::inbox(node),
                 (self.config.lease.as_millis() as i64 * 20).max(60_000),
             )
-            .ignore()
-            .query_async::<()>(&mut conn)
+            .ignore();
+        let removed: Vec<i64> = pipe
+            .query_async(&mut conn)
             .await
-            .map_err(redis("forgetting a dead node"))?;
+            .map_err(redis("reaping a dead node"))?;
         let gone: Vec<&String> = clients
             .iter()
             .zip(&removed)
