@@ -693,6 +693,22 @@ def close_with_queued():
     return x.v
 
 
+def close_twice():
+    c, s = client(), server()
+    x = Script("close-twice", ["§14.2", "§14.2.1"],
+               "The application closes twice: the first close decides the CLOSE frame, and a "
+               "second (another code, another reason) changes nothing — no second CLOSE, no "
+               "second event.", c, s)
+    x.connect()
+    x.app(c, "close", code="NO_ERROR", reason="bye")
+    x.sends(c, [{"type": "CLOSE", "error_code": "NO_ERROR", "reason": "bye"}])
+    x.app(c, "close", code="INTERNAL_ERROR", reason="again")
+    x.sends(c, [])
+    x.events(c, [{"event": "closed", "code": "NO_ERROR", "initiator": "local"}])
+    x.events(s, [{"event": "closed", "code": "NO_ERROR", "initiator": "peer"}])
+    return x.v
+
+
 def urgent_by_low_window():
     c, s = client(), server(INITIAL_CONNECTION_WINDOW=65536)
     x = Script("urgent-by-low-window", ["§9.5"],
@@ -710,6 +726,34 @@ def urgent_by_low_window():
                  x.msg_event("rpc", 0, calc, data(1000, 14))])
     x.app(s, "release", channel="rpc")
     x.sends(s, [{"type": "CREDIT", "target": "connection", "increment": l2}])
+    return x.v
+
+
+def low_window_nothing_pending():
+    c, s = client(), server(INITIAL_CHANNEL_WINDOW=65536)
+    x = Script("low-window-nothing-pending", ["§9.5"],
+               "A low window alone is no reason for a CREDIT: 60,000 bytes held by the "
+               "application on stream leave that channel's window under a quarter of 65,536, "
+               "but with nothing released on it there is nothing to return (a CREDIT "
+               "increment of 0 is a PROTOCOL_ERROR, §5.4), so releasing a small rpc message "
+               "sends nothing (neither its channel's credit nor the connection's is urgent). "
+               "Releasing the "
+               "stream message then is urgent, and the connection's pending credit rides "
+               "along (16 KiB or more).", c, s)
+    x.connect()
+    calc = [("to", "calc")]
+    x.send(c, "stream", calc, data(60000, 19))
+    l1 = x.sends(c, [x.message(c, "stream", data(60000, 19), calc)])[0]
+    x.send(c, "rpc", calc, data(1000, 20))
+    l2 = x.sends(c, [x.message(c, "rpc", data(1000, 20), calc)])[0]
+    assert 65536 - l1 < 65536 // 4
+    x.events(s, [x.msg_event("stream", 0, calc, data(60000, 19)),
+                 x.msg_event("rpc", 0, calc, data(1000, 20))])
+    x.app(s, "release", channel="rpc")
+    x.sends(s, [])
+    x.app(s, "release", channel="stream")
+    x.sends(s, [{"type": "CREDIT", "target": "stream", "increment": l1},
+                {"type": "CREDIT", "target": "connection", "increment": l1 + l2}])
     return x.v
 
 
@@ -849,7 +893,7 @@ VECTORS = [handshake_and_call, version_mismatch, version_not_offered, auth_refus
            quic_wrong_stream, window_exceeded, connection_window_exceeded, credit_overflow,
            goaway_raised, credit_batching, connection_credit, urgent_by_low_window,
            close_with_queued, queued_before_hello, empty_message_waits, window_at_threshold,
-           legacy_handshake]
+           low_window_nothing_pending, close_twice, legacy_handshake]
 
 
 def main():
