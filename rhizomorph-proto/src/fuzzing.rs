@@ -94,6 +94,8 @@ pub fn frame_decoder(data: &[u8]) {
 /// split into header blocks (each prefixed by a length byte) decoded in order by one decoder.
 /// Every decoded header must survive the encoder and a second decoder kept in step, and an
 /// encoder using `encode_block` (which reuses earlier blocks' bytes) must write the same bytes.
+/// A decoder without its shortcut (reusing the last block's header) must decode every block,
+/// or fail on it, the same.
 pub fn header_block(data: &[u8]) {
     use crate::header::{HeaderDecoder, HeaderEncoder};
     let Some((&selector, mut rest)) = data.split_first() else {
@@ -105,11 +107,15 @@ pub fn header_block(data: &[u8]) {
     let mut encoder = HeaderEncoder::new(capacity);
     let mut block_encoder = HeaderEncoder::new(capacity);
     let mut redecoder = HeaderDecoder::new(capacity, max_list.max(1 << 20));
+    let mut reference = HeaderDecoder::new(capacity, max_list).without_reuse();
     while let Some((&len, tail)) = rest.split_first() {
         let len = usize::from(len).min(tail.len());
         let (block, tail) = tail.split_at(len);
         rest = tail;
-        let Ok(header) = decoder.decode(Bytes::copy_from_slice(block)) else {
+        let decoded = decoder.decode(Bytes::copy_from_slice(block));
+        let full = reference.decode(Bytes::copy_from_slice(block));
+        assert_eq!(decoded, full, "the shortcut decodes a block differently");
+        let Ok(header) = decoded else {
             return;
         };
         assert!(

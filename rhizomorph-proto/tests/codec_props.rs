@@ -358,6 +358,7 @@ proptest! {
         let mut cached = HeaderEncoder::new(capacity);
         let mut plain = HeaderEncoder::new(capacity);
         let mut dec = HeaderDecoder::new(capacity, 16_384);
+        let mut full = HeaderDecoder::new(capacity, 16_384).without_reuse();
         let mut decoded = Vec::new();
         for (p, fresh) in picks {
             let header = pool(p, fresh);
@@ -365,12 +366,63 @@ proptest! {
             let mut reference = BytesMut::new();
             plain.encode(&header, &mut reference);
             prop_assert_eq!(&block[..], &reference[..]);
-            let got = dec.decode(block).unwrap();
+            let got = dec.decode(block.clone()).unwrap();
             prop_assert_eq!(&got, &header);
+            prop_assert_eq!(&full.decode(block).unwrap(), &header);
             decoded.push((got, header));
         }
         for (got, header) in &decoded {
             prop_assert_eq!(got, header);
+        }
+    }
+
+    /// wire.md §6.4: a decoder with its last-block shortcut decodes, or rejects, every block
+    /// exactly as a full decode does, for blocks close to the last one: made by editing its
+    /// bytes (replacing, inserting or removing one), whatever they become.
+    #[test]
+    fn a_block_close_to_the_last_one_decodes_as_a_full_decode_does(
+        edits in vec((0usize..3, any::<prop::sample::Index>(), any::<u8>()), 1..40),
+        capacity in prop::sample::select(vec![64usize, 256, 4096]),
+        max_list in prop::sample::select(vec![128u64, 16_384]),
+    ) {
+        use rhizomorph_proto::header::{HeaderDecoder, HeaderEncoder, RoutingHeader};
+        let mut enc = HeaderEncoder::new(capacity);
+        let mut dec = HeaderDecoder::new(capacity, max_list);
+        let mut reference = HeaderDecoder::new(capacity, max_list).without_reuse();
+        let start = RoutingHeader::new()
+            .with("type", "method")
+            .with("to", "ws-1/svc")
+            .with("session", "17")
+            .with("method", "echo");
+        // Twice, so the table holds `to` and `method` and the second block inserts nothing.
+        for _ in 0..2 {
+            let block = enc.encode_block(&start);
+            prop_assert_eq!(dec.decode(block.clone()), reference.decode(block));
+        }
+        let mut block = enc.encode_block(&start).to_vec();
+        for (kind, at, byte) in edits {
+            match kind {
+                0 if !block.is_empty() => {
+                    let i = at.index(block.len());
+                    block[i] = byte;
+                }
+                1 => {
+                    let i = at.index(block.len() + 1);
+                    block.insert(i, byte);
+                }
+                _ if !block.is_empty() => {
+                    let i = at.index(block.len());
+                    block.remove(i);
+                }
+                _ => {}
+            }
+            let a = dec.decode(Bytes::from(block.clone()));
+            let b = reference.decode(Bytes::from(block.clone()));
+            prop_assert_eq!(&a, &b);
+            if a.is_err() {
+                // A HEADER_ERROR breaks the connection: nothing decodes after it.
+                break;
+            }
         }
     }
 }

@@ -8,6 +8,7 @@
 
 mod arena;
 pub mod routing;
+mod static_table;
 pub mod table;
 
 pub use routing::{HeaderField, RoutingHeader};

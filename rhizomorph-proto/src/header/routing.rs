@@ -150,12 +150,3 @@ impl From<Vec<HeaderField>> for RoutingHeader {
         }
     }
 }
-
-impl FromIterator<HeaderField> for RoutingHeader {
-    /// A header of `fields` in order: one allocation for up to six fields.
-    fn from_iter<I: IntoIterator<Item = HeaderField>>(fields: I) -> Self {
-        RoutingHeader {
-            fields: Arc::new(fields.into_iter().collect()),
-        }
-    }
-}
