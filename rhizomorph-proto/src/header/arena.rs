@@ -19,6 +19,10 @@ use bytes::{Bytes, BytesMut};
 pub(crate) struct Arena {
     /// The unused rest of the current chunk.
     chunk: BytesMut,
+    /// A piece was cut before: the next ones share chunks. The first has an allocation of its
+    /// own, so a codec that handles one block (an idle connection's only message) keeps no
+    /// chunk.
+    started: bool,
 }
 
 /// A piece being written ([`Arena::start`]): write into `buf`, then [`Arena::finish`].
@@ -35,9 +39,9 @@ const ARENA_CHUNK: usize = 512;
 impl Arena {
     /// Starts a piece of at most `room` bytes (writing more is allowed, and reallocates): in the
     /// current chunk, a fresh chunk if it has no room left, or an allocation of its own if
-    /// `room` is over a quarter of a chunk.
+    /// `room` is over a quarter of a chunk or this is the arena's first piece.
     pub(crate) fn start(&mut self, room: usize) -> Piece {
-        if room > ARENA_CHUNK / 4 {
+        if room > ARENA_CHUNK / 4 || !std::mem::replace(&mut self.started, true) {
             return Piece {
                 buf: BytesMut::with_capacity(room),
                 own: true,
@@ -78,6 +82,9 @@ mod tests {
     #[test]
     fn small_pieces_share_a_chunk_and_big_ones_own_theirs() {
         let mut arena = Arena::default();
+        // The first piece has its own allocation; chunks start with the second.
+        let first = arena.copy(b"first");
+        assert_eq!(&first[..], b"first");
         let a = arena.copy(b"session");
         let b = arena.copy(b"12345");
         assert_eq!((&a[..], &b[..]), (&b"session"[..], &b"12345"[..]));
