@@ -7,6 +7,7 @@
 
 pub mod bare_quinn;
 pub mod cluster;
+pub mod cpu;
 pub mod fanout;
 pub mod h2_grpc;
 pub mod hypha_apps;
@@ -382,12 +383,14 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
         let n = ((200_000.0 * options.scale) as usize).max(1000);
         let pb = bar(options, 0, "oneway (256 B, one connection)".into());
         if ws {
-            results.push(oneway::rhizomorph("rhizo-ws", &ws_url, &options.config, n).await?);
-            results.push(oneway::msgpack_ws(servers.baseline, n).await?);
-            results.push(oneway::raw(servers.raw_tcp, n).await?);
+            let rhizo = oneway::rhizomorph("rhizo-ws", &ws_url, &options.config, n);
+            results.push(cpu::measured(rhizo).await?);
+            results.push(cpu::measured(oneway::msgpack_ws(servers.baseline, n)).await?);
+            results.push(cpu::measured(oneway::raw(servers.raw_tcp, n)).await?);
         }
         if quic {
-            results.push(oneway::rhizomorph("rhizo-quic", &quic_url, quic_config, n).await?);
+            let rhizo = oneway::rhizomorph("rhizo-quic", &quic_url, quic_config, n);
+            results.push(cpu::measured(rhizo).await?);
         }
         pb.finish_and_clear();
     }
@@ -650,30 +653,32 @@ async fn run_echo_round(
             let label = |who: &str| format!("{} {mode} {who}", scenario.name);
             if ws {
                 let pb = bar(options, len, label("rhizo-ws"));
-                let r = scenarios::echo_rhizomorph(
+                let r = cpu::measured(scenarios::echo_rhizomorph(
                     "rhizo-ws",
                     ws_url,
                     &options.config,
                     &scenario,
                     in_flight,
                     &pb,
-                )
+                ))
                 .await?;
                 pb.finish_and_clear();
                 let pb = bar(options, len, label("msgpack-ws"));
-                let b =
-                    scenarios::echo_baseline(servers.baseline, &scenario, in_flight, &pb).await?;
+                let b = scenarios::echo_baseline(servers.baseline, &scenario, in_flight, &pb);
+                let b = cpu::measured(b).await?;
                 pb.finish_and_clear();
                 let pb = bar(options, len, label("raw-tcp"));
+                let before = cpu::process_cpu();
                 let (tx, mut rx) = raw_tcp::connect(servers.raw_tcp, raw_tcp::Kind::Echo).await?;
                 let (lat, elapsed) =
                     scenarios::run_echo(tx, &mut rx, &scenario.sizes, in_flight, &pb).await?;
+                let mut t =
+                    scenarios::echo_measurement(&scenario, in_flight, "raw-tcp", lat, elapsed);
+                cpu::note(&mut t, before);
                 pb.finish_and_clear();
                 round.push(r);
                 round.push(b);
-                round.push(scenarios::echo_measurement(
-                    &scenario, in_flight, "raw-tcp", lat, elapsed,
-                ));
+                round.push(t);
             }
             if quic {
                 let pb = bar(options, len, label("rhizo-quic"));
@@ -770,7 +775,13 @@ pub(super) fn median_of_rounds(rounds: Vec<Vec<Measurement>>) -> Vec<Measurement
 /// run (raw TCP for WebSocket, bare quinn for QUIC), where that row exists, and to each
 /// `*-call` row its ratio to the same transport's `*-matched` row.
 fn add_physical_limit_notes(results: &mut [Measurement]) {
-    let limits: Vec<(String, String, String, f64)> = results
+    let cpu_of = |m: &Measurement| {
+        m.notes
+            .iter()
+            .find(|(k, _)| k == cpu::CPU_NOTE)
+            .map(|(_, v)| *v)
+    };
+    let limits: Vec<(String, String, String, f64, Option<f64>)> = results
         .iter()
         .filter(|m| m.implementation == "raw-tcp" || m.implementation == "bare-quinn")
         .map(|m| {
@@ -779,6 +790,7 @@ fn add_physical_limit_notes(results: &mut [Measurement]) {
                 m.scenario.clone(),
                 m.mode.clone(),
                 m.msgs_per_sec,
+                cpu_of(m),
             )
         })
         .collect();
@@ -804,14 +816,18 @@ fn add_physical_limit_notes(results: &mut [Measurement]) {
             "rhizo-quic" if m.scenario.starts_with("rpc") => "bare-quinn",
             _ => continue,
         };
-        if let Some((_, _, _, rate)) = limits
+        if let Some((_, _, _, rate, limit_cpu)) = limits
             .iter()
-            .find(|(i, s, md, _)| i == limit && *s == m.scenario && *md == m.mode)
+            .find(|(i, s, md, _, _)| i == limit && *s == m.scenario && *md == m.mode)
         {
             m.notes.push((
                 format!("x {limit} (physical limit)"),
                 m.msgs_per_sec / rate.max(1e-9),
             ));
+            if let (Some(own), Some(theirs)) = (cpu_of(m), *limit_cpu) {
+                m.notes
+                    .push((format!("CPU per message x {limit}"), own / theirs.max(1e-9)));
+            }
         }
     }
 }

@@ -139,6 +139,7 @@ where
         conns.push(connect(i).await?);
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let cpu = super::cpu::process_cpu();
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
     for (i, mut client) in conns.into_iter().enumerate() {
@@ -173,13 +174,15 @@ where
     }
     let elapsed = start.elapsed();
     let n = all.len();
-    drop(keep);
-    Ok(all.into_measurement(
+    let mut m = all.into_measurement(
         &format!("rpc-{clients}"),
         &format!("{clients} clients"),
         implementation,
         n,
         n * 256,
         elapsed,
-    ))
+    );
+    super::cpu::note(&mut m, cpu);
+    drop(keep);
+    Ok(m)
 }
