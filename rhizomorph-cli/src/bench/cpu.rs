@@ -15,11 +15,11 @@ use super::measure::Measurement;
 /// rows), client and server together.
 pub const CPU_NOTE: &str = "CPU us per message (both sides)";
 
-/// Linux reports `/proc` times in USER_HZ ticks, 100 per second on every architecture the
-/// kernel's ABI fixes it for.
+/// Linux reports `/proc` times in USER_HZ ticks: 100 per second on x86 and ARM (a few old
+/// architectures use 1024; there the figures would read about 10× high).
 const TICKS_PER_SECOND: u64 = 100;
 
-/// The process's user + system time so far (10 ms resolution), or `None` off Linux.
+/// The process's user + system time so far (10 ms resolution), or `None` without `/proc`.
 pub fn process_cpu() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the command name (which may hold spaces), from field 3 on: utime is the

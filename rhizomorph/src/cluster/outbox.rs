@@ -183,7 +183,9 @@ pub(super) async fn run<W: Local>(
 
 /// The answers to messages that found no node, off the outbox's task and bounded.
 struct Answering {
+    /// A permit per answering task ([`MAX_ANSWERING`]).
     tasks: Arc<Semaphore>,
+    /// The bytes the waiting answers hold ([`ANSWERING_BYTES`]).
     bytes: Arc<Semaphore>,
 }
 
