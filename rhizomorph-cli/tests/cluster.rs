@@ -359,16 +359,9 @@ async fn cluster_23_a_killed_node_is_reaped_and_its_clients_leave() {
     drop((n1, n2));
 }
 
-/// The resident set of process `pid`, in bytes (Linux `/proc`).
+/// The resident set of process `pid`, in bytes.
 fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb * 1024
+    rhizomorph_testkit::process::rss_kib_of(&pid.to_string()) * 1024
 }
 
 /// A client that floods messages to a client connected nowhere and never reads what it is

@@ -1,9 +1,9 @@
 //! CPU time per message: the process's user + system time across a row, divided by what the
 //! row completed.
 //!
-//! Owns the reading of `/proc/self/stat` and the note a row gets. Every in-process row runs its
-//! client and its server (the bench's echo servers) in this process, so the figure is both
-//! sides' cost, comparable between rows of one run. Never counts other processes (the Python
+//! Owns the note a row gets (the reading is `testkit::process`'s, of `/proc/<pid>/stat`).
+//! Every in-process row runs its client and its server (the bench's echo servers) in this
+//! process, so the figure is both sides' cost, comparable between rows of one run. Never counts other processes (the Python
 //! rows' peers, a spawned `serve`): those rows get no note.
 
 use std::io;
@@ -15,22 +15,14 @@ use super::measure::Measurement;
 /// rows), client and server together.
 pub const CPU_NOTE: &str = "CPU us per message (both sides)";
 
-/// Linux reports `/proc` times in USER_HZ ticks: 100 per second on x86 and ARM (a few old
-/// architectures use 1024; there the figures would read about 10× high).
-const TICKS_PER_SECOND: u64 = 100;
-
-/// The process's user + system time so far (10 ms resolution), or `None` without `/proc`.
+/// The process's user + system time so far (10 ms ticks, `testkit::process`), or `None`
+/// without `/proc`.
 pub fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may hold spaces), from field 3 on: utime is the
-    // 14th field, stime the 15th.
-    let rest = stat.rsplit_once(')')?.1;
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(Duration::from_millis(
-        (utime + stime) * 1000 / TICKS_PER_SECOND,
-    ))
+    let pid = std::process::id();
+    // testkit reads an unreadable `/proc` as 0 s: tell it from a process that used none yet.
+    std::path::Path::new(&format!("/proc/{pid}/stat"))
+        .exists()
+        .then(|| Duration::from_secs_f64(rhizomorph_testkit::process::cpu_seconds_of(pid)))
 }
 
 /// Runs one row and notes its CPU time per message ([`CPU_NOTE`]).
