@@ -156,12 +156,7 @@ class Script:
         left. The header block is sized by a dry run of the encoder (it is encoded again, for
         real, when the frame is written)."""
         max_frame = max_frame or side.peer.settings[1]
-        enc = side.encoders[CHANNELS[channel]]
-        probe = RefEncoder(enc.table.capacity)
-        probe.table.entries = list(enc.table.entries)
-        block, _ = probe.encode([tuple(x) for x in fields])
-        head = {"message_length": len(payload)}
-        meta = self.first_metadata(head, len(block))
+        meta = self.metadata(side, channel, fields, payload)
         limit = min(window, max_frame)
         n = max(0, min(len(payload), limit - meta))
         out = [self.message(side, channel, payload[:n], fields, last=n == len(payload),
@@ -169,6 +164,18 @@ class Script:
         window -= meta + n
         more, rest, window = self.chunks_after(side, channel, payload[n:], window, max_frame)
         return out + more, rest, window
+
+    def metadata(self, side, channel, fields, payload, after=()):
+        """§5.3: the bytes before Chunk Data in the first frame side would write for this
+        message on channel once the headers `after` were encoded there, its header block sized
+        by a dry run of the channel's encoder."""
+        enc = side.encoders[CHANNELS[channel]]
+        probe = RefEncoder(enc.table.capacity)
+        probe.table.entries = list(enc.table.entries)
+        for earlier in after:
+            probe.encode([tuple(x) for x in earlier])
+        block, _ = probe.encode([tuple(x) for x in fields])
+        return self.first_metadata({"message_length": len(payload)}, len(block))
 
     def chunks_after(self, side, channel, rest, window, max_frame=None):
         """Continuation frames of a message whose remaining bytes are `rest`, with `window`
@@ -298,6 +305,67 @@ def credit_stall():
     # The last chunk (1 + 488 bytes) was held by the application; released, the window of
     # 535 is under the progress threshold (16,384 + 1,088): urgent.
     x.sends(s, [{"type": "CREDIT", "target": "rpc", "increment": 1 + len(rest)}])
+    return x.v
+
+
+def tail_under_a_kilobyte():
+    c, s = client(), server(MAX_FRAME_PAYLOAD=1100, INITIAL_CHANNEL_WINDOW=2048)
+    x = Script("tail-under-a-kilobyte", ["§9.5.1", "§8.1"],
+               "A message's last 412 bytes need a frame of 413, not of 1,025: with 948 bytes "
+               "of the window left after a first frame cut to the peer's MAX_FRAME_PAYLOAD "
+               "(1,100), the sender sends the tail at once, in the same write (the windows "
+               "could hold 1,025, so waiting for a frame with 1,024 bytes of data would be "
+               "allowed only if that many were left to send).", c, s)
+    x.connect()
+    body = data(1500, 21)
+    fields = [("to", "calc")]
+    x.send(c, "rpc", fields, body)
+    sent, rest, _ = x.chunks(c, "rpc", fields, body, 2048)
+    assert not rest and len(sent) == 2 and len(sent[1]["chunk_data"]) // 2 < 1024
+    first_len = x.sends(c, sent)[0]
+    assert first_len == 1100
+    x.events(s, [x.msg_event("rpc", 0, fields, body)])
+    # §9.3: the first chunk was released when it was appended to reassembly; the rpc window
+    # (536 outstanding) is under the progress threshold: urgent. The message itself, delivered
+    # and not taken, holds the rest.
+    x.sends(s, [{"type": "CREDIT", "target": "rpc", "increment": first_len}])
+    return x.v
+
+
+def stalled_channel_passed_over():
+    c, s = client(), server(INITIAL_CHANNEL_WINDOW=1024)
+    x = Script("stalled-channel-passed-over", ["§7.4", "§9.2.2", "§9.5.1"],
+               "A channel that lacks the credit for its next frame is passed over, not waited "
+               "for: the rpc window holds exactly the second rpc message's metadata (one byte "
+               "short of a frame with one byte of data, §9.5.1: the window of 1,024 cannot "
+               "hold a frame with 1,024 bytes), so the stream message queued after it goes out "
+               "in the same write; the second rpc message follows the credit its channel gets "
+               "back.", c, s)
+    x.connect()
+    calc = [("to", "calc")]
+    b = data(1500, 23)
+    # The first message leaves exactly the second's metadata in the rpc window.
+    meta_b = x.metadata(c, "rpc", calc, b, after=[calc])
+    meta_a = x.metadata(c, "rpc", calc, data(1000))
+    a = data(1024 - meta_a - meta_b, 22)
+    assert x.metadata(c, "rpc", calc, a) == meta_a
+    x.send(c, "rpc", calc, a)
+    x.send(c, "rpc", calc, b)
+    x.send(c, "stream", calc, b"status?")
+    la = x.sends(c, [x.message(c, "rpc", a, calc), x.message(c, "stream", b"status?", calc)])[0]
+    assert 1024 - la == meta_b, (la, meta_b)
+    x.events(s, [x.msg_event("rpc", 0, calc, a), x.msg_event("stream", 0, calc, b"status?")])
+    x.app(s, "release", channel="rpc")
+    # §9.5: the rpc window's outstanding 1,024 - la is under the progress threshold: urgent.
+    x.sends(s, [{"type": "CREDIT", "target": "rpc", "increment": la}])
+    sent, rest, _ = x.chunks(c, "rpc", calc, b, 1024)
+    lb = x.sends(c, sent)[0]
+    assert rest
+    x.sends(s, [{"type": "CREDIT", "target": "rpc", "increment": lb}])
+    tail, rest, _ = x.chunks_after(c, "rpc", rest, 1024)
+    assert not rest
+    x.sends(c, tail)
+    x.events(s, [x.msg_event("rpc", 1, calc, b)])
     return x.v
 
 
@@ -893,7 +961,8 @@ VECTORS = [handshake_and_call, version_mismatch, version_not_offered, auth_refus
            quic_wrong_stream, window_exceeded, connection_window_exceeded, credit_overflow,
            goaway_raised, credit_batching, connection_credit, urgent_by_low_window,
            close_with_queued, queued_before_hello, empty_message_waits, window_at_threshold,
-           low_window_nothing_pending, close_twice, legacy_handshake]
+           low_window_nothing_pending, close_twice, tail_under_a_kilobyte,
+           stalled_channel_passed_over, legacy_handshake]
 
 
 def main():
