@@ -20,6 +20,7 @@ pub mod resume;
 pub mod rpc;
 pub mod scenarios;
 pub mod tarpc_bench;
+pub mod tonic_grpc;
 pub mod transfer;
 
 use std::fmt::Write as _;
@@ -396,6 +397,9 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
     }
 
     if options.wants("rpc") {
+        // The baselines gRPC and tarpc users run, on the server thread as the others are.
+        let tonic_addr = tonic_grpc::start(&servers).await?;
+        let tarpc = tarpc_bench::start(&servers, &options.config).await?;
         for &clients in &options.rpc_clients {
             let d = options.rpc_duration;
             let pb = bar(options, 0, format!("rpc {clients} clients"));
@@ -431,6 +435,18 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
                 );
                 results.push(
                     rpc::run_rpc("h2-grpc", clients, d, |_| h2_grpc::connect(servers.h2)).await?,
+                );
+                results.push(
+                    rpc::run_rpc("tonic", clients, d, |_| tonic_grpc::connect(tonic_addr)).await?,
+                );
+                results.push(
+                    rpc::run_rpc("tarpc-tcp", clients, d, |_| async {
+                        let via = tarpc_bench::Via::Tcp;
+                        Ok(tarpc_bench::TarpcEcho(
+                            tarpc_bench::connect(via, tarpc.tcp, quic_config).await?,
+                        ))
+                    })
+                    .await?,
                 );
             }
             if quic {
@@ -799,7 +815,23 @@ fn add_physical_limit_notes(results: &mut [Measurement]) {
         .filter(|m| m.implementation.ends_with("-matched"))
         .map(|m| (m.implementation.clone(), m.scenario.clone(), m.msgs_per_sec))
         .collect();
+    let rates: Vec<(String, String, f64)> = results
+        .iter()
+        .map(|m| (m.implementation.clone(), m.scenario.clone(), m.msgs_per_sec))
+        .collect();
     for m in results.iter_mut() {
+        // The rpc rows against tarpc's own TCP transport too (the table's column is tonic).
+        if matches!(m.implementation.as_str(), "rhizo-ws" | "rhizo-quic")
+            && m.scenario.starts_with("rpc")
+        {
+            if let Some((_, _, rate)) = rates
+                .iter()
+                .find(|(i, s, _)| i == "tarpc-tcp" && *s == m.scenario)
+            {
+                m.notes
+                    .push(("x tarpc-tcp".into(), m.msgs_per_sec / rate.max(1e-9)));
+            }
+        }
         // `call()` against matching by hand over the same transport.
         if let Some(t) = m.implementation.strip_suffix("-call") {
             let by_hand = format!("{t}-matched");
@@ -951,7 +983,8 @@ fn baseline_of(implementation: &str, scenario: &str) -> Option<&'static str> {
         ("rhizo-ws-resume", _) => Some("rhizo-ws"),
         ("rhizo-quic-xfer", _) => Some("rhizo-quic"),
         ("rhizo-quic-call" | "rhizo-quic-matched", _) => Some("rhizo-quic"),
-        ("rhizo-ws" | "rhizo-quic", s) if s.starts_with("rpc") => Some("h2-grpc"),
+        // What gRPC users run (real tonic); tarpc-tcp is a note on the same rows.
+        ("rhizo-ws" | "rhizo-quic", s) if s.starts_with("rpc") => Some("tonic"),
         ("rhizo-quic", "oneway") => Some("raw-tcp"),
         ("rhizo-ws", _) => Some("msgpack-ws"),
         ("rhizo-quic", "hol") => Some("quic-1-stream"),
