@@ -35,7 +35,9 @@ enum Command {
         /// `rhizomorph serve`; needs the venv, not part of all); and resume (rpc-100 and oneway
         /// with resumable sessions off and on, wire.md §21; not part of all); and cluster (two
         /// hypha servers on one Redis next to two `serve --redis` nodes, and native clients
-        /// across nodes; needs the venv and redis-server, not part of all).
+        /// across nodes; needs the venv and redis-server, not part of all); and scaling
+        /// (`serve` pinned with taskset to 1..=cores cores, rpc-100 and 2 MB echoes, server
+        /// and client CPU per call apart; not part of all).
         #[arg(long = "scenario", default_value = "all")]
         scenarios: Vec<String>,
         /// Multiply the echo scenarios' message counts (1 = the report's counts).

@@ -18,6 +18,7 @@ pub mod oneway;
 pub mod raw_tcp;
 pub mod resume;
 pub mod rpc;
+pub mod scaling;
 pub mod scenarios;
 pub mod tarpc_bench;
 pub mod tonic_grpc;
@@ -115,7 +116,11 @@ impl BenchOptions {
     fn wants(&self, name: &str) -> bool {
         self.scenarios.iter().any(|s| {
             s == name
-                || (s == "all" && !matches!(name, "stall-long" | "hypha" | "resume" | "cluster"))
+                || (s == "all"
+                    && !matches!(
+                        name,
+                        "stall-long" | "hypha" | "resume" | "cluster" | "scaling"
+                    ))
         })
     }
 }
@@ -492,6 +497,15 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
         // (needs the venv and redis-server; not part of `all`).
         let pb = bar(options, 0, "cluster".into());
         let rows = cluster::run(|s| pb.set_message(s.to_string())).await?;
+        pb.finish_and_clear();
+        results.extend(rows);
+    }
+
+    if options.wants("scaling") {
+        // `serve` pinned to 1..=cores cores, the clients on the rest (needs taskset; not part
+        // of `all`).
+        let pb = bar(options, 0, "scaling".into());
+        let rows = scaling::run(&options.config, options.rpc_duration, &pb).await?;
         pb.finish_and_clear();
         results.extend(rows);
     }
