@@ -532,3 +532,67 @@ impl Queued {
         self.start_len
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(len: usize) -> OutgoingMessage {
+        OutgoingMessage::new(RoutingHeader::new().with("to", "calc"), vec![7u8; len])
+    }
+
+    /// What the queue must report: (payload bytes unsent, charge, messages).
+    fn state(ch: &OutChannel) -> (u64, u64, usize) {
+        (ch.queued_bytes(), ch.queued_charge(), ch.queued_messages())
+    }
+
+    // spec: wire.md §9.6.1 — the send buffer's bound is on what the queue reports, so every
+    // way a message leaves it (sent, aborted, removed, dropped) must give back exactly what it
+    // charged, or a sender ends up blocked (over-counted) or unbounded (under-counted).
+    #[test]
+    fn the_queue_gives_back_what_each_message_charged_whichever_way_it_leaves() {
+        let mut ch = OutChannel::new(Channel::Rpc);
+        let meta = message_charge(&message(0));
+        let ids: Vec<u64> = [3000, 500, 700, 900, 1100]
+            .into_iter()
+            .map(|len| ch.push(message(len)))
+            .collect();
+        let total: u64 = 3000 + 500 + 700 + 900 + 1100;
+        assert_eq!(state(&ch), (total, total + 5 * meta, 5));
+
+        // The first message starts: its sent data leaves the count, its charge stays.
+        let first = ch.next_frame(1100, 1 << 20).expect("a first frame");
+        let sent = first.data.len() as u64;
+        assert!(sent > 0 && sent < 3000, "{sent}");
+        assert_eq!(state(&ch), (total - sent, total - sent + 5 * meta, 5));
+        assert_eq!(
+            ch.unstarted().map(|(id, _)| id).collect::<Vec<_>>(),
+            ids[1..],
+            "a started message is not unstarted"
+        );
+
+        // Aborted in the middle: its unsent rest and its charge go.
+        assert_eq!(ch.abort_front(None).map(|(id, _)| id), Some(ids[0]));
+        let left = total - 3000;
+        assert_eq!(state(&ch), (left, left + 4 * meta, 4));
+
+        // Removed before it started.
+        assert!(ch.remove_unstarted(ids[2]));
+        assert!(!ch.remove_unstarted(ids[2]), "removed once");
+        let left = left - 700;
+        assert_eq!(state(&ch), (left, left + 3 * meta, 3));
+
+        // Sent whole, in frames.
+        while ch.in_progress().is_some() || ch.unstarted().next().map(|(id, _)| id) == Some(ids[1])
+        {
+            ch.next_frame(300, 1 << 20).expect("a frame");
+        }
+        let left = left - 500;
+        assert_eq!(state(&ch), (left, left + 2 * meta, 2));
+
+        // The rest dropped unstarted.
+        assert_eq!(ch.drop_unstarted(), vec![ids[3], ids[4]]);
+        assert_eq!(state(&ch), (0, 0, 0));
+        assert!(ch.is_idle());
+    }
+}
