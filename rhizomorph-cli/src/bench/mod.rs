@@ -402,9 +402,17 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
     }
 
     if options.wants("rpc") {
-        // The baselines gRPC and tarpc users run, on the server thread as the others are.
-        let tonic_addr = tonic_grpc::start(&servers).await?;
-        let tarpc = tarpc_bench::start(&servers, &options.config).await?;
+        // The baselines gRPC and tarpc users run (WebSocket rows only), on the server thread
+        // as the others are.
+        let (tonic_addr, tarpc) = if ws {
+            let tonic = tonic_grpc::start(&servers).await?;
+            (
+                Some(tonic),
+                Some(tarpc_bench::start(&servers, &options.config).await?),
+            )
+        } else {
+            (None, None)
+        };
         for &clients in &options.rpc_clients {
             let d = options.rpc_duration;
             let pb = bar(options, 0, format!("rpc {clients} clients"));
@@ -441,18 +449,20 @@ pub async fn run(options: &BenchOptions) -> io::Result<Vec<Measurement>> {
                 results.push(
                     rpc::run_rpc("h2-grpc", clients, d, |_| h2_grpc::connect(servers.h2)).await?,
                 );
-                results.push(
-                    rpc::run_rpc("tonic", clients, d, |_| tonic_grpc::connect(tonic_addr)).await?,
-                );
-                results.push(
-                    rpc::run_rpc("tarpc-tcp", clients, d, |_| async {
-                        let via = tarpc_bench::Via::Tcp;
-                        Ok(tarpc_bench::TarpcEcho(
-                            tarpc_bench::connect(via, tarpc.tcp, quic_config).await?,
-                        ))
-                    })
-                    .await?,
-                );
+                if let (Some(tonic), Some(tarpc)) = (tonic_addr, tarpc) {
+                    results.push(
+                        rpc::run_rpc("tonic", clients, d, |_| tonic_grpc::connect(tonic)).await?,
+                    );
+                    results.push(
+                        rpc::run_rpc("tarpc-tcp", clients, d, |_| async {
+                            let via = tarpc_bench::Via::Tcp;
+                            Ok(tarpc_bench::TarpcEcho(
+                                tarpc_bench::connect(via, tarpc.tcp, quic_config).await?,
+                            ))
+                        })
+                        .await?,
+                    );
+                }
             }
             if quic {
                 let (url, cfg) = (&quic_url, quic_config);

@@ -22,8 +22,9 @@ use super::{cpu, rhizo_rpc_client, rpc, scenarios};
 
 /// Connections of the rpc rows.
 const CONNECTIONS: usize = 100;
-/// 2 MB echoes per large row, and how many are in flight.
+/// 2 MB echoes per large row.
 const LARGE_ECHOES: usize = 200;
+/// 2 MB echoes in flight at once.
 const LARGE_IN_FLIGHT: usize = 64;
 
 /// Pins every thread of `pid` to `cpus` (a taskset list such as `0-1`).

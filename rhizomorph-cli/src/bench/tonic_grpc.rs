@@ -101,7 +101,8 @@ where
                 Ok(grpc.unary(EchoMethod, request).await)
             });
         }
-        Box::pin(async move { Ok(Status::unimplemented(PATH).into_http()) })
+        let unknown = format!("no method {} here (only {PATH})", request.uri().path());
+        Box::pin(async move { Ok(Status::unimplemented(unknown).into_http()) })
     }
 }
 
