@@ -920,3 +920,121 @@ fn resume_21_1_4_closing_a_detached_session_ends_it() {
         .iter()
         .any(|e| matches!(e, Event::Closed { code, .. } if *code == ErrorCode::NO_ERROR)));
 }
+
+// spec: wire.md §21.6.5 — a refused resume reports every message started and not seen
+// acknowledged, including those a previous, successful resume had queued again and not yet
+// re-sent when that connection was lost too: they were started on the first connection and
+// may have reached the old peer. None of them, and no replayed abort marker, goes out again
+// on the new session.
+#[test]
+fn resume_21_6_5_a_refusal_after_an_unfinished_replay_reports_the_replayed_messages_lost() {
+    let (mut c, mut s, now) = connected(RESUME_BUFFER, RESUME_BUFFER);
+    // A bulk message aborted part-way (an abort marker in the replay buffer), then 20 rpc
+    // messages, all written; the server reads only a prefix of the bytes, and its ACKs never
+    // reach the client.
+    let big = c
+        .send(
+            Channel::Bulk,
+            OutgoingMessage::new(RoutingHeader::new(), payload(1, Channel::Bulk, 0, 300_000)),
+        )
+        .unwrap();
+    let mut out = c
+        .poll_transmit(now, Target::Batch, 32 * 1024)
+        .unwrap()
+        .into_bytes()
+        .to_vec();
+    c.cancel(Channel::Bulk, big);
+    for i in 0..20u64 {
+        c.send(
+            Channel::Rpc,
+            OutgoingMessage::new(RoutingHeader::new(), payload(1, Channel::Rpc, i, 100)),
+        )
+        .unwrap();
+    }
+    out.extend(written(now, &mut c));
+    let cut = out.len() - 1_500;
+    s.handle_bytes(now, &out[..cut]);
+    let arrived: BTreeSet<u64> = drain(&mut s)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Message(m) if m.channel == Channel::Rpc => Some(identity(&m.payload).2),
+            _ => None,
+        })
+        .collect();
+    assert!(!arrived.is_empty() && arrived.len() < 20, "{arrived:?}");
+    drain(&mut c);
+
+    // The resume succeeds: the client queues the rest (and the abort marker) again, but the
+    // new connection is lost before it writes any of it.
+    let s = reconnect(now, &mut c, Some(s));
+    assert!(drain(&mut c)
+        .iter()
+        .any(|e| matches!(e, Event::Session(SessionEvent::Resumed { .. }))));
+    drop(s); // and then the server process is gone
+
+    let mut s2 = reconnect(now, &mut c, None);
+    let lost = drain(&mut c)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Session(SessionEvent::ResumeFailed { lost, .. }) => Some(lost),
+            _ => None,
+        })
+        .expect("ResumeFailed");
+    let lost_rpc: BTreeSet<u64> = lost
+        .iter()
+        .filter(|l| l.channel == Channel::Rpc)
+        .map(|l| identity(&l.message.payload).2)
+        .collect();
+    for i in 0..20u64 {
+        assert!(
+            arrived.contains(&i) ^ lost_rpc.contains(&i),
+            "message {i}: arrived {} reported lost {}",
+            arrived.contains(&i),
+            lost_rpc.contains(&i)
+        );
+    }
+    for l in lost.iter().filter(|l| l.channel == Channel::Rpc) {
+        let n = identity(&l.message.payload).2;
+        assert_eq!(
+            l.sequence, n,
+            "message {n} is reported with its old sequence number"
+        );
+    }
+    assert!(
+        lost.iter().all(|l| l.channel == Channel::Rpc),
+        "the aborted bulk message was reported when it was aborted, not again"
+    );
+    assert_eq!(
+        c.queued_charge(Channel::Rpc),
+        0,
+        "nothing of the old session is queued"
+    );
+    assert_eq!(
+        c.queued_charge(Channel::Bulk),
+        0,
+        "the abort marker is gone too"
+    );
+
+    // The new session carries only what is sent on it.
+    c.send(
+        Channel::Rpc,
+        OutgoingMessage::new(RoutingHeader::new(), payload(1, Channel::Rpc, 99, 10)),
+    )
+    .unwrap();
+    flush(now, &mut c, &mut s2);
+    let events = drain(&mut s2);
+    let got: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(m) => Some(identity(&m.payload).2),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, vec![99]);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::MessageAborted { .. })),
+        "no abort marker on the new session"
+    );
+}

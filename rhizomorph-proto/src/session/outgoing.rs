@@ -80,6 +80,11 @@ struct Queued {
     /// A replayed stand-in for a message this side aborted (§21.6): a FIRST frame of one
     /// announced byte and no data, then CANCEL with ABORT.
     abort_marker: bool,
+    /// Queued again by a resume (§21.6.3): the sequence number it was started with on an
+    /// earlier connection of the session, which it goes out with again. Such a message may
+    /// have reached the peer's application, so a later refused resume reports it lost
+    /// (§21.6.5) instead of sending it on the new session.
+    replayed: Option<u64>,
     /// [`message_charge`] of the message, computed once.
     meta: u64,
 }
@@ -169,15 +174,15 @@ impl OutChannel {
         self.unstart_front();
         self.forget_header_blocks();
         for entry in self.replay.drain().into_iter().rev() {
-            let (message, id, abort_marker) = match entry.message {
-                Some(m) => (m, entry.id, false),
+            let (message, abort_marker) = match entry.message {
+                Some(m) => (m, false),
                 None => (
                     OutgoingMessage::new(RoutingHeader::default(), Bytes::new()),
-                    entry.id,
                     true,
                 ),
             };
-            let q = self.charged(id, message, abort_marker);
+            let mut q = self.charged(entry.id, message, abort_marker);
+            q.replayed = Some(entry.sequence);
             self.queue.push_front(q);
         }
         self.next_sequence = received;
@@ -185,36 +190,34 @@ impl OutChannel {
         Ok(())
     }
 
-    /// A resume that failed (§21.6): every started message the peer has not acknowledged may
-    /// be lost and leaves (returned, in order); unstarted ones stay, to go out on the new
-    /// session, whose sequence numbers start at 0.
+    /// A resume that failed (§21.6.5): every started message the peer has not acknowledged
+    /// may be lost and leaves (returned, in order): those in the replay buffer, the one in
+    /// progress, and those an earlier resume queued again that have not gone out since.
+    /// Abort markers leave unreported (their messages were reported when aborted). Messages
+    /// never started stay, to go out on the new session, whose sequence numbers start at 0.
     pub(crate) fn forget_started(&mut self) -> Vec<LostMessage> {
         let channel = self.channel;
+        let lost_entry = |id, sequence, message| LostMessage {
+            channel,
+            id,
+            sequence,
+            message,
+        };
         let mut lost: Vec<LostMessage> = self
             .replay
             .drain()
             .into_iter()
-            .filter_map(|e| {
-                Some(LostMessage {
-                    channel,
-                    id: e.id,
-                    sequence: e.sequence,
-                    message: e.message?,
-                })
-            })
+            .filter_map(|e| Some(lost_entry(e.id, e.sequence, e.message?)))
             .collect();
-        if let Some((id, sequence)) = self.in_progress() {
-            if let Some(q) = self.queue.pop_front() {
-                self.queued_bytes -= (q.message.payload.len() - q.offset) as u64;
-                self.queued_meta -= q.meta;
-                if !q.abort_marker {
-                    lost.push(LostMessage {
-                        channel,
-                        id,
-                        sequence,
-                        message: q.message,
-                    });
-                }
+        for q in std::mem::take(&mut self.queue) {
+            let Some(sequence) = q.sequence.or(q.replayed) else {
+                self.queue.push_back(q); // never started: it goes out on the new session
+                continue;
+            };
+            self.queued_bytes -= (q.message.payload.len() - q.offset) as u64;
+            self.queued_meta -= q.meta;
+            if !q.abort_marker {
+                lost.push(lost_entry(q.id, sequence, q.message));
             }
         }
         self.replay.reset();
@@ -244,6 +247,7 @@ impl OutChannel {
         self.queued_bytes += front.offset as u64;
         front.offset = 0;
         front.first_sent = false;
+        front.replayed = front.replayed.or(front.sequence);
         front.sequence = None;
         front.header_block = None;
         self.replay
@@ -284,6 +288,7 @@ impl OutChannel {
             offset: 0,
             first_sent: false,
             abort_marker,
+            replayed: None,
             meta,
         }
     }
@@ -437,7 +442,9 @@ impl OutChannel {
             header_block: front.header_block.take().unwrap_or_default(),
         });
         if first {
-            // spec: wire.md §5.3.8 — the n-th message started on the channel has sequence n.
+            // spec: wire.md §5.3.8 — the n-th message started on the channel has sequence n;
+            // §21.6.3 — a replayed one goes out with the number it had.
+            debug_assert!(front.replayed.map_or(true, |r| r == self.next_sequence));
             front.sequence = Some(self.next_sequence);
             self.next_sequence += 1;
             let whole = front.meta + front.message.payload.len() as u64;
@@ -535,6 +542,7 @@ impl Queued {
 
 #[cfg(test)]
 mod tests {
+    use super::super::replay::ABORT_MARKER_CHARGE as ABORT_MARKER;
     use super::*;
 
     fn message(len: usize) -> OutgoingMessage {
@@ -594,5 +602,108 @@ mod tests {
         assert_eq!(ch.drop_unstarted(), vec![ids[3], ids[4]]);
         assert_eq!(state(&ch), (0, 0, 0));
         assert!(ch.is_idle());
+    }
+
+    /// Sends the front message whole (frames of at most 300 bytes); returns its sequence.
+    fn send_whole(ch: &mut OutChannel) -> u64 {
+        let before = ch.queued_messages();
+        let mut sequence = None;
+        while ch.queued_messages() == before {
+            let frame = ch.next_frame(300, 1 << 20).expect("a frame");
+            sequence = sequence.or(ch.in_progress().map(|(_, s)| s));
+            if frame.last {
+                break;
+            }
+        }
+        sequence.unwrap_or(ch.started() - 1)
+    }
+
+    // spec: wire.md §21.6.3 — a resume sends again, in order and with their sequence numbers,
+    // every message from the peer's count on, the one in progress from its first byte, an
+    // aborted one as a marker followed by CANCEL; §21.6.4 — a count outside what can be
+    // replayed is refused; §21.6.5 — a refused resume gives back every started message not
+    // acknowledged, those queued again by an earlier resume included.
+    #[test]
+    fn a_rewind_replays_in_order_and_a_refusal_gives_back_what_was_started() {
+        let mut ch = OutChannel::new(Channel::Rpc);
+        ch.enable_replay(1 << 20);
+        let meta = message_charge(&message(0));
+        let ids: Vec<u64> = [400, 500, 600, 700, 800, 900]
+            .into_iter()
+            .map(|len| ch.push(message(len)))
+            .collect();
+        assert_eq!(send_whole(&mut ch), 0);
+        ch.next_frame(300, 1 << 20).expect("message 1 starts");
+        assert_eq!(ch.abort_front(Some(ids[2])), None, "only the front aborts");
+        assert_eq!(ch.abort_front(Some(ids[1])), Some((ids[1], 1)));
+        assert_eq!(send_whole(&mut ch), 2);
+        ch.next_frame(300, 1 << 20).expect("message 3 starts");
+        assert_eq!(ch.in_progress(), Some((ids[3], 3)));
+        assert_eq!(ch.started(), 4);
+        let held = (400 + meta) + ABORT_MARKER + (600 + meta) + (700 + meta);
+        assert_eq!(ch.replay().charge(), held);
+        ch.on_ack(1).expect("an ACK of message 0");
+        assert_eq!(ch.replay().charge(), held - 400 - meta);
+
+        // Counts outside [acknowledged, started] cannot be replayed.
+        assert_eq!(ch.rewind(0), Err((1, 4)));
+        assert_eq!(ch.rewind(5), Err((1, 4)));
+
+        // The peer finished message 0 only: the marker, 2 and 3 (whole) go again, then 4, 5.
+        ch.rewind(1).expect("a count the buffer can replay");
+        assert_eq!(ch.started(), 1);
+        assert_eq!(
+            ch.replay().charge(),
+            0,
+            "nothing is out on the new connection yet"
+        );
+        let unsent = 600 + 700 + 800 + 900;
+        let marker_charge = QUEUED_MESSAGE_OVERHEAD; // an empty header, no payload
+        assert_eq!(state(&ch), (unsent, unsent + 4 * meta + marker_charge, 5));
+        assert_eq!(
+            ch.unstarted().map(|(id, _)| id).collect::<Vec<_>>(),
+            ids[2..],
+            "a marker is not a message the application could cancel"
+        );
+        assert!(!ch.ready(0, 1 << 20) && ch.ready(10, 1 << 20));
+        let marker = ch.next_frame(300, 1 << 20).expect("the abort marker");
+        let start = marker.start.as_ref().expect("a FIRST frame");
+        assert_eq!(
+            (start.message_len, marker.last, marker.data.len()),
+            (1, false, 0)
+        );
+        assert!(start.header_block.is_empty());
+        assert_eq!(
+            ch.take_abort_after(),
+            Some(1),
+            "CANCEL with ABORT follows, sequence 1"
+        );
+        assert_eq!(ch.take_abort_after(), None);
+        assert_eq!(send_whole(&mut ch), 2);
+        let first = ch.next_frame(300, 1 << 20).expect("message 3 again");
+        assert_eq!(
+            first.start.map(|s| s.message_len),
+            Some(700),
+            "from its first byte"
+        );
+        assert_eq!(ch.in_progress(), Some((ids[3], 3)));
+
+        // That connection is lost too, and the next resume is refused: 2 (out again) and 3
+        // (in progress again) may have reached the peer; 4 and 5 never started, and stay.
+        let lost = ch.forget_started();
+        let lost: Vec<(u64, u64, usize)> = lost
+            .iter()
+            .map(|l| (l.id, l.sequence, l.message.payload.len()))
+            .collect();
+        assert_eq!(lost, vec![(ids[2], 2, 600), (ids[3], 3, 700)]);
+        assert_eq!(ch.started(), 0, "the new session numbers from 0");
+        assert_eq!(ch.replay().charge(), 0);
+        assert_eq!(ch.replay().acknowledged(), 0);
+        assert_eq!(state(&ch), (1700, 1700 + 2 * meta, 2));
+        assert_eq!(
+            send_whole(&mut ch),
+            0,
+            "message 4 is the new session's first"
+        );
     }
 }
