@@ -333,6 +333,17 @@ fn flush(now: Instant, from: &mut Session, to: &mut Session) -> usize {
     n
 }
 
+/// The numbers of the messages among `events`, in delivery order.
+fn numbers(events: &[Event]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(m) => Some(identity(&m.payload).2),
+            _ => None,
+        })
+        .collect()
+}
+
 fn drain(s: &mut Session) -> Vec<Event> {
     let mut v = Vec::new();
     while let Some(e) = s.poll_event() {
@@ -490,13 +501,7 @@ fn resume_21_6_a_restarted_server_refuses_and_the_client_learns_what_may_be_lost
     // The server receives only part of what was sent: a prefix of the byte stream.
     let out = written(now, &mut c);
     s.handle_bytes(now, &out[..out.len() / 2]);
-    let arrived: BTreeSet<u64> = drain(&mut s)
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Message(m) => Some(identity(&m.payload).2),
-            _ => None,
-        })
-        .collect();
+    let arrived: BTreeSet<u64> = numbers(&drain(&mut s)).into_iter().collect();
     assert!(!arrived.is_empty() && arrived.len() < 50);
     drop(s); // the server process is gone
     let mut s2 = reconnect(now, &mut c, None);
@@ -528,13 +533,7 @@ fn resume_21_6_a_restarted_server_refuses_and_the_client_learns_what_may_be_lost
     )
     .unwrap();
     flush(now, &mut c, &mut s2);
-    let got: Vec<u64> = drain(&mut s2)
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Message(m) => Some(identity(&m.payload).2),
-            _ => None,
-        })
-        .collect();
+    let got: Vec<u64> = numbers(&drain(&mut s2));
     assert_eq!(got, vec![99]);
 }
 
@@ -689,13 +688,7 @@ fn resume_21_6_an_aborted_message_is_replayed_as_an_abort() {
     let mut s2 = reconnect(now, &mut c, Some(s));
     flush(now, &mut c, &mut s2);
     let events = drain(&mut s2);
-    let got: Vec<u64> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message(m) => Some(identity(&m.payload).2),
-            _ => None,
-        })
-        .collect();
+    let got: Vec<u64> = numbers(&events);
     assert_eq!(
         got,
         vec![1],
@@ -1023,13 +1016,7 @@ fn resume_21_6_5_a_refusal_after_an_unfinished_replay_reports_the_replayed_messa
     .unwrap();
     flush(now, &mut c, &mut s2);
     let events = drain(&mut s2);
-    let got: Vec<u64> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message(m) => Some(identity(&m.payload).2),
-            _ => None,
-        })
-        .collect();
+    let got: Vec<u64> = numbers(&events);
     assert_eq!(got, vec![99]);
     assert!(
         !events
