@@ -80,11 +80,6 @@ struct Queued {
     /// A replayed stand-in for a message this side aborted (§21.6): a FIRST frame of one
     /// announced byte and no data, then CANCEL with ABORT.
     abort_marker: bool,
-    /// Queued again by a resume (§21.6.3): the sequence number it was started with on an
-    /// earlier connection of the session, which it goes out with again. Such a message may
-    /// have reached the peer's application, so a later refused resume reports it lost
-    /// (§21.6.5) instead of sending it on the new session.
-    replayed: Option<u64>,
     /// [`message_charge`] of the message, computed once.
     meta: u64,
 }
@@ -181,8 +176,7 @@ impl OutChannel {
                     true,
                 ),
             };
-            let mut q = self.charged(entry.id, message, abort_marker);
-            q.replayed = Some(entry.sequence);
+            let q = self.charged(entry.id, message, abort_marker);
             self.queue.push_front(q);
         }
         self.next_sequence = received;
@@ -191,10 +185,11 @@ impl OutChannel {
     }
 
     /// A resume that failed (§21.6.5): every started message the peer has not acknowledged
-    /// may be lost and leaves (returned, in order): those in the replay buffer, the one in
-    /// progress, and those an earlier resume queued again that have not gone out since.
-    /// Abort markers leave unreported (their messages were reported when aborted). Messages
-    /// never started stay, to go out on the new session, whose sequence numbers start at 0.
+    /// may be lost and leaves (returned, in order): those in the replay buffer and the one in
+    /// progress. Messages never started stay, to go out on the new session, whose sequence
+    /// numbers start at 0 — and so do those an earlier, successful resume queued again and
+    /// that have not gone out since: that resume's count said the peer never finished them.
+    /// Abort markers not yet sent leave unreported: the new session has nothing to abort.
     pub(crate) fn forget_started(&mut self) -> Vec<LostMessage> {
         let channel = self.channel;
         let lost_entry = |id, sequence, message| LostMessage {
@@ -210,13 +205,13 @@ impl OutChannel {
             .filter_map(|e| Some(lost_entry(e.id, e.sequence, e.message?)))
             .collect();
         for q in std::mem::take(&mut self.queue) {
-            let Some(sequence) = q.sequence.or(q.replayed) else {
-                self.queue.push_back(q); // never started: it goes out on the new session
+            if q.sequence.is_none() && !q.abort_marker {
+                self.queue.push_back(q); // not started: it goes out on the new session
                 continue;
-            };
+            }
             self.queued_bytes -= (q.message.payload.len() - q.offset) as u64;
             self.queued_meta -= q.meta;
-            if !q.abort_marker {
+            if let (Some(sequence), false) = (q.sequence, q.abort_marker) {
                 lost.push(lost_entry(q.id, sequence, q.message));
             }
         }
@@ -247,7 +242,6 @@ impl OutChannel {
         self.queued_bytes += front.offset as u64;
         front.offset = 0;
         front.first_sent = false;
-        front.replayed = front.replayed.or(front.sequence);
         front.sequence = None;
         front.header_block = None;
         self.replay
@@ -288,7 +282,6 @@ impl OutChannel {
             offset: 0,
             first_sent: false,
             abort_marker,
-            replayed: None,
             meta,
         }
     }
@@ -442,9 +435,7 @@ impl OutChannel {
             header_block: front.header_block.take().unwrap_or_default(),
         });
         if first {
-            // spec: wire.md §5.3.8 — the n-th message started on the channel has sequence n;
-            // §21.6.3 — a replayed one goes out with the number it had.
-            debug_assert!(front.replayed.map_or(true, |r| r == self.next_sequence));
+            // spec: wire.md §5.3.8 — the n-th message started on the channel has sequence n.
             front.sequence = Some(self.next_sequence);
             self.next_sequence += 1;
             let whole = front.meta + front.message.payload.len() as u64;
