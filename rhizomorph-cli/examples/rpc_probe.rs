@@ -2,11 +2,11 @@
 //! outstanding) for one implementation only, against the bench's echo servers, so a profile or
 //! a system-call count (`strace -f -c`, `perf stat`) shows that implementation alone.
 //!
-//! Run: `cargo run --release --example rpc_probe -- rhizo-ws|rhizo-ws-matched|rhizo-ws-call|rhizo-ws-call-1conn|msgpack-ws|raw-tcp [CLIENTS] [SECONDS]`
+//! Run: `cargo run --release --example rpc_probe -- rhizo-ws|rhizo-ws-matched|rhizo-ws-call|rhizo-ws-call-1conn|msgpack-ws|raw-tcp|tarpc-tcp|tarpc-ws|tarpc-tcp-1conn|tarpc-ws-1conn [CLIENTS] [SECONDS]`
 use std::time::Duration;
 
 use rhizomorph::Config;
-use rhizomorph_cli::bench::{self, raw_tcp, rpc, scenarios, ServerSide};
+use rhizomorph_cli::bench::{self, raw_tcp, rpc, scenarios, tarpc_bench, ServerSide};
 use rhizomorph_testkit::msgpack_ws as baseline;
 
 #[tokio::main(flavor = "current_thread")]
@@ -61,9 +61,35 @@ async fn main() {
             })
             .await
         }
+        "tarpc-tcp" | "tarpc-ws" | "tarpc-tcp-1conn" | "tarpc-ws-1conn" => {
+            // tarpc's echo service over its own TCP transport or over rhizomorph: CLIENTS
+            // connections with one call each, or (-1conn) CLIENTS calls on one connection.
+            let tarpc = tarpc_bench::start(&servers, &config).await.unwrap();
+            let (via, addr) = match which.starts_with("tarpc-tcp") {
+                true => (tarpc_bench::Via::Tcp, tarpc.tcp),
+                false => (tarpc_bench::Via::Ws, tarpc.ws),
+            };
+            let one = match which.ends_with("-1conn") {
+                true => Some(tarpc_bench::connect(via, addr, &config).await.unwrap()),
+                false => None,
+            };
+            rpc::run_rpc(&which, clients, d, |_| {
+                let one = one.clone();
+                let config = config.clone();
+                async move {
+                    let client = match one {
+                        Some(c) => c,
+                        None => tarpc_bench::connect(via, addr, &config).await?,
+                    };
+                    Ok(tarpc_bench::TarpcEcho(client))
+                }
+            })
+            .await
+        }
         other => panic!(
             "unknown implementation {other}: rhizo-ws, rhizo-ws-matched, rhizo-ws-call, \
-             rhizo-ws-call-1conn, msgpack-ws or raw-tcp"
+             rhizo-ws-call-1conn, msgpack-ws, raw-tcp, tarpc-tcp, tarpc-ws, tarpc-tcp-1conn \
+             or tarpc-ws-1conn"
         ),
     }
     .unwrap();

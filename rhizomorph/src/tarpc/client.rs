@@ -60,10 +60,10 @@ impl Future for InFlight {
 /// `Sink<ClientMessage<Req>>` and a `Stream` of `Response<Resp>`, what
 /// `tarpc::client::new(config, transport)` takes.
 ///
-/// Each request is one rhizomorph message (`service`, `method`, `deadline`, `trace-id` and
-/// `session` in its header; the request body as bincode), sent as a [`Call`]; its response is
-/// the call's reply. Any number of client transports (for as many services) share one
-/// connection: each holds a [`Sender`].
+/// Each request is one rhizomorph message (`service`, `method`, `deadline`, `session`, and
+/// `trace-id` when tarpc's trace id is not zero, in its header; the request body as bincode),
+/// sent as a [`Call`]; its response is the call's reply. Any number of client transports (for
+/// as many services) share one connection: each holds a [`Sender`].
 ///
 /// A call that fails on the rhizomorph side (the connection ended, the deadline passed, the
 /// reply did not decode) is answered with a tarpc `ServerError` for that request alone; the
@@ -79,11 +79,13 @@ pub struct ClientTransport<Req, Resp> {
     to: Option<Bytes>,
     channel_of: ChannelOf<Req>,
     calls: FuturesUnordered<Abortable<InFlight>>,
-    aborts: HashMap<u64, AbortHandle>,
+    /// By tarpc's request id (tarpc's own counter: a fast hash is safe).
+    aborts: HashMap<u64, AbortHandle, foldhash::fast::RandomState>,
     /// Responses made without a call (a request that could not be encoded).
     ready: VecDeque<Response<Resp>>,
     /// Method names seen, as header values.
     methods: Vec<(String, Bytes)>,
+    deadline: codec::DeadlineText,
     closed: Option<Pin<Box<dyn Future<Output = CloseReason> + Send>>>,
     closing: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     ended: bool,
@@ -112,9 +114,10 @@ impl<Req, Resp> ClientTransport<Req, Resp> {
             to: None,
             channel_of: |_| Channel::Rpc,
             calls: FuturesUnordered::new(),
-            aborts: HashMap::new(),
+            aborts: HashMap::default(),
             ready: VecDeque::new(),
             methods: Vec::new(),
+            deadline: codec::DeadlineText::default(),
             closed: Some(Box::pin(async move { closed.closed().await })),
             closing: None,
             ended: false,
@@ -187,7 +190,7 @@ where
         if let Some(to) = &self.to {
             header.set("to", to.clone());
         }
-        codec::put_context(&mut header, &request.context);
+        codec::put_context(&mut header, &request.context, &mut self.deadline);
         // tarpc enforces the deadline itself (`RpcError::DeadlineExceeded`, and a `Cancel`);
         // the call's own timeout is a backstop a little later, for a dispatch that stopped.
         let timeout = request

@@ -22,7 +22,8 @@ pub const METHOD: &str = "method";
 /// Milliseconds the caller still waits (tarpc's deadline, relative as tarpc sends it).
 pub const DEADLINE: &str = "deadline";
 /// tarpc's trace context as `<trace id, 32 hex>-<span id, 16 hex>-<01 sampled | 00>`;
-/// absent when the caller has no trace (all zeros).
+/// absent when the caller has no trace: a trace id of zero (an invalid id in W3C trace
+/// context). tarpc gives every call a random span id even then, which identifies nothing.
 pub const TRACE: &str = "trace-id";
 
 /// The bincode configuration on both sides: fixed-width little-endian integers (bincode 1's
@@ -48,27 +49,58 @@ pub(crate) fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, bincode::
     options(payload.len() as u64).deserialize(payload)
 }
 
+/// The `deadline` header value of the last request, kept while the next one's is the same
+/// number of milliseconds (most are, at any call rate worth measuring): no allocation for it,
+/// and a header block the encoder can reuse whole (wire.md §6.3).
+#[derive(Debug, Default)]
+pub(crate) struct DeadlineText {
+    millis: u128,
+    text: Bytes,
+}
+
+impl DeadlineText {
+    fn of(&mut self, left: Duration) -> Bytes {
+        let millis = left.as_millis();
+        if self.text.is_empty() || millis != self.millis {
+            self.millis = millis;
+            self.text = Bytes::from(millis.to_string());
+        }
+        self.text.clone()
+    }
+}
+
 /// Adds tarpc's context to a request header.
-pub(crate) fn put_context(header: &mut RoutingHeader, context: &::tarpc::context::Context) {
+pub(crate) fn put_context(
+    header: &mut RoutingHeader,
+    context: &::tarpc::context::Context,
+    deadline: &mut DeadlineText,
+) {
     let left = context.deadline.saturating_duration_since(Instant::now());
-    header.set(DEADLINE, left.as_millis().to_string());
+    header.set(DEADLINE, deadline.of(left));
     let t = &context.trace_context;
-    if u128::from(t.trace_id) == 0 && u64::from(t.span_id) == 0 {
+    let trace_id = u128::from(t.trace_id);
+    if trace_id == 0 {
         return; // no trace: nothing to carry (the server starts its own)
     }
     let sampled = matches!(
         t.sampling_decision,
         ::tarpc::trace::SamplingDecision::Sampled
     );
-    header.set(
-        TRACE,
-        format!(
-            "{:032x}-{:016x}-{:02}",
-            u128::from(t.trace_id),
-            u64::from(t.span_id),
-            u8::from(sampled)
-        ),
-    );
+    let mut text = [0u8; 52];
+    hex(&mut text[..32], trace_id);
+    text[32] = b'-';
+    hex(&mut text[33..49], u64::from(t.span_id).into());
+    text[49..].copy_from_slice(if sampled { b"-01" } else { b"-00" });
+    header.set(TRACE, Bytes::copy_from_slice(&text));
+}
+
+/// `value`'s low `out.len()` nibbles as lowercase hex digits, most significant first.
+fn hex(out: &mut [u8], mut value: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for digit in out.iter_mut().rev() {
+        *digit = DIGITS[(value & 0xf) as usize];
+        value >>= 4;
+    }
 }
 
 /// The time a caller still waits, from a request header (tarpc's default, 10 s, if absent or
@@ -134,7 +166,7 @@ mod tests {
             sampling_decision: ::tarpc::trace::SamplingDecision::Sampled,
         };
         let mut header = RoutingHeader::new();
-        put_context(&mut header, &context);
+        put_context(&mut header, &context, &mut DeadlineText::default());
         let back = context_of(&header, &::tarpc::context::current());
         assert_eq!(back.trace_context, context.trace_context);
         let left = back.deadline.saturating_duration_since(Instant::now());
@@ -143,6 +175,23 @@ mod tests {
             header.get_str(TRACE),
             Some("0123456789abcdef0011223344556677-00000000feedbeef-01")
         );
+    }
+
+    #[test]
+    fn a_call_without_a_trace_carries_no_trace_field_and_reuses_its_deadline_text() {
+        let mut context = ::tarpc::context::current();
+        context.deadline = Instant::now() + Duration::from_secs(600);
+        context.trace_context.span_id = 0x1234_u64.into(); // what tarpc's client does
+        let mut deadline = DeadlineText::default();
+        let (mut first, mut second) = (RoutingHeader::new(), RoutingHeader::new());
+        put_context(&mut first, &context, &mut deadline);
+        put_context(&mut second, &context, &mut deadline);
+        assert_eq!(first.get_str(TRACE), None);
+        let (a, b) = (first.get(DEADLINE).unwrap(), second.get(DEADLINE).unwrap());
+        let left: u64 = std::str::from_utf8(b).unwrap().parse().unwrap();
+        assert!((599_000..=600_000).contains(&left), "{left}");
+        // The same text (one allocation) unless a millisecond passed in between.
+        assert!(a.as_ptr() == b.as_ptr() || a != b);
     }
 
     #[test]

@@ -9,11 +9,12 @@
 //! - [`ServerTransport`]: what `tarpc::server::BaseChannel::with_defaults(transport)` takes,
 //!   for one connection, or one service of it through [`Services`].
 //! - On the wire, a request's header carries `service`, `method`, `deadline` (milliseconds
-//!   left) and `trace-id` beside `session`, so a router forwards it without decoding the
-//!   payload; the payload is the request body, and the reply's the `Result` of the response,
-//!   as bincode 1 with fixed-width integers (the codec tarpc's own TCP `serde_transport` offers,
-//!   so a service's types need nothing new; see `codec` for why not varint). A big request or
-//!   response is framed and chunked by rhizomorph (§8), never by the adapter.
+//!   left), `session` and, for a traced caller (a trace id that is not zero), `trace-id`, so
+//!   a router forwards it without decoding the payload; the payload is the request body, and
+//!   the reply's the `Result` of the response, as bincode 1 with fixed-width integers (the
+//!   codec tarpc's own TCP `serde_transport` offers, so a service's types need nothing new;
+//!   see `codec` for why not varint). A big request or response is framed and chunked by
+//!   rhizomorph (§8), never by the adapter.
 //!
 //! Never spawns a task, never decodes a payload it does not own, never holds a lock across
 //! an await.

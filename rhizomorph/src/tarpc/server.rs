@@ -55,6 +55,11 @@ pub const MAX_PENDING: usize = 16_384;
 /// (it drops such a request without a response).
 const SWEEP_EVERY: u64 = 1024;
 
+/// The hasher of the pending tables: their keys come from the peer (its sessions) or count
+/// its requests, so the hash is seeded at random per table, yet cheaper than SipHash on keys
+/// this short (each request is inserted and removed in both).
+type KeyHash = foldhash::quality::RandomState;
+
 /// A request tarpc has not answered yet.
 struct Pending {
     to: ReplyTo,
@@ -79,9 +84,9 @@ pub struct ServerTransport<Req, Resp> {
     source: Source,
     next_id: u64,
     received: u64,
-    pending: HashMap<u64, Pending>,
+    pending: HashMap<u64, Pending, KeyHash>,
     /// tarpc's id of each pending request, by its rhizomorph identity.
-    ids: HashMap<RequestKey, u64>,
+    ids: HashMap<RequestKey, u64, KeyHash>,
     /// Where this transport is in the connection's feed of cancellations.
     cancels: CancelCursor,
     /// The context each request's is made from (see `codec::context_of`).
@@ -119,8 +124,8 @@ impl<Req, Resp> ServerTransport<Req, Resp> {
             source,
             next_id: 1,
             received: 0,
-            pending: HashMap::new(),
-            ids: HashMap::new(),
+            pending: HashMap::default(),
+            ids: HashMap::default(),
             cancels: CancelCursor::default(),
             template: tarpc::context::current(),
             sending: None,
