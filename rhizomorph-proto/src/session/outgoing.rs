@@ -477,17 +477,7 @@ impl OutChannel {
     /// A replayed abort marker's FIRST frame: Message Length 1, raw, uncompressed, an empty
     /// header block, no Chunk Data (§21.6); the CANCEL with ABORT follows it.
     fn next_abort_marker(&mut self, max_payload: u64) -> Option<MessageFrame> {
-        let frame = MessageFrame {
-            channel: self.channel,
-            start: Some(MessageStart {
-                message_len: 1,
-                encoding: PayloadEncoding::Raw,
-                compression: Compression::None,
-                header_block: Bytes::new(),
-            }),
-            last: false,
-            data: Bytes::new(),
-        };
+        let frame = abort_marker_frame(self.channel);
         if frame.payload_len() > max_payload {
             return None;
         }
@@ -498,6 +488,21 @@ impl OutChannel {
         self.replay.aborted(q.id, sequence, 0);
         self.abort_after = Some(sequence);
         Some(frame)
+    }
+}
+
+/// The FIRST frame of a replayed abort marker on `channel` (§21.6.3).
+fn abort_marker_frame(channel: Channel) -> MessageFrame {
+    MessageFrame {
+        channel,
+        start: Some(MessageStart {
+            message_len: 1,
+            encoding: PayloadEncoding::Raw,
+            compression: Compression::None,
+            header_block: Bytes::new(),
+        }),
+        last: false,
+        data: Bytes::new(),
     }
 }
 
@@ -696,5 +701,60 @@ mod tests {
             0,
             "message 4 is the new session's first"
         );
+    }
+
+    // spec: wire.md §21.4 — a message starts only while the replay buffer has room for it, or
+    // holds at most a quarter of its limit (so one larger than the limit can still go); an
+    // ACK makes room. Sized so the limit binds before any window would.
+    #[test]
+    fn the_replay_limit_holds_a_message_back_until_an_ack_makes_room() {
+        let mut ch = OutChannel::new(Channel::Stream);
+        ch.enable_replay(4_000);
+        let meta = message_charge(&message(0));
+        for len in [1_500, 1_500, 1_500, 10_000] {
+            ch.push(message(len));
+        }
+        assert_eq!(send_whole(&mut ch), 0, "an empty buffer takes anything");
+        assert_eq!(ch.replay().charge(), 1_500 + meta);
+        // Over a quarter held, and room for this one: it starts.
+        assert!(ch.ready(1 << 20, 1 << 20));
+        assert_eq!(send_whole(&mut ch), 1);
+        // 2 x (1,500 + meta) held; a third would pass 4,000.
+        assert!(!ch.ready(1 << 20, 1 << 20));
+        assert!(
+            ch.next_frame(1 << 20, 1 << 20).is_none(),
+            "held back, not dropped"
+        );
+        assert_eq!(ch.queued_messages(), 2);
+        ch.on_ack(1).expect("message 0 finished");
+        assert!(ch.ready(1 << 20, 1 << 20), "the ACK made room");
+        assert_eq!(send_whole(&mut ch), 2);
+        // 10,000 bytes never fit 4,000; they go once at most a quarter is held.
+        assert!(!ch.ready(1 << 20, 1 << 20));
+        ch.on_ack(3).expect("messages 1 and 2 finished");
+        assert_eq!(ch.replay().charge(), 0);
+        assert!(ch.ready(1 << 20, 1 << 20));
+        assert_eq!(send_whole(&mut ch), 3);
+        assert!(
+            ch.replay().charge() > 4_000,
+            "one message past the limit is held whole"
+        );
+    }
+
+    // spec: wire.md §21.6.3 — a replayed abort marker's FIRST frame goes out when the frame
+    // size allows exactly its length, not one byte less.
+    #[test]
+    fn an_abort_marker_fits_a_frame_of_exactly_its_length() {
+        let mut ch = OutChannel::new(Channel::Bulk);
+        ch.enable_replay(1 << 20);
+        let id = ch.push(message(5_000));
+        ch.next_frame(1_100, 1 << 20).expect("the message starts");
+        assert_eq!(ch.abort_front(Some(id)), Some((id, 0)));
+        ch.rewind(0).expect("nothing acknowledged");
+        let expected = abort_marker_frame(Channel::Bulk); // its shape: the rewind test
+        let exact = expected.payload_len();
+        assert!(ch.next_frame(exact - 1, 1 << 20).is_none());
+        assert_eq!(ch.next_frame(exact, 1 << 20), Some(expected));
+        assert_eq!(ch.take_abort_after(), Some(0));
     }
 }
