@@ -3,8 +3,6 @@
 //! Owns parsing hex dumps (as people paste them) and printing bytes as hex or a short preview.
 //! Never interprets the bytes.
 
-use std::fmt::Write as _;
-
 /// Why a hex dump could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HexError {
@@ -45,12 +43,18 @@ pub fn parse_hex(text: &str) -> Result<Vec<u8>, HexError> {
 
 /// Formats bytes as lowercase hex.
 pub fn to_hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    let mut s = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut s, bytes);
+    s
+}
+
+/// Appends bytes to `out` as lowercase hex (two digits each, no separator).
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
 }
 
 /// A short preview of payload bytes: quoted text when printable, hex otherwise, cut at 32 bytes.

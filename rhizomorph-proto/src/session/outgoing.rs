@@ -618,7 +618,7 @@ mod tests {
     // every message from the peer's count on, the one in progress from its first byte, an
     // aborted one as a marker followed by CANCEL; §21.6.4 — a count outside what can be
     // replayed is refused; §21.6.5 — a refused resume gives back every started message not
-    // acknowledged, those queued again by an earlier resume included.
+    // acknowledged, those sent again since an earlier resume included.
     #[test]
     fn a_rewind_replays_in_order_and_a_refusal_gives_back_what_was_started() {
         let mut ch = OutChannel::new(Channel::Rpc);

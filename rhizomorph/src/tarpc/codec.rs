@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::header::RoutingHeader;
+use rhizomorph_proto::hex::push_hex;
 
 /// The service a request is for (one rhizomorph connection carries many).
 pub const SERVICE: &str = "service";
@@ -50,8 +51,8 @@ pub(crate) fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, bincode::
 }
 
 /// The `deadline` header value of the last request, kept while the next one's is the same
-/// number of milliseconds (most are, at any call rate worth measuring): no allocation for it,
-/// and a header block the encoder can reuse whole (wire.md §6.3).
+/// number of milliseconds (most are, at any call rate worth measuring), so that most requests
+/// allocate no text for it.
 #[derive(Debug, Default)]
 pub(crate) struct DeadlineText {
     millis: u128,
@@ -86,21 +87,12 @@ pub(crate) fn put_context(
         t.sampling_decision,
         ::tarpc::trace::SamplingDecision::Sampled
     );
-    let mut text = [0u8; 52];
-    hex(&mut text[..32], trace_id);
-    text[32] = b'-';
-    hex(&mut text[33..49], u64::from(t.span_id).into());
-    text[49..].copy_from_slice(if sampled { b"-01" } else { b"-00" });
-    header.set(TRACE, Bytes::copy_from_slice(&text));
-}
-
-/// `value`'s low `out.len()` nibbles as lowercase hex digits, most significant first.
-fn hex(out: &mut [u8], mut value: u128) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for digit in out.iter_mut().rev() {
-        *digit = DIGITS[(value & 0xf) as usize];
-        value >>= 4;
-    }
+    let mut text = String::with_capacity(52);
+    push_hex(&mut text, &trace_id.to_be_bytes());
+    text.push('-');
+    push_hex(&mut text, &u64::from(t.span_id).to_be_bytes());
+    text.push_str(if sampled { "-01" } else { "-00" });
+    header.set(TRACE, text);
 }
 
 /// The time a caller still waits, from a request header (tarpc's default, 10 s, if absent or
