@@ -346,8 +346,10 @@ impl Config {
     /// unacknowledged messages; a sender past it waits), `timeout` how long a detached session
     /// is kept (and a client keeps trying). Off by default; a sensible setting is
     /// `with_resumption(2 << 20, Duration::from_secs(120))`. Both sides must turn it on; a
-    /// peer that does not gets a 1.0 connection as before. WebSocket only for now: over QUIC
-    /// the connection is not resumable (the HELLO does not ask).
+    /// peer that does not gets a 1.0 connection as before. Both transports: over QUIC a dead
+    /// path shows only as silence, so the keepalive timeout
+    /// ([`with_keepalive`](Self::with_keepalive)) decides how soon a session detaches and
+    /// dials again (wire.md §17.6.5).
     ///
     /// ```
     /// use std::time::Duration;

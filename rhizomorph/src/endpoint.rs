@@ -254,11 +254,11 @@ impl Listener {
     }
 
     /// Detached resumable sessions this listener holds (wire.md §21.5), and the replay bytes
-    /// they hold together (bounded by [`Config::detached_cap`]). `(0, 0)` over QUIC.
+    /// they hold together (bounded by [`Config::detached_cap`]).
     pub fn detached_sessions(&self) -> (usize, u64) {
         match &self.shared.kind {
             ListenerKind::Ws(l) => l.detached_sessions(),
-            ListenerKind::Quic(_) => (0, 0),
+            ListenerKind::Quic(l) => l.detached_sessions(),
         }
     }
 

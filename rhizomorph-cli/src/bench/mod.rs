@@ -758,6 +758,7 @@ fn round_baselines(implementation: &str) -> &'static [&'static str] {
         "rhizo-ws" => &["msgpack-ws", "raw-tcp"],
         "rhizo-quic" => &["bare-quinn"],
         "rhizo-ws-resume" => &["rhizo-ws"],
+        "rhizo-quic-resume" => &["rhizo-quic"],
         "native one node --redis" => &["native one node"],
         _ => &[],
     }
@@ -1005,6 +1006,7 @@ fn baseline_of(implementation: &str, scenario: &str) -> Option<&'static str> {
         ("rhizo-ws-xfer", _) => Some("rhizo-ws"),
         // Resumable sessions against the same rows without them (wire.md §21).
         ("rhizo-ws-resume", _) => Some("rhizo-ws"),
+        ("rhizo-quic-resume", _) => Some("rhizo-quic"),
         ("rhizo-quic-xfer", _) => Some("rhizo-quic"),
         ("rhizo-quic-call" | "rhizo-quic-matched", _) => Some("rhizo-quic"),
         // What gRPC users run (real tonic); tarpc-tcp is a note on the same rows.

@@ -75,6 +75,9 @@ error_codes! {
     PAYLOAD_ERROR = 0x11,
     /// The peer is shutting down (§14.1).
     GOING_AWAY = 0x12,
+    /// QUIC only, as the application close code of a connection given up by a resumable
+    /// session that did not end (§17.6.5): a lost transport, not a CLOSE. Never in a frame.
+    TRANSPORT_ABANDONED = 0x13,
 }
 
 impl fmt::Debug for ErrorCode {

@@ -307,6 +307,12 @@ impl OutChannel {
         self.queue.is_empty()
     }
 
+    /// Whether [`next_frame`](Self::next_frame) may have a frame now, credit allowing: a
+    /// message is queued and the replay buffer's limit lets its front start (§21.4.2).
+    pub fn has_ready(&self) -> bool {
+        !self.queue.is_empty() && self.may_start_front()
+    }
+
     /// `(id, wire sequence)` of the message in progress (partly sent), if any.
     pub fn in_progress(&self) -> Option<(u64, u64)> {
         self.queue.front().and_then(|q| Some((q.id, q.sequence?)))

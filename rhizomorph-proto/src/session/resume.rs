@@ -303,7 +303,9 @@ impl Session {
         self.new_connection(now);
         self.resume.version = WIRE_VERSION_1_1;
         self.decoder.set_version(WIRE_VERSION_1_1);
+        // What the client sent after its HELLO (a byte stream's rest, or per-channel streams).
         self.stream_buf = std::mem::take(&mut fresh.stream_buf);
+        self.streams.bufs = std::mem::take(&mut fresh.streams.bufs);
         let renewed = ticket.renewed();
         let mut hello = Hello::new(
             &self.config.settings,

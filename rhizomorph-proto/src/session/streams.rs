@@ -103,7 +103,8 @@ impl Session {
             || (channel == Channel::Control
                 && (self.pong.is_some() || !self.control.is_empty() || self.ack_due()))
             // With per-channel streams the session's credit never runs out (§17.5).
-            || (self.state == State::Open && !self.outgoing[i].is_idle())
+            // spec: wire.md §21.4.2 — a message the replay buffer holds back is not output.
+            || (self.state == State::Open && self.outgoing[i].has_ready())
     }
 
     /// Queues a frame that is ordered with `channel`'s messages (SCHEMA, CANCEL with ABORT):

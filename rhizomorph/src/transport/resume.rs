@@ -10,12 +10,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-use super::dispatch::{self, Dispatch, SharedDispatch};
-use super::shared::Shared;
+use super::dispatch::{self, Dispatch, Opening, SharedDispatch};
+use super::shared::{Opened, Shared};
+use crate::config::{AuthRequest, Config};
 use crate::frame::{ResumeStatus, SESSION_ID_LEN};
 use crate::session::{Session, Ticket};
 use crate::signal::Signal;
@@ -80,6 +81,56 @@ impl SessionEvents {
 pub(crate) trait Resumer: Send + Sync {
     /// The session of `shared` is detached (its old transport's tasks are retired).
     fn detached(&self, shared: Arc<Shared>, dispatch: SharedDispatch);
+}
+
+/// First and longest pause between a client's reconnect attempts (wire.md §21.5.2).
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+
+/// A client's reconnect loop (wire.md §21.5.2), whatever the transport: `attempt` opens a new
+/// transport and hands the detached session to it (its tasks carry on from there, and report
+/// the next loss). Retried with exponential backoff (100 ms doubling to 2 s, with jitter)
+/// until an attempt succeeds, the application closes the session, or the session's resume
+/// timeout passes — then the application is told what may be lost (`EXPIRED`).
+pub(crate) fn reconnect<F, Fut>(shared: Arc<Shared>, dispatch: SharedDispatch, mut attempt: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), crate::Error>> + Send,
+{
+    tokio::spawn(async move {
+        let give_up = {
+            let s = shared.lock();
+            s.resume_deadline()
+                .unwrap_or_else(|| Instant::now() + s.resume_timeout())
+        };
+        let mut pause = RECONNECT_FIRST;
+        loop {
+            // The application may have closed the detached session meanwhile: its events
+            // (`Closed`) are handed out here, with no transport to do it.
+            let mut over = false;
+            dispatch::with_session(&shared, &dispatch, |s| over = s.is_closed());
+            if over || shared.is_closed() {
+                return;
+            }
+            match attempt().await {
+                Ok(()) => return,
+                Err(e) => debug!(error = %e, "reconnect failed; retrying"),
+            }
+            if Instant::now() >= give_up {
+                dispatch::with_session(&shared, &dispatch, |s| {
+                    s.abandon(
+                        ResumeStatus::Expired,
+                        "could not reconnect within the resume timeout (wire.md §21.5.3)",
+                    )
+                });
+                return;
+            }
+            // Jitter: a fleet of clients cut at once does not reconnect in step.
+            let jitter = pause.mul_f64(rand::random::<f64>() * 0.5);
+            tokio::time::sleep(pause.mul_f64(0.75) + jitter).await;
+            pause = (pause * 2).min(RECONNECT_MAX);
+        }
+    });
 }
 
 /// The transport of `generation` ended (`why`) without CLOSE. A resumable session detaches and
@@ -389,15 +440,60 @@ pub(crate) fn try_resume(
     Ok((old, dispatch))
 }
 
+/// Server: the resume a new connection's HELLO (`hello`, read before anything else) asks for,
+/// if it asks: the authenticator must accept the new connection (wire.md §3.2.7) and
+/// [`try_resume`] find the session. `Err`: the status a new session answers with (§21.6.5;
+/// `UNKNOWN_SESSION` when nothing was asked).
+pub(crate) fn resume_requested(
+    registry: &Arc<DetachedSessions>,
+    fresh: &mut Session,
+    hello: Option<&AuthRequest>,
+    config: &Config,
+) -> Result<(Arc<Shared>, SharedDispatch), ResumeStatus> {
+    let Some(request) = hello.filter(|_| fresh.resume_request().is_some()) else {
+        return Err(ResumeStatus::UnknownSession);
+    };
+    let allowed = config
+        .authenticator
+        .as_ref()
+        .map_or(true, |a| a(request).is_ok());
+    if !allowed {
+        return Err(ResumeStatus::UnknownSession);
+    }
+    try_resume(registry, fresh, &request.token)
+}
+
+/// Server: a new connection whose HELLO (`hello`) was read before it was known not to resume
+/// a session. `spawn` starts the driver over the new shared state; the HELLO is then answered
+/// as the driver would have (a refused resume with `status`), and the session is registered
+/// for resumption once open.
+pub(crate) async fn accept_new(
+    fresh: Session,
+    config: &Config,
+    peer_addr: std::net::SocketAddr,
+    hello: Option<AuthRequest>,
+    status: ResumeStatus,
+    registry: &Arc<DetachedSessions>,
+    spawn: impl FnOnce(&Arc<Shared>, &SharedDispatch),
+) -> Result<Opened, crate::Error> {
+    let opening = Opening::new(fresh, config, peer_addr);
+    let (shared, dispatch) = (opening.shared.clone(), opening.dispatch.clone());
+    spawn(&shared, &dispatch);
+    if let Some(request) = hello {
+        let _ = shared.peer_token.set(request.token.clone());
+        dispatch::authenticate_with(&shared, &dispatch, request, status);
+    }
+    let opened = opening.established().await?;
+    registry.attached(&shared, &dispatch);
+    Ok(opened)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::frame::Channel;
     use crate::session::{OutgoingMessage, Target};
-    use crate::transport::dispatch::Opening;
     use crate::RoutingHeader;
-    use std::time::Duration;
 
     /// A resumable server session that sent `bytes` the client never received, behind shared
     /// state registered with `registry`.

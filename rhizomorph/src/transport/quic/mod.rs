@@ -7,47 +7,28 @@
 //! and each stream is retransmitted independently, so a lost bulk packet never holds an rpc
 //! reply. Never interprets frames: the session does.
 
-use std::future::Future;
+mod driver;
+mod resume;
+
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::stream::FuturesUnordered;
-use futures_util::StreamExt;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use quinn::{ConnectionError, RecvStream, SendStream, VarInt};
-use tokio::sync::mpsc;
-use tracing::{debug, info_span, warn, Instrument};
+use quinn::{ConnectionError, VarInt};
 
 use crate::config::{ClientTls, Config, ServerTls};
 use crate::error::ConnectStage;
 use crate::error::Error;
-use crate::frame::{Channel, ErrorCode};
-use crate::session::{Framing, Session, Target, Transmit};
+use crate::session::{Framing, Session};
 use crate::transport::connect_error::{self, Progress};
-use crate::transport::dispatch::{self, with_session, Opening, SharedDispatch};
-use crate::transport::flush::Flush;
-use crate::transport::shared::{CloseReason, Opened, Shared};
+use crate::transport::resume::DetachedSessions;
+use crate::transport::shared::Opened;
 use crate::transport::url::{Scheme, ServerUrl};
 
-/// Most bytes handed to quinn per stream write: what the sender holds beyond QUIC's windows
-/// (quinn keeps a write until the stream's flow control lets it out, wire.md §17.5). quinn
-/// interleaves streams by priority per packet, so a larger write would not delay a
-/// higher channel, only hold more memory.
-const STREAM_WRITE: usize = 64 * 1024;
 /// The ALPN protocol id that selects rhizomorph over QUIC (wire.md §3.1, §17.1).
 pub const ALPN: &[u8] = b"rhzm/1";
-
-/// Send priorities of the channel streams, control highest (wire.md §17.4).
-const PRIORITY: [i32; 4] = [3, 2, 1, 0];
-
-/// Most received segments handed to the session under one lock (QUIC delivers a stream as
-/// packet-sized segments; taking them one by one would cost a lock and a wake-up each).
-const READ_SEGMENTS: usize = 64;
 
 /// QUIC transport parameters from the rhizomorph settings (wire.md §17.5): the receive
 /// windows are the announced `INITIAL_*_WINDOW`s, and a peer may open exactly the four channel
@@ -186,8 +167,40 @@ fn endpoint_on(
     )?)
 }
 
+/// The QUIC handshake to `addr` (TLS name `host`) over `endpoint`.
+async fn dial(
+    endpoint: &quinn::Endpoint,
+    host: &str,
+    addr: SocketAddr,
+    config: &Config,
+) -> Result<quinn::Connection, Error> {
+    let tls = super::client_tls(config)?;
+    let client_config = quinn_client_config(&tls, ALPN, transport_config(config))?;
+    let connecting = endpoint
+        .connect_with(client_config, addr, host)
+        .map_err(|e| Error::Quic(e.to_string()))?;
+    connecting.await.map_err(handshake_error)
+}
+
+/// A client's QUIC connection as a transport of its session. `own_endpoint`: the session owns
+/// the endpoint and lets it go idle when it ends.
+fn client_transport(
+    conn: quinn::Connection,
+    endpoint: &quinn::Endpoint,
+    own_endpoint: bool,
+    config: &Config,
+) -> driver::Transport {
+    driver::Transport {
+        conn,
+        endpoint: own_endpoint.then(|| endpoint.clone()),
+        linger: config.session.keepalive_timeout,
+        first: None,
+    }
+}
+
 /// The QUIC handshake to `addr` over `endpoint`, then the HELLO exchange. `own_endpoint`: the
-/// connection owns the endpoint and lets it go idle when it ends.
+/// connection owns the endpoint and lets it go idle when it ends. With resumption on, a lost
+/// connection is replaced over the same endpoint ([`resume::Reconnect`]).
 async fn connect_over(
     endpoint: &quinn::Endpoint,
     own_endpoint: bool,
@@ -196,22 +209,15 @@ async fn connect_over(
     config: &Config,
     progress: &Progress,
 ) -> Result<Opened, Error> {
-    let tls = super::client_tls(config)?;
-    let client_config = quinn_client_config(&tls, ALPN, transport_config(config))?;
     progress.at(ConnectStage::Quic);
-    let connecting = endpoint
-        .connect_with(client_config, addr, host)
-        .map_err(|e| Error::Quic(e.to_string()))?;
-    let conn = connecting.await.map_err(handshake_error)?;
+    let conn = dial(endpoint, host, addr, config).await?;
     progress.at(ConnectStage::Hello);
     let session = Session::client(session_config(config), Instant::now());
-    start(
-        conn,
-        own_endpoint.then(|| endpoint.clone()),
-        session,
-        config,
-    )
-    .await
+    let resumer = (config.session.settings.resume_buffer > 0).then(|| {
+        resume::Reconnect::resumer(endpoint.clone(), own_endpoint, host, addr, config.clone())
+    });
+    let t = client_transport(conn, endpoint, own_endpoint, config);
+    driver::start(t, session, config, resumer).await
 }
 
 async fn connect_inner(url: &str, config: &Config, progress: &Progress) -> Result<Opened, Error> {
@@ -280,20 +286,18 @@ fn is_crypto(code: quinn::TransportErrorCode) -> bool {
 }
 
 fn session_config(config: &Config) -> crate::session::SessionConfig {
-    let mut session = config
+    config
         .session
         .clone()
-        .with_framing(Framing::PerChannelStreams);
-    // Resumption (wire.md §21) is not driven over QUIC yet: its HELLO neither asks for nor
-    // grants a resumable session, so a lost QUIC connection ends as in 1.0.
-    session.settings.resume_buffer = 0;
-    session
+        .with_framing(Framing::PerChannelStreams)
 }
 
 /// Accepts QUIC connections on one UDP socket.
 pub(crate) struct QuicListener {
     endpoint: quinn::Endpoint,
     config: Arc<Config>,
+    /// The sessions clients may resume (wire.md §21), when resumption is on.
+    registry: Option<Arc<DetachedSessions>>,
 }
 
 impl QuicListener {
@@ -312,10 +316,20 @@ impl QuicListener {
         })?;
         let server_config = quinn_server_config(tls, ALPN, transport_config(&config))?;
         let endpoint = endpoint_on(addr, Some(server_config))?;
+        let registry = (config.session.settings.resume_buffer > 0)
+            .then(|| DetachedSessions::new(config.detached_cap));
         Ok(QuicListener {
             endpoint,
             config: Arc::new(config),
+            registry,
         })
+    }
+
+    /// Detached sessions held for resumption, and the replay bytes they hold together.
+    pub fn detached_sessions(&self) -> (usize, u64) {
+        self.registry
+            .as_ref()
+            .map_or((0, 0), |r| r.detached_replay())
     }
 
     /// The bound UDP address.
@@ -330,12 +344,23 @@ impl QuicListener {
         let incoming = self.endpoint.accept().await.ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotConnected, "the QUIC endpoint is closed")
         })?;
-        let config = self.config.clone();
+        let (config, registry) = (self.config.clone(), self.registry.clone());
         Ok(async move {
             let handshake = async {
                 let conn = incoming.await.map_err(handshake_error)?;
                 let session = Session::server(session_config(&config), Instant::now());
-                start(conn, None, session, &config).await
+                match &registry {
+                    Some(registry) => resume::accept(conn, session, &config, registry).await,
+                    None => {
+                        let t = driver::Transport {
+                            conn,
+                            endpoint: None,
+                            linger: config.session.keepalive_timeout,
+                            first: None,
+                        };
+                        driver::start(t, session, &config, None).await
+                    }
+                }
             };
             // The session's HELLO timeout decides (CLOSE with TIMEOUT, wire.md §18); this
             // outer bound must not race it (see the WebSocket listener).
@@ -352,399 +377,5 @@ impl QuicListener {
 impl Drop for QuicListener {
     fn drop(&mut self) {
         self.endpoint.close(VarInt::from_u32(0), b"listener closed");
-    }
-}
-
-async fn start(
-    conn: quinn::Connection,
-    endpoint: Option<quinn::Endpoint>,
-    session: Session,
-    config: &Config,
-) -> Result<Opened, Error> {
-    let peer_addr = conn.remote_address();
-    let role = session.role();
-    let opening = Opening::new(session, config, peer_addr);
-    let (shared, dispatch) = (opening.shared.clone(), opening.dispatch.clone());
-    let span = info_span!("connection", peer = %peer_addr, role = ?role, transport = "quic");
-    let linger = config.session.keepalive_timeout;
-    let (handoff_tx, handoff_rx) = mpsc::unbounded_channel();
-    let slots = Arc::new(StreamSlots {
-        conn: conn.clone(),
-        slots: Default::default(),
-        handoff: handoff_tx,
-    });
-    shared.flush.set(slots.clone());
-    tokio::spawn(
-        accept_streams(conn.clone(), shared.clone(), dispatch.clone()).instrument(span.clone()),
-    );
-    tokio::spawn(watch(conn.clone(), shared.clone(), dispatch.clone()).instrument(span.clone()));
-    let writer = write_loop(
-        conn,
-        endpoint,
-        shared.clone(),
-        dispatch,
-        slots,
-        handoff_rx,
-        linger,
-    );
-    tokio::spawn(writer.instrument(span));
-    opening.established().await
-}
-
-/// Waits for the QUIC connection to end and reports why, if the session had not ended first.
-async fn watch(conn: quinn::Connection, shared: Arc<Shared>, dispatch: SharedDispatch) {
-    let e = conn.closed().await;
-
-    let reason = match e {
-        // spec: wire.md §17.6 — the application close code is the CLOSE's code.
-        ConnectionError::ApplicationClosed(a) => CloseReason::Closed {
-            code: ErrorCode(a.error_code.into_inner()),
-            reason: String::from_utf8_lossy(&a.reason).into_owned(),
-        },
-        ConnectionError::LocallyClosed => CloseReason::Lost("closed locally".into()),
-        ConnectionError::TimedOut => CloseReason::Lost("QUIC idle timeout: peer silent".into()),
-        other => CloseReason::Lost(other.to_string()),
-    };
-    dispatch::lost_with(&shared, &dispatch, reason);
-}
-
-/// Accepts the peer's channel streams (wire.md §17.2) and spawns a reader for each.
-///
-/// spec: wire.md §17.2.6 — preambles are read concurrently: a stream whose channel id never
-/// comes holds only itself, never the streams opened after it (QUIC opens lower stream ids
-/// implicitly, so a peer that writes on its second stream hands us the silent first one first).
-/// At most four are open at once (§17.2.3), so the pending set is bounded by the transport.
-async fn accept_streams(conn: quinn::Connection, shared: Arc<Shared>, dispatch: SharedDispatch) {
-    let mut seen = [false; 4];
-    let mut preambles = FuturesUnordered::new();
-    loop {
-        let (channel, recv) = tokio::select! {
-            accepted = conn.accept_uni() => {
-                let Ok(mut recv) = accepted else {
-                    return; // the connection ended; `watch` reports why
-                };
-                preambles.push(async move {
-                    let channel = read_preamble(&mut recv).await;
-                    (channel, recv)
-                });
-                continue;
-            }
-            Some(read) = preambles.next(), if !preambles.is_empty() => read,
-        };
-        let channel = match channel {
-            Ok(c) => c,
-            Err(why) => return protocol_error(&shared, &dispatch, why),
-        };
-        if std::mem::replace(&mut seen[channel.index()], true) {
-            // spec: wire.md §17.2.3 — a second stream for a channel.
-            return protocol_error(&shared, &dispatch, "a second stream for one channel");
-        }
-        let task = read_loop(channel, recv, shared.clone(), dispatch.clone());
-        tokio::spawn(task.instrument(tracing::Span::current()));
-    }
-}
-
-/// spec: wire.md §17.2.1 — a stream starts with its channel id as a varint (0 – 3, so one byte).
-async fn read_preamble(recv: &mut RecvStream) -> Result<Channel, &'static str> {
-    let mut byte = [0u8; 1];
-    recv.read_exact(&mut byte)
-        .await
-        .map_err(|_| "a stream that ended before its channel id")?;
-    // A one-byte varint has its top two bits clear; a longer encoding of 0 – 3 is not minimal.
-    Channel::from_id(byte[0]).map_err(|_| "a stream with a channel id over 3")
-}
-
-fn protocol_error(shared: &Shared, dispatch: &SharedDispatch, why: &'static str) {
-    warn!(why, "QUIC stream rule broken (wire.md §17.2.3, §17.6.4)");
-    with_session(shared, dispatch, |s| {
-        s.close(ErrorCode::PROTOCOL_ERROR, &format!("{why} (wire.md §17)"))
-    });
-    shared.wake_writer.notify_one();
-}
-
-/// Feeds one peer stream into the session while the session has room for it (§17.5).
-async fn read_loop(
-    channel: Channel,
-    mut recv: RecvStream,
-    shared: Arc<Shared>,
-    dispatch: SharedDispatch,
-) {
-    let mut segments = vec![Bytes::new(); READ_SEGMENTS];
-    loop {
-        // Read only while the session holds less than its window: QUIC's flow control then
-        // stops the peer at exactly the window the application has not consumed.
-        if !shared.wait_readable(|s| s.can_read(channel)).await {
-            return;
-        }
-        match recv.read_chunks(&mut segments).await {
-            Ok(Some(n)) => {
-                let mut was_open = false;
-                with_session(&shared, &dispatch, |s| {
-                    was_open = s.is_open();
-                    let now = Instant::now();
-                    for seg in &mut segments[..n] {
-                        s.handle_stream(now, channel, std::mem::take(seg));
-                    }
-                });
-                // After the events were handled (an accepted HELLO queues ours). The writer
-                // also runs the timers: opening moves the deadline from the HELLO timeout to
-                // the keepalive.
-                let wake = {
-                    let s = shared.lock();
-                    s.wants_transmit() || s.is_closed() || (s.is_open() && !was_open)
-                };
-                if wake {
-                    shared.wake_writer.notify_one();
-                }
-            }
-            Ok(None) => {
-                with_session(&shared, &dispatch, |s| {
-                    s.handle_stream_end(Instant::now(), channel)
-                });
-                shared.wake_writer.notify_one();
-                return;
-            }
-            Err(quinn::ReadError::Reset(code)) => {
-                // spec: wire.md §17.6.4 — messages are cancelled with CANCEL, never by a reset.
-                debug!(%channel, %code, "peer reset a channel stream");
-                return protocol_error(&shared, &dispatch, "a channel stream reset by the peer");
-            }
-            Err(e) => {
-                debug!(%channel, error = %e, "stream read ended");
-                return; // the connection ended: `watch` reports why
-            }
-        }
-    }
-}
-
-type WriteResult = Result<(), String>;
-
-/// A write in progress, owning its stream's slot until it completes.
-type WriteFuture = Pin<Box<dyn Future<Output = WriteResult> + Send>>;
-
-/// This side's four send streams, shared by the writer task and the application's senders.
-///
-/// A slot's lock is held for exactly one write in flight on that stream: whoever holds it
-/// writes, others leave their frames queued in the session. A sender that queued a message
-/// writes it itself when the slot is free and the write completes at once (no task switch);
-/// a write that has to wait for QUIC is handed to the writer task, never awaited by the sender
-/// (a flow-controlled bulk stream must not block a task that also sends rpc).
-pub(crate) struct StreamSlots {
-    conn: quinn::Connection,
-    slots: [Arc<tokio::sync::Mutex<Option<SendStream>>>; 4],
-    handoff: mpsc::UnboundedSender<WriteFuture>,
-}
-
-impl Flush for StreamSlots {
-    /// After a message was queued on `channel`: writes what the session has for that stream,
-    /// if its slot is free; otherwise the slot's holder or the writer will. Control-channel
-    /// messages share the control stream with the session's own frames: the writer sends them.
-    fn after_queue(&self, shared: &Shared, channel: Channel, cx: &mut std::task::Context<'_>) {
-        if channel == Channel::Control {
-            shared.wake_writer.notify_one();
-            return;
-        }
-        let i = channel.index();
-        loop {
-            let Ok(guard) = self.slots[i].clone().try_lock_owned() else {
-                // The holder re-checks the session after it releases the slot.
-                return;
-            };
-            let bytes = shared
-                .lock()
-                .poll_transmit(Instant::now(), Target::Stream(channel), STREAM_WRITE)
-                .map(Transmit::into_segments);
-            let Some(bytes) = bytes else {
-                drop(guard);
-                // Something queued between our poll and the release is ours to write.
-                if shared.lock().has_channel_output(channel) {
-                    continue;
-                }
-                return;
-            };
-            shared.changed.notify_waiters(); // send-buffer room opened
-            let mut write: WriteFuture =
-                Box::pin(write_one(self.conn.clone(), channel, guard, bytes));
-            match write.as_mut().poll(cx) {
-                std::task::Poll::Ready(Ok(())) => continue,
-                std::task::Poll::Ready(Err(e)) => {
-                    debug!(error = %e, "stream write failed");
-                    shared.wake_writer.notify_one();
-                    return;
-                }
-                std::task::Poll::Pending => {
-                    let _ = self.handoff.send(write);
-                    shared.wake_writer.notify_one();
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Writes `segments` to this side's stream for `channel` (its slot locked), opening it first if
-/// needed. The slot is released when the write completes.
-async fn write_one(
-    conn: quinn::Connection,
-    channel: Channel,
-    mut slot: tokio::sync::OwnedMutexGuard<Option<SendStream>>,
-    mut segments: Vec<Bytes>,
-) -> WriteResult {
-    if slot.is_none() {
-        *slot = Some(open_stream(&conn, channel).await?);
-    }
-    let stream = slot.as_mut().ok_or("stream not opened")?;
-    // quinn keeps the segments as they are: large payloads are never copied on our side.
-    stream
-        .write_all_chunks(&mut segments)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// spec: wire.md §17.2.1, §17.4 — a unidirectional stream with the channel id first and the
-/// channel's priority.
-async fn open_stream(conn: &quinn::Connection, channel: Channel) -> Result<SendStream, String> {
-    let mut s = conn.open_uni().await.map_err(|e| e.to_string())?;
-    let _ = s.set_priority(PRIORITY[channel.index()]);
-    s.write_chunk(Bytes::from(vec![channel as u8]))
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(s)
-}
-
-/// Moves the session's output onto the streams, runs the session's timers, and completes the
-/// writes senders handed over. Each stream has at most one write in flight (its slot), so a
-/// stream that QUIC's flow control holds back never delays another (§17.4); the session is
-/// asked for a stream's next bytes only once its previous write is accepted.
-async fn write_loop(
-    conn: quinn::Connection,
-    endpoint: Option<quinn::Endpoint>,
-    shared: Arc<Shared>,
-    dispatch: SharedDispatch,
-    slots: Arc<StreamSlots>,
-    mut handoff: mpsc::UnboundedReceiver<WriteFuture>,
-    linger: Duration,
-) {
-    let mut in_flight: FuturesUnordered<WriteFuture> = FuturesUnordered::new();
-    let mut failed = None;
-    loop {
-        let notified = shared.wake_writer.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let mut deadline = None;
-        let mut closed = false;
-        let mut took = false;
-        with_session(&shared, &dispatch, |s| {
-            let now = Instant::now();
-            if s.poll_timeout().is_some_and(|t| t <= now) {
-                s.handle_timeout(now);
-            }
-            for ch in Channel::ALL {
-                let Ok(guard) = slots.slots[ch.index()].clone().try_lock_owned() else {
-                    continue; // a write is in flight on this stream
-                };
-                if let Some(b) = s
-                    .poll_transmit(now, Target::Stream(ch), STREAM_WRITE)
-                    .map(Transmit::into_segments)
-                {
-                    took = true;
-                    in_flight.push(Box::pin(write_one(conn.clone(), ch, guard, b)));
-                }
-            }
-            deadline = s.poll_timeout();
-            closed = s.is_closed();
-        });
-        if took {
-            shared.changed.notify_waiters(); // send-buffer room opened
-        }
-
-        if in_flight.is_empty() && (closed || shared.is_closed()) {
-            break;
-        }
-        tokio::select! {
-            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                if let Err(e) = done {
-                    failed = Some(e);
-                    break;
-                }
-            }
-            Some(write) = handoff.recv() => in_flight.push(write),
-            _ = &mut notified => {
-                // Let the tasks that are ready now (a receiver answering a batch of requests)
-                // queue what they have: one write then carries all of it.
-                tokio::task::yield_now().await;
-            }
-            _ = sleep_until(deadline) => {}
-        }
-    }
-    if let Some(e) = failed {
-        debug!(error = %e, "stream write failed");
-        if !shared.lock().is_closed() {
-            let reason = CloseReason::Lost(format!("QUIC write failed: {e}"));
-            dispatch
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .lost_with(&shared, reason);
-        }
-    }
-    // Writes handed over since the last round complete before the close handshake.
-    drop(handoff);
-    let _ = tokio::time::timeout(linger, async {
-        while let Some(r) = in_flight.next().await {
-            let _ = r;
-        }
-    })
-    .await;
-    finish(conn, endpoint, &shared, &slots, linger).await;
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The close handshake (wire.md §17.6). The side that sent CLOSE finishes all its streams
-/// (opening any it never used, so the peer knows nothing more is coming) and lets the peer,
-/// which reads them to their end, close the QUIC connection; it closes it itself after
-/// `linger`. The side that received CLOSE closes the QUIC connection with its code at once.
-async fn finish(
-    conn: quinn::Connection,
-    endpoint: Option<quinn::Endpoint>,
-    shared: &Shared,
-    slots: &StreamSlots,
-    linger: Duration,
-) {
-    let reason = shared.close_reason();
-    let (code, text) = match &reason {
-        Some(CloseReason::Closed { code, reason }) => (*code, reason.clone()),
-        Some(CloseReason::Lost(why)) => (ErrorCode::INTERNAL_ERROR, why.clone()),
-        None => (ErrorCode::NO_ERROR, String::new()),
-    };
-    let graceful_local = shared.closed_locally.load(Ordering::Acquire)
-        && code == ErrorCode::NO_ERROR
-        && matches!(reason, Some(CloseReason::Closed { .. }));
-    if graceful_local {
-        for ch in Channel::ALL {
-            let Ok(mut slot) = tokio::time::timeout(linger, slots.slots[ch.index()].lock()).await
-            else {
-                continue;
-            };
-            if slot.is_none() {
-                *slot = open_stream(&conn, ch).await.ok();
-            }
-            if let Some(s) = slot.as_mut() {
-                let _ = s.finish();
-            }
-        }
-        let _ = tokio::time::timeout(linger, conn.closed()).await;
-    }
-    let code = VarInt::from_u64(code.0).unwrap_or(VarInt::from_u32(0x01));
-    let text = &text.as_bytes()[..text.len().min(256)];
-    conn.close(code, text);
-    if let Some(endpoint) = endpoint {
-        // A client's endpoint is its own: wait (briefly) for the CONNECTION_CLOSE to leave.
-        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
     }
 }

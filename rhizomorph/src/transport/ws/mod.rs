@@ -9,7 +9,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpStream};
@@ -19,7 +19,6 @@ use crate::config::Config;
 use crate::error::ConnectStage;
 use crate::error::Error;
 use crate::frame::ErrorCode;
-use crate::frame::ResumeStatus;
 use crate::session::Session;
 use crate::transport::connect_error::{self, Progress};
 use crate::transport::dispatch::{self, Opening, SharedDispatch};
@@ -91,47 +90,15 @@ struct Reconnect {
     config: Config,
 }
 
-/// First and longest pause between reconnect attempts.
-const RECONNECT_FIRST: Duration = Duration::from_millis(100);
-const RECONNECT_MAX: Duration = Duration::from_secs(2);
-
 impl Resumer for Reconnect {
     fn detached(&self, shared: Arc<Shared>, dispatch: SharedDispatch) {
         let (url, config) = (self.url.clone(), self.config.clone());
-        tokio::spawn(async move {
-            let give_up = {
-                let s = shared.lock();
-                s.resume_deadline()
-                    .unwrap_or_else(|| Instant::now() + s.resume_timeout())
-            };
-            let mut pause = RECONNECT_FIRST;
-            loop {
-                // The application may have closed the detached session meanwhile: its events
-                // (`Closed`) are handed out here, with no transport to do it.
-                let mut over = false;
-                dispatch::with_session(&shared, &dispatch, |s| over = s.is_closed());
-                if over || shared.is_closed() {
-                    return;
-                }
-                let attach = Attach::Resume(shared.clone(), dispatch.clone());
-                match transport(&url, &config, attach).await {
-                    Ok(_) => return, // the new transport's tasks carry on (and report a loss)
-                    Err(e) => tracing::debug!(error = %e, "reconnect failed; retrying"),
-                }
-                if Instant::now() >= give_up {
-                    dispatch::with_session(&shared, &dispatch, |s| {
-                        s.abandon(
-                            ResumeStatus::Expired,
-                            "could not reconnect within the resume timeout (wire.md §21.5.3)",
-                        )
-                    });
-                    return;
-                }
-                // Jitter: a fleet of clients cut at once does not reconnect in step.
-                let jitter = pause.mul_f64(rand::random::<f64>() * 0.5);
-                tokio::time::sleep(pause.mul_f64(0.75) + jitter).await;
-                pause = (pause * 2).min(RECONNECT_MAX);
-            }
+        let (s, d) = (shared.clone(), dispatch.clone());
+        resume::reconnect(shared, dispatch, move || {
+            let attach = Attach::Resume(s.clone(), d.clone());
+            let (url, config) = (url.clone(), config.clone());
+            // The new transport's tasks carry on (and report a loss).
+            async move { transport(&url, &config, attach).await.map(|_| ()) }
         });
     }
 }
@@ -395,42 +362,25 @@ async fn start_resumable<S: SplitIo>(
     } else if let Ok(Some(Err(e))) = first {
         return Err(e.into());
     }
-    let mut status = ResumeStatus::UnknownSession;
-    if let Some(request) = hello
-        .as_ref()
-        .filter(|_| session.resume_request().is_some())
-    {
-        let allowed = config
-            .authenticator
-            .as_ref()
-            .map_or(true, |a| a(request).is_ok());
-        if allowed {
-            match resume::try_resume(registry, &mut session, &request.token) {
-                Ok((old, old_dispatch)) => {
-                    let _ = cell.set(Arc::downgrade(&old));
-                    let span = info_span!("connection", peer = %peer_addr, role = "server", transport = "ws", resumed = true);
-                    driver::spawn(old.clone(), reader, writer, old_dispatch, span);
-                    old.wake_writer.notify_one();
-                    return Err(Error::SessionResumed);
-                }
-                Err(s) => status = s,
-            }
+    match resume::resume_requested(registry, &mut session, hello.as_ref(), config) {
+        Ok((old, old_dispatch)) => {
+            let _ = cell.set(Arc::downgrade(&old));
+            let span = info_span!("connection", peer = %peer_addr, role = "server", transport = "ws", resumed = true);
+            driver::spawn(old.clone(), reader, writer, old_dispatch, span);
+            old.wake_writer.notify_one();
+            Err(Error::SessionResumed)
+        }
+        Err(status) => {
+            // A new connection: the HELLO already read is answered as the driver would have.
+            let spawn = |shared: &Arc<Shared>, dispatch: &SharedDispatch| {
+                let _ = cell.set(Arc::downgrade(shared));
+                let span =
+                    info_span!("connection", peer = %peer_addr, role = "server", transport = "ws");
+                driver::spawn(shared.clone(), reader, writer, dispatch.clone(), span);
+            };
+            resume::accept_new(session, config, peer_addr, hello, status, registry, spawn).await
         }
     }
-    // A new connection: the HELLO already read is answered as the driver would have.
-    let opening = Opening::new(session, config, peer_addr);
-    let shared = opening.shared.clone();
-    let dispatch = opening.dispatch.clone();
-    let _ = cell.set(Arc::downgrade(&shared));
-    let span = info_span!("connection", peer = %peer_addr, role = "server", transport = "ws");
-    driver::spawn(shared.clone(), reader, writer, dispatch.clone(), span);
-    if let Some(request) = hello {
-        let _ = shared.peer_token.set(request.token.clone());
-        dispatch::authenticate_with(&shared, &dispatch, request, status);
-    }
-    let opened = opening.established().await?;
-    registry.attached(&shared, &dispatch);
-    Ok(opened)
 }
 
 /// Binds with `SO_REUSEPORT`: several listeners (one per runtime or core) on one port, the

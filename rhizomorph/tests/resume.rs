@@ -1,33 +1,44 @@
-//! Resumable sessions over a real WebSocket (wire.md §21), through a TCP proxy that cuts every
-//! connection at random points — mid-frame, mid-chunk, during the HELLO, during a replay —
-//! every 50 ms to 2 s, while both sides stream numbered messages on all four channels (small
-//! control and rpc messages, stream events, 8 MB bulk messages). Every message must arrive
-//! exactly once and in order per channel. With the server killed and restarted instead, the
-//! client's list of possibly-lost messages must cover every message that did not arrive.
+//! Resumable sessions over a real WebSocket and real QUIC (wire.md §21, §17.6.5), through a
+//! proxy that cuts every connection at random points — mid-frame, mid-chunk, during the HELLO,
+//! during a replay — every 50 ms to 2 s, while both sides stream numbered messages on all four
+//! channels (small control and rpc messages, stream events, 8 MB bulk messages). Every message
+//! must arrive exactly once and in order per channel. With the server killed and restarted
+//! instead, the client's list of possibly-lost messages must cover every message that did not
+//! arrive.
+//!
+//! Over WebSocket the proxy relays TCP and a cut drops both sockets. Over QUIC it relays UDP
+//! and a cut is a black hole (nothing passes for longer than the keepalive timeout): a QUIC
+//! connection has no reset a middlebox could send, so the sessions detach on silence
+//! (§21.5.1), give the connection up (`TRANSPORT_ABANDONED`) and the client dials again.
 //!
 //! `RHIZOMORPH_CHAOS_SECS` sets how long the cutting lasts (default 8 s, the CI's short mode;
 //! the full run is `RHIZOMORPH_CHAOS_SECS=30`).
 
+mod cut;
+
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rand::{RngExt, SeedableRng};
+use cut::Proxy;
 use rhizomorph::frame::ResumeStatus;
+use rhizomorph::transport::tls;
 use rhizomorph::{
     Channel, Config, Connection, Endpoint, Listener, RoutingHeader, Sender, SessionEvent,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use rhizomorph_testkit::transports::{self, Transport};
 
 const BULK: usize = 8 << 20;
 
-fn config() -> Config {
-    Config::default()
-        .with_resumption(4 << 20, Duration::from_secs(120))
-        .with_keepalive(Duration::from_secs(2), Duration::from_secs(6))
+/// Resumable sessions. Over QUIC a cut is silence, so the keepalive that detects it is short.
+fn base(t: Transport) -> Config {
+    let c = Config::default().with_resumption(4 << 20, Duration::from_secs(120));
+    match t {
+        Transport::Ws => c.with_keepalive(Duration::from_secs(2), Duration::from_secs(6)),
+        Transport::Quic => c.with_keepalive(Duration::from_millis(150), Duration::from_millis(600)),
+    }
 }
 
 fn chaos_secs() -> u64 {
@@ -35,163 +46,6 @@ fn chaos_secs() -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(8)
-}
-
-/// A TCP proxy whose connections die at random: a timer cuts all of them every 50 ms – 2 s
-/// while `cutting` (off until a test turns it on), and one new connection in five is cut
-/// after its first 0 – 300 bytes (its HELLO, or the first frames of a replay).
-struct Proxy {
-    port: u16,
-    /// Every connection cut, and new ones refused: the client never comes back.
-    dead: Arc<AtomicBool>,
-    /// Nothing is relayed (the sockets stay open): a link that went silent.
-    frozen: Arc<AtomicBool>,
-    cutting: Arc<AtomicBool>,
-    cuts: Arc<AtomicU64>,
-    generation: Arc<tokio::sync::watch::Sender<u64>>,
-}
-
-impl Proxy {
-    async fn start(target: std::net::SocketAddr, seed: u64) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        // Off until the test turns it on: the first connection is not resumable, and a cut
-        // handshake there fails the connect while `accept` waits for ever (the hang of stop 31).
-        let cutting = Arc::new(AtomicBool::new(false));
-        let dead = Arc::new(AtomicBool::new(false));
-        let frozen = Arc::new(AtomicBool::new(false));
-        let cuts = Arc::new(AtomicU64::new(0));
-        let (tx, _) = tokio::sync::watch::channel(0u64);
-        let generation = Arc::new(tx);
-        let rng = Arc::new(Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)));
-        {
-            let (generation, cutting, cuts, rng) = (
-                generation.clone(),
-                cutting.clone(),
-                cuts.clone(),
-                rng.clone(),
-            );
-            tokio::spawn(async move {
-                loop {
-                    let pause = rng.lock().unwrap().random_range(50..2_000);
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
-                    if cutting.load(Ordering::Relaxed) {
-                        cuts.fetch_add(1, Ordering::Relaxed);
-                        generation.send_modify(|g| *g += 1);
-                    }
-                }
-            });
-        }
-        {
-            let (generation, cutting, cuts) = (generation.clone(), cutting.clone(), cuts.clone());
-            let (dead, frozen) = (dead.clone(), frozen.clone());
-            tokio::spawn(async move {
-                loop {
-                    let Ok((client, _)) = listener.accept().await else {
-                        return;
-                    };
-                    if dead.load(Ordering::Relaxed) {
-                        continue; // refused: dropped at once
-                    }
-                    let Ok(server) = TcpStream::connect(target).await else {
-                        continue;
-                    };
-                    let budget = {
-                        let mut r = rng.lock().unwrap();
-                        (cutting.load(Ordering::Relaxed) && r.random_range(0..5) == 0)
-                            .then(|| r.random_range(0..300u64))
-                    };
-                    if budget.is_some() {
-                        cuts.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let cut = generation.subscribe();
-                    tokio::spawn(relay(client, server, cut, budget, frozen.clone()));
-                }
-            });
-        }
-        Proxy {
-            port,
-            dead,
-            frozen,
-            cutting,
-            cuts,
-            generation,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}/", self.port)
-    }
-
-    /// Stops relaying without closing anything: what is sent from now on is neither delivered
-    /// nor acknowledged.
-    fn freeze(&self) {
-        self.frozen.store(true, Ordering::Relaxed);
-    }
-
-    /// Cuts every connection and refuses new ones from now on.
-    fn kill(&self) {
-        self.dead.store(true, Ordering::Relaxed);
-        self.generation.send_modify(|g| *g += 1);
-    }
-}
-
-/// Copies both ways until the generation changes (a cut: both sockets dropped, whatever was
-/// in flight lost) or `budget` bytes went from the client to the server.
-async fn relay(
-    client: TcpStream,
-    server: TcpStream,
-    mut cut: tokio::sync::watch::Receiver<u64>,
-    budget: Option<u64>,
-    frozen: Arc<AtomicBool>,
-) {
-    let (mut cr, mut cw) = client.into_split();
-    let (mut sr, mut sw) = server.into_split();
-    let thaw = || async {
-        while frozen.load(Ordering::Relaxed) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    let up = async {
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut sent = 0u64;
-        loop {
-            thaw().await;
-            let n = match cr.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            let n = match budget {
-                Some(b) => (b.saturating_sub(sent) as usize).min(n),
-                None => n,
-            };
-            if sw.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-            sent += n as u64;
-            if budget.is_some_and(|b| sent >= b) {
-                return; // cut after the budget
-            }
-        }
-    };
-    let down = async {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            thaw().await;
-            let n = match sr.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            if cw.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-        }
-    };
-    tokio::select! {
-        _ = up => {}
-        _ = down => {}
-        _ = cut.changed() => {}
-    }
 }
 
 fn header(n: u64) -> RoutingHeader {
@@ -319,17 +173,31 @@ async fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Server and client configs for `t` from `base` (over QUIC, a fresh self-signed
+/// certificate the client pins).
+fn configs(t: Transport, base: Config) -> (Config, Config) {
+    transports::configs(t, base)
+}
+
+/// Binds a listener for `t` on `addr`.
+async fn bind(t: Transport, addr: &str, config: Config) -> Listener {
+    match t {
+        Transport::Ws => Listener::bind(addr, config).await.unwrap(),
+        Transport::Quic => Listener::bind_quic(addr, config).unwrap(),
+    }
+}
+
 // spec: wire.md §21.5, §21.6 — cut at random points for the chaos duration while both sides
 // stream on all four channels: every message delivered exactly once, in order per channel.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resume_21_6_websocket_cut_at_random_every_message_exactly_once() {
-    let listener = Listener::bind("127.0.0.1:0", config()).await.unwrap();
+async fn cut_at_random_every_message_exactly_once(t: Transport) {
+    let (server_config, client_config) = configs(t, base(t));
+    let listener = bind(t, "127.0.0.1:0", server_config).await;
     // A new cutting pattern each run (RHIZOMORPH_CHAOS_SEED repeats one; timing still varies).
     let seed = std::env::var("RHIZOMORPH_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random::<u64>);
-    println!("chaos seed {seed}");
+    println!("{t:?} chaos seed {seed}");
     if std::env::var_os("RUST_LOG").is_some() {
         // RUST_LOG=rhizomorph=debug shows what a run that hangs was doing.
         let _ = tracing_subscriber::fmt()
@@ -341,15 +209,15 @@ async fn resume_21_6_websocket_cut_at_random_every_message_exactly_once() {
     let limit = Duration::from_secs(chaos_secs() + 120);
     std::thread::spawn(move || {
         std::thread::sleep(limit);
-        let msg = format!("chaos seed {seed}: not finished after {limit:?}: hung\n");
+        let msg = format!("{t:?} chaos seed {seed}: not finished after {limit:?}: hung\n");
         let _ = std::io::Write::write_all(&mut std::io::stderr(), msg.as_bytes());
         std::process::exit(101);
     });
-    let proxy = Proxy::start(listener.local_addr().unwrap(), seed).await;
+    let proxy = Proxy::start(t, listener.local_addr().unwrap(), seed).await;
     let url = proxy.url();
-    let (client, server) = tokio::join!(Endpoint::connect(&url, config()), listener.accept());
+    let (client, server) = tokio::join!(Endpoint::connect(&url, client_config), listener.accept());
     let (client, server) = (client.unwrap(), server.unwrap());
-    proxy.cutting.store(true, Ordering::Relaxed);
+    proxy.cut(true);
     let (client_events_task, client_events) = watch_events(&client);
     let stop = Arc::new(AtomicBool::new(false));
     let (at_client, at_server) = (Received::default(), Received::default());
@@ -360,7 +228,7 @@ async fn resume_21_6_websocket_cut_at_random_every_message_exactly_once() {
     let secs = chaos_secs();
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(secs)).await;
-    proxy.cutting.store(false, Ordering::Relaxed);
+    proxy.cut(false);
     stop.store(true, Ordering::Relaxed);
     let from_client = client_out.await.unwrap();
     let from_server = server_out.await.unwrap();
@@ -378,7 +246,7 @@ async fn resume_21_6_websocket_cut_at_random_every_message_exactly_once() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await; // a duplicate would show by now
-    let cuts = proxy.cuts.load(Ordering::Relaxed);
+    let cuts = proxy.cuts();
     let events = client_events.lock().unwrap().clone();
     let resumed = events
         .iter()
@@ -389,14 +257,20 @@ async fn resume_21_6_websocket_cut_at_random_every_message_exactly_once() {
         .filter(|e| matches!(e, SessionEvent::ResumeFailed { .. }))
         .collect();
     println!(
-        "chaos {secs} s ({:.1} s with the drain): {cuts} cuts, {resumed} resumes; client sent {from_client:?}, server sent {from_server:?}",
+        "{t:?} chaos {secs} s ({:.1} s with the drain): {cuts} cuts, {resumed} resumes; client sent {from_client:?}, server sent {from_server:?}",
         started.elapsed().as_secs_f64()
     );
     assert!(
         failed.is_empty(),
         "no resume may fail while the server runs: {failed:?}"
     );
-    assert!(cuts >= secs / 2, "the proxy cut {cuts} times in {secs} s");
+    // A QUIC cut holds the link silent for about a second besides the pause before it.
+    let least = if t == Transport::Quic {
+        secs / 3
+    } else {
+        secs / 2
+    };
+    assert!(cuts >= least, "the proxy cut {cuts} times in {secs} s");
     assert!(resumed >= 1, "the client resumed");
     at_server.check(from_client, "server");
     at_client.check(from_server, "client");
@@ -404,12 +278,28 @@ async fn resume_21_6_websocket_cut_at_random_every_message_exactly_once() {
         from_client[3] >= 2 && from_server[3] >= 2,
         "8 MB bulk messages went both ways"
     );
-    drop((r1, r2, client_events_task, listener, proxy.generation));
+    drop((r1, r2, client_events_task, listener, proxy));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_21_6_websocket_cut_at_random_every_message_exactly_once() {
+    cut_at_random_every_message_exactly_once(Transport::Ws).await;
+}
+
+// spec: wire.md §17.6.5 — over QUIC too: each cut a black hole the keepalive detaches on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_21_6_quic_cut_at_random_every_message_exactly_once() {
+    cut_at_random_every_message_exactly_once(Transport::Quic).await;
 }
 
 /// A server on its own runtime: dropping the runtime kills every task and socket at once,
 /// without CLOSE, as a killed process would.
-fn server_runtime(port: u16, received: Received) -> tokio::runtime::Runtime {
+fn server_runtime(
+    t: Transport,
+    port: u16,
+    config: Config,
+    received: Received,
+) -> tokio::runtime::Runtime {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -417,9 +307,7 @@ fn server_runtime(port: u16, received: Received) -> tokio::runtime::Runtime {
         .unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     rt.spawn(async move {
-        let listener = Listener::bind(&format!("127.0.0.1:{port}"), config())
-            .await
-            .unwrap();
+        let listener = bind(t, &format!("127.0.0.1:{port}"), config).await;
         tx.send(()).unwrap();
         loop {
             let Ok(conn) = listener.accept().await else {
@@ -432,33 +320,62 @@ fn server_runtime(port: u16, received: Received) -> tokio::runtime::Runtime {
     rt
 }
 
+/// A port free on loopback for `t` (TCP or UDP).
+fn free_port(t: Transport) -> u16 {
+    match t {
+        Transport::Ws => std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port(),
+        Transport::Quic => std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port(),
+    }
+}
+
 // spec: wire.md §21.6.5 — the server process dies and comes back: the resume is refused
 // (UNKNOWN_SESSION) and the client's list of possibly-lost messages covers every message that
-// did not arrive; nothing is silently lost, and the connection goes on as a new session.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resume_21_6_server_restart_reports_every_message_that_may_be_lost() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
+// did not arrive; nothing is silently lost, and the connection goes on as a new session. The
+// client reaches the server through the proxy, which is dead while the server is (a killed
+// process sends nothing, not even QUIC's close).
+async fn server_restart_reports_every_message_that_may_be_lost(t: Transport) {
+    let port = free_port(t);
+    // Over QUIC both server processes present the same certificate, which the client pins.
+    let (server_config, client_config) = match t {
+        Transport::Ws => (base(t), base(t)),
+        Transport::Quic => {
+            let (cert, key, fp) = tls::self_signed(&["localhost"]).unwrap();
+            let server = base(t).with_server_tls(tls::server_tls(vec![cert], key).unwrap());
+            (
+                server,
+                base(t).with_client_tls(tls::client_tls_pinned(&fp).unwrap()),
+            )
+        }
     };
     let before = Received::default();
-    let rt = server_runtime(port, before.clone());
-    let client = Endpoint::connect(&format!("ws://127.0.0.1:{port}/"), config())
+    let rt = server_runtime(t, port, server_config.clone(), before.clone());
+    let proxy = Proxy::start(t, format!("127.0.0.1:{port}").parse().unwrap(), 1).await;
+    let client = Endpoint::connect(&proxy.url(), client_config)
         .await
         .unwrap();
     let (_events_task, events) = watch_events(&client);
     let stop = Arc::new(AtomicBool::new(false));
     let out = tokio::spawn(produce(client.sender(), stop.clone()));
     tokio::time::sleep(Duration::from_millis(1_500)).await;
+    proxy.kill();
     rt.shutdown_background(); // killed: no CLOSE, sockets gone
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = Received::default();
     let rt2 = tokio::task::spawn_blocking({
         let after = after.clone();
-        move || server_runtime(port, after)
+        move || server_runtime(t, port, server_config, after)
     })
     .await
     .unwrap();
+    proxy.revive();
     until("the resume fails", Duration::from_secs(30), || {
         events
             .lock()
@@ -518,29 +435,37 @@ async fn resume_21_6_server_restart_reports_every_message_that_may_be_lost() {
         );
     }
     println!(
-        "server restart: sent {sent:?}, old server got {:?}, new server got {:?}, {lost_total} reported possibly lost",
+        "{t:?} server restart: sent {sent:?}, old server got {:?}, new server got {:?}, {lost_total} reported possibly lost",
         before.iter().map(Vec::len).collect::<Vec<_>>(),
         after.iter().map(Vec::len).collect::<Vec<_>>()
     );
     rt2.shutdown_background();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_21_6_websocket_server_restart_reports_every_message_that_may_be_lost() {
+    server_restart_reports_every_message_that_may_be_lost(Transport::Ws).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_21_6_quic_server_restart_reports_every_message_that_may_be_lost() {
+    server_restart_reports_every_message_that_may_be_lost(Transport::Quic).await;
+}
+
 // spec: wire.md §21.4, §21.5.3 — a client that never comes back costs the server at most its
 // replay limit (4 channels × RESUME_BUFFER), released at the time limit; the server's
 // application learns which of its messages may be lost, and its sends wait meanwhile instead
 // of queueing without bound.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resume_21_5_a_client_that_never_returns_costs_at_most_the_replay_limit() {
+async fn a_client_that_never_returns_costs_at_most_the_replay_limit(t: Transport) {
     const BUFFER: u64 = 256 << 10;
-    let config = || {
-        Config::default()
-            .with_resumption(BUFFER, Duration::from_secs(2))
-            .with_keepalive(Duration::from_secs(1), Duration::from_secs(3))
-    };
-    let listener = Listener::bind("127.0.0.1:0", config()).await.unwrap();
-    let proxy = Proxy::start(listener.local_addr().unwrap(), 7).await;
+    let base = Config::default()
+        .with_resumption(BUFFER, Duration::from_secs(2))
+        .with_keepalive(Duration::from_secs(1), Duration::from_secs(3));
+    let (server_config, client_config) = configs(t, base);
+    let listener = bind(t, "127.0.0.1:0", server_config).await;
+    let proxy = Proxy::start(t, listener.local_addr().unwrap(), 7).await;
     let url = proxy.url();
-    let (client, server) = tokio::join!(Endpoint::connect(&url, config()), listener.accept());
+    let (client, server) = tokio::join!(Endpoint::connect(&url, client_config), listener.accept());
     let (client, server) = (client.unwrap(), server.unwrap());
     // The server streams 4 KB events (incompressible) on every channel but control; the client
     // reads them.
@@ -578,7 +503,7 @@ async fn resume_21_5_a_client_that_never_returns_costs_at_most_the_replay_limit(
         most = most.max(bytes);
     }
     println!(
-        "detached session holds at most {most} bytes for replay (limit {} = 4 x {BUFFER})",
+        "{t:?}: detached session holds at most {most} bytes for replay (limit {} = 4 x {BUFFER})",
         4 * BUFFER
     );
     assert!(most > 0 && most <= 4 * BUFFER, "held {most}");
@@ -604,5 +529,15 @@ async fn resume_21_5_a_client_that_never_returns_costs_at_most_the_replay_limit(
     assert_eq!(status, ResumeStatus::Expired);
     assert!(lost > 0, "the unacknowledged messages are reported");
     let sent = streaming.await.unwrap();
-    println!("the server's application sent {sent} messages, {lost} reported possibly lost");
+    println!("{t:?}: the server's application sent {sent} messages, {lost} reported possibly lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_21_5_websocket_a_client_that_never_returns_costs_at_most_the_replay_limit() {
+    a_client_that_never_returns_costs_at_most_the_replay_limit(Transport::Ws).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_21_5_quic_a_client_that_never_returns_costs_at_most_the_replay_limit() {
+    a_client_that_never_returns_costs_at_most_the_replay_limit(Transport::Quic).await;
 }
