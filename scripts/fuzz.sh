@@ -8,12 +8,12 @@ cd "$(dirname "$0")/.."
 seconds=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frame_decoder hello_decoder header_block session_input decompress payload legacy_decoder websocket legacy_session)
+[ ${#targets[@]} -gt 0 ] || targets=(frame_decoder hello_decoder header_block session_input session_streams decompress payload legacy_decoder websocket legacy_session)
 
 python3 - <<'PY'
 import json, os
 doc = json.load(open("spec/vectors/frames.json"))
-for target in ("frame_decoder", "hello_decoder", "header_block", "session_input", "decompress", "payload", "legacy_decoder", "websocket", "legacy_session"):
+for target in ("frame_decoder", "hello_decoder", "header_block", "session_input", "session_streams", "decompress", "payload", "legacy_decoder", "websocket", "legacy_session"):
     os.makedirs(f"fuzz/corpus/{target}", exist_ok=True)
 # Legacy session: handshakes, floods and refusals on both sides.
 for name in os.listdir("fuzz/regressions/legacy_session"):
@@ -36,6 +36,12 @@ for v in doc["valid"] + doc["invalid"]:
     if len(raw) < 65536:
         # As one session batch: a 2-byte length, then the bytes.
         open(f"fuzz/corpus/session_input/{v['name']}", "wb").write(len(raw).to_bytes(2, "big") + raw)
+        # On a channel stream (the frame's own channel, or control): selector, length, bytes.
+        for sel in range(4):
+            open(f"fuzz/corpus/session_streams/{v['name']}-{sel}", "wb").write(bytes([sel]) + len(raw).to_bytes(2, "big") + raw)
+# Per-channel streams: the kept inputs (sends, losses and resumes).
+for name in os.listdir("fuzz/regressions/session_streams"):
+    open(f"fuzz/corpus/session_streams/{name}", "wb").write(open(f"fuzz/regressions/session_streams/{name}", "rb").read())
 pay = json.load(open("spec/vectors/payloads.json"))
 for v in pay["typed_arrays"]["valid"] + pay["typed_arrays"]["invalid"]:
     open(f"fuzz/corpus/payload/{v['name'].replace(' ', '_')}", "wb").write(bytes.fromhex(v["hex"]))

@@ -228,6 +228,124 @@ pub fn session_input(data: &[u8]) {
     }
 }
 
+/// The `session_streams` target: a resumable server session with per-channel streams (QUIC's
+/// framing, wire.md §17, §21) that has accepted a client's HELLO. The input is records of a
+/// selector byte, a 2-byte length and that many bytes. Selector `0xFF` is a lost transport:
+/// the session detaches and the next 4 bytes are the Received counts of a resume request with
+/// its own ticket (on a new connection's control stream). Otherwise bits 0–1 name a channel
+/// stream; with bit 2 set the session's application sends a message of 16 × length bytes on
+/// that channel (the bytes are skipped), else the bytes arrive on the peer's stream for it.
+/// The session never panics, keeps its memory within its windows and its replay buffers within
+/// theirs, its output on each stream decodes, and `has_channel_output` never says a stream has
+/// output that `poll_transmit` then does not give (a driver that trusts it would spin).
+pub fn session_streams(data: &[u8]) {
+    use crate::frame::{Channel, Hello, ResumeRequest, WIRE_VERSION_1_0, WIRE_VERSION_1_1};
+    use crate::header::RoutingHeader;
+    use crate::session::{Event, Framing, OutgoingMessage, Session, SessionConfig, Target};
+    use std::time::{Duration, Instant};
+    const RESUME_BUFFER: u64 = 64 * 1024;
+    let now = Instant::now();
+    let settings = Settings::default()
+        .with_initial_channel_window(64 * 1024)
+        .with_max_message_size(256 * 1024)
+        .with_resume_buffer(RESUME_BUFFER);
+    let config = SessionConfig::default()
+        .with_settings(settings)
+        .with_framing(Framing::PerChannelStreams);
+    let client_hello = |resume: Option<ResumeRequest>| {
+        let mut hello = Hello::new(
+            &Settings::default().with_resume_buffer(RESUME_BUFFER),
+            Bytes::new(),
+            "fuzz",
+        );
+        hello.versions = vec![WIRE_VERSION_1_1, WIRE_VERSION_1_0];
+        hello.resume = resume.map(Box::new);
+        let mut b = BytesMut::new();
+        Frame::Hello(hello).encode(&mut b).expect("valid HELLO");
+        b.freeze()
+    };
+    let mut server = Session::server(config.clone(), now);
+    server.handle_stream(now, Channel::Control, client_hello(None));
+    server.accept(Bytes::new());
+    // This side's four streams, as the peer would read them.
+    let streams = || {
+        let decoder =
+            FrameDecoder::new(Settings::default()).with_version(crate::frame::WIRE_VERSION_1_1);
+        Channel::ALL.map(|_| (decoder.clone(), BytesMut::new()))
+    };
+    let mut out = streams();
+    let mut rest = data;
+    let mut t = now;
+    while rest.len() >= 3 {
+        let selector = rest[0];
+        let len = usize::from(u16::from_be_bytes([rest[1], rest[2]])).min(rest.len() - 3);
+        let bytes = Bytes::copy_from_slice(&rest[3..3 + len]);
+        rest = &rest[3 + len..];
+        let channel = Channel::ALL[usize::from(selector & 3)];
+        if selector == 0xFF {
+            if rest.len() < 4 || !server.detach(t) {
+                continue;
+            }
+            let received = [0, 1, 2, 3].map(|i| u64::from(rest[i]));
+            rest = &rest[4..];
+            let ticket = server.ticket().cloned().expect("resumable");
+            let mut fresh = Session::server(config.clone(), t);
+            let request = ResumeRequest {
+                session_id: ticket.session_id,
+                token: ticket.token,
+                received,
+            };
+            fresh.handle_stream(t, Channel::Control, client_hello(Some(request)));
+            while fresh.poll_event().is_some() {}
+            if server.resume_from(&mut fresh, t).is_err() {
+                fresh.accept(Bytes::new());
+                server = fresh;
+            }
+            out = streams(); // a new connection's streams
+            continue;
+        }
+        t += Duration::from_millis(u64::from(len as u8));
+        if selector & 4 != 0 {
+            let payload = Bytes::from(vec![selector; (16 * len).min(256 * 1024)]);
+            let _ = server.send(channel, OutgoingMessage::new(RoutingHeader::new(), payload));
+        } else if server.can_read(channel) {
+            server.handle_stream(t, channel, bytes);
+        }
+        server.handle_timeout(t);
+        for ch in Channel::ALL {
+            let (decoder, buf) = &mut out[ch.index()];
+            let said = server.has_channel_output(ch);
+            let mut gave = false;
+            while let Some(x) = server.poll_transmit(t, Target::Stream(ch), 64 * 1024) {
+                gave = true;
+                buf.extend_from_slice(&x.into_bytes());
+            }
+            assert!(gave || !said, "{ch}: has_channel_output but no output");
+            while decoder
+                .decode(buf)
+                .expect("the session's own output decodes")
+                .is_some()
+            {}
+        }
+        while let Some(e) = server.poll_event() {
+            if let Event::Message(m) = e {
+                server.release(m.channel, m.credit);
+            }
+        }
+        for ch in Channel::ALL {
+            assert!(
+                server.held_bytes(ch) <= 64 * 1024 + 256 * 1024 + 70_000,
+                "held past the window"
+            );
+        }
+        // spec: wire.md §21.4.2 — a quarter of the buffer plus one message, at most.
+        assert!(
+            server.replay_charge() <= 4 * (RESUME_BUFFER + 256 * 1024 + 20_000),
+            "replay buffers past their bound"
+        );
+    }
+}
+
 /// The `decompress` target: byte 0 picks codec and shuffle, bytes 1–4 the declared length
 /// (big-endian), the rest is the compressed data. Decompression never panics, never returns
 /// other than exactly the declared length, and never allocates past the 1 MiB limit.

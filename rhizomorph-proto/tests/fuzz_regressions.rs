@@ -42,6 +42,17 @@ fn fuzz_regressions_session_input() {
 }
 
 #[test]
+fn fuzz_regressions_session_streams() {
+    // Seeds: sends past the replay limit on each channel, a loss, a resume, more sends.
+    assert!(
+        replay(
+            "session_streams",
+            rhizomorph_proto::fuzzing::session_streams
+        ) >= 2
+    );
+}
+
+#[test]
 fn fuzz_regressions_decompress() {
     replay("decompress", rhizomorph_proto::fuzzing::decompress);
 }
