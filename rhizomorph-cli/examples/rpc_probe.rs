@@ -2,7 +2,7 @@
 //! outstanding) for one implementation only, against the bench's echo servers, so a profile or
 //! a system-call count (`strace -f -c`, `perf stat`) shows that implementation alone.
 //!
-//! Run: `cargo run --release --example rpc_probe -- rhizo-ws|rhizo-ws-matched|rhizo-ws-call|rhizo-ws-call-1conn|msgpack-ws|raw-tcp|tarpc-tcp|tarpc-ws|tarpc-tcp-1conn|tarpc-ws-1conn [CLIENTS] [SECONDS]`
+//! Run: `cargo run --release --example rpc_probe -- rhizo-ws|rhizo-ws-resume|rhizo-ws-resume-off|rhizo-ws-matched|rhizo-ws-call|rhizo-ws-call-1conn|msgpack-ws|raw-tcp|tarpc-tcp|tarpc-ws|tarpc-tcp-1conn|tarpc-ws-1conn [CLIENTS] [SECONDS]`
 use std::time::Duration;
 
 use rhizomorph::Config;
@@ -16,11 +16,23 @@ async fn main() {
     let clients: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
     let seconds: f64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let d = Duration::from_secs_f64(seconds);
-    let config = Config::default().with_env().unwrap();
-    let servers = ServerSide::start(config.clone(), 1).unwrap();
+    let mut config = Config::default().with_env().unwrap();
+    // `-resume`: resumable sessions (wire.md §21) on both sides; `-resume-off`: the same
+    // server, the client without (what `bench --scenario resume` compares).
+    let resumable = config
+        .clone()
+        .with_resumption(2 << 20, Duration::from_secs(120));
+    let server = match which.contains("-resume") {
+        true => resumable.clone(),
+        false => config.clone(),
+    };
+    if which == "rhizo-ws-resume" {
+        config = resumable;
+    }
+    let servers = ServerSide::start(server, 1).unwrap();
     let url = format!("ws://{}/", servers.rhizomorph);
     let m = match which.as_str() {
-        "rhizo-ws" => {
+        "rhizo-ws" | "rhizo-ws-resume" | "rhizo-ws-resume-off" => {
             rpc::run_rpc(&which, clients, d, |_| {
                 bench::rhizo_rpc_client(&url, &config)
             })
@@ -87,7 +99,8 @@ async fn main() {
             .await
         }
         other => panic!(
-            "unknown implementation {other}: rhizo-ws, rhizo-ws-matched, rhizo-ws-call, \
+            "unknown implementation {other}: rhizo-ws, rhizo-ws-resume, rhizo-ws-resume-off, \
+             rhizo-ws-matched, rhizo-ws-call, \
              rhizo-ws-call-1conn, msgpack-ws, raw-tcp, tarpc-tcp, tarpc-ws, tarpc-tcp-1conn \
              or tarpc-ws-1conn"
         ),

@@ -123,6 +123,12 @@ enum Command {
         /// Allow plain ws:// on a non-loopback address (unencrypted).
         #[arg(long)]
         insecure_plain: bool,
+        /// Resumable sessions (wire.md §21) for native clients that ask: a client's session
+        /// whose transport dies is held this many seconds for it to resume (2 MiB replay buffer
+        /// per channel). 0: off. In a cluster, a client that comes back to another node carries
+        /// on there with its messages delivered once (cluster.md §C5.2).
+        #[arg(long, default_value_t = 0.0)]
+        resume_secs: f64,
         /// The workspace manager's limits (legacy.md §L6.6).
         #[command(flatten)]
         manager: ManagerArgs,
@@ -257,6 +263,7 @@ fn main() -> ExitCode {
             cert,
             key,
             insecure_plain,
+            resume_secs,
             manager,
             cluster,
             threads,
@@ -267,6 +274,7 @@ fn main() -> ExitCode {
             cert,
             key,
             insecure_plain,
+            resume_secs,
             manager,
             cluster,
         )),
@@ -363,6 +371,7 @@ async fn serve_cmd(
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     insecure_plain: bool,
+    resume_secs: f64,
     manager: ManagerArgs,
     cluster: ClusterArgs,
 ) -> ExitCode {
@@ -376,6 +385,10 @@ async fn serve_cmd(
             return ExitCode::from(2);
         }
     };
+    if resume_secs > 0.0 {
+        let hold = std::time::Duration::from_secs_f64(resume_secs.min(86_400.0));
+        config = config.with_resumption(2 << 20, hold);
+    }
     if self_signed {
         match tls::self_signed(&["localhost", "127.0.0.1"])
             .and_then(|(c, k, fp)| Ok((tls::server_tls(vec![c], k)?, fp)))
@@ -479,6 +492,10 @@ struct ClusterArgs {
     /// node that stopped reading; a live node trims its inbox to its lag).
     #[arg(long, default_value_t = 1_000_000, requires = "redis")]
     inbox_max_len: u64,
+    /// Milliseconds an inbox keeps entries already handed to their clients: what another
+    /// node sends again to a client that comes to it from this one if this one dies.
+    #[arg(long, default_value_t = 2000, requires = "redis")]
+    retention_ms: u64,
 }
 
 impl ClusterArgs {
@@ -487,7 +504,8 @@ impl ClusterArgs {
             .with_lease(std::time::Duration::from_secs_f64(
                 self.lease_secs.max(0.05),
             ))
-            .with_inbox_max_len(self.inbox_max_len.max(1));
+            .with_inbox_max_len(self.inbox_max_len.max(1))
+            .with_retention(std::time::Duration::from_millis(self.retention_ms));
         if let Some(id) = &self.node_id {
             c = c.with_node_id(id.clone());
         }

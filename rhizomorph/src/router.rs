@@ -313,7 +313,12 @@ impl Router {
             #[cfg(feature = "redis")]
             if let Some(c) = &self.cluster {
                 // spec: cluster.md §C3.2 — the directory says where it is.
-                c.register(&id).await;
+                let native = conn.legacy_identity().is_none();
+                if let Some(before) = c.register(&id, native).await {
+                    // spec: cluster.md §C5.2 — it came from another node, which may be dead.
+                    let takeover = crate::cluster::take_over(c, self.weak(), &id, before, native);
+                    tokio::spawn(takeover);
+                }
             }
         }
         info!(%id, mode = conn.mode().name(), addressable, "peer connected");
@@ -618,18 +623,27 @@ impl Router {
         mut self,
         config: crate::cluster::ClusterConfig,
     ) -> Result<Router, crate::cluster::ClusterError> {
-        let weak = WeakRouter {
-            peers: Arc::downgrade(&self.peers),
-            generation: self.generation.clone(),
-            stats: self.stats.clone(),
-            manager: self.manager.clone(),
-            cluster: std::sync::Weak::new(),
-        };
+        let weak = self.weak();
         let tag = crate::cluster::keys::node_tag(&config.node_id);
         self.manager_do(|m| m.set_node_tag(&tag));
         let cluster = crate::cluster::Cluster::join(config, weak).await?;
         self.cluster = Some(cluster);
         Ok(self)
+    }
+
+    /// This router, held weakly (what the cluster's tasks hold).
+    fn weak(&self) -> WeakRouter {
+        WeakRouter {
+            peers: Arc::downgrade(&self.peers),
+            generation: self.generation.clone(),
+            stats: self.stats.clone(),
+            manager: self.manager.clone(),
+            cluster: self
+                .cluster
+                .as_ref()
+                .map(Arc::downgrade)
+                .unwrap_or_default(),
+        }
     }
 
     /// The cluster layer's counters, if this router joined a cluster.

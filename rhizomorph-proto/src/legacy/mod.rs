@@ -17,7 +17,7 @@ pub use codec::{
     LegacyMessage,
 };
 pub use handshake::{AuthInfo, ConnectionInfo, TextMessage};
-pub use route::{normalize_to, rewrite, Identity, Routed};
+pub use route::{normalize_to, rewrite, Identity, Routed, ENTRY_FIELD};
 pub use session::{
     Initiator, LegacyClose, LegacyConfig, LegacyEvent, LegacySendError, LegacySession,
     LegacyTransmit, Side,

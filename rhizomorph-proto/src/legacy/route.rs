@@ -83,6 +83,11 @@ pub fn normalize_to(to: &str, workspace: &str) -> Result<String, LegacyError> {
     })
 }
 
+/// The field a cluster node sets on a message it delivers from its inbox, `<node>/<entry id>`
+/// (wire.md §22.3.4): what a client drops a redelivered copy by (§22.5). Only a router writes
+/// it; [`rewrite`] drops every copy a sender wrote.
+pub const ENTRY_FIELD: &str = "rz-entry";
+
 /// A header rewritten for forwarding, and where it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routed {
@@ -94,7 +99,8 @@ pub struct Routed {
 
 /// Rewrites `header` as hypha does before forwarding (`message.update({"ws", "to", "from",
 /// "user"})`): fields already present keep their position, new ones are appended in that
-/// order, and every other copy of those four names (plain or `#`) is dropped.
+/// order, and every other copy of those four names (plain or `#`) is dropped, as is every
+/// [`ENTRY_FIELD`] (wire.md §22.3.4: only a router sets it).
 pub fn rewrite(header: &RoutingHeader, sender: &Identity) -> Result<Routed, LegacyError> {
     let to = header
         .get("to")
@@ -120,6 +126,8 @@ pub fn rewrite(header: &RoutingHeader, sender: &Identity) -> Result<Routed, Lega
                 out.push(updates[i].1, updates[i].2.clone());
             }
             Some(_) => {}
+            // spec: wire.md §22.3.4 — a sender cannot make a client drop what it is sent.
+            None if field.name == ENTRY_FIELD.as_bytes() => {}
             None => out.push(field.name.clone(), field.value.clone()),
         }
     }
@@ -156,7 +164,8 @@ mod tests {
             .with("to", "bob")
             .with("method", "services.echo.echo")
             .with("user", "forged")
-            .with("user#", vec![0xc0]);
+            .with("user#", vec![0xc0])
+            .with(ENTRY_FIELD, "n2/99999999999999-0");
         let routed = rewrite(&header, &alice).unwrap();
         assert_eq!(routed.target, "ws-a/bob");
         let names: Vec<&[u8]> = routed.header.fields().iter().map(|f| &f.name[..]).collect();

@@ -22,12 +22,93 @@ use tracing::{debug, warn};
 
 use super::{entry, keys, Cluster, ClusterError, Local, LocalPeers, Outbound};
 use crate::connection::Message;
+use crate::legacy::ENTRY_FIELD;
 
 /// How long one `XREADGROUP` blocks when the inbox is empty.
 pub(super) const BLOCK: Duration = Duration::from_millis(1000);
 
 /// Entries waiting for their slow client, by client, in order.
-type Lanes = Arc<Mutex<HashMap<String, VecDeque<(String, Message, OwnedSemaphorePermit)>>>>;
+pub(super) type Lanes =
+    Arc<Mutex<HashMap<String, VecDeque<(String, Message, OwnedSemaphorePermit)>>>>;
+
+/// What the inbox holds back: entries for slow clients (and for clients being taken over,
+/// cluster.md §C5.2) in lanes, bounded in number, and the entries handed out and not yet
+/// acknowledged to Redis.
+pub(super) struct Delivery {
+    pub(super) lanes: Lanes,
+    /// Permits for entries held in lanes ([`held_max`](super::ClusterConfig::held_max)).
+    pub(super) held: Arc<Semaphore>,
+    /// Entries done with, acknowledged with the next read.
+    pub(super) acks: Arc<Mutex<Vec<String>>>,
+}
+
+impl Delivery {
+    pub(super) fn new(held_max: usize) -> Delivery {
+        Delivery {
+            lanes: Arc::default(),
+            held: Arc::new(Semaphore::new(held_max.max(1))),
+            acks: Arc::default(),
+        }
+    }
+
+    /// Holds `client`'s entries back (they wait in its lane, in order) until
+    /// [`release`](Self::release); `false` if a lane already holds some (not gated then).
+    pub(super) fn gate(&self, client: &str) -> bool {
+        let mut lanes = self.lanes.lock().unwrap();
+        if lanes.contains_key(client) {
+            return false;
+        }
+        lanes.insert(client.to_string(), VecDeque::new());
+        true
+    }
+
+    /// Lets what [`gate`](Self::gate) held back go, in order.
+    pub(super) fn release<W: Local>(&self, cluster: &Arc<Cluster>, router: &W, client: &str) {
+        tokio::spawn(drain_lane(
+            cluster.clone(),
+            router.clone(),
+            self.lanes.clone(),
+            self.acks.clone(),
+            client.to_string(),
+        ));
+    }
+}
+
+/// A stream entry id (`<ms>-<seq>`) as the numbers it compares by (0-0 if malformed).
+pub(super) fn entry_number(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+/// Where this node's inbox may be trimmed to (cluster.md §C4.3): entries handed out stay for
+/// the retention, counted on Redis's clock (the ids) from the newest entry read.
+struct Retention {
+    keep: Duration,
+    /// The newest entry read, and when.
+    newest: Option<(String, std::time::Instant)>,
+    /// The last `MINID` sent.
+    trimmed: Option<(u64, u64)>,
+}
+
+impl Retention {
+    /// The `MINID` to trim to now, if it moved: the oldest of the oldest held entry, the newest
+    /// read one, and the newest read one's time plus the time since minus the retention.
+    fn due(&mut self, oldest_held: Option<String>) -> Option<String> {
+        let (newest, at) = self.newest.as_ref()?;
+        let newest = entry_number(newest);
+        let ms = (newest.0 + at.elapsed().as_millis() as u64)
+            .saturating_sub(self.keep.as_millis() as u64);
+        let mut min = newest.min((ms, 0));
+        if let Some(held) = oldest_held {
+            min = min.min(entry_number(&held));
+        }
+        if self.trimmed.is_some_and(|t| t >= min) {
+            return None;
+        }
+        self.trimmed = Some(min);
+        Some(format!("{}-{}", min.0, min.1))
+    }
+}
 
 /// Creates the inbox and its group if they are not there (first start, or Redis restarted
 /// empty). Reads from the newest entry: what was written before the group existed had no
@@ -57,12 +138,14 @@ pub(super) async fn ensure_group(
 /// Reads and delivers until the router is gone; waits out Redis outages.
 pub(super) async fn run<W: Local>(cluster: Arc<Cluster>, mut conn: ConnectionManager, weak: W) {
     let inbox = keys::inbox(cluster.node());
-    let acks: Arc<Mutex<Vec<String>>> = Arc::default();
-    let lanes: Lanes = Arc::default();
-    let held = Arc::new(Semaphore::new(cluster.config.held_max.max(1)));
+    let Delivery { lanes, held, acks } = &cluster.delivery;
+    let (lanes, held, acks) = (lanes.clone(), held.clone(), acks.clone());
     let mut backoff = Duration::from_millis(50);
-    // The newest entry read: everything before it was handed out or is held in a lane.
-    let mut last_read: Option<String> = None;
+    let mut retention = Retention {
+        keep: cluster.config.retention,
+        newest: None,
+        trimmed: None,
+    };
     loop {
         if weak.upgrade().is_none() {
             return;
@@ -80,15 +163,20 @@ pub(super) async fn run<W: Local>(cluster: Arc<Cluster>, mut conn: ConnectionMan
         let mut pipe = redis::pipe();
         if !done.is_empty() {
             pipe.xack(&inbox, keys::GROUP, &done).ignore();
-            // spec: cluster.md §C4.3 — what was read and is not held is done with: trimmed.
-            if let Some(min) = oldest_held(&lanes).or(last_read.take()) {
-                pipe.cmd("XTRIM")
-                    .arg(&inbox)
-                    .arg("MINID")
-                    .arg("~")
-                    .arg(min)
-                    .ignore();
-            }
+        }
+        // spec: cluster.md §C4.3 — what was handed out (not held) and is older than the
+        // retention is done with: trimmed, idle or not.
+        if let Some(min) = retention.due(oldest_held(&lanes)) {
+            // LIMIT 0: all of it (with `~` Redis trims at most 10,000 entries a call by
+            // default, which an idle node would take many blocking reads to catch up with).
+            pipe.cmd("XTRIM")
+                .arg(&inbox)
+                .arg("MINID")
+                .arg("~")
+                .arg(min)
+                .arg("LIMIT")
+                .arg(0)
+                .ignore();
         }
         pipe.cmd("XREADGROUP")
             .arg("GROUP")
@@ -109,8 +197,9 @@ pub(super) async fn run<W: Local>(cluster: Arc<Cluster>, mut conn: ConnectionMan
                 reply
             }
             Err(e) => {
-                // Not acknowledged: put back, sent with the next read.
+                // Not acknowledged: put back, sent with the next read (the trim again too).
                 acks.lock().unwrap().extend(done);
+                retention.trimmed = None;
                 if e.code() == Some("NOGROUP") {
                     if let Err(e) = ensure_group(&cluster, &mut conn).await {
                         debug!(error = %e, "inbox group not created yet");
@@ -133,7 +222,7 @@ pub(super) async fn run<W: Local>(cluster: Arc<Cluster>, mut conn: ConnectionMan
         for key in reply.map(|r| r.keys).unwrap_or_default() {
             for id in key.ids {
                 cluster.count(|s| &s.received, 1);
-                last_read = Some(id.id.clone());
+                retention.newest = Some((id.id.clone(), std::time::Instant::now()));
                 handle(&cluster, &weak, &router, &lanes, &held, &acks, id).await;
             }
         }
@@ -142,16 +231,12 @@ pub(super) async fn run<W: Local>(cluster: Arc<Cluster>, mut conn: ConnectionMan
 
 /// The oldest entry id a lane holds (ids compare as `<ms>-<seq>` numbers, not as text).
 fn oldest_held(lanes: &Lanes) -> Option<String> {
-    let number = |id: &str| -> (u64, u64) {
-        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-        (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
-    };
     lanes
         .lock()
         .unwrap()
         .values()
         .filter_map(|lane| lane.front().map(|(id, _, _)| id.clone()))
-        .min_by_key(|id| number(id))
+        .min_by_key(|id| entry_number(id))
 }
 
 /// One entry: delivered, held in its client's lane, written on, or dropped.
@@ -209,7 +294,7 @@ async fn handle<W: Local>(
         Some(Value::BulkString(b)) => Bytes::from(b),
         _ => Bytes::new(),
     };
-    let message = match entry::decode(bytes, cluster.config.max_header_list_size) {
+    let mut message = match entry::decode(bytes, cluster.config.max_header_list_size) {
         Ok(m) => m,
         Err(e) => {
             warn!(entry = %id.id, error = %e, "inbox entry dropped");
@@ -218,6 +303,13 @@ async fn handle<W: Local>(
             return;
         }
     };
+    if kind == "m" && cluster.is_native(&to) {
+        // spec: wire.md §22.3.4 — what the client drops a copy by, should another node take
+        // this inbox over and send it again (cluster.md §C5.2).
+        message
+            .header
+            .set(ENTRY_FIELD, format!("{}/{}", cluster.node(), id.id));
+    }
     if kind == "g" {
         router.to_manager(&from, message).await;
         cluster.count(|s| &s.delivered, 1);

@@ -31,6 +31,7 @@ mod inbox;
 pub mod keys;
 mod outbox;
 mod registry;
+mod takeover;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,18 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, Semaphore};
 
 pub(crate) use outbox::Outbound;
+
+/// `client` (`native`: it drops redelivered entries) registered here while the directory
+/// named `before`: the task that takes it over if that node is dead (cluster.md §C5.2).
+pub(crate) fn take_over<W: Local>(
+    cluster: &Arc<Cluster>,
+    router: W,
+    client: &str,
+    before: String,
+    native: bool,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    takeover::run(cluster.clone(), router, client.to_string(), before, native)
+}
 use registry::Directory;
 
 /// How a node joins a cluster. Defaults suit a LAN: a 3 s lease, at most 1,000,000 entries
@@ -78,6 +91,11 @@ pub struct ClusterConfig {
     pub redis_timeout: Duration,
     /// Routing headers read back from entries are held to this (our `MAX_HEADER_LIST_SIZE`).
     pub max_header_list_size: u64,
+    /// How long an inbox keeps entries already handed to their clients (cluster.md §C4.3):
+    /// what a node that takes a dead node's client over sends again (§C5.2), for the
+    /// messages that were still in the dead node's send buffers or on the way. A message that
+    /// waited there longer than this when the node died can be lost.
+    pub retention: Duration,
 }
 
 impl ClusterConfig {
@@ -96,7 +114,14 @@ impl ClusterConfig {
             owner_ttl: Duration::from_secs(2),
             redis_timeout: Duration::from_secs(2),
             max_header_list_size: 64 << 10,
+            retention: Duration::from_secs(2),
         }
+    }
+
+    /// Sets how long handed-out entries stay in the inbox.
+    pub fn with_retention(mut self, retention: Duration) -> ClusterConfig {
+        self.retention = retention;
+        self
     }
 
     /// Sets the node id.
@@ -183,6 +208,11 @@ pub struct ClusterStats {
     /// Times this node found its lease gone (Redis restarted, or it was away) and registered
     /// its clients again.
     pub rejoined: AtomicU64,
+    /// Clients that connected here from a node found dead, whose entries this node read from
+    /// that node's inbox (cluster.md §C5.2).
+    pub takeovers: AtomicU64,
+    /// Entries delivered from dead nodes' inboxes (a native client drops those it had).
+    pub taken_over: AtomicU64,
 }
 
 /// The router a cluster layer serves, held weakly: the cluster's tasks end once it is gone.
@@ -249,8 +279,11 @@ pub(crate) struct Cluster {
     directory: Mutex<Directory>,
     /// Other nodes whose lease was live at the last renewal (broadcast and event targets).
     nodes: Mutex<Vec<String>>,
-    /// Full ids of the clients this node holds (registered again if its lease was lost).
-    local: Mutex<std::collections::HashSet<String>>,
+    /// Full ids of the clients this node holds (registered again if its lease was lost), each
+    /// with whether it is native (it drops redelivered entries, wire.md §22.5).
+    local: Mutex<std::collections::HashMap<String, bool>>,
+    /// What the inbox holds back for slow clients and those being taken over.
+    delivery: inbox::Delivery,
     /// Set when a lease renewal found the lease gone: this node's services go back in.
     rejoined: std::sync::atomic::AtomicBool,
     stats: Arc<ClusterStats>,
@@ -269,6 +302,11 @@ impl Cluster {
 
     fn count(&self, counter: impl Fn(&ClusterStats) -> &AtomicU64, n: u64) {
         counter(&self.stats).fetch_add(n, Relaxed);
+    }
+
+    /// Whether local client `id` is native (its messages from the inbox carry `rz-entry`).
+    fn is_native(&self, id: &str) -> bool {
+        self.local.lock().unwrap().get(id).copied().unwrap_or(false)
     }
 
     /// The live node whose tag is `tag`.
@@ -322,6 +360,7 @@ impl Cluster {
             directory: Mutex::new(Directory::new(config.owner_ttl)),
             nodes: Mutex::new(Vec::new()),
             local: Mutex::new(Default::default()),
+            delivery: inbox::Delivery::new(config.held_max),
             rejoined: Default::default(),
             stats: Arc::default(),
             config,

@@ -12,6 +12,8 @@
 //! that does not read its answers never holds up the node's other traffic, nor grows it.
 
 use std::sync::Arc;
+
+use redis::streams::StreamInfoGroupsReply;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -394,15 +396,16 @@ async fn write_batch(cluster: &Cluster, batch: Vec<Outbound>) -> (Vec<Unroutable
     let mut backed_up = Vec::new();
     if writes > 0 && failed.is_none() {
         for node in &written {
-            pipe.xlen(keys::inbox(node));
+            add_lag(&mut pipe, node);
         }
         cluster.count(|s| &s.send_round_trips, 1);
         cluster.count(|s| &s.batches, 1);
         match pipe
-            .query_async::<Vec<u64>>(&mut cluster.conn.clone())
+            .query_async::<Vec<StreamInfoGroupsReply>>(&mut cluster.conn.clone())
             .await
         {
-            Ok(lengths) => {
+            Ok(groups) => {
+                let lengths = groups.iter().map(lag);
                 cluster.count(|s| &s.sent, writes as u64);
                 calls.clear();
                 let high = cluster.config.inbox_high_water;
@@ -433,6 +436,22 @@ async fn write_batch(cluster: &Cluster, batch: Vec<Outbound>) -> (Vec<Unroutable
     (unroutable, backed_up)
 }
 
+/// Adds the query of `node`'s inbox lag to `pipe` ([`lag`] reads the answer).
+fn add_lag(pipe: &mut redis::Pipeline, node: &str) {
+    pipe.cmd("XINFO").arg("GROUPS").arg(keys::inbox(node));
+}
+
+/// Entries of an inbox its node has not read yet (cluster.md §C4.1's high-water mark counts
+/// these, not the stream's length, which includes what the retention keeps, §C4.3). Without
+/// a lag from Redis (before 7.0, or after deletions it cannot count past), its pending count.
+fn lag(groups: &StreamInfoGroupsReply) -> u64 {
+    groups
+        .groups
+        .iter()
+        .find(|g| g.name == keys::GROUP)
+        .map_or(0, |g| g.lag.unwrap_or(g.pending) as u64)
+}
+
 /// Waits until the inboxes of `nodes` are back under half their high-water mark: a node that
 /// reads slower than others write to it slows its writers (their outboxes fill, their clients'
 /// sends wait) instead of growing Redis. Gives up after `cluster.config.lease * 4` (a node
@@ -447,15 +466,19 @@ async fn wait_for_room(cluster: &Cluster, nodes: Vec<String>) {
         pause = (pause * 2).min(Duration::from_millis(20));
         let mut pipe = redis::pipe();
         for n in &nodes {
-            pipe.xlen(keys::inbox(n));
+            add_lag(&mut pipe, n);
         }
         match pipe
-            .query_async::<Vec<u64>>(&mut cluster.conn.clone())
+            .query_async::<Vec<StreamInfoGroupsReply>>(&mut cluster.conn.clone())
             .await
         {
-            Ok(lengths) if lengths.iter().all(|l| *l <= low) => return,
+            Ok(groups) if groups.iter().all(|g| lag(g) <= low) => return,
             Ok(_) => {}
-            Err(e) => debug!(error = %e, "inbox length unknown"),
+            Err(e) => {
+                // No such inbox (Redis restarted empty): nothing is backed up there.
+                debug!(error = %e, "inbox lag unknown");
+                return;
+            }
         }
     }
     warn!(nodes = ?nodes, "inboxes stayed past their high-water mark: writing on");

@@ -24,15 +24,27 @@ if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
 end
 return 0";
 
-/// Deletes the fields of hash `KEYS[1]` that start with `ARGV[1]` (a client's services).
-const DELETE_SERVICES_OF: &str = r"
-local n = 0
-for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
-  if string.sub(field, 1, string.len(ARGV[1])) == ARGV[1] then
-    n = n + redis.call('HDEL', KEYS[1], field)
+/// Reaps one client of a dead node: if owners hash `KEYS[1]` still names node `ARGV[2]` for
+/// client `ARGV[1]`, deletes that field and the client's services from hash `KEYS[2]` (the
+/// fields starting `ARGV[1]:`) and answers 1; a client that reconnected elsewhere keeps both.
+const REAP_CLIENT: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then
+  return 0
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local prefix = ARGV[1] .. ':'
+for _, field in ipairs(redis.call('HKEYS', KEYS[2])) do
+  if string.sub(field, 1, string.len(prefix)) == prefix then
+    redis.call('HDEL', KEYS[2], field)
   end
 end
-return n";
+return 1";
+
+/// `HSET key field value`, answering the value it replaced (nil if none).
+const SET_OWNER: &str = r"
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return old";
 
 /// Cached directory answers: full id → its node (`None`: connected nowhere), with when.
 pub(super) struct Directory {
@@ -67,20 +79,43 @@ impl Directory {
 }
 
 impl Cluster {
-    /// `client` connected here: the directory says so and the other nodes hear it.
-    pub(crate) async fn register(&self, client: &str) {
-        self.local.lock().unwrap().insert(client.to_string());
+    /// `client` (`native`: it drops redelivered entries, wire.md §22.5) connected here: the
+    /// directory says so and the other nodes hear it. Returns the node the directory named
+    /// before, if another (the client came from there: cluster.md §C5.2).
+    pub(crate) async fn register(&self, client: &str, native: bool) -> Option<String> {
+        self.local
+            .lock()
+            .unwrap()
+            .insert(client.to_string(), native);
+        let ws = keys::workspace_of(client);
         let mut pipe = redis::pipe();
-        self.add_registration(&mut pipe, client);
-        if let Err(source) = pipe.query_async::<()>(&mut self.conn.clone()).await {
-            // Registered again at the next lease renewal once Redis answers.
-            let e = ClusterError::Redis {
-                what: "registering a client",
-                source,
-            };
-            warn!(%client, error = %e, "client reachable from this node only for now");
-        }
+        pipe.cmd("EVAL")
+            .arg(SET_OWNER)
+            .arg(1)
+            .arg(keys::owners(ws))
+            .arg(client)
+            .arg(self.node())
+            .sadd(keys::clients(self.node()), client)
+            .ignore()
+            .sadd(keys::WORKSPACES, ws)
+            .ignore();
+        let before = match pipe
+            .query_async::<(Option<String>,)>(&mut self.conn.clone())
+            .await
+        {
+            Ok((before,)) => before,
+            Err(source) => {
+                // Registered again at the next lease renewal once Redis answers.
+                let e = ClusterError::Redis {
+                    what: "registering a client",
+                    source,
+                };
+                warn!(%client, error = %e, "client reachable from this node only for now");
+                None
+            }
+        };
         self.submit(Outbound::event(true, client)).await;
+        before.filter(|n| n != self.node())
     }
 
     /// Adds to `pipe` the commands that record `client` as this node's (cluster.md §C3.2).
@@ -163,7 +198,7 @@ impl Cluster {
             .await
             .map_err(redis("lease renewal"))?;
         if previous.is_none() {
-            let clients: Vec<String> = self.local.lock().unwrap().iter().cloned().collect();
+            let clients: Vec<String> = self.local.lock().unwrap().keys().cloned().collect();
             if !clients.is_empty() {
                 let mut pipe = redis::pipe();
                 for c in &clients {
@@ -280,22 +315,19 @@ impl Cluster {
             .query_async(&mut conn)
             .await
             .map_err(redis("reading a dead node's clients"))?;
-        // One round trip: each client's compare-and-delete (whose answers say which were
-        // still the dead node's), its services, then the node itself.
+        // One round trip: each client's compare-and-delete with its services (whose answers
+        // say which were still the dead node's: one that reconnected elsewhere keeps both),
+        // then the node itself.
         let mut pipe = redis::pipe();
         for c in &clients {
+            let ws = keys::workspace_of(c);
             pipe.cmd("EVAL")
-                .arg(DELETE_IF_OWNER)
-                .arg(1)
-                .arg(keys::owners(keys::workspace_of(c)))
+                .arg(REAP_CLIENT)
+                .arg(2)
+                .arg(keys::owners(ws))
+                .arg(keys::services(ws))
                 .arg(c)
-                .arg(node)
-                .cmd("EVAL")
-                .arg(DELETE_SERVICES_OF)
-                .arg(1)
-                .arg(keys::services(keys::workspace_of(c)))
-                .arg(format!("{c}:"))
-                .ignore();
+                .arg(node);
         }
         pipe.del(keys::clients(node))
             .ignore()

@@ -238,6 +238,9 @@ impl Opening {
         if server {
             // A server answers requests: its drain waits for the replies it owes (§14.1.4).
             shared.inbox.track_owed_replies();
+        } else {
+            // A cluster node may deliver an entry again after a takeover (wire.md §22.5).
+            shared.inbox.drop_redelivered();
         }
         let (connected_tx, connected) = oneshot::channel();
         let dispatch = Arc::new(Mutex::new(Dispatch {

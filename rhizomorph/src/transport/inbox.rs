@@ -113,6 +113,8 @@ struct State {
     transfers_cancelled: HashSet<u64>,
     /// Requests received and not yet answered: the session's drain waits for them.
     owed: HashSet<PeerKey, PeerHash>,
+    /// The newest cluster inbox entry taken, by node and channel (wire.md §22.5).
+    entries: super::redelivery::Taken,
 }
 
 /// Closes a connection's inbox when the driver's event delivery ends (its last task is done):
@@ -148,6 +150,8 @@ pub(crate) struct Inbox {
     exchanges: AtomicBool,
     /// Whether a drain waits for the replies owed to requests (a server's: it answers them).
     track_owed: AtomicBool,
+    /// Whether a message a cluster node delivers again is dropped (a client's, wire.md §22.5).
+    drop_redelivered: AtomicBool,
     /// Pending calls, read without the lock: while none are pending, no header is examined
     /// for a reply.
     pending_calls: AtomicUsize,
@@ -166,6 +170,7 @@ impl Inbox {
             state: Mutex::new(State::default()),
             exchanges: AtomicBool::new(exchanges),
             track_owed: AtomicBool::new(false),
+            drop_redelivered: AtomicBool::new(false),
             pending_calls: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             call_timer: Notify::new(),
@@ -184,6 +189,12 @@ impl Inbox {
         self.track_owed.store(true, Ordering::Release);
     }
 
+    /// Client side: a message whose `rz-entry` a cluster node delivered before on this
+    /// connection is dropped (wire.md §22.5), across its sessions.
+    pub(crate) fn drop_redelivered(&self) {
+        self.drop_redelivered.store(true, Ordering::Release);
+    }
+
     /// From now on §20 messages are handed out as they are (a router forwards them).
     pub(crate) fn forward_exchanges(&self) {
         self.exchanges.store(false, Ordering::Release);
@@ -199,6 +210,12 @@ impl Inbox {
     pub(crate) fn push(&self, m: Message) -> Pushed {
         let mut s = self.lock();
         let ch = m.channel.index();
+        if self.drop_redelivered.load(Ordering::Relaxed) && !s.entries.first_time(&m) {
+            // spec: wire.md §22.5 — a copy a cluster node took over and sent again.
+            debug!(channel = %m.channel, "a redelivered cluster entry dropped");
+            super::metrics::count_redelivered();
+            return Pushed::Release(m.channel, m.credit);
+        }
         let mut exchange = Exchange::Plain;
         let exchanges = self.exchanges.load(Ordering::Acquire);
         if exchanges || self.pending_calls.load(Ordering::Acquire) > 0 {

@@ -1,6 +1,6 @@
 //! Process-wide connection counters by mode (wire.md §3.4.2: a fallback is never silent).
 //!
-//! Owns four atomic counters and their snapshot. Never blocks and never allocates.
+//! Owns five atomic counters and their snapshot. Never blocks and never allocates.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -10,6 +10,7 @@ static NATIVE: AtomicU64 = AtomicU64::new(0);
 static LEGACY: AtomicU64 = AtomicU64::new(0);
 static FALLBACKS: AtomicU64 = AtomicU64::new(0);
 static LEGACY_PINGS: AtomicU64 = AtomicU64::new(0);
+static REDELIVERED: AtomicU64 = AtomicU64::new(0);
 
 /// Connections opened since the process started, by mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -22,6 +23,9 @@ pub struct ModeCounts {
     pub fallbacks: u64,
     /// Legacy `{"type": "ping"}` messages a server answered with a pong.
     pub legacy_pings_answered: u64,
+    /// Messages a client dropped as copies of cluster inbox entries it had taken (wire.md
+    /// §22.5: a node that took over a dead node's inbox sent them again).
+    pub redelivered_dropped: u64,
 }
 
 /// The counters now.
@@ -31,6 +35,7 @@ pub fn snapshot() -> ModeCounts {
         legacy: LEGACY.load(Ordering::Relaxed),
         fallbacks: FALLBACKS.load(Ordering::Relaxed),
         legacy_pings_answered: LEGACY_PINGS.load(Ordering::Relaxed),
+        redelivered_dropped: REDELIVERED.load(Ordering::Relaxed),
     }
 }
 
@@ -47,4 +52,8 @@ pub(crate) fn count_fallback() {
 
 pub(crate) fn count_legacy_pings(n: u64) {
     LEGACY_PINGS.fetch_add(n, Ordering::Relaxed);
+}
+
+pub(crate) fn count_redelivered() {
+    REDELIVERED.fetch_add(1, Ordering::Relaxed);
 }

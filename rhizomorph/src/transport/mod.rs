@@ -26,6 +26,7 @@ pub(crate) mod inbox;
 pub mod legacy;
 pub mod metrics;
 pub mod quic;
+pub(crate) mod redelivery;
 pub mod resume;
 pub(crate) mod shared;
 pub mod tls;
