@@ -1,7 +1,8 @@
 //! Several `rhizomorph serve` processes as one cluster over a real redis-server (issue 23,
 //! spec/cluster.md): clients on different nodes reach each other, a broadcast reaches every
 //! node's clients once, a Redis restart costs local traffic nothing and cross-node traffic
-//! resumes by itself, and Redis memory stays bounded however many messages went through.
+//! resumes by itself, Redis memory stays bounded however many messages went through, and a
+//! native client whose node is killed gets every message once at another node (§C5.2).
 //!
 //! Needs `redis-server` on `$PATH` (`scripts/test.sh` installs the Debian package).
 //! `RHIZOMORPH_CLUSTER_MESSAGES` sets the message count of the memory test (default 1,000,000).
