@@ -90,7 +90,8 @@ pub async fn run(progress: impl Fn(&str)) -> io::Result<Vec<Measurement>> {
             for in_flight in [1, 100] {
                 let (caller, answerer) = (ws(caller), ws(answerer));
                 let row =
-                    native_calls(label, &caller, &answerer, in_flight, d, &pids, &redis).await?;
+                    native_calls(label, &caller, &answerer, in_flight, d, &pids, Some(&redis))
+                        .await?;
                 rows_of_round.push(row);
             }
         }
@@ -102,15 +103,16 @@ pub async fn run(progress: impl Fn(&str)) -> io::Result<Vec<Measurement>> {
 }
 
 /// Calls from `ws-b/caller-<n>` on `caller_url` to `ws-b/answerer-<n>` on `answerer_url`,
-/// which sends each back, `in_flight` at once, for `d`.
-async fn native_calls(
+/// which sends each back, `in_flight` at once, for `d`. Server CPU is that of `pids`; Redis
+/// commands are counted when `redis` is given (`examples/cluster_probe` runs it alone).
+pub async fn native_calls(
     label: &str,
     caller_url: &str,
     answerer_url: &str,
     in_flight: usize,
     d: Duration,
     pids: &[u32],
-    redis: &RedisServer,
+    redis: Option<&RedisServer>,
 ) -> io::Result<Measurement> {
     // Fresh ids per run: a node's directory never confuses one run's clients with another's.
     static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -165,7 +167,7 @@ async fn native_calls(
             .map(|p| rhizomorph_testkit::process::cpu_seconds_of(*p))
             .sum::<f64>()
     };
-    let commands = || redis_commands(Some(redis));
+    let commands = || redis_commands(redis);
     let (cpu0, cmd0) = (cpu_now(), commands());
     let started = Instant::now();
     let mut sent_at = std::collections::VecDeque::new();

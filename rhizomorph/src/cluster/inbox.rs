@@ -15,11 +15,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
-use redis::streams::{StreamId, StreamReadReply};
-use redis::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
+use super::stream_entry::{self, InboxEntry};
 use super::{entry, keys, Cluster, ClusterError, Local, LocalPeers, Outbound};
 use crate::connection::Message;
 use crate::legacy::ENTRY_FIELD;
@@ -80,10 +79,17 @@ pub(super) fn entry_number(id: &str) -> (u64, u64) {
     (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
+/// How often a busy inbox is trimmed at most (cluster.md §C4.3): the retention holds at most
+/// this much more, and a node reading an entry or two at a time does not send an `XTRIM` with
+/// every read.
+pub(super) const TRIM_EVERY: Duration = Duration::from_millis(100);
+
 /// Where this node's inbox may be trimmed to (cluster.md §C4.3): entries handed out stay for
 /// the retention, counted on Redis's clock (the ids) from the newest entry read.
 struct Retention {
     keep: Duration,
+    /// When the last `MINID` was sent.
+    trimmed_at: Option<std::time::Instant>,
     /// The newest entry read, and when.
     newest: Option<(String, std::time::Instant)>,
     /// The last `MINID` sent.
@@ -94,6 +100,9 @@ impl Retention {
     /// The `MINID` to trim to now, if it moved: the oldest of the oldest held entry, the newest
     /// read one, and the newest read one's time plus the time since minus the retention.
     fn due(&mut self, oldest_held: Option<String>) -> Option<String> {
+        if self.trimmed_at.is_some_and(|t| t.elapsed() < TRIM_EVERY) {
+            return None;
+        }
         let (newest, at) = self.newest.as_ref()?;
         let newest = entry_number(newest);
         let ms = (newest.0 + at.elapsed().as_millis() as u64)
@@ -106,6 +115,7 @@ impl Retention {
             return None;
         }
         self.trimmed = Some(min);
+        self.trimmed_at = Some(std::time::Instant::now());
         Some(format!("{}-{}", min.0, min.1))
     }
 }
@@ -143,6 +153,7 @@ pub(super) async fn run<W: Local>(cluster: Arc<Cluster>, mut conn: ConnectionMan
     let mut backoff = Duration::from_millis(50);
     let mut retention = Retention {
         keep: cluster.config.retention,
+        trimmed_at: None,
         newest: None,
         trimmed: None,
     };
@@ -189,8 +200,7 @@ pub(super) async fn run<W: Local>(cluster: Arc<Cluster>, mut conn: ConnectionMan
             .arg("STREAMS")
             .arg(&inbox)
             .arg(">");
-        let read: redis::RedisResult<(Option<StreamReadReply>,)> =
-            pipe.query_async(&mut conn).await;
+        let read: redis::RedisResult<(redis::Value,)> = pipe.query_async(&mut conn).await;
         let reply = match read {
             Ok((reply,)) => {
                 backoff = Duration::from_millis(50);
@@ -200,6 +210,7 @@ pub(super) async fn run<W: Local>(cluster: Arc<Cluster>, mut conn: ConnectionMan
                 // Not acknowledged: put back, sent with the next read (the trim again too).
                 acks.lock().unwrap().extend(done);
                 retention.trimmed = None;
+                retention.trimmed_at = None;
                 if e.code() == Some("NOGROUP") {
                     if let Err(e) = ensure_group(&cluster, &mut conn).await {
                         debug!(error = %e, "inbox group not created yet");
@@ -219,12 +230,13 @@ pub(super) async fn run<W: Local>(cluster: Arc<Cluster>, mut conn: ConnectionMan
         let Some(router) = weak.upgrade() else {
             return;
         };
-        for key in reply.map(|r| r.keys).unwrap_or_default() {
-            for id in key.ids {
-                cluster.count(|s| &s.received, 1);
-                retention.newest = Some((id.id.clone(), std::time::Instant::now()));
-                handle(&cluster, &weak, &router, &lanes, &held, &acks, id).await;
-            }
+        let entries = stream_entry::from_read(reply);
+        if let Some(last) = entries.last() {
+            cluster.count(|s| &s.received, entries.len() as u64);
+            retention.newest = Some((last.id.clone(), std::time::Instant::now()));
+        }
+        for e in entries {
+            handle(&cluster, &weak, &router, &lanes, &held, &acks, e).await;
         }
     }
 }
@@ -247,13 +259,15 @@ async fn handle<W: Local>(
     lanes: &Lanes,
     held: &Arc<Semaphore>,
     acks: &Arc<Mutex<Vec<String>>>,
-    id: StreamId,
+    e: InboxEntry,
 ) {
-    let text = |field: &str| match id.map.get(field) {
-        Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-        _ => String::new(),
-    };
-    let (kind, to, from) = (text("k"), text("t"), text("f"));
+    let InboxEntry {
+        id,
+        kind,
+        to,
+        from,
+        body,
+    } = e;
     let ack = |entry: String| acks.lock().unwrap().push(entry);
     match kind.as_str() {
         "c" | "d" => {
@@ -265,41 +279,37 @@ async fn handle<W: Local>(
                 .unwrap()
                 .put(&to, owner, std::time::Instant::now());
             router.remote_client_event(&to, connected).await;
-            ack(id.id);
+            ack(id);
             return;
         }
         "n" => {
             cluster.node_joined(&to);
-            ack(id.id);
+            ack(id);
             return;
         }
         "s" | "r" => {
-            if let Some(Value::BulkString(b)) = id.map.get("m") {
+            if let Some(b) = &body {
                 router.remote_service(b, kind == "s").await;
             }
-            ack(id.id);
+            ack(id);
             return;
         }
         "m" | "b" | "g" => {}
         other => {
-            debug!(kind = %other, entry = %id.id, "inbox entry of an unknown kind dropped");
+            debug!(kind = %other, entry = %id, "inbox entry of an unknown kind dropped");
             cluster.count(|s| &s.bad_entries, 1);
-            ack(id.id);
+            ack(id);
             return;
         }
     }
     // Taken out of the reply, not copied: the payload is a view of what Redis sent.
-    let mut id = id;
-    let bytes = match id.map.remove("m") {
-        Some(Value::BulkString(b)) => Bytes::from(b),
-        _ => Bytes::new(),
-    };
+    let bytes = body.map(Bytes::from).unwrap_or_default();
     let mut message = match entry::decode(bytes, cluster.config.max_header_list_size) {
         Ok(m) => m,
         Err(e) => {
-            warn!(entry = %id.id, error = %e, "inbox entry dropped");
+            warn!(entry = %id, error = %e, "inbox entry dropped");
             cluster.count(|s| &s.bad_entries, 1);
-            ack(id.id);
+            ack(id);
             return;
         }
     };
@@ -308,19 +318,19 @@ async fn handle<W: Local>(
         // this inbox over and send it again (cluster.md §C5.2).
         message
             .header
-            .set(ENTRY_FIELD, format!("{}/{}", cluster.node(), id.id));
+            .set(ENTRY_FIELD, format!("{}/{}", cluster.node(), id));
     }
     if kind == "g" {
         router.to_manager(&from, message).await;
         cluster.count(|s| &s.delivered, 1);
-        ack(id.id);
+        ack(id);
         return;
     }
     if kind == "b" {
         let ws = keys::workspace_of(&to);
         let n = router.broadcast_locally(ws, &from, message);
         cluster.count(|s| &s.delivered, n as u64);
-        ack(id.id);
+        ack(id);
         return;
     }
     // A lane already holds entries for this client: this one waits behind them (order).
@@ -329,13 +339,13 @@ async fn handle<W: Local>(
         if let Some(lane) = lanes_now.get_mut(&to) {
             match held.clone().try_acquire_owned() {
                 Ok(permit) => {
-                    lane.push_back((id.id, message, permit));
+                    lane.push_back((id, message, permit));
                     return;
                 }
                 Err(_) => {
                     // Cannot happen: a read starts only with room for all it reads.
                     drop(lanes_now);
-                    return drop_entry(cluster, acks, id.id, &to);
+                    return drop_entry(cluster, acks, id, &to);
                 }
             }
         }
@@ -357,11 +367,11 @@ async fn handle<W: Local>(
             },
             // Left pending: claimed when its client comes back (or the node restarts).
             Err(e) => {
-                warn!(entry = %id.id, error = %e, "inbox entry left pending");
+                warn!(entry = %id, error = %e, "inbox entry left pending");
                 return;
             }
         }
-        ack(id.id);
+        ack(id);
         return;
     };
     let channel = message.channel;
@@ -374,7 +384,7 @@ async fn handle<W: Local>(
             lanes
                 .lock()
                 .unwrap()
-                .insert(to.clone(), VecDeque::from([(id.id, message, permit)]));
+                .insert(to.clone(), VecDeque::from([(id, message, permit)]));
             tokio::spawn(drain_lane(
                 cluster.clone(),
                 weak.clone(),
@@ -385,7 +395,7 @@ async fn handle<W: Local>(
         }
         sent => {
             delivered(cluster, sent, &to);
-            ack(id.id);
+            ack(id);
         }
     }
 }

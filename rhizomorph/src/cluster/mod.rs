@@ -31,6 +31,7 @@ mod inbox;
 pub mod keys;
 mod outbox;
 mod registry;
+mod stream_entry;
 mod takeover;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

@@ -169,11 +169,13 @@ pub(super) async fn run<W: Local>(
     let max = cluster.config.outbox_capacity.clamp(1, 4096);
     let mut batch = Vec::with_capacity(max);
     let answering = Answering::new();
+    let mut lags = LagWatch::new(cluster.config.inbox_high_water);
     while rx.recv_many(&mut batch, max).await > 0 {
         let Some(router) = router.upgrade() else {
             return;
         };
-        let (unroutable, backed_up) = write_batch(&cluster, std::mem::take(&mut batch)).await;
+        let (unroutable, backed_up) =
+            write_batch(&cluster, std::mem::take(&mut batch), &mut lags).await;
         if !unroutable.is_empty() {
             answering.answer(&cluster, router, unroutable);
         }
@@ -262,9 +264,54 @@ pub(super) fn xadd(
         .arg(from);
 }
 
+/// When each inbox's lag is read next (cluster.md §C4.1): with the batch that brings the
+/// entries written to it since its last read to a twentieth of the high-water mark (1,000 by
+/// default), so a writer goes at most that far past the mark before it sees it, and a busy
+/// link pays for the read once per many batches, not with each.
+struct LagWatch {
+    /// Entries written to a node's inbox since its lag was last read.
+    since: std::collections::HashMap<String, u64>,
+    every: u64,
+}
+
+impl LagWatch {
+    fn new(high_water: u64) -> LagWatch {
+        LagWatch {
+            since: Default::default(),
+            every: (high_water / 20).max(1),
+        }
+    }
+
+    /// Counts `n` entries written to `node`; `true` if this batch reads its lag (the first
+    /// write to a node does, so a writer learns at once of an inbox already backed up).
+    fn wrote(&mut self, node: &str, n: u64) -> bool {
+        match self.since.get_mut(node) {
+            Some(since) => {
+                *since += n;
+                *since >= self.every
+            }
+            None => {
+                self.since.insert(node.to_string(), n);
+                true
+            }
+        }
+    }
+
+    /// The lag of `node` was read: counting starts again.
+    fn read(&mut self, node: &str) {
+        if let Some(since) = self.since.get_mut(node) {
+            *since = 0;
+        }
+    }
+}
+
 /// One batch: look-ups, then one `XADD` pipeline. Returns what found no node, and the nodes
 /// whose inbox is past its high-water mark.
-async fn write_batch(cluster: &Cluster, batch: Vec<Outbound>) -> (Vec<Unroutable>, Vec<String>) {
+async fn write_batch(
+    cluster: &Cluster,
+    batch: Vec<Outbound>,
+    lags: &mut LagWatch,
+) -> (Vec<Unroutable>, Vec<String>) {
     let now = Instant::now();
     let me = cluster.node().to_string();
     let mut missing: Vec<String> = Vec::new();
@@ -291,12 +338,11 @@ async fn write_batch(cluster: &Cluster, batch: Vec<Outbound>) -> (Vec<Unroutable
     let mut writes = 0usize;
     // The calls this batch carries, answered with a reject if the batch fails.
     let mut calls: Vec<Unroutable> = Vec::new();
-    // The nodes this batch writes messages to: their inbox lengths come back with it.
-    let mut written: Vec<String> = Vec::new();
-    let mut wrote_to = |node: &str| {
-        if !written.iter().any(|n| n == node) {
-            written.push(node.to_string());
-        }
+    // The nodes this batch writes messages to, and how many entries to each.
+    let mut written: Vec<(String, u64)> = Vec::new();
+    let mut wrote_to = |node: &str| match written.iter_mut().find(|(n, _)| n == node) {
+        Some((_, count)) => *count += 1,
+        None => written.push((node.to_string(), 1)),
     };
     let append = |pipe: &mut redis::Pipeline, node: &str, kind: &str, to: &str, from: &str| {
         xadd(pipe, node, max_len, kind, to, from)
@@ -395,7 +441,13 @@ async fn write_batch(cluster: &Cluster, batch: Vec<Outbound>) -> (Vec<Unroutable
     }
     let mut backed_up = Vec::new();
     if writes > 0 && failed.is_none() {
-        for node in &written {
+        // spec: cluster.md §C4.1 — the lags this batch reads (not every batch's).
+        let checked: Vec<String> = written
+            .into_iter()
+            .filter(|(node, count)| lags.wrote(node, *count))
+            .map(|(node, _)| node)
+            .collect();
+        for node in &checked {
             add_lag(&mut pipe, node);
         }
         cluster.count(|s| &s.send_round_trips, 1);
@@ -409,7 +461,10 @@ async fn write_batch(cluster: &Cluster, batch: Vec<Outbound>) -> (Vec<Unroutable
                 cluster.count(|s| &s.sent, writes as u64);
                 calls.clear();
                 let high = cluster.config.inbox_high_water;
-                backed_up = written
+                for node in &checked {
+                    lags.read(node);
+                }
+                backed_up = checked
                     .into_iter()
                     .zip(lengths)
                     .filter(|(_, len)| *len > high)

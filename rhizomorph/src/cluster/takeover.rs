@@ -13,8 +13,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::streams::{StreamInfoGroupsReply, StreamRangeReply};
-use redis::Value;
+use super::stream_entry;
+use redis::streams::StreamInfoGroupsReply;
 use tracing::{debug, info};
 
 use super::inbox::entry_number;
@@ -97,7 +97,7 @@ async fn take_over<W: Local>(
     let mut after = "-".to_string();
     let mut delivered = 0u64;
     loop {
-        let page: StreamRangeReply = redis::cmd("XRANGE")
+        let page: redis::Value = redis::cmd("XRANGE")
             .arg(&inbox)
             .arg(&after)
             .arg("+")
@@ -106,7 +106,8 @@ async fn take_over<W: Local>(
             .query_async(&mut conn)
             .await
             .map_err(redis("reading a dead node's inbox"))?;
-        let Some(last) = page.ids.last() else {
+        let page = stream_entry::from_range(page);
+        let Some(last) = page.last() else {
             if Instant::now() >= until {
                 return Ok(Some(delivered));
             }
@@ -115,19 +116,12 @@ async fn take_over<W: Local>(
         };
         after = format!("({}", last.id);
         let mut taken = Vec::new();
-        for mut e in page.ids {
-            let text = |field: &str| match e.map.get(field) {
-                Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-                _ => String::new(),
-            };
-            if text("k") != "m" || text("t") != client || entry_number(&e.id) <= floor {
+        for e in page {
+            if e.kind != "m" || e.to != client || entry_number(&e.id) <= floor {
                 continue;
             }
             taken.push(e.id.clone());
-            let bytes = match e.map.remove("m") {
-                Some(Value::BulkString(b)) => bytes::Bytes::from(b),
-                _ => bytes::Bytes::new(),
-            };
+            let bytes = e.body.map(bytes::Bytes::from).unwrap_or_default();
             let mut message = match entry::decode(bytes, config.max_header_list_size) {
                 Ok(m) => m,
                 Err(err) => {
