@@ -3,7 +3,7 @@
 //! instances (`hypha --redis-uri`), then through two `rhizomorph serve --redis` nodes; and
 //! native clients across two nodes, on one node with `--redis`, and on one node without it.
 //! Reports msgs/s, p50/p99, server CPU per call (both servers' `/proc/<pid>/stat`) and Redis
-//! commands per call (`INFO stats`).
+//! commands and round trips per call (`INFO stats`).
 //!
 //! Owns every process it starts (killed when dropped). Needs the venv and redis-server; not
 //! part of `all`.
@@ -16,7 +16,7 @@ use rhizomorph::{Channel, Config, Connection, Endpoint, RoutingHeader};
 use rhizomorph_testkit::python::{venv_python, HyphaServer};
 use rhizomorph_testkit::redis_server::RedisServer;
 
-use super::hypha_apps::{add_ratios, redis_commands, run_against, serve, Servers};
+use super::hypha_apps::{add_ratios, run_against, serve, RedisCounters, Servers};
 use super::measure::Measurement;
 
 /// Rounds of the native rows.
@@ -167,8 +167,7 @@ pub async fn native_calls(
             .map(|p| rhizomorph_testkit::process::cpu_seconds_of(*p))
             .sum::<f64>()
     };
-    let commands = || redis_commands(redis);
-    let (cpu0, cmd0) = (cpu_now(), commands());
+    let (cpu0, redis0) = (cpu_now(), RedisCounters::of(redis));
     let started = Instant::now();
     let mut sent_at = std::collections::VecDeque::new();
     let mut lat = Vec::new();
@@ -190,7 +189,7 @@ pub async fn native_calls(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let (cpu, cmds) = (cpu_now() - cpu0, commands() - cmd0);
+    let (cpu, redis_now) = (cpu_now() - cpu0, RedisCounters::of(redis));
     echo.abort();
     lat.sort();
     let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
@@ -207,9 +206,14 @@ pub async fn native_calls(
         p50_ms: q(0.50),
         p95_ms: q(0.95),
         p99_ms: q(0.99),
-        notes: vec![
-            ("server CPU µs/call".into(), cpu * 1e6 / calls.max(1) as f64),
-            ("Redis cmds/call".into(), cmds / calls.max(1) as f64),
-        ],
+        notes: [("server CPU µs/call".into(), cpu * 1e6 / calls.max(1) as f64)]
+            .into_iter()
+            .chain(
+                redis
+                    .map(|_| redis_now.notes_since(redis0, calls))
+                    .into_iter()
+                    .flatten(),
+            )
+            .collect(),
     })
 }

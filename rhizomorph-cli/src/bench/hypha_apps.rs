@@ -101,23 +101,53 @@ pub(super) struct Servers<'a> {
     pub caller_http: &'a str,
     /// The server processes (their CPU is summed).
     pub pids: Vec<u32>,
-    /// A Redis behind them (its `total_commands_processed` per call is reported).
+    /// A Redis behind them (its commands and round trips per call are reported).
     pub redis: Option<&'a rhizomorph_testkit::redis_server::RedisServer>,
 }
 
-/// Commands `redis` has processed so far (0 without one).
-pub(super) fn redis_commands(redis: Option<&rhizomorph_testkit::redis_server::RedisServer>) -> f64 {
-    let Some(r) = redis else {
-        return 0.0;
-    };
-    r.command(&["INFO", "stats"])
-        .ok()
-        .and_then(|info| {
+/// What a Redis has done so far, from `INFO stats` (zeros without one): the bench reports the
+/// change per call.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct RedisCounters {
+    /// `total_commands_processed`.
+    pub commands: f64,
+    /// `total_reads_processed`: socket reads with data, one per pipeline a client sent when
+    /// nothing else waits, so its change per call is the servers' round trips to Redis.
+    pub reads: f64,
+}
+
+impl RedisCounters {
+    /// `redis`'s counters now.
+    pub fn of(redis: Option<&rhizomorph_testkit::redis_server::RedisServer>) -> RedisCounters {
+        let Some(info) = redis.and_then(|r| r.command(&["INFO", "stats"]).ok()) else {
+            return RedisCounters::default();
+        };
+        let field = |name: &str| {
             info.lines()
-                .find_map(|l| l.strip_prefix("total_commands_processed:"))
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
                 .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
+                .unwrap_or(0.0)
+        };
+        RedisCounters {
+            commands: field("total_commands_processed"),
+            reads: field("total_reads_processed"),
+        }
+    }
+
+    /// The notes for `calls` calls since `start`.
+    pub fn notes_since(&self, start: RedisCounters, calls: u64) -> Vec<(String, f64)> {
+        let per_call = |d: f64| d / calls.max(1) as f64;
+        vec![
+            (
+                "Redis cmds/call".into(),
+                per_call(self.commands - start.commands),
+            ),
+            (
+                "Redis round trips/call".into(),
+                per_call(self.reads - start.reads),
+            ),
+        ]
+    }
 }
 
 /// A `rhizomorph serve` child (this binary) on a free port, with `extra` arguments.
@@ -184,7 +214,7 @@ pub(super) async fn run_against(
     let mut caller = python_role(python, &args)?;
     let mut out = BufReader::new(caller.stdout.take().expect("piped")).lines();
     let mut rows = Vec::new();
-    let (mut cpu_start, mut commands_start) = (0.0, 0.0);
+    let (mut cpu_start, mut redis_start) = (0.0, RedisCounters::default());
     while rows.len() < scenarios.len() {
         let line = tokio::time::timeout(Duration::from_secs(600), out.next_line())
             .await
@@ -194,14 +224,14 @@ pub(super) async fn run_against(
         if let Some(name) = v["start"].as_str() {
             progress(&format!("{label}: {name}"));
             cpu_start = cpu_now();
-            commands_start = redis_commands(servers.redis);
+            redis_start = RedisCounters::of(servers.redis);
             continue;
         }
         let Some(name) = v["result"].as_str() else {
             continue;
         };
         let cpu = cpu_now() - cpu_start;
-        let commands = redis_commands(servers.redis) - commands_start;
+        let redis_now = RedisCounters::of(servers.redis);
         let messages = v["messages"].as_u64().unwrap_or(0);
         let bytes = v["bytes"].as_u64().unwrap_or(0);
         let seconds = v["seconds"].as_f64().unwrap_or(0.0).max(1e-9);
@@ -219,10 +249,11 @@ pub(super) async fn run_against(
             p99_ms: v["p99_ms"].as_f64().unwrap_or(0.0),
             notes: match servers.redis {
                 None => vec![(CPU_NOTE.into(), cpu * 1e6 / messages.max(1) as f64)],
-                Some(_) => vec![
-                    (CPU_NOTE.into(), cpu * 1e6 / messages.max(1) as f64),
-                    ("Redis cmds/call".into(), commands / messages.max(1) as f64),
-                ],
+                Some(_) => {
+                    let mut notes = vec![(CPU_NOTE.into(), cpu * 1e6 / messages.max(1) as f64)];
+                    notes.extend(redis_now.notes_since(redis_start, messages));
+                    notes
+                }
             },
         });
     }
