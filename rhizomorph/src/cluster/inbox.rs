@@ -447,3 +447,30 @@ fn drop_entry(cluster: &Cluster, acks: &Arc<Mutex<Vec<String>>>, entry: String, 
     cluster.count(|s| &s.undeliverable, 1);
     acks.lock().unwrap().push(entry);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Retention, TRIM_EVERY};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn c4_3_a_busy_inbox_is_trimmed_at_most_once_per_interval() {
+        let mut r = Retention {
+            keep: Duration::ZERO,
+            trimmed_at: None,
+            newest: Some(("1000-0".into(), Instant::now())),
+            trimmed: None,
+        };
+        assert_eq!(r.due(None).as_deref(), Some("1000-0"));
+        // Newer entries read at once: not trimmed again before the interval.
+        r.newest = Some(("2000-0".into(), Instant::now()));
+        assert_eq!(r.due(None), None);
+        r.trimmed_at = Some(Instant::now() - TRIM_EVERY);
+        assert_eq!(r.due(None).as_deref(), Some("2000-0"));
+        // An entry still held keeps the trim below it.
+        r.trimmed_at = None;
+        r.newest = Some(("3000-0".into(), Instant::now()));
+        r.trimmed = None;
+        assert_eq!(r.due(Some("1500-2".into())).as_deref(), Some("1500-2"));
+    }
+}

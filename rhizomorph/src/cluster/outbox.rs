@@ -538,3 +538,33 @@ async fn wait_for_room(cluster: &Cluster, nodes: Vec<String>) {
     }
     warn!(nodes = ?nodes, "inboxes stayed past their high-water mark: writing on");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::LagWatch;
+
+    #[test]
+    fn c4_1_a_lag_is_read_first_then_once_per_step_of_entries() {
+        let mut lags = LagWatch::new(20_000);
+        assert!(
+            lags.wrote("b", 1),
+            "the first batch to an inbox reads its lag"
+        );
+        lags.read("b");
+        // 999 more entries, in batches: under the step of 1,000.
+        for _ in 0..9 {
+            assert!(!lags.wrote("b", 111));
+        }
+        assert!(
+            lags.wrote("b", 1),
+            "the batch that reaches the step reads it"
+        );
+        lags.read("b");
+        assert!(!lags.wrote("b", 999));
+        // Another inbox counts on its own.
+        assert!(lags.wrote("c", 5));
+        // A batch that failed (its lag not read) keeps counting.
+        assert!(lags.wrote("b", 1));
+        assert!(lags.wrote("b", 1));
+    }
+}
