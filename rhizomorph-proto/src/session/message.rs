@@ -49,6 +49,24 @@ pub struct Message {
 }
 
 impl Message {
+    /// A raw, uncompressed message on `channel` with `header` and `payload`, as if it arrived
+    /// first on its channel (sequence 0, no schema, no error, no credit to give back): what a
+    /// router builds for its own answers, and what tests hand to code that takes messages.
+    pub fn new(channel: Channel, header: RoutingHeader, payload: Bytes) -> Message {
+        Message {
+            channel,
+            sequence: 0,
+            header,
+            payload,
+            encoding: PayloadEncoding::Raw,
+            compression: Compression::None,
+            schema: None,
+            error: None,
+            still_compressed: false,
+            credit: 0,
+        }
+    }
+
     /// Decompresses the payload in place, within `max_message_size` (our `MAX_MESSAGE_SIZE`).
     ///
     /// spec: wire.md §12.3 — a failure concerns this message only: it is recorded in

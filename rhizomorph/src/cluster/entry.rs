@@ -165,18 +165,7 @@ pub fn decode(mut entry: Bytes, max_header_list_size: u64) -> Result<Message, En
 /// A message on `channel` with an empty header and payload, to fill in (a router's own
 /// answer sent through the cluster).
 pub fn empty_message(channel: Channel) -> Message {
-    Message {
-        channel,
-        sequence: 0,
-        header: Default::default(),
-        payload: Bytes::new(),
-        encoding: PayloadEncoding::Raw,
-        compression: Compression::None,
-        schema: None,
-        error: None,
-        still_compressed: false,
-        credit: 0,
-    }
+    Message::new(channel, Default::default(), Bytes::new())
 }
 
 /// The next `n` bytes of `entry`, or `Truncated` naming `field`.

@@ -247,18 +247,11 @@ mod tests {
         let mut t = CallTable::default();
         t.register(1, None);
         t.register(2, None);
-        let m = Message {
-            channel: crate::frame::Channel::Rpc,
-            sequence: 0,
-            header: Default::default(),
-            payload: bytes::Bytes::from_static(b"answer"),
-            encoding: crate::frame::PayloadEncoding::Raw,
-            compression: crate::frame::Compression::None,
-            schema: None,
-            error: None,
-            still_compressed: false,
-            credit: 0,
-        };
+        let m = Message::new(
+            crate::frame::Channel::Rpc,
+            Default::default(),
+            bytes::Bytes::from_static(b"answer"),
+        );
         assert!(t.deliver(1, m).is_ok());
         t.clear();
         assert!(

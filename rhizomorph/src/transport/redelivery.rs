@@ -71,18 +71,7 @@ mod tests {
     use crate::header::RoutingHeader;
 
     fn message(channel: Channel, header: RoutingHeader) -> Message {
-        Message {
-            channel,
-            sequence: 0,
-            header,
-            payload: Bytes::new(),
-            encoding: crate::frame::PayloadEncoding::Raw,
-            compression: crate::frame::Compression::None,
-            schema: None,
-            error: None,
-            still_compressed: false,
-            credit: 0,
-        }
+        Message::new(channel, header, Bytes::new())
     }
 
     fn entry(channel: Channel, value: &str) -> Message {
