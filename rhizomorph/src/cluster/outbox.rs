@@ -291,6 +291,11 @@ impl LagWatch {
                 *since >= self.every
             }
             None => {
+                // Bounded: node ids are random by default, so restarted peers leave old ones
+                // behind. Forgetting them all only makes the next batches read their lags.
+                if self.since.len() >= MAX_WATCHED {
+                    self.since.clear();
+                }
                 self.since.insert(node.to_string(), n);
                 true
             }
@@ -304,6 +309,9 @@ impl LagWatch {
         }
     }
 }
+
+/// Inboxes a [`LagWatch`] counts for at most.
+const MAX_WATCHED: usize = 1024;
 
 /// One batch: look-ups, then one `XADD` pipeline. Returns what found no node, and the nodes
 /// whose inbox is past its high-water mark.
@@ -541,7 +549,7 @@ async fn wait_for_room(cluster: &Cluster, nodes: Vec<String>) {
 
 #[cfg(test)]
 mod tests {
-    use super::LagWatch;
+    use super::{LagWatch, MAX_WATCHED};
 
     #[test]
     fn c4_1_a_lag_is_read_first_then_once_per_step_of_entries() {
@@ -566,5 +574,14 @@ mod tests {
         // A batch that failed (its lag not read) keeps counting.
         assert!(lags.wrote("b", 1));
         assert!(lags.wrote("b", 1));
+    }
+
+    #[test]
+    fn c4_1_the_inboxes_counted_are_bounded() {
+        let mut lags = LagWatch::new(20_000);
+        for n in 0..MAX_WATCHED * 3 {
+            assert!(lags.wrote(&format!("node-{n}"), 1));
+            assert!(lags.since.len() <= MAX_WATCHED);
+        }
     }
 }
